@@ -1,0 +1,564 @@
+//! The command parser: one command line, without its CRLF, in; a typed [`Command`] or the reason
+//! it is not one out.
+//!
+//! It exists so that every byte-level decision about a command (verbs, paths, parameters) is made
+//! in one pure function that is tested with byte literals and fuzzed, and so that the state machine
+//! works on types, never on text. It decides syntax only: whether an address is local, safe or
+//! known is the directory's question, asked later by the session.
+
+use std::fmt;
+
+/// A mailbox address as written in a path: `local@domain`, or a bare `local` with no domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Address {
+    /// The local part exactly as sent (a quoted string keeps its quotes).
+    pub local: String,
+    /// The domain, when one was given.
+    pub domain: Option<String>,
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.domain {
+            Some(domain) => write!(f, "{}@{}", self.local, domain),
+            None => f.write_str(&self.local),
+        }
+    }
+}
+
+/// One `KEY[=VALUE]` parameter after a MAIL or RCPT path (RFC 5321 §4.1.2, `esmtp-param`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Param {
+    /// The keyword, upper-cased.
+    pub key: String,
+    /// The value, as sent.
+    pub value: Option<String>,
+}
+
+/// Which of the four "start a transaction" verbs of RFC 821 §4.1.1 was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MailVerb {
+    /// `MAIL FROM:` deliver to a mailbox.
+    Mail,
+    /// `SEND FROM:` deliver to a terminal.
+    Send,
+    /// `SOML FROM:` send to a terminal or else to a mailbox.
+    Soml,
+    /// `SAML FROM:` send to a terminal and to a mailbox.
+    Saml,
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    Helo(String),
+    Ehlo(String),
+    /// `MAIL FROM:` and its RFC 821 siblings; `from` is `None` for the null path `<>`.
+    Mail {
+        verb: MailVerb,
+        from: Option<Address>,
+        params: Vec<Param>,
+    },
+    Rcpt {
+        to: Address,
+        params: Vec<Param>,
+    },
+    Data,
+    /// `BDAT size [LAST]` (RFC 3030).
+    Bdat {
+        size: u64,
+        last: bool,
+    },
+    Rset,
+    Vrfy(String),
+    Expn(String),
+    Help(Option<String>),
+    Noop,
+    Quit,
+    Turn,
+}
+
+/// Why a line is not a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParseError {
+    /// The verb is not one this server knows: 500.
+    Unrecognized,
+    /// The verb is known but its arguments are malformed: 501, with the reason.
+    Syntax(&'static str),
+}
+
+/// Parses one command line, given without its terminating CRLF.
+pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
+    let (verb, rest) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &line[line.len()..]),
+    };
+    let verb = verb.to_ascii_uppercase();
+    let known = matches!(
+        verb.as_slice(),
+        b"HELO"
+            | b"EHLO"
+            | b"MAIL"
+            | b"SEND"
+            | b"SOML"
+            | b"SAML"
+            | b"RCPT"
+            | b"DATA"
+            | b"BDAT"
+            | b"RSET"
+            | b"VRFY"
+            | b"EXPN"
+            | b"HELP"
+            | b"NOOP"
+            | b"QUIT"
+            | b"TURN"
+    );
+    if !known {
+        return Err(ParseError::Unrecognized);
+    }
+    let rest =
+        std::str::from_utf8(rest).map_err(|_| ParseError::Syntax("argument is not UTF-8"))?;
+    // Control characters are refused everywhere but in a local part, where the directory
+    // refuses them with 553 as a name that is not allowed.
+    let path_verb = matches!(
+        verb.as_slice(),
+        b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT"
+    );
+    if !path_verb && rest.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ParseError::Syntax("control character in argument"));
+    }
+    let rest = rest.trim_matches(|c| c == ' ' || c == '\t');
+    let no_args = |cmd: Command| {
+        if rest.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(ParseError::Syntax("this command takes no arguments"))
+        }
+    };
+    let required = |what: &'static str| {
+        if rest.is_empty() {
+            Err(ParseError::Syntax(what))
+        } else {
+            Ok(rest.to_string())
+        }
+    };
+    match verb.as_slice() {
+        b"HELO" => Ok(Command::Helo(domain_arg(rest)?)),
+        b"EHLO" => Ok(Command::Ehlo(domain_arg(rest)?)),
+        b"MAIL" => mail(MailVerb::Mail, rest),
+        b"SEND" => mail(MailVerb::Send, rest),
+        b"SOML" => mail(MailVerb::Soml, rest),
+        b"SAML" => mail(MailVerb::Saml, rest),
+        b"RCPT" => {
+            let path = strip_keyword(rest, "TO:")
+                .ok_or(ParseError::Syntax("expected RCPT TO:<address>"))?;
+            let (to, params) = path_and_params(path)?;
+            let to = to.ok_or(ParseError::Syntax("a recipient cannot be the null path"))?;
+            Ok(Command::Rcpt { to, params })
+        }
+        b"DATA" => no_args(Command::Data),
+        b"BDAT" => bdat(rest),
+        b"RSET" => no_args(Command::Rset),
+        b"VRFY" => Ok(Command::Vrfy(required("expected VRFY <user>")?)),
+        b"EXPN" => Ok(Command::Expn(required("expected EXPN <list>")?)),
+        b"HELP" => Ok(Command::Help((!rest.is_empty()).then(|| rest.to_string()))),
+        // NOOP may carry a string, which is ignored (RFC 5321 §4.1.1.9).
+        b"NOOP" => Ok(Command::Noop),
+        b"QUIT" => no_args(Command::Quit),
+        b"TURN" => no_args(Command::Turn),
+        _ => Err(ParseError::Unrecognized),
+    }
+}
+
+fn domain_arg(rest: &str) -> Result<String, ParseError> {
+    // RFC 5321 §4.1.1.1: the argument is a domain or an address literal. Any single printable
+    // token is taken: the server must not refuse a client for the name it gives (§4.1.4).
+    if rest.is_empty() || rest.contains([' ', '\t']) {
+        return Err(ParseError::Syntax("expected a domain name"));
+    }
+    Ok(rest.to_string())
+}
+
+fn bdat(rest: &str) -> Result<Command, ParseError> {
+    let mut words = rest.split(' ').filter(|w| !w.is_empty());
+    let size = words
+        .next()
+        .filter(|w| w.len() <= 18 && w.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|w| w.parse().ok())
+        .ok_or(ParseError::Syntax("expected BDAT <size> [LAST]"))?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(ParseError::Syntax("expected BDAT <size> [LAST]")),
+    };
+    if words.next().is_some() {
+        return Err(ParseError::Syntax("expected BDAT <size> [LAST]"));
+    }
+    Ok(Command::Bdat { size, last })
+}
+
+fn mail(verb: MailVerb, rest: &str) -> Result<Command, ParseError> {
+    let path = strip_keyword(rest, "FROM:").ok_or(ParseError::Syntax("expected FROM:<address>"))?;
+    let (from, params) = path_and_params(path)?;
+    Ok(Command::Mail { verb, from, params })
+}
+
+/// Strips a case-insensitive keyword such as `FROM:`; spaces after the colon are tolerated.
+fn strip_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = rest.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| rest[keyword.len()..].trim_start_matches(' '))
+}
+
+/// Splits `<path> PARAM=VALUE ...` into the address (None for `<>`) and its parameters.
+fn path_and_params(s: &str) -> Result<(Option<Address>, Vec<Param>), ParseError> {
+    let (path, rest) = if let Some(inner) = s.strip_prefix('<') {
+        let end = closing_bracket(inner).ok_or(ParseError::Syntax("unterminated <path>"))?;
+        (&inner[..end], &inner[end + 1..])
+    } else {
+        // Lenient: a bare address without angle brackets, as many test clients send.
+        match s.find(' ') {
+            Some(i) => (&s[..i], &s[i..]),
+            None => (s, ""),
+        }
+    };
+    if !rest.is_empty() && !rest.starts_with(' ') {
+        return Err(ParseError::Syntax("expected a space after the path"));
+    }
+    let address = if path.is_empty() {
+        None
+    } else {
+        Some(address(strip_source_route(path)?)?)
+    };
+    let params = rest
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(param)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((address, params))
+}
+
+/// The index of the `>` closing a path, skipping a quoted local part.
+fn closing_bracket(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// RFC 5321 §4.1.2 and Appendix C: a source route (`@a,@b:user@c`) is accepted and ignored.
+fn strip_source_route(path: &str) -> Result<&str, ParseError> {
+    if !path.starts_with('@') {
+        return Ok(path);
+    }
+    let colon = path
+        .find(':')
+        .ok_or(ParseError::Syntax("malformed source route"))?;
+    let route = &path[..colon];
+    if route
+        .split(',')
+        .any(|hop| hop.len() < 2 || !hop.starts_with('@') || !valid_domain(&hop[1..]))
+    {
+        return Err(ParseError::Syntax("malformed source route"));
+    }
+    Ok(&path[colon + 1..])
+}
+
+fn address(s: &str) -> Result<Address, ParseError> {
+    // The domain follows the last `@` outside a quoted local part.
+    let at = if s.starts_with('"') {
+        let close = s[1..]
+            .char_indices()
+            .scan(false, |escaped, (i, c)| {
+                let found = !*escaped && c == '"';
+                *escaped = !*escaped && c == '\\';
+                Some((i, found))
+            })
+            .find(|&(_, found)| found)
+            .map(|(i, _)| i + 1)
+            .ok_or(ParseError::Syntax("unterminated quoted local part"))?;
+        s[close + 1..].find('@').map(|i| i + close + 1)
+    } else {
+        s.rfind('@')
+    };
+    let (local, domain) = match at {
+        Some(at) => (&s[..at], Some(&s[at + 1..])),
+        None => (s, None),
+    };
+    if local.is_empty() {
+        return Err(ParseError::Syntax("empty local part"));
+    }
+    if local.contains(['<', '>', ' ']) && !local.starts_with('"') {
+        return Err(ParseError::Syntax("malformed local part"));
+    }
+    if let Some(domain) = domain {
+        if !valid_domain(domain) {
+            return Err(ParseError::Syntax("malformed domain"));
+        }
+    }
+    if s.len() > 256 {
+        // RFC 5321 §4.5.3.1.3: a path is at most 256 octets.
+        return Err(ParseError::Syntax("path too long"));
+    }
+    Ok(Address {
+        local: local.to_string(),
+        domain: domain.map(str::to_string),
+    })
+}
+
+/// A domain name (letters, digits, hyphens and UTF-8 in dot-separated labels) or an address
+/// literal in brackets (RFC 5321 §4.1.3).
+pub(crate) fn valid_domain(d: &str) -> bool {
+    if d.is_empty() || d.len() > 255 {
+        return false;
+    }
+    if let Some(literal) = d.strip_prefix('[') {
+        return literal.strip_suffix(']').is_some_and(|inner| {
+            !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-'))
+        });
+    }
+    d.trim_end_matches('.').split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+    })
+}
+
+fn param(word: &str) -> Result<Param, ParseError> {
+    let (key, value) = match word.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (word, None),
+    };
+    // RFC 5321 §4.1.2: esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+    let key_ok = key
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    // esmtp-value = 1*(%d33-60 / %d62-126), widened to UTF-8 for RFC 6531.
+    let value_ok = value.is_none_or(|v| !v.is_empty() && !v.contains('='));
+    if !key_ok || !value_ok {
+        return Err(ParseError::Syntax("malformed parameter"));
+    }
+    Ok(Param {
+        key: key.to_ascii_uppercase(),
+        value: value.map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(local: &str, domain: Option<&str>) -> Address {
+        Address {
+            local: local.into(),
+            domain: domain.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn helo_and_ehlo() {
+        assert_eq!(
+            parse(b"helo a.domain"),
+            Ok(Command::Helo("a.domain".into()))
+        );
+        assert_eq!(
+            parse(b"EHLO [127.0.0.1]"),
+            Ok(Command::Ehlo("[127.0.0.1]".into()))
+        );
+        assert_eq!(
+            parse(b"HELO"),
+            Err(ParseError::Syntax("expected a domain name"))
+        );
+        assert!(matches!(parse(b"HELO a b"), Err(ParseError::Syntax(_))));
+    }
+
+    #[test]
+    fn mail_forms() {
+        let want = Ok(Command::Mail {
+            verb: MailVerb::Mail,
+            from: Some(addr("Smith", Some("USC-ISIF.ARPA"))),
+            params: vec![],
+        });
+        assert_eq!(parse(b"MAIL FROM:<Smith@USC-ISIF.ARPA>"), want);
+        assert_eq!(parse(b"mail from: <Smith@USC-ISIF.ARPA>"), want);
+        assert_eq!(parse(b"MAIL FROM:Smith@USC-ISIF.ARPA"), want);
+        assert_eq!(
+            parse(b"MAIL FROM:<>"),
+            Ok(Command::Mail {
+                verb: MailVerb::Mail,
+                from: None,
+                params: vec![]
+            })
+        );
+        assert!(matches!(
+            parse(b"SOML FROM:<a@b>"),
+            Ok(Command::Mail {
+                verb: MailVerb::Soml,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(b"SAML FROM:<a@b>"),
+            Ok(Command::Mail {
+                verb: MailVerb::Saml,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(b"SEND FROM:<a@b>"),
+            Ok(Command::Mail {
+                verb: MailVerb::Send,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn mail_params() {
+        assert_eq!(
+            parse(b"MAIL FROM:<a@b.c> SIZE=100 body=8BITMIME"),
+            Ok(Command::Mail {
+                verb: MailVerb::Mail,
+                from: Some(addr("a", Some("b.c"))),
+                params: vec![
+                    Param {
+                        key: "SIZE".into(),
+                        value: Some("100".into())
+                    },
+                    Param {
+                        key: "BODY".into(),
+                        value: Some("8BITMIME".into())
+                    },
+                ],
+            })
+        );
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b.c> =x"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b.c>SIZE=1"),
+            Err(ParseError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn rcpt_forms() {
+        assert_eq!(
+            parse(b"RCPT TO:<Jones@BBN-UNIX.ARPA>"),
+            Ok(Command::Rcpt {
+                to: addr("Jones", Some("BBN-UNIX.ARPA")),
+                params: vec![]
+            })
+        );
+        assert_eq!(
+            parse(b"RCPT TO:<postmaster>"),
+            Ok(Command::Rcpt {
+                to: addr("postmaster", None),
+                params: vec![]
+            })
+        );
+        // Source routes are accepted and ignored (RFC 5321 §4.1.2).
+        assert_eq!(
+            parse(b"RCPT TO:<@hosta.int,@jkl.org:userc@d.bar.org>"),
+            Ok(Command::Rcpt {
+                to: addr("userc", Some("d.bar.org")),
+                params: vec![]
+            })
+        );
+        assert_eq!(
+            parse(b"RCPT TO:<\"a>b\"@x.org>"),
+            Ok(Command::Rcpt {
+                to: addr("\"a>b\"", Some("x.org")),
+                params: vec![]
+            })
+        );
+        assert!(matches!(parse(b"RCPT TO:<>"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse(b"RCPT <a@b>"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse(b"RCPT TO:<a@b"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            parse(b"RCPT TO:<a@-b>"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(parse(b"RCPT TO:<@b>"), Err(ParseError::Syntax(_))));
+    }
+
+    #[test]
+    fn simple_verbs() {
+        assert_eq!(parse(b"data"), Ok(Command::Data));
+        assert_eq!(parse(b"RSET"), Ok(Command::Rset));
+        assert_eq!(parse(b"QUIT"), Ok(Command::Quit));
+        assert_eq!(parse(b"TURN"), Ok(Command::Turn));
+        assert_eq!(parse(b"NOOP anything"), Ok(Command::Noop));
+        assert_eq!(parse(b"HELP"), Ok(Command::Help(None)));
+        assert_eq!(parse(b"HELP mail"), Ok(Command::Help(Some("mail".into()))));
+        assert_eq!(parse(b"VRFY Smith"), Ok(Command::Vrfy("Smith".into())));
+        assert_eq!(parse(b"EXPN staff"), Ok(Command::Expn("staff".into())));
+        assert!(matches!(parse(b"VRFY"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse(b"DATA now"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse(b"QUIT now"), Err(ParseError::Syntax(_))));
+    }
+
+    #[test]
+    fn bdat_forms() {
+        assert_eq!(
+            parse(b"BDAT 100 LAST"),
+            Ok(Command::Bdat {
+                size: 100,
+                last: true
+            })
+        );
+        assert_eq!(
+            parse(b"bdat 0"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: false
+            })
+        );
+        assert!(matches!(parse(b"BDAT"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse(b"BDAT -1"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse(b"BDAT 1 FIRST"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            parse(b"BDAT 99999999999999999999999"),
+            Err(ParseError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn garbage() {
+        assert_eq!(parse(b""), Err(ParseError::Unrecognized));
+        assert_eq!(parse(b"XYZZY"), Err(ParseError::Unrecognized));
+        assert_eq!(parse(b"\xff\xfe"), Err(ParseError::Unrecognized));
+        assert!(matches!(
+            parse(b"MAIL FROM:<\xff@b>"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(parse(b"VRFY a\x00b"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b\x01>"),
+            Err(ParseError::Syntax(_))
+        ));
+        // A control character in a local part parses; the directory refuses it as a name.
+        assert!(matches!(
+            parse(b"MAIL FROM:<a\x00@b>"),
+            Ok(Command::Mail { .. })
+        ));
+    }
+}

@@ -1,0 +1,144 @@
+//! The DATA decoder: the message text between `354` and `<CRLF>.<CRLF>`, dot-unstuffed and bounded.
+//!
+//! It exists to keep the one subtle framing rule of SMTP in one pure, fuzzed place: only a line
+//! that is exactly `.` after a CRLF ends the message (RFC 5321 §4.1.1.4), a leading dot is removed
+//! from every other line (§4.5.2), and a message that grows past the size limit is read to its end
+//! without being kept, so the client gets a 552 instead of a broken connection (RFC 1870 §6.3).
+//! A bare LF or a bare CR never ends the message and is stored as sent.
+
+/// What [`DataDecoder::push`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataStatus {
+    /// More input is needed.
+    Partial,
+    /// The end-of-data line was seen; call [`DataDecoder::finish`].
+    Done,
+}
+
+/// The message was larger than the limit; nothing of it was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooBig;
+
+/// A push decoder for the DATA phase.
+///
+/// Feed it the input in pieces that never join two lines: each piece ends at a LF or is cut short
+/// by the reader's buffer limit. The piece after a LF starts a new line.
+#[derive(Debug)]
+pub(crate) struct DataDecoder {
+    body: Vec<u8>,
+    size: u64,
+    limit: u64,
+    /// The last two bytes of input; the text starts after the CRLF that ended the DATA command.
+    tail: [u8; 2],
+}
+
+impl DataDecoder {
+    /// A decoder that keeps at most `limit` bytes of message text.
+    pub(crate) fn new(limit: u64) -> Self {
+        DataDecoder {
+            body: Vec::new(),
+            size: 0,
+            limit,
+            tail: *b"\r\n",
+        }
+    }
+
+    /// Takes the next piece of input.
+    pub(crate) fn push(&mut self, piece: &[u8]) -> DataStatus {
+        let line_start = self.tail == *b"\r\n";
+        if line_start && piece == b".\r\n" {
+            return DataStatus::Done;
+        }
+        let text = match piece {
+            [b'.', rest @ ..] if line_start => rest,
+            _ => piece,
+        };
+        self.size = self.size.saturating_add(text.len() as u64);
+        if self.size > self.limit {
+            self.body = Vec::new();
+        } else {
+            self.body.extend_from_slice(text);
+        }
+        match piece {
+            [.., a, b] => self.tail = [*a, *b],
+            [b] => self.tail = [self.tail[1], *b],
+            [] => {}
+        }
+        DataStatus::Partial
+    }
+
+    /// The message with CRLF line endings as sent, or [`TooBig`].
+    pub(crate) fn finish(self) -> Result<Vec<u8>, TooBig> {
+        if self.size > self.limit {
+            Err(TooBig)
+        } else {
+            Ok(self.body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(pieces: &[&[u8]], limit: u64) -> (Vec<DataStatus>, Result<Vec<u8>, TooBig>) {
+        let mut d = DataDecoder::new(limit);
+        let statuses = pieces.iter().map(|p| d.push(p)).collect();
+        (statuses, d.finish())
+    }
+
+    #[test]
+    fn ends_at_dot_line_and_keeps_crlf() {
+        let (st, body) = decode(&[b"Blah blah\r\n", b"etc.\r\n", b".\r\n"], 100);
+        assert_eq!(st.last(), Some(&DataStatus::Done));
+        assert_eq!(body.unwrap(), b"Blah blah\r\netc.\r\n");
+    }
+
+    #[test]
+    fn empty_message() {
+        let (st, body) = decode(&[b".\r\n"], 100);
+        assert_eq!(st, vec![DataStatus::Done]);
+        assert_eq!(body.unwrap(), b"");
+    }
+
+    #[test]
+    fn dot_unstuffing_including_first_line() {
+        let (_, body) = decode(&[b"..first\r\n", b"..\r\n", b"a.b\r\n", b".\r\n"], 100);
+        assert_eq!(body.unwrap(), b".first\r\n.\r\na.b\r\n");
+    }
+
+    #[test]
+    fn bare_lf_and_bare_cr_never_end_data() {
+        let mut d = DataDecoder::new(100);
+        assert_eq!(d.push(b"a\n"), DataStatus::Partial);
+        assert_eq!(d.push(b".\n"), DataStatus::Partial);
+        assert_eq!(d.push(b"b\r\n"), DataStatus::Partial);
+        assert_eq!(d.push(b".\r\r\n"), DataStatus::Partial);
+        assert_eq!(d.push(b".\r\n"), DataStatus::Done);
+        // After a bare LF a leading dot is not stuffing, so it is kept.
+        assert_eq!(d.finish().unwrap(), b"a\n.\nb\r\n\r\r\n");
+    }
+
+    #[test]
+    fn piece_cut_by_buffer_limit_is_not_a_line_start() {
+        let mut d = DataDecoder::new(100);
+        d.push(b"abc");
+        d.push(b".\r\n");
+        d.push(b".\r\n");
+        assert_eq!(d.finish().unwrap(), b"abc.\r\n");
+        // A CRLF split across two pieces still ends the line.
+        let mut d = DataDecoder::new(100);
+        d.push(b"abc\r");
+        d.push(b"\n");
+        assert_eq!(d.push(b".\r\n"), DataStatus::Done);
+    }
+
+    #[test]
+    fn oversize_is_counted_not_kept() {
+        let (st, body) = decode(&[b"0123456789\r\n", b"0123456789\r\n", b".\r\n"], 15);
+        assert_eq!(st.last(), Some(&DataStatus::Done));
+        assert_eq!(body, Err(TooBig));
+        let (_, body) = decode(&[b"0123456789\r\n", b".\r\n"], 12);
+        assert_eq!(body.unwrap().len(), 12);
+    }
+}

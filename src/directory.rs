@@ -1,0 +1,373 @@
+//! The directory: who is local here, and which mailbox file a recipient's mail goes to.
+//!
+//! It exists to answer, in one pure place, every question the session asks about an address:
+//! is its domain ours (else relaying is denied, RFC 5321 §3.6.2), is it a known user, an alias
+//! (aliases(5)), or the postmaster every server must accept (§4.5.1), and is its local part safe
+//! to become a file name. Safety is decided here once: a name that reaches the writer is a single
+//! path component with no separators, no leading dot or dash and no control characters.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::command::Address;
+use crate::reply::{self, Reply};
+
+/// How deep aliases may refer to aliases before the expansion stops.
+const MAX_ALIAS_DEPTH: usize = 8;
+/// RFC 5321 §4.5.3.1.1: a local part is at most 64 octets.
+const MAX_LOCAL_PART: usize = 64;
+
+/// Local domains, users and aliases, loaded once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Directory {
+    hostname: String,
+    domains: Vec<String>,
+    users: Option<BTreeSet<String>>,
+    aliases: HashMap<String, Vec<String>>,
+}
+
+/// Where a recipient's mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// Mailbox names, each safe as a file name, without duplicates.
+    pub mailboxes: Vec<String>,
+    /// The reply to the RCPT: 250, or 251 when an alias forwards to another local address.
+    pub reply: Reply,
+}
+
+impl Directory {
+    /// A directory. `users` of `None` means every safe local part is a mailbox (catch-all).
+    pub(crate) fn new(
+        hostname: &str,
+        domains: &[String],
+        users: Option<&BTreeSet<String>>,
+        aliases: &[(String, Vec<String>)],
+    ) -> Self {
+        Directory {
+            hostname: hostname.to_string(),
+            domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            users: users.map(|u| u.iter().map(|n| n.to_lowercase()).collect()),
+            aliases: aliases
+                .iter()
+                .map(|(name, targets)| (name.to_lowercase(), targets.clone()))
+                .collect(),
+        }
+    }
+
+    /// True when mail for `domain` is delivered here (case-insensitive, a trailing dot ignored).
+    pub(crate) fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.domains.iter().any(|local| *local == d)
+    }
+
+    /// Decides a RCPT: where it goes, or the reply refusing it.
+    pub(crate) fn route(&self, to: &Address) -> Result<Route, Reply> {
+        if let Some(domain) = &to.domain {
+            if !self.is_local_domain(domain) {
+                return Err(reply::RELAY_DENIED);
+            }
+        }
+        // `%` and `!` hacks route through this host to another one: that is relaying.
+        if to.local.contains(['%', '!']) {
+            return Err(reply::RELAY_DENIED);
+        }
+        let name = to.local.to_lowercase();
+        if self.aliases.contains_key(&name) {
+            return self.route_alias(&name);
+        }
+        let mailbox = mailbox_name(&to.local).ok_or(reply::NAME_NOT_ALLOWED)?;
+        // RFC 5321 §4.5.1: postmaster is always accepted.
+        if mailbox == "postmaster" || self.is_user(&mailbox) {
+            Ok(Route {
+                mailboxes: vec![mailbox],
+                reply: reply::OK_RECIPIENT,
+            })
+        } else {
+            Err(reply::NO_SUCH_USER)
+        }
+    }
+
+    fn is_user(&self, mailbox: &str) -> bool {
+        self.users
+            .as_ref()
+            .is_none_or(|users| users.contains(mailbox))
+    }
+
+    fn route_alias(&self, name: &str) -> Result<Route, Reply> {
+        let mut expansion = Expansion::default();
+        self.expand(name, 0, &mut expansion);
+        if expansion.mailboxes.is_empty() {
+            return Err(match expansion.remote.first() {
+                Some(addr) => {
+                    Reply::new(551, "5.1.6", format!("User not local; please try <{addr}>"))
+                }
+                None => reply::NO_SUCH_USER,
+            });
+        }
+        let reply = match expansion.forwarded.first() {
+            Some(addr) => Reply::new(
+                251,
+                "2.1.5",
+                format!("User not local; will forward to <{addr}>"),
+            ),
+            None => reply::OK_RECIPIENT,
+        };
+        Ok(Route {
+            mailboxes: expansion.mailboxes,
+            reply,
+        })
+    }
+
+    fn expand(&self, name: &str, depth: usize, out: &mut Expansion) {
+        let Some(targets) = self.aliases.get(name) else {
+            if let Some(mailbox) = mailbox_name(name) {
+                if !out.mailboxes.contains(&mailbox) {
+                    out.mailboxes.push(mailbox);
+                }
+            }
+            return;
+        };
+        if depth >= MAX_ALIAS_DEPTH {
+            log::warn!("alias {name:?} nests deeper than {MAX_ALIAS_DEPTH}; expansion stopped");
+            return;
+        }
+        for target in targets {
+            match target.rsplit_once('@') {
+                Some((local, domain)) if self.is_local_domain(domain) => {
+                    out.forwarded.push(target.clone());
+                    self.expand(&local.to_lowercase(), depth + 1, out);
+                }
+                Some(_) => out.remote.push(target.clone()),
+                None => self.expand(&target.to_lowercase(), depth + 1, out),
+            }
+        }
+    }
+
+    /// The reply to `VRFY arg` (RFC 5321 §3.5.1).
+    pub(crate) fn vrfy(&self, arg: &str) -> Reply {
+        let Some(addr) = self.lookup_arg(arg) else {
+            return reply::NO_SUCH_USER;
+        };
+        let name = addr.to_lowercase();
+        if self.aliases.contains_key(&name) || name == "postmaster" {
+            return Reply::new(250, "2.1.5", format!("<{name}@{}>", self.hostname));
+        }
+        match (mailbox_name(&name), &self.users) {
+            (Some(mailbox), Some(users)) if users.contains(&mailbox) => {
+                Reply::new(250, "2.1.5", format!("<{mailbox}@{}>", self.hostname))
+            }
+            (Some(_), None) => reply::CANNOT_VRFY,
+            _ => reply::NO_SUCH_USER,
+        }
+    }
+
+    /// The reply to `EXPN arg`: one line per member of an alias (RFC 5321 §3.5.2).
+    pub(crate) fn expn(&self, arg: &str) -> Reply {
+        let Some(name) = self.lookup_arg(arg).map(|n| n.to_lowercase()) else {
+            return reply::NOT_A_LIST;
+        };
+        match self.aliases.get(&name) {
+            Some(targets) if !targets.is_empty() => {
+                let lines: Vec<String> = targets
+                    .iter()
+                    .map(|t| {
+                        if t.contains('@') {
+                            format!("<{t}>")
+                        } else {
+                            format!("<{t}@{}>", self.hostname)
+                        }
+                    })
+                    .collect();
+                Reply::new(250, "2.1.5", lines.join("\n"))
+            }
+            _ => reply::NOT_A_LIST,
+        }
+    }
+
+    /// The local part named by a VRFY or EXPN argument: `name`, `name@local.domain`, `<...>`, or
+    /// `Full Name <name@domain>`; `None` when it names a mailbox elsewhere.
+    fn lookup_arg<'a>(&self, arg: &'a str) -> Option<&'a str> {
+        let inner = match (arg.rfind('<'), arg.rfind('>')) {
+            (Some(open), Some(close)) if open < close => &arg[open + 1..close],
+            _ => arg.trim(),
+        };
+        match inner.rsplit_once('@') {
+            Some((local, domain)) => self.is_local_domain(domain).then_some(local),
+            None => Some(inner),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Expansion {
+    mailboxes: Vec<String>,
+    forwarded: Vec<String>,
+    remote: Vec<String>,
+}
+
+/// The mailbox file name for a local part, or `None` when it is not safe as one.
+///
+/// The name is the lower-cased local part. Refused: empty, over 64 octets, a `/` or `\`, a
+/// leading `.` or `-`, `..`, white space, quotes, control characters including NUL, and a
+/// `.lock` ending, which would collide with another mailbox's dotlock file.
+pub(crate) fn mailbox_name(local: &str) -> Option<String> {
+    let name = local.to_lowercase();
+    let safe = !name.is_empty()
+        && name.len() <= MAX_LOCAL_PART
+        && !name.starts_with(['.', '-'])
+        && !name.contains("..")
+        && !name.ends_with(".lock")
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | '"'));
+    safe.then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Address {
+        match s.rsplit_once('@') {
+            Some((l, d)) => Address {
+                local: l.into(),
+                domain: Some(d.into()),
+            },
+            None => Address {
+                local: s.into(),
+                domain: None,
+            },
+        }
+    }
+
+    fn dir(users: Option<&[&str]>) -> Directory {
+        let users: Option<BTreeSet<String>> =
+            users.map(|u| u.iter().map(|s| s.to_string()).collect());
+        Directory::new(
+            "BBN-UNIX.ARPA",
+            &["bbn-unix.arpa".into(), "other.local".into()],
+            users.as_ref(),
+            &[
+                ("staff".into(), vec!["jones".into(), "brown".into()]),
+                ("fwd".into(), vec!["jones@other.local".into()]),
+                ("away".into(), vec!["green@elsewhere.example".into()]),
+                ("loop".into(), vec!["loop".into()]),
+                ("bad".into(), vec!["../etc".into()]),
+            ],
+        )
+    }
+
+    #[test]
+    fn known_unknown_and_catch_all() {
+        let d = dir(Some(&["jones", "brown"]));
+        assert_eq!(
+            d.route(&addr("Jones@BBN-UNIX.ARPA")).unwrap().mailboxes,
+            ["jones"]
+        );
+        assert_eq!(
+            d.route(&addr("Green@BBN-UNIX.ARPA")),
+            Err(reply::NO_SUCH_USER)
+        );
+        let d = dir(None);
+        assert_eq!(
+            d.route(&addr("Green@bbn-unix.arpa.")).unwrap().mailboxes,
+            ["green"]
+        );
+    }
+
+    #[test]
+    fn relaying_is_denied() {
+        let d = dir(None);
+        assert_eq!(d.route(&addr("a@example.com")), Err(reply::RELAY_DENIED));
+        assert_eq!(
+            d.route(&addr("a%example.com@bbn-unix.arpa")),
+            Err(reply::RELAY_DENIED)
+        );
+        assert_eq!(
+            d.route(&addr("host!a@bbn-unix.arpa")),
+            Err(reply::RELAY_DENIED)
+        );
+    }
+
+    #[test]
+    fn postmaster_is_always_accepted() {
+        let d = dir(Some(&["jones"]));
+        assert_eq!(
+            d.route(&addr("postmaster")).unwrap().mailboxes,
+            ["postmaster"]
+        );
+        assert_eq!(
+            d.route(&addr("PostMaster@bbn-unix.arpa"))
+                .unwrap()
+                .mailboxes,
+            ["postmaster"]
+        );
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        let d = dir(None);
+        for bad in [
+            "../x",
+            ".hidden",
+            "-rf",
+            "a..b",
+            "a/b",
+            "a\\b",
+            "a\u{0}b",
+            "a\u{1b}b",
+            "jones.lock",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                d.route(&addr(&format!("{bad}@bbn-unix.arpa"))),
+                Err(reply::NAME_NOT_ALLOWED),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(mailbox_name("José"), Some("josé".into()));
+        assert_eq!(mailbox_name(&"x".repeat(64)).map(|n| n.len()), Some(64));
+    }
+
+    #[test]
+    fn aliases() {
+        let d = dir(Some(&["jones", "brown"]));
+        let r = d.route(&addr("staff@bbn-unix.arpa")).unwrap();
+        assert_eq!(
+            (r.mailboxes, r.reply.code),
+            (vec!["jones".to_string(), "brown".to_string()], 250)
+        );
+        let r = d.route(&addr("fwd@bbn-unix.arpa")).unwrap();
+        assert_eq!(
+            (r.mailboxes, r.reply.code),
+            (vec!["jones".to_string()], 251)
+        );
+        let e = d.route(&addr("away@bbn-unix.arpa")).unwrap_err();
+        assert_eq!(e.code, 551);
+        assert!(e.text.contains("<green@elsewhere.example>"));
+        // A loop and an unsafe target expand to nothing.
+        assert_eq!(
+            d.route(&addr("loop@bbn-unix.arpa")),
+            Err(reply::NO_SUCH_USER)
+        );
+        assert_eq!(
+            d.route(&addr("bad@bbn-unix.arpa")),
+            Err(reply::NO_SUCH_USER)
+        );
+    }
+
+    #[test]
+    fn vrfy_and_expn() {
+        let d = dir(Some(&["jones"]));
+        assert_eq!(d.vrfy("Jones").code, 250);
+        assert_eq!(d.vrfy("<jones@bbn-unix.arpa>").code, 250);
+        assert_eq!(d.vrfy("Green").code, 550);
+        assert_eq!(d.vrfy("jones@example.com").code, 550);
+        assert_eq!(dir(None).vrfy("anyone").code, 252);
+        let e = d.expn("staff");
+        assert_eq!(
+            (e.code, e.text.as_ref()),
+            (250, "<jones@BBN-UNIX.ARPA>\n<brown@BBN-UNIX.ARPA>")
+        );
+        assert_eq!(d.expn("jones").code, 550);
+    }
+}

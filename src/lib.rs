@@ -1,0 +1,86 @@
+//! mboxd: a small, blocking SMTP server that delivers to mbox files.
+//!
+//! It accepts mail for local users over SMTP (RFC 5321, with the RFC 821 commands of old) and
+//! appends each message to `MAIL_DIR/<user>` in mboxrd format. It runs without an async runtime:
+//! a fixed pool of threads serves sessions, and one writer thread owns every mbox file.
+//!
+//! ```text
+//! TcpListener::accept ──▶ dispatcher ──(rendezvous channel)──▶ worker (one per live session)
+//!   (one per listener)     421 if no worker is free in time        │ BufReader, read_until via take()
+//!                                                                  ▼
+//!                                                Session: bytes in, replies and actions out
+//!                                                                  │ Action::Deliver
+//!                                                                  ▼
+//!                           writer thread ◀──(channel of Job { entries, ack })
+//!                           lock → append → fdatasync each file once → unlock → ack all
+//!                                                                  │
+//!                                             worker gets the ack ─▶ "250" (or 450/451/452)
+//! ```
+//!
+//! Use it from a test:
+//!
+//! ```no_run
+//! let dir = std::env::temp_dir().join("mboxd-doc");
+//! let config = mboxd::Config {
+//!     listen: vec!["127.0.0.1:0".parse().unwrap()],
+//!     mail_dir: dir.clone(),
+//!     ..mboxd::Config::default()
+//! };
+//! let server = mboxd::Server::start(config).unwrap();
+//! let addr = server.local_addrs()[0];
+//! // ... send mail to `addr`, then read `dir/<user>` ...
+//! server.shutdown();
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod command;
+mod config;
+mod connection;
+mod data;
+mod directory;
+mod mbox;
+mod os;
+mod pool;
+mod reply;
+mod server;
+mod session;
+mod writer;
+
+use std::net::SocketAddr;
+
+pub use config::{Command, Config, ConfigError, USAGE, load_aliases, load_users};
+pub use os::{block_shutdown_signals, wait_for_shutdown_signal};
+pub use server::StartError;
+pub use session::Outcome;
+
+/// A running server. Dropping it, or calling [`Server::shutdown`], stops it in order.
+pub struct Server {
+    running: server::Running,
+}
+
+impl Server {
+    /// Creates the mail directory, binds every address of `config` and starts serving.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        Ok(Server {
+            running: server::start(&config)?,
+        })
+    }
+
+    /// The addresses actually bound (port 0 replaced by the port the system chose).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.running.addrs()
+    }
+
+    /// Sessions in progress now.
+    pub fn live_connections(&self) -> usize {
+        self.running.live_connections()
+    }
+
+    /// Stops accepting, answers idle sessions `421`, lets sessions inside DATA finish, waits
+    /// for every queued message to be written and synced, and returns when every thread is
+    /// joined.
+    pub fn shutdown(mut self) {
+        self.running.shutdown();
+    }
+}

@@ -1,0 +1,78 @@
+//! The `mboxd` command: flags in, a running server out, until SIGINT or SIGTERM.
+//!
+//! It exists only to turn the command line into a [`mboxd::Config`], set up logging, print the
+//! bound addresses for whoever started it, and map every failure to an exit code: 0 after a clean
+//! shutdown, 1 for a failure while running, 2 for a bad command line or an unusable mail
+//! directory or address (nothing is bound then).
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use mboxd::{Command, Config, Server};
+
+/// A failure and the exit code it maps to.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("mboxd: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run() -> Result<(), Failure> {
+    let usage = |message: String| Failure { code: 2, message };
+    let config =
+        match Config::from_args(std::env::args().skip(1)).map_err(|e| usage(e.to_string()))? {
+            Command::Run(config) => *config,
+            Command::Help => {
+                print!("{}", mboxd::USAGE);
+                return Ok(());
+            }
+            Command::Version => {
+                println!("mboxd {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+        };
+    // Before any thread starts, so every thread inherits the mask and only sigwait sees them.
+    mboxd::block_shutdown_signals().map_err(|e| Failure {
+        code: 1,
+        message: format!("cannot block signals: {e}"),
+    })?;
+    let server = Server::start(config).map_err(|e| usage(e.to_string()))?;
+    let mut stdout = std::io::stdout().lock();
+    for addr in server.local_addrs() {
+        // Test harnesses wait for these lines.
+        let _ = writeln!(stdout, "listening on {addr}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    let signal = mboxd::wait_for_shutdown_signal().map_err(|e| Failure {
+        code: 1,
+        message: format!("cannot wait for signals: {e}"),
+    })?;
+    log::info!("signal {signal}: shutting down");
+    // A second signal exits at once.
+    let spawned = std::thread::Builder::new()
+        .name("mboxd-second-signal".into())
+        .spawn(|| {
+            if let Ok(signal) = mboxd::wait_for_shutdown_signal() {
+                log::warn!("signal {signal} again: exiting now");
+                std::process::exit(1);
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot watch for a second signal: {e}");
+    }
+    server.shutdown();
+    log::info!("shut down cleanly");
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The mbox format: how one accepted message becomes the bytes appended to one mailbox.
+//!
+//! It exists so the on-disk format (RFC 4155 "mboxrd", as read by mutt, s-nail and Python's
+//! `mailbox`) is decided by pure functions, separate from the writer that does the I/O. An entry
+//! is a `From ` separator line, the trace headers RFC 5321 §4.4 requires of a delivering server
+//! (`Return-Path:` and `Received:`), the message with CRLF turned into LF and every line matching
+//! `^>*From ` quoted with one more `>`, and one blank line. Every entry therefore ends in `\n\n`,
+//! which is what lets the writer recognise a torn tail after a crash.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the trace headers of one entry say.
+#[derive(Debug, Clone)]
+pub(crate) struct Trace<'a> {
+    /// The reverse path, `None` for the null sender `<>`.
+    pub sender: Option<&'a str>,
+    /// The name the client gave in HELO or EHLO.
+    pub helo: &'a str,
+    /// The client's IP address.
+    pub peer: &'a str,
+    /// This server's name.
+    pub hostname: &'a str,
+    /// `SMTP` or `ESMTP` (RFC 3848).
+    pub protocol: &'a str,
+    /// The message id used in logs.
+    pub id: &'a str,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The entry header for one recipient: `From ` line, `Return-Path:` and `Received:`.
+pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
+    let t = Civil::from_unix(trace.time);
+    // RFC 4155: the separator's address has no spaces; the null sender is MAILER-DAEMON.
+    let from = trace.sender.map_or_else(
+        || "MAILER-DAEMON".to_string(),
+        |s| s.replace([' ', '\t'], "_"),
+    );
+    let mut out = format!(
+        "From {from} {} {} {:2} {:02}:{:02}:{:02} {}\n",
+        t.weekday_name(),
+        t.month_name(),
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.year
+    );
+    out.push_str(&format!("Return-Path: <{}>\n", trace.sender.unwrap_or("")));
+    out.push_str(&format!(
+        "Received: from {} ({})\n\tby {} (mboxd) with {} id {}\n\tfor <{}>; {}, {:02} {} {} {:02}:{:02}:{:02} +0000\n",
+        trace.helo,
+        trace.peer,
+        trace.hostname,
+        trace.protocol,
+        trace.id,
+        recipient,
+        t.weekday_name(),
+        t.day,
+        t.month_name(),
+        t.year,
+        t.hour,
+        t.minute,
+        t.second
+    ));
+    out.into_bytes()
+}
+
+/// The message text as stored: CRLF becomes LF, `^>*From ` lines get one more `>`, the last line
+/// is terminated and one blank line ends the entry.
+pub(crate) fn body(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let unquoted = &line[line.iter().take_while(|&&b| b == b'>').count()..];
+        if unquoted.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        rest = next;
+    }
+    out.push(b'\n');
+    out
+}
+
+/// A UTC calendar time, computed without a date library.
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    weekday: u32,
+}
+
+impl Civil {
+    fn from_unix(t: i64) -> Civil {
+        let days = t.div_euclid(86_400);
+        let secs = t.rem_euclid(86_400) as u32;
+        // Howard Hinnant's days-to-civil algorithm.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Civil {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+            // 1970-01-01 was a Thursday.
+            weekday: (days + 4).rem_euclid(7) as u32,
+        }
+    }
+
+    fn weekday_name(&self) -> &'static str {
+        ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][self.weekday as usize]
+    }
+
+    fn month_name(&self) -> &'static str {
+        [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ][self.month as usize - 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(sender: Option<&str>) -> Trace<'_> {
+        Trace {
+            sender,
+            helo: "USC-ISIF.ARPA",
+            peer: "127.0.0.1",
+            hostname: "BBN-UNIX.ARPA",
+            protocol: "SMTP",
+            id: "1a",
+            // Sun Nov 22 07:33:49 2026 UTC
+            time: 1_795_332_829,
+        }
+    }
+
+    #[test]
+    fn from_line_and_trace_headers() {
+        let h = String::from_utf8(header(
+            &trace(Some("Smith@USC-ISIF.ARPA")),
+            "Jones@BBN-UNIX.ARPA",
+        ))
+        .unwrap();
+        assert_eq!(
+            h,
+            "From Smith@USC-ISIF.ARPA Sun Nov 22 07:33:49 2026\n\
+             Return-Path: <Smith@USC-ISIF.ARPA>\n\
+             Received: from USC-ISIF.ARPA (127.0.0.1)\n\
+             \tby BBN-UNIX.ARPA (mboxd) with SMTP id 1a\n\
+             \tfor <Jones@BBN-UNIX.ARPA>; Sun, 22 Nov 2026 07:33:49 +0000\n"
+        );
+    }
+
+    #[test]
+    fn null_sender_is_mailer_daemon() {
+        let h = String::from_utf8(header(&trace(None), "a@b")).unwrap();
+        assert!(h.starts_with("From MAILER-DAEMON Sun Nov 22 07:33:49 2026\nReturn-Path: <>\n"));
+    }
+
+    #[test]
+    fn calendar_edges() {
+        let c = Civil::from_unix(0);
+        assert_eq!(
+            (c.year, c.month, c.day, c.weekday_name()),
+            (1970, 1, 1, "Thu")
+        );
+        let c = Civil::from_unix(951_782_400); // 2000-02-29
+        assert_eq!(
+            (c.year, c.month, c.day, c.weekday_name()),
+            (2000, 2, 29, "Tue")
+        );
+        let c = Civil::from_unix(-1);
+        assert_eq!((c.year, c.month, c.day, c.hour), (1969, 12, 31, 23));
+    }
+
+    #[test]
+    fn body_converts_and_quotes() {
+        assert_eq!(
+            body(b"a\r\nFrom me\r\n>From x\r\nFromage\r\n"),
+            b"a\n>From me\n>>From x\nFromage\n\n"
+        );
+        assert_eq!(body(b"no newline"), b"no newline\n\n");
+        assert_eq!(body(b""), b"\n");
+        assert_eq!(
+            body(b"8bit \xe9\xff\r\nbare\rcr\n"),
+            b"8bit \xe9\xff\nbare\rcr\n\n"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! The only module with `unsafe`: the three POSIX calls std does not wrap.
+//!
+//! It exists so every other module can `#![forbid(unsafe_code)]`. Each function is a thin,
+//! documented wrapper over one libc call with plain Rust arguments and results:
+//! an fcntl(2) write lock on a whole file (the lock Postfix and mail readers use on Linux), and
+//! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
+//! ordinary thread instead of an async-signal handler.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Tries to take an fcntl(2) write lock on the whole of `file` without waiting.
+///
+/// `Ok(false)` means another process holds a conflicting lock. The lock is released when the
+/// file is closed.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = 0;
+    lock.l_len = 0; // to the end of the file, however it grows
+    // SAFETY: the descriptor is open for as long as `file` is borrowed, and `lock` is a valid
+    // `flock` that F_SETLK only reads.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+fn shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given; sigaddset adds valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts later, so that
+/// [`wait_for_shutdown_signal`] receives them. Call it before starting any thread.
+pub fn block_shutdown_signals() -> io::Result<()> {
+    let set = shutdown_signals();
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Waits until SIGINT or SIGTERM is pending and returns its number.
+pub fn wait_for_shutdown_signal() -> io::Result<i32> {
+    let set = shutdown_signals();
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `signal` is a valid place for the result.
+    let rc = unsafe { libc::sigwait(&set, &mut signal) };
+    if rc == 0 {
+        Ok(signal)
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}

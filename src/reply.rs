@@ -1,0 +1,223 @@
+//! Replies: the numbered answers a server sends, named once and written by one function.
+//!
+//! Every reply the server can send is either one of the named constants below or is built with
+//! [`Reply::new`] around a computed text. [`write_reply`] is the only code that turns a reply into
+//! bytes: it owns the CRLF line ending, the `250-` continuation framing of multi-line replies
+//! (RFC 5321 §4.2.1) and the enhanced status code prefix of RFC 2034.
+
+use std::borrow::Cow;
+
+/// One SMTP reply: a three-digit code, an optional enhanced status code and its text.
+///
+/// A text containing `\n` is sent as a multi-line reply, one line per `\n`-separated part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit reply code (RFC 5321 §4.2).
+    pub code: u16,
+    /// The enhanced status code (`x.y.z`, RFC 3463), sent only after EHLO.
+    pub enhanced: Option<&'static str>,
+    /// The text; `\n` separates the lines of a multi-line reply.
+    pub text: Cow<'static, str>,
+}
+
+impl Reply {
+    /// A reply with a computed text.
+    pub(crate) fn new(
+        code: u16,
+        enhanced: &'static str,
+        text: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Reply {
+            code,
+            enhanced: if enhanced.is_empty() {
+                None
+            } else {
+                Some(enhanced)
+            },
+            text: text.into(),
+        }
+    }
+
+    const fn fixed(code: u16, enhanced: &'static str, text: &'static str) -> Self {
+        Reply {
+            code,
+            enhanced: if enhanced.is_empty() {
+                None
+            } else {
+                Some(enhanced)
+            },
+            text: Cow::Borrowed(text),
+        }
+    }
+
+    /// True for 4xx and 5xx replies: the command was refused.
+    pub(crate) fn is_error(&self) -> bool {
+        self.code >= 400
+    }
+}
+
+// 2xx: positive completion.
+pub(crate) const OK_SENDER: Reply = Reply::fixed(250, "2.1.0", "Sender OK");
+pub(crate) const OK_RECIPIENT: Reply = Reply::fixed(250, "2.1.5", "Recipient OK");
+pub(crate) const OK_RESET: Reply = Reply::fixed(250, "2.0.0", "Reset OK");
+pub(crate) const OK_NOOP: Reply = Reply::fixed(250, "2.0.0", "OK");
+pub(crate) const CANNOT_VRFY: Reply = Reply::fixed(
+    252,
+    "2.5.2",
+    "Cannot VRFY user, but will accept message and attempt delivery",
+);
+// 3xx: positive intermediate.
+pub(crate) const START_DATA: Reply =
+    Reply::fixed(354, "", "Start mail input; end with <CRLF>.<CRLF>");
+// 4xx: transient failures.
+pub(crate) const TIMEOUT: Reply = Reply::fixed(
+    421,
+    "4.4.2",
+    "Timeout waiting for client input; closing connection",
+);
+pub(crate) const SHUTTING_DOWN: Reply = Reply::fixed(
+    421,
+    "4.3.2",
+    "Service shutting down; closing transmission channel",
+);
+pub(crate) const TOO_BUSY: Reply = Reply::fixed(
+    421,
+    "4.3.2",
+    "Too busy; try again later; closing transmission channel",
+);
+pub(crate) const TOO_MANY_ERRORS: Reply = Reply::fixed(
+    421,
+    "4.7.0",
+    "Too many errors; closing transmission channel",
+);
+pub(crate) const INTERNAL_ERROR: Reply =
+    Reply::fixed(421, "4.3.0", "Internal error; closing transmission channel");
+pub(crate) const MAILBOX_BUSY: Reply = Reply::fixed(
+    450,
+    "4.2.1",
+    "Requested mail action not taken: mailbox busy; try again later",
+);
+pub(crate) const LOCAL_ERROR: Reply = Reply::fixed(
+    451,
+    "4.3.0",
+    "Requested action aborted: local error in processing",
+);
+pub(crate) const TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3", "Too many recipients");
+pub(crate) const INSUFFICIENT_STORAGE: Reply = Reply::fixed(
+    452,
+    "4.3.1",
+    "Requested action not taken: insufficient system storage",
+);
+// 5xx: permanent failures.
+pub(crate) const UNKNOWN_COMMAND: Reply =
+    Reply::fixed(500, "5.5.1", "Syntax error, command unrecognized");
+pub(crate) const LINE_TOO_LONG: Reply = Reply::fixed(500, "5.5.6", "Line too long");
+pub(crate) const BARE_LF: Reply = Reply::fixed(
+    500,
+    "5.5.2",
+    "Syntax error, command lines must end with <CRLF>",
+);
+pub(crate) const NO_SEND: Reply = Reply::fixed(
+    502,
+    "5.5.1",
+    "SEND not implemented: no user is at a terminal here; use MAIL",
+);
+pub(crate) const NO_TURN: Reply = Reply::fixed(
+    502,
+    "5.5.1",
+    "TURN not implemented: it is unsafe without authentication (RFC 2821 4.1.1)",
+);
+pub(crate) const BAD_SEQUENCE_HELO: Reply = Reply::fixed(
+    503,
+    "5.5.1",
+    "Bad sequence of commands: send HELO or EHLO first",
+);
+pub(crate) const BAD_SEQUENCE_MAIL: Reply =
+    Reply::fixed(503, "5.5.1", "Bad sequence of commands: send MAIL first");
+pub(crate) const BAD_SEQUENCE_NESTED: Reply = Reply::fixed(
+    503,
+    "5.5.1",
+    "Bad sequence of commands: sender already given",
+);
+pub(crate) const BAD_SEQUENCE_RCPT: Reply =
+    Reply::fixed(503, "5.5.1", "Bad sequence of commands: send RCPT first");
+pub(crate) const UNKNOWN_HELP_TOPIC: Reply =
+    Reply::fixed(504, "5.5.4", "HELP topic not recognized");
+pub(crate) const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user here");
+pub(crate) const RELAY_DENIED: Reply = Reply::fixed(550, "5.7.1", "Relaying denied");
+pub(crate) const NOT_A_LIST: Reply = Reply::fixed(550, "5.1.1", "Not a mailing list here");
+pub(crate) const MESSAGE_TOO_BIG: Reply = Reply::fixed(
+    552,
+    "5.3.4",
+    "Requested mail action aborted: message exceeds fixed maximum message size",
+);
+pub(crate) const NAME_NOT_ALLOWED: Reply = Reply::fixed(
+    553,
+    "5.1.3",
+    "Requested action not taken: mailbox name not allowed",
+);
+pub(crate) const NO_VALID_RECIPIENTS: Reply =
+    Reply::fixed(554, "5.5.1", "Transaction failed: no valid recipients");
+
+/// Appends `reply` to `out` as wire bytes.
+///
+/// Each line ends in CRLF; every line but the last separates code and text with `-`
+/// (RFC 5321 §4.2.1). With `enhanced`, each line carries the enhanced status code (RFC 2034 §4).
+/// CR and other control characters in the text are replaced so a reply can never break its
+/// framing.
+pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, enhanced: bool) {
+    let mut lines = reply.text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        out.extend_from_slice(format!("{:03}", reply.code).as_bytes());
+        out.push(if lines.peek().is_some() { b'-' } else { b' ' });
+        if let (true, Some(code)) = (enhanced, reply.enhanced) {
+            out.extend_from_slice(code.as_bytes());
+            out.push(b' ');
+        }
+        out.extend(
+            line.bytes()
+                .map(|b| if b.is_ascii_control() { b' ' } else { b }),
+        );
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(reply: &Reply, enhanced: bool) -> String {
+        let mut out = Vec::new();
+        write_reply(&mut out, reply, enhanced);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn single_line_plain_and_enhanced() {
+        assert_eq!(wire(&OK_SENDER, false), "250 Sender OK\r\n");
+        assert_eq!(wire(&OK_SENDER, true), "250 2.1.0 Sender OK\r\n");
+    }
+
+    #[test]
+    fn multi_line_framing() {
+        let r = Reply::new(250, "", "host\nPIPELINING\nSIZE 10");
+        assert_eq!(
+            wire(&r, true),
+            "250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_cannot_break_framing() {
+        let r = Reply::new(501, "5.5.4", "bad\rthing\x00");
+        assert_eq!(wire(&r, false), "501 bad thing \r\n");
+    }
+
+    #[test]
+    fn reply_without_enhanced_code_never_prints_one() {
+        assert_eq!(
+            wire(&START_DATA, true),
+            "354 Start mail input; end with <CRLF>.<CRLF>\r\n"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Binding, accepting, handing connections to the pool, and the ordered shutdown.
+//!
+//! It exists to own every thread of a running server and the order they stop in. One acceptor
+//! thread per listener passes each new connection to one dispatcher thread, which hands it to a
+//! free worker or, after `queue_wait`, answers `421` and closes it, so no client is left hanging
+//! with no answer. Shutdown wakes each acceptor with a flag plus a connection to itself (as
+//! tiny_http does), then: stop accepting, stop dispatching, wake idle sessions, close the job
+//! channel and join the workers, drop the last delivery sender so the writer drains, join it.
+
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+
+use crate::config::Config;
+use crate::connection::{self, Context};
+use crate::directory::Directory;
+use crate::pool::Pool;
+use crate::reply::{self, Reply, write_reply};
+use crate::session::SessionConfig;
+use crate::writer::{self, Job};
+
+/// Connections accepted but not yet handed to a worker, at most.
+const WAITING_ROOM: usize = 1024;
+/// Messages queued for the writer, at most; a full queue makes workers wait.
+const DELIVERY_QUEUE: usize = 1024;
+/// How long a refusal (421) may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The threads and state of a running server.
+pub(crate) struct Running {
+    addrs: Vec<SocketAddr>,
+    ctx: Option<Arc<Context>>,
+    acceptors: Vec<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
+    pool: Option<Pool>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The mail directory cannot be created or used.
+    MailDir(std::path::PathBuf, io::Error),
+    /// An address cannot be bound.
+    Bind(SocketAddr, io::Error),
+    /// A thread cannot be started.
+    Thread(io::Error),
+    /// The configuration is not usable.
+    Config(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::MailDir(dir, e) => write!(f, "mail directory {}: {e}", dir.display()),
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            StartError::Config(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Checks the configuration, binds every address and starts every thread.
+pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
+    if config.listen.is_empty() || config.workers == 0 || config.max_recipients == 0 {
+        return Err(StartError::Config(
+            "at least one address, one worker and one recipient are needed".into(),
+        ));
+    }
+    prepare_mail_dir(&config.mail_dir)
+        .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
+    let listeners = config
+        .listen
+        .iter()
+        .map(|addr| TcpListener::bind(addr).map_err(|e| StartError::Bind(*addr, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(StartError::Thread)?;
+    if config.users.is_none() {
+        log::info!(
+            "no users configured: catch-all, every safe name at {} is accepted",
+            config.local_domains().join(", ")
+        );
+    }
+    let directory = Directory::new(
+        &config.hostname,
+        &config.local_domains(),
+        config.users.as_ref(),
+        &config.aliases,
+    );
+    let session = Arc::new(SessionConfig {
+        hostname: config.hostname.clone(),
+        max_message_size: config.max_message_size,
+        max_recipients: config.max_recipients,
+        max_errors: config.max_errors,
+        directory,
+    });
+    let (deliveries, jobs) = crossbeam_channel::bounded::<Job>(DELIVERY_QUEUE);
+    let mut running = Running {
+        addrs: addrs.clone(),
+        ctx: None,
+        acceptors: Vec::new(),
+        dispatcher: None,
+        pool: None,
+        writer: None,
+    };
+    // From here on, an error drops `running`, which shuts down what was started.
+    running.writer = Some(
+        writer::spawn(config.mail_dir.clone(), config.lock_timeout, jobs)
+            .map_err(StartError::Thread)?,
+    );
+    let ctx = Arc::new(Context::new(
+        session,
+        deliveries,
+        config.timeout,
+        config.data_timeout,
+    ));
+    running.ctx = Some(Arc::clone(&ctx));
+    let handler_ctx = Arc::clone(&ctx);
+    let pool = Pool::new(
+        config.workers,
+        Arc::new(move |stream| connection::serve(stream, &handler_ctx)),
+    )
+    .map_err(StartError::Thread)?;
+    let to_workers = pool.sender();
+    running.pool = Some(pool);
+    let (waiting_tx, waiting_rx) = crossbeam_channel::bounded(WAITING_ROOM);
+    if let Some(to_workers) = to_workers {
+        let queue_wait = config.queue_wait;
+        let dispatch_ctx = Arc::clone(&ctx);
+        running.dispatcher = Some(
+            thread::Builder::new()
+                .name("mboxd-dispatcher".into())
+                .spawn(move || dispatch(&waiting_rx, &to_workers, &dispatch_ctx, queue_wait))
+                .map_err(StartError::Thread)?,
+        );
+    }
+    for (listener, addr) in listeners.into_iter().zip(addrs) {
+        let waiting = waiting_tx.clone();
+        let accept_ctx = Arc::clone(&ctx);
+        running.acceptors.push(
+            thread::Builder::new()
+                .name(format!("mboxd-accept-{addr}"))
+                .spawn(move || accept(&listener, &waiting, &accept_ctx))
+                .map_err(StartError::Thread)?,
+        );
+    }
+    Ok(running)
+}
+
+/// Creates the mail directory if needed and checks it is a writable directory.
+fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    let probe = dir.join(format!(".mboxd-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+impl Running {
+    /// The bound addresses.
+    pub(crate) fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Sessions in progress now.
+    pub(crate) fn live_connections(&self) -> usize {
+        self.ctx.as_ref().map_or(0, |ctx| ctx.live_connections())
+    }
+
+    /// Stops everything in order and returns when every thread is joined. Idempotent.
+    pub(crate) fn shutdown(&mut self) {
+        if let Some(ctx) = &self.ctx {
+            // 1. Stop accepting: raise the flag, wake each acceptor with a connection to itself.
+            ctx.begin_shutdown();
+            for addr in &self.addrs {
+                let _ = TcpStream::connect_timeout(&wake_address(*addr), Duration::from_secs(1));
+            }
+        }
+        for acceptor in self.acceptors.drain(..) {
+            let _ = acceptor.join();
+        }
+        // 2. The acceptors' senders are gone: the dispatcher drains the waiting room and exits.
+        if let Some(dispatcher) = self.dispatcher.take() {
+            let _ = dispatcher.join();
+        }
+        // 3. Wake the sessions that started meanwhile, then close the job channel and join the
+        //    workers; sessions inside DATA finish their message first.
+        if let Some(ctx) = &self.ctx {
+            ctx.begin_shutdown();
+        }
+        drop(self.pool.take());
+        // 4. The last delivery sender goes with the context: the writer drains, syncs and exits.
+        drop(self.ctx.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                log::error!("the writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Where to connect to wake an acceptor: a wildcard address is reached through loopback.
+fn wake_address(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+fn accept(listener: &TcpListener, waiting: &Sender<(TcpStream, Instant)>, ctx: &Context) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                // EMFILE and friends: back off briefly instead of spinning.
+                log::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            refuse(stream, &reply::SHUTTING_DOWN);
+            return;
+        }
+        match waiting.try_send((stream, Instant::now())) {
+            Ok(()) => {}
+            Err(TrySendError::Full((stream, _))) => refuse(stream, &reply::TOO_BUSY),
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+fn dispatch(
+    waiting: &Receiver<(TcpStream, Instant)>,
+    workers: &Sender<TcpStream>,
+    ctx: &Context,
+    queue_wait: Duration,
+) {
+    for (stream, accepted) in waiting.iter() {
+        if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            refuse(stream, &reply::SHUTTING_DOWN);
+            continue;
+        }
+        let left = queue_wait.saturating_sub(accepted.elapsed());
+        match workers.send_timeout(stream, left) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(stream)) => {
+                log::warn!("no worker free within {queue_wait:?}; answering 421");
+                refuse(stream, &reply::TOO_BUSY);
+            }
+            Err(SendTimeoutError::Disconnected(stream)) => refuse(stream, &reply::SHUTTING_DOWN),
+        }
+    }
+}
+
+/// Answers a connection no worker will serve, and closes it.
+fn refuse(mut stream: TcpStream, r: &Reply) {
+    let mut out = Vec::new();
+    write_reply(&mut out, r, false);
+    let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
+    let _ = stream.write_all(&out);
+}
