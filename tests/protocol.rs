@@ -1,0 +1,688 @@
+//! Every command of the seed table and every reply code of the seed's reply table, reached over a
+//! real TCP socket on 127.0.0.1, with the mbox contents checked where mail is delivered.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use support::{Client, TestServer, mbox_entries};
+
+fn users(names: &[&str]) -> Option<BTreeSet<String>> {
+    Some(names.iter().map(|s| s.to_string()).collect())
+}
+
+#[test]
+fn seed_conversation_replayed_verbatim() {
+    let server = TestServer::with(|c| {
+        c.hostname = "BBN-UNIX.ARPA".into();
+        c.domains = vec![];
+        c.users = users(&["jones", "brown"]);
+    });
+    let mut c = Client::connect(server.addr);
+    let greeting = c.read_reply();
+    assert_eq!(greeting.code, 220);
+    assert!(
+        greeting.text().starts_with("BBN-UNIX.ARPA "),
+        "{greeting:?}"
+    );
+    assert_eq!(
+        c.expect("HELO USC-ISIF.ARPA", 250).text(),
+        "BBN-UNIX.ARPA Hello USC-ISIF.ARPA"
+    );
+    c.expect("MAIL FROM:<Smith@USC-ISIF.ARPA>", 250);
+    c.expect("RCPT TO:<Jones@BBN-UNIX.ARPA>", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<Green@BBN-UNIX.ARPA>", 550).text(),
+        "No such user here"
+    );
+    c.expect("RCPT TO:<Brown@BBN-UNIX.ARPA>", 250);
+    assert_eq!(
+        c.expect("DATA", 354).text(),
+        "Start mail input; end with <CRLF>.<CRLF>"
+    );
+    c.send(b"Blah blah blah...\r\n...etc. etc. etc.\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(
+        c.expect("QUIT", 221)
+            .text()
+            .starts_with("BBN-UNIX.ARPA Service closing transmission channel")
+    );
+    assert!(c.is_closed());
+
+    for (user, rcpt) in [("jones", "Jones"), ("brown", "Brown")] {
+        let mbox = server.mbox_text(user);
+        let entries = mbox_entries(&mbox);
+        assert_eq!(entries.len(), 1, "{mbox}");
+        let lines: Vec<&str> = entries[0].lines().collect();
+        assert!(
+            lines[0].starts_with("From Smith@USC-ISIF.ARPA "),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(lines[1], "Return-Path: <Smith@USC-ISIF.ARPA>");
+        assert_eq!(lines[2], "Received: from USC-ISIF.ARPA (127.0.0.1)");
+        assert!(
+            lines[3].starts_with("\tby BBN-UNIX.ARPA (mboxd) with SMTP id "),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[4].starts_with(&format!("\tfor <{rcpt}@BBN-UNIX.ARPA>; ")),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[4].ends_with(" +0000"), "{}", lines[4]);
+        // The second line was sent as "...etc": the first dot is transparency (RFC 5321 §4.5.2).
+        assert_eq!(&lines[5..], ["Blah blah blah...", "..etc. etc. etc.", ""]);
+        assert!(mbox.ends_with("etc.\n\n"));
+    }
+    assert!(!server.mail_dir().join("green").exists());
+}
+
+#[test]
+fn helo_ehlo_noop_rset_quit() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    assert_eq!(c.expect("HELO client.test", 250).lines.len(), 1);
+    let ehlo = c.expect("EHLO client.test", 250);
+    assert_eq!(
+        ehlo.lines,
+        [
+            "mx.test Hello client.test",
+            "PIPELINING",
+            "SIZE 10485760",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "HELP"
+        ]
+    );
+    assert_eq!(c.expect("NOOP", 250).text(), "2.0.0 OK");
+    assert_eq!(c.expect("noop with an argument", 250).text(), "2.0.0 OK");
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RSET", 250);
+    // RSET ended the transaction but kept the EHLO.
+    c.expect("RCPT TO:<jones@mx.test>", 503);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    assert_eq!(
+        c.expect("QUIT", 221).text(),
+        "2.0.0 mx.test Service closing transmission channel"
+    );
+    assert!(c.is_closed());
+}
+
+#[test]
+fn help_211_214_504() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let all = c.expect("HELP", 211);
+    for verb in [
+        "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "VRFY", "EXPN", "HELP", "NOOP", "QUIT",
+        "SOML", "SAML", "SEND", "TURN",
+    ] {
+        assert!(all.text().contains(verb), "{verb} missing from {all:?}");
+    }
+    assert!(
+        c.expect("HELP rcpt", 214)
+            .text()
+            .contains("RCPT TO:<recipient>")
+    );
+    c.expect("HELP FROBNICATE", 504);
+}
+
+#[test]
+fn vrfy_and_expn() {
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "staff: jones, brown\n").unwrap();
+    let loaded = mboxd::load_aliases(&aliases).unwrap();
+    let server = TestServer::with(|c| {
+        c.users = users(&["jones", "brown"]);
+        c.aliases = loaded;
+    });
+    let mut c = server.client();
+    assert_eq!(c.expect("VRFY Jones", 250).text(), "<jones@mx.test>");
+    c.expect("VRFY <brown@mx.test>", 250);
+    c.expect("VRFY green", 550);
+    c.expect("VRFY", 501);
+    let expn = c.expect("EXPN staff", 250);
+    assert_eq!(expn.lines, ["<jones@mx.test>", "<brown@mx.test>"]);
+    c.expect("EXPN jones", 550);
+
+    let catch_all = TestServer::start();
+    let mut c = catch_all.client();
+    c.expect("VRFY anybody", 252);
+    c.expect("VRFY ../etc", 550);
+}
+
+#[test]
+fn soml_saml_deliver_send_and_turn_are_502() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("HELO client.test", 250);
+    assert!(
+        c.expect("SEND FROM:<a@b.test>", 502)
+            .text()
+            .contains("MAIL")
+    );
+    assert!(c.expect("TURN", 502).text().contains("unsafe"));
+    for verb in ["SOML", "SAML"] {
+        c.expect(&format!("{verb} FROM:<a@b.test>"), 250);
+        c.expect("RCPT TO:<jones@mx.test>", 250);
+        c.expect("DATA", 354);
+        c.send(format!("Subject: {verb}\r\n\r\nvia {verb}\r\n.\r\n").as_bytes());
+        assert_eq!(c.read_reply().code, 250);
+    }
+    let mbox = server.mbox_text("jones");
+    assert_eq!(mbox_entries(&mbox).len(), 2);
+    assert!(mbox.contains("via SOML\n") && mbox.contains("via SAML\n"));
+}
+
+#[test]
+fn bad_sequences_are_503_and_change_nothing() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    assert!(
+        c.expect("MAIL FROM:<a@b.test>", 503)
+            .text()
+            .contains("HELO")
+    );
+    c.expect("RCPT TO:<jones@mx.test>", 503);
+    c.expect("DATA", 503);
+    c.expect("EHLO client.test", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<jones@mx.test>", 503).text(),
+        "5.5.1 Bad sequence of commands: send MAIL first"
+    );
+    c.expect("DATA", 503);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    assert!(c.expect("DATA", 503).text().contains("RCPT"));
+    assert!(
+        c.expect("MAIL FROM:<c@d.test>", 503)
+            .text()
+            .contains("already")
+    );
+    // The first sender is still the transaction's.
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"hi\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("jones").starts_with("From a@b.test "));
+}
+
+#[test]
+fn data_with_no_valid_recipients_is_554() {
+    let server = TestServer::with(|c| c.users = users(&["jones"]));
+    let mut c = server.client();
+    c.expect("HELO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<green@mx.test>", 550);
+    c.expect("RCPT TO:<x@elsewhere.test>", 550);
+    c.expect("DATA", 554);
+    // Still in the transaction: a good recipient makes DATA work.
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+}
+
+#[test]
+fn syntax_errors_500_501_and_504() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("FROBNICATE", 500);
+    c.expect("", 500);
+    c.expect("HELO", 501);
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>junk", 501);
+    c.expect("MAIL FROM:<a@b.test> =junk", 501);
+    c.expect("MAIL TO:<a@b.test>", 501);
+    c.expect("MAIL FROM:<a@b.test", 501);
+    c.expect("MAIL FROM:<a@-bad-.test>", 501);
+    c.expect("DATA now", 501);
+    assert_eq!(
+        c.expect("MAIL FROM:<a@b.test> FROB=1", 504).text(),
+        "5.5.4 Parameter FROB not implemented"
+    );
+    c.expect("MAIL FROM:<a@b.test> BODY=8BITMIME SIZE=10", 250);
+    c.expect("RCPT TO:jones@mx.test", 250);
+    c.expect("RCPT TO:<jones@mx.test> NOTIFY=NEVER", 504);
+    // A bare LF does not end a command line (RFC 5321 §2.3.8).
+    c.send(b"NOOP\n");
+    assert_eq!(c.read_reply().code, 500);
+    c.send(b"\xff\xfe\r\n");
+    assert_eq!(c.read_reply().code, 500);
+    c.expect("NOOP", 250);
+}
+
+#[test]
+fn a_line_over_512_octets_is_500_and_the_session_goes_on() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let long = format!("NOOP {}", "x".repeat(5000));
+    assert_eq!(c.expect(&long, 500).text(), "5.5.6 Line too long");
+    // Exactly at the limit (510 + CRLF) is still a command.
+    let edge = format!("NOOP {}", "y".repeat(505));
+    assert_eq!(edge.len() + 2, 512);
+    c.expect(&edge, 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+}
+
+#[test]
+fn recipients_550_relay_553_unsafe_and_postmaster() {
+    let server = TestServer::with(|c| c.users = users(&["jones"]));
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<>", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<green@mx.test>", 550).text(),
+        "5.1.1 No such user here"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<jones@example.com>", 550).text(),
+        "5.7.1 Relaying denied"
+    );
+    c.expect("RCPT TO:<jones%example.com@mx.test>", 550);
+    c.expect("RCPT TO:<@mx.test:jones@example.com>", 550);
+    for bad in [
+        "../../etc/passwd",
+        ".hidden",
+        "-rf",
+        "a..b",
+        "a/b",
+        "a\\b",
+        "jones.lock",
+        &"x".repeat(65),
+    ] {
+        assert_eq!(
+            c.expect(&format!("RCPT TO:<{bad}@mx.test>"), 553).text(),
+            "5.1.3 Requested action not taken: mailbox name not allowed",
+            "{bad}"
+        );
+    }
+    c.send(b"RCPT TO:<a\x01b@mx.test>\r\n");
+    assert_eq!(c.read_reply().code, 553);
+    c.expect("RCPT TO:<postmaster>", 250);
+    c.expect("RCPT TO:<@relay.example:Jones@MX.TEST>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: bounce\r\n\r\nnull sender\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(
+        server
+            .mbox_text("postmaster")
+            .starts_with("From MAILER-DAEMON ")
+    );
+    assert!(server.mbox_text("jones").contains("Return-Path: <>\n"));
+    // Nothing was written anywhere but the two mailboxes.
+    let mut files: Vec<String> = std::fs::read_dir(server.mail_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["jones", "postmaster"]);
+}
+
+#[test]
+fn aliases_251_forward_and_551_not_local() {
+    let server = TestServer::with(|c| {
+        c.domains = vec!["mx.test".into(), "other.test".into()];
+        c.users = users(&["jones", "brown"]);
+        c.aliases = vec![
+            ("fwd".into(), vec!["brown@other.test".into()]),
+            ("away".into(), vec!["green@elsewhere.example".into()]),
+        ];
+    });
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<fwd@mx.test>", 251).text(),
+        "2.1.5 User not local; will forward to <brown@other.test>"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<away@mx.test>", 551).text(),
+        "5.1.6 User not local; please try <green@elsewhere.example>"
+    );
+    c.expect("DATA", 354);
+    c.send(b"forwarded\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("brown").contains("\tfor <fwd@mx.test>; "));
+}
+
+#[test]
+fn message_too_big_552_declared_and_during_data() {
+    let server = TestServer::with(|c| c.max_message_size = 1000);
+    let mut c = server.client();
+    assert!(
+        c.expect("EHLO client.test", 250)
+            .lines
+            .contains(&"SIZE 1000".to_string())
+    );
+    assert_eq!(
+        c.expect("MAIL FROM:<a@b.test> SIZE=1001", 552).text(),
+        "5.3.4 Requested mail action aborted: message exceeds fixed maximum message size"
+    );
+    c.expect("MAIL FROM:<a@b.test> SIZE=1000", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    for _ in 0..40 {
+        c.send(b"0123456789012345678901234567890123456789\r\n");
+    }
+    c.send(b".\r\n");
+    assert_eq!(c.read_reply().code, 552);
+    assert!(server.mbox("jones").is_empty());
+    // The session goes on and a message within the limit is delivered.
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], "small");
+    assert_eq!(r.code, 250);
+}
+
+#[test]
+fn too_many_recipients_452() {
+    let server = TestServer::with(|c| c.max_recipients = 2);
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<a@mx.test>", 250);
+    c.expect("RCPT TO:<b@mx.test>", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<c@mx.test>", 452).text(),
+        "4.5.3 Too many recipients"
+    );
+    c.expect("DATA", 354);
+    c.send(b"x\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(
+        !server.mbox("a").is_empty() && !server.mbox("b").is_empty() && server.mbox("c").is_empty()
+    );
+}
+
+#[test]
+fn mailbox_busy_450_while_other_mailboxes_are_served() {
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));
+    std::fs::write(server.mail_dir().join("jones.lock"), b"").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], "locked out");
+    assert_eq!(
+        r.text(),
+        "4.2.1 Requested mail action not taken: mailbox busy; try again later"
+    );
+    assert_eq!(r.code, 450);
+    assert!(server.mbox("jones").is_empty());
+    // All-or-nothing: a message for a locked and a free mailbox is not written to either.
+    assert_eq!(
+        c.send_mail("a@b.test", &["brown@mx.test", "jones@mx.test"], "both")
+            .code,
+        450
+    );
+    assert!(server.mbox("brown").is_empty());
+    assert_eq!(
+        c.send_mail("a@b.test", &["brown@mx.test"], "free").code,
+        250
+    );
+    std::fs::remove_file(server.mail_dir().join("jones.lock")).unwrap();
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "unlocked").code,
+        250
+    );
+    assert_eq!(mbox_entries(&server.mbox_text("jones")).len(), 1);
+    assert!(!server.mail_dir().join("jones.lock").exists());
+}
+
+#[test]
+fn local_error_451_when_the_mailbox_cannot_be_opened() {
+    let server = TestServer::start();
+    std::fs::create_dir(server.mail_dir().join("jones")).unwrap();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail(
+        "a@b.test",
+        &["brown@mx.test", "jones@mx.test"],
+        "to a directory",
+    );
+    assert_eq!(
+        r.text(),
+        "4.3.0 Requested action aborted: local error in processing"
+    );
+    // All-or-nothing: brown's copy was not kept either.
+    assert!(server.mbox("brown").is_empty());
+    assert_eq!(
+        c.send_mail("a@b.test", &["brown@mx.test"], "fine").code,
+        250
+    );
+}
+
+#[test]
+fn a_symlink_in_the_mail_dir_is_never_followed() {
+    let server = TestServer::start();
+    let outside = server.dir.path().join("outside");
+    std::fs::write(&outside, b"untouched").unwrap();
+    std::os::unix::fs::symlink(&outside, server.mail_dir().join("jones")).unwrap();
+    let mut c = server.client();
+    c.expect("HELO client.test", 250);
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 451);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"untouched");
+}
+
+/// A small tmpfs, mounted as the mail directory for one test and unmounted however it ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn insufficient_storage_452_on_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let Some(_tmpfs) = Tmpfs::mount(&mail, "64k") else {
+        println!(
+            "skipped: cannot mount a tmpfs here (needs root); the writer's ENOSPC path is not exercised"
+        );
+        return;
+    };
+    let server = TestServer::with(|c| c.mail_dir = mail.clone());
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "small first")
+            .code,
+        250
+    );
+    let before = std::fs::read(mail.join("jones")).unwrap();
+    let big = "z".repeat(200) + "\n";
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], &big.repeat(500));
+    assert_eq!(
+        r.text(),
+        "4.3.1 Requested action not taken: insufficient system storage"
+    );
+    // Truncated back: exactly the first message is there, and the server serves on.
+    assert_eq!(std::fs::read(mail.join("jones")).unwrap(), before);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "small again")
+            .code,
+        250
+    );
+    let mbox = String::from_utf8(std::fs::read(mail.join("jones")).unwrap()).unwrap();
+    assert_eq!(mbox_entries(&mbox).len(), 2);
+    drop(c);
+    drop(server);
+}
+
+#[test]
+fn idle_timeout_is_421() {
+    let server = TestServer::with(|c| c.timeout = Duration::from_millis(300));
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let started = Instant::now();
+    let r = c.read_reply();
+    assert_eq!(
+        r.text(),
+        "4.4.2 Timeout waiting for client input; closing connection"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(c.is_closed());
+}
+
+#[test]
+fn no_free_worker_is_421_after_queue_wait() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.queue_wait = Duration::from_millis(200);
+    });
+    let mut first = server.client();
+    first.expect("EHLO client.test", 250);
+    let mut second = Client::connect(server.addr);
+    let r = second.read_reply();
+    assert_eq!(
+        (r.code, r.text()),
+        (
+            421,
+            "Too busy; try again later; closing transmission channel".to_string()
+        )
+    );
+    assert!(second.is_closed());
+    // The worker is still the first client's, and serves it.
+    first.expect("NOOP", 250);
+    first.expect("QUIT", 221);
+    // Once free, the worker serves the next client (a bounded wait for the quit to be seen).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = Client::connect(server.addr);
+        let r = next.read_reply();
+        if r.code == 220 {
+            next.expect("QUIT", 221);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never came back");
+    }
+}
+
+#[test]
+fn shutdown_answers_idle_sessions_421() {
+    let mut server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    server.stop();
+    assert_eq!(
+        c.read_reply().text(),
+        "4.3.2 Service shutting down; closing transmission channel"
+    );
+    assert!(c.is_closed());
+}
+
+#[test]
+fn too_many_errors_close_with_421() {
+    let server = TestServer::with(|c| c.max_errors = 3);
+    let mut c = server.client();
+    c.expect("FOO", 500);
+    c.expect("BAR", 500);
+    assert_eq!(
+        c.expect("BAZ", 421).text(),
+        "Too many errors; closing transmission channel"
+    );
+    assert!(c.is_closed());
+}
+
+#[test]
+fn pipelined_transaction_in_one_write() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.send(b"EHLO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nRCPT TO:<nobody@example.com>\r\nRCPT TO:<brown@mx.test>\r\nDATA\r\n");
+    let codes: Vec<u16> = (0..6).map(|_| c.read_reply().code).collect();
+    assert_eq!(codes, [250, 250, 250, 550, 250, 354]);
+    c.send(b"Subject: piped\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert_eq!(c.read_reply().code, 221);
+    assert!(
+        server
+            .mbox_text("brown")
+            .ends_with("Subject: piped\n\nbody\n\n")
+    );
+}
+
+#[test]
+fn slow_dribbling_client_is_served() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.stream.set_nodelay(true).unwrap();
+    let script = b"HELO slow.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nDATA\r\n";
+    for &byte in script {
+        c.stream.write_all(&[byte]).unwrap();
+        // Pacing, not synchronisation: the bytes arrive one by one.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let codes: Vec<u16> = (0..4).map(|_| c.read_reply().code).collect();
+    assert_eq!(codes, [250, 250, 250, 354]);
+    for &byte in b"..dribbled\r\nline two\r\n.\r\n" {
+        c.stream.write_all(&[byte]).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(c.read_reply().code, 250);
+    assert!(
+        server
+            .mbox_text("jones")
+            .ends_with("\n.dribbled\nline two\n\n")
+    );
+}
+
+#[test]
+fn eight_bit_and_from_lines_are_stored_exactly() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test> BODY=8BITMIME", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: 8bit\r\n\r\ncaf\xc3\xa9 \xff\xfe\r\nFrom here\r\n>From there\r\nbare\rcr\r\n..leading dot\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    let mbox = server.mbox("jones");
+    let needle = b"Subject: 8bit\n\n";
+    let body_at = mbox
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    assert_eq!(&mbox[body_at..], b"Subject: 8bit\n\ncaf\xc3\xa9 \xff\xfe\n>From here\n>>From there\nbare\rcr\n.leading dot\n\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(server.mail_dir().join("jones"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn client_disconnecting_mid_data_stores_nothing() {
+    let server = TestServer::start();
+    {
+        let mut c = server.client();
+        c.expect("HELO client.test", 250);
+        c.expect("MAIL FROM:<a@b.test>", 250);
+        c.expect("RCPT TO:<jones@mx.test>", 250);
+        c.expect("DATA", 354);
+        c.send(b"half a message\r\n");
+    }
+    let mut c = server.client();
+    c.expect("HELO client.test", 250);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "whole").code,
+        250
+    );
+    let mbox = server.mbox_text("jones");
+    assert_eq!(mbox_entries(&mbox).len(), 1);
+    assert!(!mbox.contains("half"));
+}
