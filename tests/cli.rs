@@ -1,0 +1,171 @@
+//! The `mboxd` binary: its `listening on` lines, its exit codes, and shutdown on a signal.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mboxd");
+
+/// Waits for a child with a deadline, killing it if it overruns.
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mboxd did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts the binary and reads its `listening on` lines.
+fn spawn(args: &[&str], listeners: usize) -> (Child, Vec<SocketAddr>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mboxd");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for _ in 0..listeners {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read stdout");
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .trim()
+            .parse()
+            .expect("an address");
+        addrs.push(addr);
+    }
+    (child, addrs)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn listens_delivers_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("new/mail");
+    let (mut child, addrs) = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            mail.to_str().unwrap(),
+            "--hostname",
+            "mx.test",
+        ],
+        2,
+    );
+    assert_ne!(addrs[0], addrs[1]);
+    for addr in &addrs {
+        let mut c = Client::connect(*addr);
+        assert_eq!(c.read_reply().code, 220);
+        c.expect("HELO cli.test", 250);
+        assert_eq!(
+            c.send_mail("a@b.test", &["jones@mx.test"], "hello").code,
+            250
+        );
+        c.expect("QUIT", 221);
+    }
+    let mut idle = Client::connect(addrs[0]);
+    assert_eq!(idle.read_reply().code, 220);
+    idle.expect("EHLO cli.test", 250);
+    signal(&child, "TERM");
+    assert_eq!(idle.read_reply().code, 421);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let mbox = std::fs::read_to_string(mail.join("jones")).unwrap();
+    assert_eq!(support::mbox_entries(&mbox).len(), 2);
+}
+
+#[test]
+fn sigint_also_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _) = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        1,
+    );
+    signal(&child, "INT");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}
+
+fn exit_code(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN).args(args).output().expect("run mboxd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_command_lines_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for args in [
+        vec!["--frobnicate"],
+        vec!["--workers", "zero"],
+        vec!["--listen"],
+        vec!["--listen", "not an address"],
+        vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            file.to_str().unwrap(),
+        ],
+        vec![
+            "--listen",
+            &taken,
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        vec!["--users", "/nonexistent/users"],
+    ] {
+        let (code, stderr) = exit_code(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("mboxd: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--mail-dir DIR"));
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mboxd "));
+}
