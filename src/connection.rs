@@ -186,32 +186,30 @@ fn run(
             return close_with(stream, &mut out, &reply::SHUTTING_DOWN, session.enhanced());
         }
         stream.set_read_timeout(Some(if data { ctx.data_timeout } else { ctx.timeout }))?;
-        let limit = if data { DATA_PIECE } else { MAX_COMMAND_LINE };
-        line.clear();
-        match (&mut reader).take(limit).read_until(b'\n', &mut line) {
-            Ok(_) => {}
+        let step = match session.chunk_remaining() {
+            Some(remaining) => read_chunk(&mut reader, &mut session, remaining),
+            None => read_line(&mut reader, &mut session, &mut line),
+        };
+        let action = match step {
+            Ok(Some(action)) => action,
+            Ok(None) => {
+                // End of file: the client went away, or shutdown closed our reading side.
+                if ctx.shutting_down() {
+                    return close_with(stream, &mut out, &reply::SHUTTING_DOWN, session.enhanced());
+                }
+                if data {
+                    log::info!("{peer}: disconnected inside a message; it is discarded");
+                }
+                return flush(stream, &mut out);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                log::info!("{peer}: timeout{}", if data { " inside DATA" } else { "" });
+                log::info!(
+                    "{peer}: timeout{}",
+                    if data { " inside a message" } else { "" }
+                );
                 return close_with(stream, &mut out, &reply::TIMEOUT, session.enhanced());
             }
             Err(e) => return Err(e),
-        }
-        let complete = line.last() == Some(&b'\n');
-        if !complete && (line.len() as u64) < limit {
-            // End of file: the client went away, or shutdown closed our reading side.
-            if ctx.shutting_down() {
-                return close_with(stream, &mut out, &reply::SHUTTING_DOWN, session.enhanced());
-            }
-            if data {
-                log::info!("{peer}: disconnected inside DATA; message discarded");
-            }
-            return flush(stream, &mut out);
-        }
-        let action = if !complete && !data {
-            discard_line(&mut reader)?;
-            session.line_too_long()
-        } else {
-            session.feed(&line)
         };
         match action {
             Action::Continue => {}
@@ -224,11 +222,57 @@ fn run(
                 write_reply(&mut out, &r, session.enhanced());
             }
         }
-        // RFC 2920 §3.1: answer a pipelined group in one write, once no complete command waits.
-        if !reader.buffer().contains(&b'\n') {
+        // RFC 2920 §3.1: answer a pipelined group in one write, but never hold replies while
+        // the next step would have to wait for the client.
+        let buffered = reader.buffer();
+        let next_step_waits = match session.chunk_remaining() {
+            Some(remaining) => (buffered.len() as u64) < remaining,
+            None => !buffered.contains(&b'\n'),
+        };
+        if next_step_waits {
             flush(stream, &mut out)?;
         }
     }
+}
+
+/// Reads one line (or, inside DATA, one bounded piece of a line) into the session.
+/// `Ok(None)` is end of file.
+fn read_line(
+    reader: &mut BufReader<&TcpStream>,
+    session: &mut Session,
+    line: &mut Vec<u8>,
+) -> io::Result<Option<Action>> {
+    let data = session.in_data();
+    let limit = if data { DATA_PIECE } else { MAX_COMMAND_LINE };
+    line.clear();
+    reader.take(limit).read_until(b'\n', line)?;
+    let complete = line.last() == Some(&b'\n');
+    if !complete && (line.len() as u64) < limit {
+        return Ok(None);
+    }
+    if !complete && !data {
+        discard_line(reader)?;
+        return Ok(Some(session.line_too_long()));
+    }
+    Ok(Some(session.feed(line)))
+}
+
+/// Feeds the session what is buffered of the current BDAT chunk, reading more if needed.
+fn read_chunk(
+    reader: &mut BufReader<&TcpStream>,
+    session: &mut Session,
+    remaining: u64,
+) -> io::Result<Option<Action>> {
+    let available = reader.fill_buf()?;
+    if available.is_empty() {
+        return Ok(None);
+    }
+    let n = available
+        .len()
+        .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+    let action = session.feed_chunk(&available[..n]);
+    reader.consume(n);
+    Ok(Some(action))
 }
 
 /// Reads and drops the rest of an over-long line, in bounded pieces.

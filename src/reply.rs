@@ -139,6 +139,13 @@ pub(crate) const BAD_SEQUENCE_NESTED: Reply = Reply::fixed(
     "5.5.1",
     "Bad sequence of commands: sender already given",
 );
+pub(crate) const BAD_SEQUENCE_EHLO: Reply =
+    Reply::fixed(503, "5.5.1", "Bad sequence of commands: BDAT needs EHLO");
+pub(crate) const BAD_SEQUENCE_MIXED: Reply = Reply::fixed(
+    503,
+    "5.5.1",
+    "Bad sequence of commands: BDAT and DATA cannot be mixed",
+);
 pub(crate) const BAD_SEQUENCE_RCPT: Reply =
     Reply::fixed(503, "5.5.1", "Bad sequence of commands: send RCPT first");
 pub(crate) const UNKNOWN_HELP_TOPIC: Reply =
@@ -155,6 +162,11 @@ pub(crate) const NAME_NOT_ALLOWED: Reply = Reply::fixed(
     553,
     "5.1.3",
     "Requested action not taken: mailbox name not allowed",
+);
+pub(crate) const NEEDS_SMTPUTF8: Reply = Reply::fixed(
+    553,
+    "5.6.7",
+    "Non-ASCII address requires the SMTPUTF8 parameter",
 );
 pub(crate) const NO_VALID_RECIPIENTS: Reply =
     Reply::fixed(554, "5.5.1", "Transaction failed: no valid recipients");

@@ -39,6 +39,8 @@ pub(crate) enum State {
     Mail(Transaction),
     /// 354 sent; reading the message text.
     Data(Transaction, DataDecoder),
+    /// BDAT chunks accepted, LAST not yet seen (RFC 3030); the message so far.
+    Chunking(Transaction, Vec<u8>),
     /// QUIT answered, or the session was closed for another reason.
     Closed,
 }
@@ -49,6 +51,8 @@ pub(crate) struct Transaction {
     from: Option<Address>,
     recipients: Vec<Recipient>,
     rejected: usize,
+    /// The client said SMTPUTF8 on MAIL (RFC 6531).
+    utf8: bool,
 }
 
 #[derive(Debug)]
@@ -68,7 +72,7 @@ pub(crate) struct Envelope {
     pub message: Vec<u8>,
     /// The name the client gave in HELO or EHLO.
     pub helo: String,
-    /// `ESMTP` after EHLO, `SMTP` after HELO (RFC 3848).
+    /// `SMTP` after HELO, `ESMTP` after EHLO, `UTF8SMTP` with SMTPUTF8 (RFC 3848, RFC 6531).
     pub protocol: &'static str,
 }
 
@@ -98,6 +102,16 @@ pub(crate) enum Action {
     Deliver(Envelope),
 }
 
+/// A BDAT chunk being read: its bytes are consumed whatever the verdict (RFC 3030 §2).
+#[derive(Debug)]
+struct Chunk {
+    remaining: u64,
+    last: bool,
+    size: u64,
+    /// Set when the chunk is refused; its bytes are then read and dropped.
+    refusal: Option<Reply>,
+}
+
 #[derive(Debug)]
 struct Hello {
     name: String,
@@ -110,6 +124,7 @@ pub(crate) struct Session {
     config: Arc<SessionConfig>,
     state: State,
     hello: Option<Hello>,
+    chunk: Option<Chunk>,
     errors: usize,
 }
 
@@ -120,6 +135,7 @@ impl Session {
             config,
             state: State::Fresh,
             hello: None,
+            chunk: None,
             errors: 0,
         }
     }
@@ -138,9 +154,43 @@ impl Session {
         self.hello.as_ref().is_some_and(|h| h.extended)
     }
 
-    /// True while the message text is being read.
+    /// True while message text is being read, after DATA or inside a BDAT chunk.
     pub(crate) fn in_data(&self) -> bool {
-        matches!(self.state, State::Data(..))
+        matches!(self.state, State::Data(..)) || self.chunk.is_some()
+    }
+
+    /// The bytes of the current BDAT chunk still to be read raw with
+    /// [`Session::feed_chunk`], if one is being read.
+    pub(crate) fn chunk_remaining(&self) -> Option<u64> {
+        self.chunk.as_ref().map(|c| c.remaining)
+    }
+
+    /// Feeds raw bytes of the current BDAT chunk, at most [`Session::chunk_remaining`] of them.
+    pub(crate) fn feed_chunk(&mut self, bytes: &[u8]) -> Action {
+        let Some(chunk) = &mut self.chunk else {
+            return Action::Continue;
+        };
+        let n = bytes
+            .len()
+            .min(usize::try_from(chunk.remaining).unwrap_or(usize::MAX));
+        chunk.remaining -= n as u64;
+        if chunk.refusal.is_none() {
+            if let State::Chunking(_, body) = &mut self.state {
+                if (body.len() + n) as u64 > self.config.max_message_size {
+                    // RFC 3030 §2 and RFC 1870: over the limit, the transaction fails; the rest
+                    // of the chunk is still read.
+                    chunk.refusal = Some(reply::MESSAGE_TOO_BIG);
+                    self.state = State::Ready;
+                } else {
+                    body.extend_from_slice(&bytes[..n]);
+                }
+            }
+        }
+        if chunk.remaining == 0 {
+            self.end_of_chunk()
+        } else {
+            Action::Continue
+        }
     }
 
     /// The current state, for tests and logs.
@@ -221,8 +271,7 @@ impl Session {
                 let reply = self.data();
                 self.answer(reply)
             }
-            // CHUNKING is not offered, so BDAT is as unknown as any other verb.
-            Command::Bdat { .. } => self.refuse(reply::UNKNOWN_COMMAND),
+            Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
                 // RFC 5321 §4.1.1.5: RSET clears the transaction, not the HELO.
                 self.state = if self.hello.is_some() {
@@ -275,6 +324,8 @@ impl Session {
             format!("SIZE {}", self.config.max_message_size),
             "8BITMIME".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
+            "SMTPUTF8".to_string(),
+            "CHUNKING".to_string(),
             "HELP".to_string(),
         ];
         Action::Reply(Reply::new(250, "", extensions.join("\n")))
@@ -290,35 +341,41 @@ impl Session {
         if !matches!(self.state, State::Ready) {
             return reply::BAD_SEQUENCE_NESTED;
         }
-        if let Some(addr) = &from {
-            if addr.local.chars().any(char::is_control) {
-                return reply::NAME_NOT_ALLOWED;
-            }
-        }
+        let mut utf8 = false;
         for param in &params {
             if !hello.extended {
-                return param_not_implemented(param);
+                // After HELO no service extension exists (RFC 5321 §4.1.1.1).
+                return param_not_recognized(param);
             }
             match (param.key.as_str(), param.value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
                     // RFC 1870 §6.2: a declared size over the limit is refused at once.
                     Ok(n) if n > self.config.max_message_size => return reply::MESSAGE_TOO_BIG,
                     Ok(_) => {}
-                    Err(_) => return Reply::new(501, "5.5.4", "Syntax error: bad SIZE value"),
+                    Err(_) => return bad_value(param),
                 },
-                // RFC 6152: both bodies are stored byte for byte.
+                // RFC 6152: both bodies are stored byte for byte. BINARYMIME is not offered:
+                // mbox cannot keep a binary body exactly.
                 ("BODY", Some(v))
                     if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
-                ("BODY", _) | ("SIZE", None) => {
-                    return Reply::new(501, "5.5.4", "Syntax error: bad parameter value");
-                }
-                _ => return param_not_implemented(param),
+                ("SMTPUTF8", None) => utf8 = true,
+                ("BODY" | "SIZE" | "SMTPUTF8", _) => return bad_value(param),
+                _ => return param_not_recognized(param),
+            }
+        }
+        if let Some(addr) = &from {
+            if addr.local.chars().any(char::is_control) {
+                return reply::NAME_NOT_ALLOWED;
+            }
+            if !utf8 && !addr.to_string().is_ascii() {
+                return reply::NEEDS_SMTPUTF8;
             }
         }
         // SOML and SAML deliver to the mailbox: no user is ever at a terminal here (RFC 821
         // §4.1.1 lets SOML fall back to the mailbox; SAML's mailbox half is all there is).
         self.state = State::Mail(Transaction {
             from,
+            utf8,
             ..Transaction::default()
         });
         reply::OK_SENDER
@@ -332,7 +389,11 @@ impl Session {
             return reply::BAD_SEQUENCE_MAIL;
         };
         if let Some(param) = params.first() {
-            return param_not_implemented(param);
+            // DSN (RFC 3461) is not offered, so NOTIFY and ORCPT are unknown here.
+            return param_not_recognized(param);
+        }
+        if !tx.utf8 && !to.to_string().is_ascii() {
+            return reply::NEEDS_SMTPUTF8;
         }
         if tx.recipients.len() >= self.config.max_recipients {
             // RFC 5321 §4.5.3.1.10: too many recipients is a temporary 452.
@@ -357,22 +418,76 @@ impl Session {
         if self.hello.is_none() {
             return reply::BAD_SEQUENCE_HELO;
         }
-        let tx = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Mail(tx) if !tx.recipients.is_empty() => tx,
-            other => {
-                // RFC 5321 §3.3: no valid recipient after some were tried is 554; none tried
-                // at all is a bad sequence.
-                let reply = match &other {
-                    State::Mail(tx) if tx.rejected > 0 => reply::NO_VALID_RECIPIENTS,
-                    State::Mail(_) => reply::BAD_SEQUENCE_RCPT,
-                    _ => reply::BAD_SEQUENCE_MAIL,
-                };
-                self.state = other;
-                return reply;
-            }
+        if matches!(self.state, State::Chunking(..)) {
+            // RFC 3030 §2: BDAT and DATA cannot be mixed in one transaction.
+            return reply::BAD_SEQUENCE_MIXED;
+        }
+        if let Some(refusal) = self.not_ready_for_message() {
+            return refusal;
+        }
+        let State::Mail(tx) = std::mem::replace(&mut self.state, State::Closed) else {
+            return reply::LOCAL_ERROR;
         };
         self.state = State::Data(tx, DataDecoder::new(self.config.max_message_size));
         reply::START_DATA
+    }
+
+    /// Why the message text cannot start now, if it cannot.
+    fn not_ready_for_message(&self) -> Option<Reply> {
+        match &self.state {
+            State::Mail(tx) if !tx.recipients.is_empty() => None,
+            // RFC 5321 §3.3: no valid recipient after some were tried is 554; none tried at all
+            // is a bad sequence.
+            State::Mail(tx) if tx.rejected > 0 => Some(reply::NO_VALID_RECIPIENTS),
+            State::Mail(_) => Some(reply::BAD_SEQUENCE_RCPT),
+            _ => Some(reply::BAD_SEQUENCE_MAIL),
+        }
+    }
+
+    /// BDAT: the chunk's bytes are always read, even when the command is refused (RFC 3030 §2).
+    fn bdat(&mut self, size: u64, last: bool) -> Action {
+        let refusal = match (&self.hello, &self.state) {
+            (None, _) => Some(reply::BAD_SEQUENCE_HELO),
+            (Some(h), _) if !h.extended => Some(reply::BAD_SEQUENCE_EHLO),
+            (_, State::Chunking(..)) => None,
+            _ => self.not_ready_for_message(),
+        };
+        if refusal.is_none() && matches!(self.state, State::Mail(_)) {
+            if let State::Mail(tx) = std::mem::replace(&mut self.state, State::Closed) {
+                self.state = State::Chunking(tx, Vec::new());
+            }
+        }
+        self.chunk = Some(Chunk {
+            remaining: size,
+            last,
+            size,
+            refusal,
+        });
+        if size == 0 {
+            self.end_of_chunk()
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn end_of_chunk(&mut self) -> Action {
+        let Some(chunk) = self.chunk.take() else {
+            return Action::Continue;
+        };
+        if let Some(refusal) = chunk.refusal {
+            return self.refuse(refusal);
+        }
+        if !chunk.last {
+            return Action::Reply(Reply::new(
+                250,
+                "2.0.0",
+                format!("{} octets received", chunk.size),
+            ));
+        }
+        match std::mem::replace(&mut self.state, State::Ready) {
+            State::Chunking(tx, message) => self.envelope(tx, message),
+            _ => Action::Reply(reply::LOCAL_ERROR),
+        }
     }
 
     fn end_of_data(&mut self) -> Action {
@@ -380,8 +495,12 @@ impl Session {
             return Action::Reply(reply::LOCAL_ERROR);
         };
         let Ok(message) = decoder.finish() else {
-            return Action::Reply(reply::MESSAGE_TOO_BIG);
+            return self.refuse(reply::MESSAGE_TOO_BIG);
         };
+        self.envelope(tx, message)
+    }
+
+    fn envelope(&self, tx: Transaction, message: Vec<u8>) -> Action {
         let mut recipients: Vec<(String, String)> = Vec::new();
         for rcpt in tx.recipients {
             for mailbox in rcpt.mailboxes {
@@ -391,7 +510,9 @@ impl Session {
             }
         }
         let (helo, protocol) = match &self.hello {
-            Some(h) => (h.name.clone(), if h.extended { "ESMTP" } else { "SMTP" }),
+            Some(h) if tx.utf8 => (h.name.clone(), "UTF8SMTP"),
+            Some(h) if h.extended => (h.name.clone(), "ESMTP"),
+            Some(h) => (h.name.clone(), "SMTP"),
             None => (String::new(), "SMTP"),
         };
         Action::Deliver(Envelope {
@@ -404,11 +525,21 @@ impl Session {
     }
 }
 
-fn param_not_implemented(param: &Param) -> Reply {
+/// RFC 5321 §4.1.1.11: a parameter the server does not recognise is 555.
+fn param_not_recognized(param: &Param) -> Reply {
     Reply::new(
-        504,
+        555,
         "5.5.4",
-        format!("Parameter {} not implemented", param.key),
+        format!("Parameter {} not recognized", param.key),
+    )
+}
+
+/// A known parameter with a value it cannot take is a syntax error in the arguments.
+fn bad_value(param: &Param) -> Reply {
+    Reply::new(
+        501,
+        "5.5.4",
+        format!("Syntax error: bad value for {}", param.key),
     )
 }
 
@@ -421,12 +552,16 @@ const HELP_TOPICS: &[(&str, &str)] = &[
     ),
     (
         "MAIL",
-        "MAIL FROM:<sender> [SIZE=n] [BODY=7BIT|8BITMIME]: start a mail transaction",
+        "MAIL FROM:<sender> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]: start a mail transaction",
     ),
     ("RCPT", "RCPT TO:<recipient>: add a recipient"),
     (
         "DATA",
         "DATA: send the message, ended by a line holding only \".\"",
+    ),
+    (
+        "BDAT",
+        "BDAT <size> [LAST]: send the next <size> octets of the message",
     ),
     ("RSET", "RSET: abort the current mail transaction"),
     ("VRFY", "VRFY <user>: verify a user name"),
@@ -645,7 +780,7 @@ mod tests {
         };
         assert_eq!(
             r.text,
-            "BBN-UNIX.ARPA Hello client.example\nPIPELINING\nSIZE 100\n8BITMIME\nENHANCEDSTATUSCODES\nHELP"
+            "BBN-UNIX.ARPA Hello client.example\nPIPELINING\nSIZE 100\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING\nHELP"
         );
         assert!(s.enhanced());
     }
@@ -655,7 +790,7 @@ mod tests {
         let mut s = session(None);
         assert_eq!(
             codes(&mut s, &[b"HELO x\r\n", b"MAIL FROM:<a@b> SIZE=10\r\n"]),
-            [250, 504]
+            [250, 555]
         );
         assert_eq!(
             codes(
@@ -670,7 +805,7 @@ mod tests {
                     b"RCPT TO:<a@bbn-unix.arpa> NOTIFY=NEVER\r\n",
                 ]
             ),
-            [250, 552, 501, 501, 504, 250, 504]
+            [250, 552, 501, 501, 555, 250, 555]
         );
     }
 
@@ -781,5 +916,105 @@ mod tests {
             assert_eq!(code(&s.feed(b"FROB\r\n")), 500);
         }
         assert_eq!(s.feed(b"FROB\r\n"), Action::Close(reply::TOO_MANY_ERRORS));
+    }
+
+    #[test]
+    fn smtputf8_is_needed_for_non_ascii_addresses() {
+        let mut s = session(None);
+        assert_eq!(
+            codes(
+                &mut s,
+                &[
+                    "EHLO x\r\n".as_bytes(),
+                    "MAIL FROM:<jos\u{e9}@b.example>\r\n".as_bytes(),
+                    b"MAIL FROM:<a@b> SMTPUTF8=yes\r\n",
+                    b"MAIL FROM:<a@b>\r\n",
+                    "RCPT TO:<j\u{f6}rg@bbn-unix.arpa>\r\n".as_bytes(),
+                    b"RSET\r\n",
+                    "MAIL FROM:<jos\u{e9}@b.example> SMTPUTF8\r\n".as_bytes(),
+                    "RCPT TO:<J\u{d6}RG@bbn-unix.arpa>\r\n".as_bytes(),
+                    b"DATA\r\n",
+                ]
+            ),
+            [250, 553, 501, 250, 553, 250, 250, 250, 354]
+        );
+        let Action::Deliver(env) = s.feed(b".\r\n") else {
+            panic!("no delivery")
+        };
+        assert_eq!(env.recipients[0].0, "j\u{f6}rg");
+        assert_eq!(env.protocol, "UTF8SMTP");
+    }
+
+    fn chunk(s: &mut Session, bytes: &[u8]) -> Action {
+        let mut last = Action::Continue;
+        for piece in bytes.chunks(3) {
+            assert!(s.chunk_remaining().is_some());
+            last = s.feed_chunk(piece);
+        }
+        last
+    }
+
+    #[test]
+    fn bdat_chunks_make_one_message() {
+        let mut s = session(None);
+        codes(
+            &mut s,
+            &[
+                b"EHLO x\r\n",
+                b"MAIL FROM:<a@b>\r\n",
+                b"RCPT TO:<a@bbn-unix.arpa>\r\n",
+            ],
+        );
+        assert_eq!(s.feed(b"BDAT 7\r\n"), Action::Continue);
+        assert!(s.in_data());
+        assert_eq!(code(&chunk(&mut s, b"line\r\n.")), 250);
+        assert_eq!(s.chunk_remaining(), None);
+        assert_eq!(code(&s.feed(b"DATA\r\n")), 503);
+        assert_eq!(s.feed(b"BDAT 4 LAST\r\n"), Action::Continue);
+        let Action::Deliver(env) = chunk(&mut s, b"\r\n\r\n") else {
+            panic!("no delivery")
+        };
+        // No dot-stuffing in BDAT: the bytes are exactly what was counted.
+        assert_eq!(env.message, b"line\r\n.\r\n\r\n");
+        assert!(matches!(s.state(), State::Ready));
+    }
+
+    #[test]
+    fn bdat_zero_last_and_refused_chunks_are_consumed() {
+        let mut s = session(None);
+        // Refused BDATs still consume their bytes, which never become commands.
+        assert_eq!(s.feed(b"BDAT 6\r\n"), Action::Continue);
+        assert_eq!(code(&chunk(&mut s, b"QUIT\r\n")), 503);
+        codes(&mut s, &[b"HELO x\r\n"]);
+        assert_eq!(s.feed(b"BDAT 1\r\n"), Action::Continue);
+        assert_eq!(code(&chunk(&mut s, b"x")), 503);
+        codes(&mut s, &[b"EHLO x\r\n", b"MAIL FROM:<a@b>\r\n"]);
+        assert_eq!(s.feed(b"BDAT 1\r\n"), Action::Continue);
+        assert_eq!(code(&chunk(&mut s, b"x")), 503);
+        codes(&mut s, &[b"RCPT TO:<a@bbn-unix.arpa>\r\n"]);
+        let Action::Deliver(env) = s.feed(b"BDAT 0 LAST\r\n") else {
+            panic!("no delivery")
+        };
+        assert!(env.message.is_empty());
+    }
+
+    #[test]
+    fn bdat_over_the_size_limit_is_552_and_ends_the_transaction() {
+        let mut s = session(None);
+        codes(
+            &mut s,
+            &[
+                b"EHLO x\r\n",
+                b"MAIL FROM:<a@b>\r\n",
+                b"RCPT TO:<a@bbn-unix.arpa>\r\n",
+            ],
+        );
+        assert_eq!(s.feed(b"BDAT 60\r\n"), Action::Continue);
+        assert_eq!(code(&chunk(&mut s, &[b'x'; 60])), 250);
+        assert_eq!(s.feed(b"BDAT 60 LAST\r\n"), Action::Continue);
+        assert_eq!(code(&chunk(&mut s, &[b'y'; 60])), 552);
+        assert!(matches!(s.state(), State::Ready));
+        assert_eq!(s.feed(b"BDAT 2 LAST\r\n"), Action::Continue);
+        assert_eq!(code(&chunk(&mut s, b"zz")), 503);
     }
 }

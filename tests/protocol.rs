@@ -95,6 +95,8 @@ fn helo_ehlo_noop_rset_quit() {
             "SIZE 10485760",
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+            "CHUNKING",
             "HELP"
         ]
     );
@@ -226,7 +228,7 @@ fn data_with_no_valid_recipients_is_554() {
 }
 
 #[test]
-fn syntax_errors_500_501_and_504() {
+fn syntax_errors_500_501_and_unknown_parameters_555() {
     let server = TestServer::start();
     let mut c = server.client();
     c.expect("FROBNICATE", 500);
@@ -240,12 +242,12 @@ fn syntax_errors_500_501_and_504() {
     c.expect("MAIL FROM:<a@-bad-.test>", 501);
     c.expect("DATA now", 501);
     assert_eq!(
-        c.expect("MAIL FROM:<a@b.test> FROB=1", 504).text(),
-        "5.5.4 Parameter FROB not implemented"
+        c.expect("MAIL FROM:<a@b.test> FROB=1", 555).text(),
+        "5.5.4 Parameter FROB not recognized"
     );
     c.expect("MAIL FROM:<a@b.test> BODY=8BITMIME SIZE=10", 250);
     c.expect("RCPT TO:jones@mx.test", 250);
-    c.expect("RCPT TO:<jones@mx.test> NOTIFY=NEVER", 504);
+    c.expect("RCPT TO:<jones@mx.test> NOTIFY=NEVER", 555);
     // A bare LF does not end a command line (RFC 5321 §2.3.8).
     c.send(b"NOOP\n");
     assert_eq!(c.read_reply().code, 500);
