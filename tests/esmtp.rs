@@ -1,0 +1,287 @@
+//! The ESMTP extensions over a real socket: PIPELINING however the bytes are split, SIZE,
+//! 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8, CHUNKING, and 555 for parameters not offered.
+
+mod support;
+
+use std::io::Write;
+
+use support::{Client, Reply, TestServer, mbox_entries};
+
+/// One session that sends everything without waiting: two transactions, one by DATA and one
+/// by BDAT, a refused recipient, and QUIT.
+const SCRIPT: &[u8] = b"EHLO pipe.test\r\n\
+MAIL FROM:<a@b.test>\r\n\
+RCPT TO:<jones@mx.test>\r\n\
+RCPT TO:<x@example.com>\r\n\
+DATA\r\n\
+Subject: one\r\n\r\n..dotted\r\nbody\r\n.\r\n\
+MAIL FROM:<c@d.test> BODY=8BITMIME\r\n\
+RCPT TO:<brown@mx.test>\r\n\
+BDAT 11\r\n\
+two\r\n.\r\nxyzBDAT 4 LAST\r\n\
+end\nNOOP\r\n\
+QUIT\r\n";
+
+/// Every reply of a session until the server closes it, with message ids blanked.
+fn replies_until_close(c: &mut Client) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for _ in 0..100 {
+        match c.try_read_reply() {
+            Some(mut r) => {
+                for line in &mut r.lines {
+                    if let Some(at) = line.find("delivered as ") {
+                        line.truncate(at + "delivered as ".len());
+                    }
+                }
+                replies.push(r);
+            }
+            None => return replies,
+        }
+    }
+    panic!("more than 100 replies");
+}
+
+fn run_split(server: &TestServer, cuts: &[usize]) -> Vec<Reply> {
+    let mut c = Client::connect(server.addr);
+    c.stream.set_nodelay(true).unwrap();
+    let mut start = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&SCRIPT.len())) {
+        c.stream.write_all(&SCRIPT[start..cut]).unwrap();
+        start = cut;
+    }
+    replies_until_close(&mut c)
+}
+
+#[test]
+fn pipelined_input_split_at_every_byte_boundary_gives_the_same_replies() {
+    let server = TestServer::start();
+    let whole = run_split(&server, &[]);
+    let codes: Vec<u16> = whole.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [
+            220, 250, 250, 250, 550, 354, 250, 250, 250, 250, 250, 250, 221
+        ],
+        "{whole:?}"
+    );
+    let mut runs = 1;
+    for cut in 1..SCRIPT.len() {
+        assert_eq!(run_split(&server, &[cut]), whole, "split at {cut}");
+        runs += 1;
+    }
+    // Three pieces, a sample of pairs of boundaries.
+    for first in (1..SCRIPT.len()).step_by(7) {
+        let second = (first + 13).min(SCRIPT.len());
+        assert_eq!(
+            run_split(&server, &[first, second]),
+            whole,
+            "split at {first},{second}"
+        );
+        runs += 1;
+    }
+    let jones = server.mbox_text("jones");
+    let brown = server.mbox_text("brown");
+    assert_eq!(mbox_entries(&jones).len(), runs);
+    assert_eq!(mbox_entries(&brown).len(), runs);
+    for entry in mbox_entries(&jones) {
+        assert!(
+            entry.ends_with("Subject: one\n\n.dotted\nbody\n\n"),
+            "{entry:?}"
+        );
+    }
+    for entry in mbox_entries(&brown) {
+        // BDAT bytes are not dot-unstuffed; CRLF becomes LF on disk; the bare LF stays.
+        assert!(entry.ends_with("\ntwo\n.\nxyzend\n\n"), "{entry:?}");
+    }
+}
+
+#[test]
+fn replies_to_a_pipelined_group_come_in_one_write() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO pipe.test", 250);
+    c.send(
+        b"MAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nRCPT TO:<brown@mx.test>\r\nDATA\r\n",
+    );
+    // The four replies are written with one write, so the first read sees them all (four
+    // separate writes would let it return after the first).
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut c.stream, &mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert_eq!(text.matches("\r\n").count(), 4, "{text:?}");
+}
+
+#[test]
+fn enhanced_status_codes_after_ehlo_only() {
+    let server = TestServer::with(|c| {
+        c.max_recipients = 2;
+        c.max_message_size = 100;
+        c.users = Some(
+            ["jones", "brown", "smith"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+    });
+    let mut c = server.client();
+    c.expect("HELO plain.test", 250);
+    assert_eq!(c.expect("MAIL FROM:<a@b.test>", 250).text(), "Sender OK");
+    assert_eq!(
+        c.expect("RCPT TO:<green@mx.test>", 550).text(),
+        "No such user here"
+    );
+    let mut c = server.client();
+    c.expect("EHLO rich.test", 250);
+    assert_eq!(
+        c.expect("MAIL FROM:<a@b.test> SIZE=101", 552).text(),
+        "5.3.4 Requested mail action aborted: message exceeds fixed maximum message size"
+    );
+    assert_eq!(
+        c.expect("MAIL FROM:<a@b.test>", 250).text(),
+        "2.1.0 Sender OK"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<green@mx.test>", 550).text(),
+        "5.1.1 No such user here"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<green@example.com>", 550).text(),
+        "5.7.1 Relaying denied"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<jones@mx.test>", 250).text(),
+        "2.1.5 Recipient OK"
+    );
+    c.expect("RCPT TO:<brown@mx.test>", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<smith@mx.test>", 452).text(),
+        "4.5.3 Too many recipients"
+    );
+    assert_eq!(
+        c.expect("DATA", 354).text(),
+        "Start mail input; end with <CRLF>.<CRLF>"
+    );
+    c.send(b"x\r\n.\r\n");
+    assert!(c.read_reply().text().starts_with("2.0.0 OK: delivered as "));
+    assert_eq!(c.expect("NOOP", 250).text(), "2.0.0 OK");
+    assert_eq!(
+        c.expect("FROB", 500).text(),
+        "5.5.1 Syntax error, command unrecognized"
+    );
+    assert_eq!(c.expect("TURN", 502).lines[0].get(..6), Some("5.5.1 "));
+    assert_eq!(
+        c.expect("HELP nothing", 504).text(),
+        "5.5.4 HELP topic not recognized"
+    );
+    assert!(c.expect("QUIT", 221).text().starts_with("2.0.0 "));
+}
+
+#[test]
+fn parameters_not_offered_are_555_and_bad_values_501() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("HELO plain.test", 250);
+    // After HELO there are no extensions at all.
+    c.expect("MAIL FROM:<a@b.test> SIZE=10", 555);
+    c.expect("MAIL FROM:<a@b.test> BODY=8BITMIME", 555);
+    c.expect("EHLO rich.test", 250);
+    // DSN is not advertised, so its parameters are unknown (RFC 5321 §4.1.1.11).
+    c.expect("MAIL FROM:<a@b.test> RET=HDRS", 555);
+    c.expect("MAIL FROM:<a@b.test> ENVID=x", 555);
+    c.expect("MAIL FROM:<a@b.test> BODY=BINARYMIME", 501);
+    c.expect("MAIL FROM:<a@b.test> SIZE=-1", 501);
+    c.expect("MAIL FROM:<a@b.test> SMTPUTF8=1", 501);
+    c.expect("MAIL FROM:<a@b.test> BODY=7BIT SIZE=5", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<jones@mx.test> NOTIFY=SUCCESS", 555)
+            .text(),
+        "5.5.4 Parameter NOTIFY not recognized"
+    );
+    c.expect("RCPT TO:<jones@mx.test> ORCPT=rfc822;jones@mx.test", 555);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+}
+
+#[test]
+fn smtputf8_addresses() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO utf8.test", 250);
+    assert_eq!(
+        c.expect("MAIL FROM:<josé@b.test>", 553).text(),
+        "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
+    );
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jörg@mx.test>", 553);
+    c.expect("RSET", 250);
+    c.expect("MAIL FROM:<josé@b.test> SMTPUTF8", 250);
+    c.expect("RCPT TO:<Jörg@mx.test>", 250);
+    c.expect("RCPT TO:<../jörg@mx.test>", 553);
+    c.expect("DATA", 354);
+    c.send("Subject: grüße\r\n\r\nñ\r\n.\r\n".as_bytes());
+    assert_eq!(c.read_reply().code, 250);
+    let mbox = server.mbox_text("jörg");
+    assert!(mbox.starts_with("From josé@b.test "), "{mbox}");
+    assert!(mbox.contains("with UTF8SMTP id"), "{mbox}");
+    assert!(mbox.ends_with("Subject: grüße\n\nñ\n\n"), "{mbox}");
+}
+
+#[test]
+fn bdat_cases() {
+    let server = TestServer::with(|c| c.max_message_size = 50);
+    let mut c = server.client();
+    c.expect("EHLO chunk.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.send(b"BDAT 9\r\n\x00bin\r\n.\r\n");
+    assert_eq!(c.read_reply().text(), "2.0.0 9 octets received");
+    assert_eq!(
+        c.expect("DATA", 503).text(),
+        "5.5.1 Bad sequence of commands: BDAT and DATA cannot be mixed"
+    );
+    c.send(b"BDAT 0 LAST\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox("jones").ends_with(b"\x00bin\n.\n\n"));
+    // Over the limit across chunks: 552, and the rest of the chunk is still consumed.
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<brown@mx.test>", 250);
+    c.send(&[b"BDAT 30\r\n".as_slice(), &[b'a'; 30]].concat());
+    assert_eq!(c.read_reply().code, 250);
+    c.send(&[b"BDAT 30 LAST\r\n".as_slice(), &[b'b'; 30]].concat());
+    assert_eq!(c.read_reply().code, 552);
+    assert!(server.mbox("brown").is_empty());
+    // A BDAT with no transaction is refused but its bytes never become commands.
+    c.send(b"BDAT 6 LAST\r\nQUIT\r\n");
+    assert_eq!(c.read_reply().code, 503);
+    c.expect("NOOP", 250);
+    // DATA first, then BDAT in the same transaction is impossible: DATA consumed it.
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<brown@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"BDAT 3 LAST\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("brown").ends_with("\nBDAT 3 LAST\n\n"));
+    // BDAT after HELO: refused, bytes consumed.
+    c.expect("HELO plain.test", 250);
+    c.send(b"BDAT 4\r\nNOOP");
+    assert_eq!(c.read_reply().code, 503);
+    c.expect("QUIT", 221);
+}
+
+#[test]
+fn only_crlf_dot_crlf_ends_data() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO lf.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"one\n.\ntwo\r.\r\nthree\r\n.\n.\r\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    let mbox = server.mbox("jones");
+    // A leading dot after CRLF is transparency even before a bare LF; CRLF becomes LF on disk.
+    assert!(
+        mbox.ends_with(b"\none\n.\ntwo\r.\nthree\n\n.\r\n\n"),
+        "{:?}",
+        String::from_utf8_lossy(&mbox)
+    );
+}
