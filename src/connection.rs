@@ -222,6 +222,9 @@ fn run(
                 write_reply(&mut out, &r, session.enhanced());
             }
         }
+        // Before the 354 can reach the client, so shutdown never mistakes a session that is
+        // about to receive a message for an idle one.
+        in_data.store(session.in_data(), Ordering::SeqCst);
         // RFC 2920 §3.1: answer a pipelined group in one write, but never hold replies while
         // the next step would have to wait for the client.
         let buffered = reader.buffer();

@@ -204,22 +204,19 @@ impl Writer {
                 }
             }
         }
-        if let Some(outcome) = failure {
+        if failure.is_some() {
             // What reached the disk is unknown: take the whole batch back.
             for (name, mailbox) in &boxes {
                 if let Err(e) = mailbox.file.set_len(mailbox.start) {
                     log::error!("cannot truncate mailbox {name} back: {e}");
                 }
             }
-            for job in &written {
-                answer(job, outcome);
-            }
-        } else {
-            for job in &written {
-                answer(job, Outcome::Delivered);
-            }
         }
+        // Unlock before acknowledging: once a client has its 250, the mailbox is free.
         drop(boxes);
+        for job in &written {
+            answer(job, failure.unwrap_or(Outcome::Delivered));
+        }
         waiting
     }
 
@@ -313,7 +310,9 @@ fn dotlock_path(mbox: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Creates `<mbox>.lock` exclusively, removing one left over from a crash first.
+/// Creates `<mbox>.lock` exclusively, with our process id in it as liblockfile does, removing
+/// a stale one first: one older than [`STALE_DOTLOCK`], or one whose process is gone (left by a
+/// crash, ours included: a killed server must not lock itself out after a restart).
 fn take_dotlock(path: &Path) -> Result<(), OpenError> {
     for _ in 0..2 {
         match OpenOptions::new()
@@ -322,24 +321,43 @@ fn take_dotlock(path: &Path) -> Result<(), OpenError> {
             .mode(0o600)
             .open(path)
         {
-            Ok(_) => return Ok(()),
+            Ok(mut file) => {
+                // The id is a courtesy to other tools; the lock is the file's existence.
+                let _ = writeln!(file, "{}", std::process::id());
+                return Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let age = fs::symlink_metadata(path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok());
-                match age {
-                    Some(age) if age > STALE_DOTLOCK => {
-                        log::warn!("removing stale dotlock {}", path.display());
-                        let _ = fs::remove_file(path);
-                    }
-                    _ => return Err(OpenError::Busy),
+                if !dotlock_is_stale(path) {
+                    return Err(OpenError::Busy);
                 }
+                log::warn!("removing stale dotlock {}", path.display());
+                let _ = fs::remove_file(path);
             }
             Err(e) => return Err(OpenError::Io(e)),
         }
     }
     Err(OpenError::Busy)
+}
+
+fn dotlock_is_stale(path: &Path) -> bool {
+    let age = fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok());
+    if age.is_some_and(|age| age > STALE_DOTLOCK) {
+        return true;
+    }
+    let owner = fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    match owner {
+        // Our own id: this process holds a mailbox's locks only inside one commit and removes
+        // them after, so this is a leftover of an earlier process that had the same id.
+        Some(pid) if pid == std::process::id() => true,
+        Some(pid) => !Path::new("/proc").join(pid.to_string()).exists(),
+        // Empty or foreign contents: only age can tell.
+        None => false,
+    }
 }
 
 /// Makes sure the file ends with a whole entry (in `\n\n`) and returns its length.

@@ -1,0 +1,401 @@
+//! Faults caused for real: mailboxes locked by other programs, torn tails, SIGKILL, shutdown in
+//! the middle of a message, timeouts inside DATA and idle connections hogging the workers.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{Client, TestServer, mbox_entries};
+
+fn python3() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Another program holding an fcntl write lock on `path` until its stdin is closed.
+fn hold_fcntl_lock(path: &std::path::Path) -> Child {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl,sys; f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+        ])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    child
+}
+
+#[test]
+fn fcntl_locked_mailbox_waits_while_others_are_delivered() {
+    if !python3() {
+        println!("skipped: python3 not found, so no second process can hold an fcntl lock");
+        return;
+    }
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_secs(20));
+    std::fs::create_dir_all(server.mail_dir()).unwrap();
+    let mut holder = hold_fcntl_lock(&server.mail_dir().join("jones"));
+    let addr = server.addr;
+    let waiting = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        assert_eq!(c.read_reply().code, 220);
+        c.expect("EHLO waiting.test", 250);
+        c.send_mail("a@b.test", &["jones@mx.test"], "waited for the lock")
+            .code
+    });
+    let mut other = server.client();
+    other.expect("EHLO other.test", 250);
+    let started = Instant::now();
+    assert_eq!(
+        other
+            .send_mail("a@b.test", &["brown@mx.test"], "not held up")
+            .code,
+        250
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!waiting.is_finished(), "the locked delivery did not wait");
+    assert!(server.mbox("jones").is_empty());
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    assert_eq!(waiting.join().unwrap(), 250);
+    let mbox = server.mbox_text("jones");
+    assert_eq!(mbox_entries(&mbox).len(), 1);
+    assert!(mbox.ends_with("waited for the lock\n\n"));
+}
+
+#[test]
+fn fcntl_lock_past_the_timeout_is_450_and_nothing_is_written() {
+    if !python3() {
+        println!("skipped: python3 not found, so no second process can hold an fcntl lock");
+        return;
+    }
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));
+    std::fs::create_dir_all(server.mail_dir()).unwrap();
+    let mut holder = hold_fcntl_lock(&server.mail_dir().join("jones"));
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "x").text(),
+        "4.2.1 Requested mail action not taken: mailbox busy; try again later"
+    );
+    assert!(server.mbox("jones").is_empty());
+    // The dotlock was given back when the fcntl lock could not be had.
+    assert!(!server.mail_dir().join("jones.lock").exists());
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 250);
+}
+
+#[test]
+fn a_stale_dotlock_is_removed() {
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));
+    std::fs::create_dir_all(server.mail_dir()).unwrap();
+    let lock = server.mail_dir().join("jones.lock");
+    let file = std::fs::File::create(&lock).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop(file);
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 250);
+    assert!(!lock.exists());
+}
+
+#[test]
+fn a_dotlock_left_by_a_dead_process_is_removed() {
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));
+    std::fs::create_dir_all(server.mail_dir()).unwrap();
+    // Above Linux's largest process id, so no such process exists.
+    std::fs::write(server.mail_dir().join("jones.lock"), "4194305\n").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 250);
+    // A live process's dotlock is respected.
+    std::fs::write(server.mail_dir().join("jones.lock"), "1\n").unwrap();
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 450);
+}
+
+#[test]
+fn a_torn_tail_is_repaired_before_the_next_append() {
+    let server = TestServer::start();
+    std::fs::create_dir_all(server.mail_dir()).unwrap();
+    let whole = "From a@b.test Sun Nov 22 07:33:49 2026\nSubject: whole\n\nkept\n\n";
+    let torn = "From a@b.test Sun Nov 22 07:33:50 2026\nSubject: torn\n\nhalf a li";
+    std::fs::write(server.mail_dir().join("jones"), format!("{whole}{torn}")).unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "Subject: new\n\nnew")
+            .code,
+        250
+    );
+    let mbox = server.mbox_text("jones");
+    let entries = mbox_entries(&mbox);
+    assert_eq!(entries.len(), 2, "{mbox}");
+    assert_eq!(entries[0], whole);
+    assert!(entries[1].ends_with("Subject: new\n\nnew\n\n"));
+    assert!(!mbox.contains("half"));
+}
+
+#[test]
+fn a_read_inside_data_that_times_out_is_421() {
+    let server = TestServer::with(|c| c.data_timeout = Duration::from_millis(300));
+    let mut c = server.client();
+    c.expect("EHLO slow.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: never finished\r\n");
+    assert_eq!(
+        c.read_reply().text(),
+        "4.4.2 Timeout waiting for client input; closing connection"
+    );
+    assert!(c.is_closed());
+    assert!(server.mbox("jones").is_empty());
+}
+
+/// True once the server no longer greets new connections: refused, closed, or 421.
+fn refuses_connections(addr: SocketAddr) -> bool {
+    let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return true;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut line = String::new();
+    match BufReader::new(&stream).read_line(&mut line) {
+        Ok(0) | Err(_) => true,
+        Ok(_) => line.starts_with("421"),
+    }
+}
+
+#[test]
+fn shutdown_lets_a_message_in_progress_finish_then_answers_421() {
+    let server = TestServer::start();
+    let addr = server.addr;
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: in flight\r\n\r\n");
+    let stopper = thread::spawn(move || {
+        let mut server = server;
+        server.stop();
+        server
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refuses_connections(addr) {
+        assert!(Instant::now() < deadline, "the server kept accepting");
+    }
+    c.send(b"finished after shutdown began\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert_eq!(
+        c.read_reply().text(),
+        "4.3.2 Service shutting down; closing transmission channel"
+    );
+    assert!(c.is_closed());
+    let server = stopper.join().unwrap();
+    assert!(
+        server
+            .mbox_text("jones")
+            .ends_with("finished after shutdown began\n\n")
+    );
+}
+
+#[test]
+fn idle_connections_cannot_keep_a_client_out_past_the_timeouts() {
+    let server = TestServer::with(|c| {
+        c.workers = 4;
+        c.timeout = Duration::from_millis(500);
+        c.queue_wait = Duration::from_secs(1);
+    });
+    // Forty connections that never send a byte.
+    let idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(
+            attempts <= 50 && started.elapsed() < Duration::from_secs(10),
+            "never served"
+        );
+        let mut c = Client::connect(server.addr);
+        match c.try_read_reply() {
+            Some(r) if r.code == 220 => {
+                c.expect("EHLO legit.test", 250);
+                assert_eq!(
+                    c.send_mail("a@b.test", &["jones@mx.test"], "got in").code,
+                    250
+                );
+                break;
+            }
+            Some(r) => assert_eq!(r.code, 421),
+            None => {}
+        }
+    }
+    // The bound is the idle timeout plus the queue wait, with room for a slow machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_mboxd");
+
+/// A server process that is killed if the test ends without stopping it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_binary(mail: &std::path::Path) -> (Server, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--hostname",
+            "mx.test",
+            "--mail-dir",
+        ])
+        .arg(mail)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (Server(child), addr)
+}
+
+fn body_of(id: &str) -> String {
+    format!(
+        "Subject: {id}\n\n{}\nend of {id}",
+        format!("{id} payload line\n").repeat(200)
+    )
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let (mut child, addr) = spawn_binary(&mail);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let (acked, stop, tx) = (Arc::clone(&acked), Arc::clone(&stop), tx.clone());
+            thread::spawn(move || {
+                let Ok(stream) = std::net::TcpStream::connect(addr) else {
+                    return;
+                };
+                drop(stream);
+                let mut c = Client::connect(addr);
+                if c.try_read_reply().is_none() {
+                    return;
+                }
+                c.expect("EHLO crash.test", 250);
+                for n in 0..10_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let id = format!("msg-{t}-{n}");
+                    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        c.send_mail("a@b.test", &["jones@mx.test"], &body_of(&id))
+                    }));
+                    match sent {
+                        Ok(r) if r.code == 250 => {
+                            acked.lock().unwrap().push(id);
+                            let _ = tx.send(());
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    // Kill once at least 60 messages were acknowledged: the clients are mid-flight then.
+    for _ in 0..60 {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("acknowledgements");
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for s in senders {
+        let _ = s.join();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 60);
+
+    // Restart on the same directory and deliver again.
+    let (mut child, addr) = spawn_binary(&mail);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO after.test", 250);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], &body_of("after-restart"))
+            .code,
+        250
+    );
+    c.expect("QUIT", 221);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+
+    let mbox = String::from_utf8(std::fs::read(mail.join("jones")).unwrap()).unwrap();
+    let entries = mbox_entries(&mbox);
+    for entry in &entries {
+        let subject = entry
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .expect("a subject");
+        assert!(
+            entry.ends_with(&format!("{}\n\n", body_of(subject))),
+            "entry {subject} is not whole"
+        );
+    }
+    for id in acked
+        .iter()
+        .chain(std::iter::once(&"after-restart".to_string()))
+    {
+        let n = entries
+            .iter()
+            .filter(|e| e.contains(&format!("Subject: {id}\n")))
+            .count();
+        assert_eq!(n, 1, "{id} appears {n} times");
+    }
+}
