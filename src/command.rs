@@ -274,8 +274,8 @@ fn strip_source_route(path: &str) -> Result<&str, ParseError> {
 
 fn address(s: &str) -> Result<Address, ParseError> {
     // The domain follows the last `@` outside a quoted local part.
-    let at = if s.starts_with('"') {
-        let close = s[1..]
+    let at = if let Some(quoted) = s.strip_prefix('"') {
+        let close = quoted
             .char_indices()
             .scan(false, |escaped, (i, c)| {
                 let found = !*escaped && c == '"';
@@ -299,10 +299,10 @@ fn address(s: &str) -> Result<Address, ParseError> {
     if local.contains(['<', '>', ' ']) && !local.starts_with('"') {
         return Err(ParseError::Syntax("malformed local part"));
     }
-    if let Some(domain) = domain {
-        if !valid_domain(domain) {
-            return Err(ParseError::Syntax("malformed domain"));
-        }
+    if let Some(domain) = domain
+        && !valid_domain(domain)
+    {
+        return Err(ParseError::Syntax("malformed domain"));
     }
     if s.len() > 256 {
         // RFC 5321 §4.5.3.1.3: a path is at most 256 octets.

@@ -56,15 +56,15 @@ impl Directory {
     /// True when mail for `domain` is delivered here (case-insensitive, a trailing dot ignored).
     pub(crate) fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.domains.iter().any(|local| *local == d)
+        self.domains.contains(&d)
     }
 
     /// Decides a RCPT: where it goes, or the reply refusing it.
     pub(crate) fn route(&self, to: &Address) -> Result<Route, Reply> {
-        if let Some(domain) = &to.domain {
-            if !self.is_local_domain(domain) {
-                return Err(reply::RELAY_DENIED);
-            }
+        if let Some(domain) = &to.domain
+            && !self.is_local_domain(domain)
+        {
+            return Err(reply::RELAY_DENIED);
         }
         // `%` and `!` hacks route through this host to another one: that is relaying.
         if to.local.contains(['%', '!']) {
@@ -119,10 +119,10 @@ impl Directory {
 
     fn expand(&self, name: &str, depth: usize, out: &mut Expansion) {
         let Some(targets) = self.aliases.get(name) else {
-            if let Some(mailbox) = mailbox_name(name) {
-                if !out.mailboxes.contains(&mailbox) {
-                    out.mailboxes.push(mailbox);
-                }
+            if let Some(mailbox) = mailbox_name(name)
+                && !out.mailboxes.contains(&mailbox)
+            {
+                out.mailboxes.push(mailbox);
             }
             return;
         };

@@ -207,10 +207,10 @@ impl Running {
         drop(self.pool.take());
         // 4. The last delivery sender goes with the context: the writer drains, syncs and exits.
         drop(self.ctx.take());
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                log::error!("the writer thread panicked");
-            }
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            log::error!("the writer thread panicked");
         }
     }
 }

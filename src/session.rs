@@ -174,16 +174,16 @@ impl Session {
             .len()
             .min(usize::try_from(chunk.remaining).unwrap_or(usize::MAX));
         chunk.remaining -= n as u64;
-        if chunk.refusal.is_none() {
-            if let State::Chunking(_, body) = &mut self.state {
-                if (body.len() + n) as u64 > self.config.max_message_size {
-                    // RFC 3030 §2 and RFC 1870: over the limit, the transaction fails; the rest
-                    // of the chunk is still read.
-                    chunk.refusal = Some(reply::MESSAGE_TOO_BIG);
-                    self.state = State::Ready;
-                } else {
-                    body.extend_from_slice(&bytes[..n]);
-                }
+        if chunk.refusal.is_none()
+            && let State::Chunking(_, body) = &mut self.state
+        {
+            if (body.len() + n) as u64 > self.config.max_message_size {
+                // RFC 3030 §2 and RFC 1870: over the limit, the transaction fails; the rest
+                // of the chunk is still read.
+                chunk.refusal = Some(reply::MESSAGE_TOO_BIG);
+                self.state = State::Ready;
+            } else {
+                body.extend_from_slice(&bytes[..n]);
             }
         }
         if chunk.remaining == 0 {
@@ -452,10 +452,11 @@ impl Session {
             (_, State::Chunking(..)) => None,
             _ => self.not_ready_for_message(),
         };
-        if refusal.is_none() && matches!(self.state, State::Mail(_)) {
-            if let State::Mail(tx) = std::mem::replace(&mut self.state, State::Closed) {
-                self.state = State::Chunking(tx, Vec::new());
-            }
+        if refusal.is_none()
+            && matches!(self.state, State::Mail(_))
+            && let State::Mail(tx) = std::mem::replace(&mut self.state, State::Closed)
+        {
+            self.state = State::Chunking(tx, Vec::new());
         }
         self.chunk = Some(Chunk {
             remaining: size,

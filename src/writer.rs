@@ -197,11 +197,11 @@ impl Writer {
         // One sync per touched file covers every job of the batch (group commit).
         let mut failure = None;
         for (name, mailbox) in &boxes {
-            if mailbox.len != mailbox.start {
-                if let Err(e) = mailbox.file.sync_data() {
-                    log::error!("cannot sync mailbox {name}: {e}");
-                    failure = Some(classify(&e));
-                }
+            if mailbox.len != mailbox.start
+                && let Err(e) = mailbox.file.sync_data()
+            {
+                log::error!("cannot sync mailbox {name}: {e}");
+                failure = Some(classify(&e));
             }
         }
         if failure.is_some() {
