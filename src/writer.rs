@@ -61,12 +61,54 @@ pub(crate) fn spawn(
     lock_timeout: Duration,
     jobs: Receiver<Job>,
 ) -> io::Result<JoinHandle<()>> {
+    spawn_with(
+        mail_dir,
+        lock_timeout,
+        jobs,
+        Arc::new(|file, _| Box::new(file)),
+    )
+}
+
+/// The file operations the writer does on an open, locked mailbox: the seam where tests inject
+/// write and sync failures without needing a full disk.
+pub(crate) trait MboxFile: Send {
+    /// Appends all of `bytes`, or fails having appended a part of them.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Flushes the file's data to stable storage.
+    fn sync(&self) -> io::Result<()>;
+}
+
+impl MboxFile for File {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// Wraps each opened mailbox file (given with its mailbox name) for the writer.
+pub(crate) type Files = Arc<dyn Fn(File, &str) -> Box<dyn MboxFile> + Send + Sync>;
+
+/// [`spawn`] with a chosen way of wrapping mailbox files.
+pub(crate) fn spawn_with(
+    mail_dir: PathBuf,
+    lock_timeout: Duration,
+    jobs: Receiver<Job>,
+    files: Files,
+) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("mboxd-writer".into())
         .spawn(move || {
             Writer {
                 mail_dir,
                 lock_timeout,
+                files,
             }
             .run(&jobs)
         })
@@ -75,6 +117,7 @@ pub(crate) fn spawn(
 struct Writer {
     mail_dir: PathBuf,
     lock_timeout: Duration,
+    files: Files,
 }
 
 /// A job whose mailbox was locked by someone else, and until when it may wait.
@@ -85,7 +128,7 @@ struct Waiting {
 
 /// A mailbox opened and locked for one group commit.
 struct Mailbox {
-    file: File,
+    file: Box<dyn MboxFile>,
     dotlock: PathBuf,
     /// The length before this commit, where a failed commit truncates back to.
     start: u64,
@@ -198,7 +241,7 @@ impl Writer {
         let mut failure = None;
         for (name, mailbox) in &boxes {
             if mailbox.len != mailbox.start
-                && let Err(e) = mailbox.file.sync_data()
+                && let Err(e) = mailbox.file.sync()
             {
                 log::error!("cannot sync mailbox {name}: {e}");
                 failure = Some(classify(&e));
@@ -243,16 +286,17 @@ impl Writer {
             Ok(false) => return Err(unlock(OpenError::Busy)),
             Err(e) => return Err(unlock(OpenError::Io(e))),
         }
-        let mut mailbox = Mailbox {
-            file,
-            dotlock,
-            start: 0,
-            len: 0,
+        let mut file = file;
+        let len = match repair_torn_tail(&mut file, &path) {
+            Ok(len) => len,
+            Err(e) => return Err(unlock(OpenError::Io(e))),
         };
-        let len = repair_torn_tail(&mut mailbox.file, &path).map_err(OpenError::Io)?;
-        mailbox.start = len;
-        mailbox.len = len;
-        Ok(mailbox)
+        Ok(Mailbox {
+            file: (self.files)(file, name),
+            dotlock,
+            start: len,
+            len,
+        })
     }
 }
 
@@ -268,8 +312,8 @@ fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
         let before = mailbox.len;
         let wrote = mailbox
             .file
-            .write_all(&entry.header)
-            .and_then(|()| mailbox.file.write_all(&entry.body));
+            .append(&entry.header)
+            .and_then(|()| mailbox.file.append(&entry.body));
         // Whatever happened, the file is exactly as long as it was plus what this entry adds.
         done.push((&entry.mailbox, before));
         if let Err(e) = wrote {
@@ -454,5 +498,129 @@ mod tests {
         m.extend_from_slice(b"\n\nFrom b\n");
         m.extend(std::iter::repeat_n(b'y', SCAN_BLOCK as usize * 2));
         assert_eq!(torn(&m).len(), 7 + n + 2);
+    }
+
+    /// A mailbox file that fails like a full or broken disk once its byte budget is spent.
+    struct Faulty {
+        file: File,
+        budget: Arc<std::sync::atomic::AtomicI64>,
+        errno: i32,
+        fail_sync: bool,
+    }
+
+    impl MboxFile for Faulty {
+        fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            use std::sync::atomic::Ordering;
+            let left = self.budget.fetch_sub(bytes.len() as i64, Ordering::SeqCst);
+            if left >= bytes.len() as i64 {
+                return self.file.write_all(bytes);
+            }
+            // A short write, then the error: the worst case for truncation.
+            self.file.write_all(&bytes[..left.max(0) as usize])?;
+            Err(io::Error::from_raw_os_error(self.errno))
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.file.set_len(len)
+        }
+        fn sync(&self) -> io::Result<()> {
+            if self.fail_sync {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.file.sync_data()
+        }
+    }
+
+    fn job(mailboxes: &[&str], text: &str) -> (Job, crossbeam_channel::Receiver<Outcome>) {
+        let (ack, outcome) = crossbeam_channel::bounded(1);
+        let body: Arc<[u8]> = text.as_bytes().into();
+        let entries = mailboxes
+            .iter()
+            .map(|m| Entry {
+                mailbox: m.to_string(),
+                header: format!("From x Sun Nov 22 07:33:49 2026\nSubject: {text}\n").into_bytes(),
+                body: Arc::clone(&body),
+            })
+            .collect();
+        (
+            Job {
+                id: "t".into(),
+                entries,
+                ack,
+            },
+            outcome,
+        )
+    }
+
+    /// Runs one job through a writer whose files fail as configured; returns the outcome.
+    fn deliver_with_fault(
+        dir: &Path,
+        budget: i64,
+        errno: i32,
+        fail_sync: bool,
+        text: &str,
+    ) -> Outcome {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let budget = Arc::new(std::sync::atomic::AtomicI64::new(budget));
+        let files: Files = Arc::new(move |file, _name| {
+            Box::new(Faulty {
+                file,
+                budget: Arc::clone(&budget),
+                errno,
+                fail_sync,
+            })
+        });
+        let writer = spawn_with(dir.to_path_buf(), Duration::from_secs(1), rx, files).unwrap();
+        let (job, outcome) = job(&["a", "b"], text);
+        tx.send(job).unwrap();
+        let outcome = outcome.recv().unwrap();
+        drop(tx);
+        writer.join().unwrap();
+        outcome
+    }
+
+    #[test]
+    fn injected_faults_map_to_outcomes_and_leave_no_partial_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = "From x Sun Nov 22 07:33:49 2026\n\nfirst\n\n";
+        fs::write(dir.path().join("a"), first).unwrap();
+        fs::write(dir.path().join("b"), first).unwrap();
+        let unchanged = || {
+            assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), first);
+            assert_eq!(fs::read_to_string(dir.path().join("b")).unwrap(), first);
+            assert!(!dir.path().join("a.lock").exists() && !dir.path().join("b.lock").exists());
+        };
+        // The disk fills in the middle of the second mailbox's copy: 452, both taken back.
+        assert_eq!(
+            deliver_with_fault(dir.path(), 60, libc::ENOSPC, false, "m\n\n"),
+            Outcome::NoSpace
+        );
+        unchanged();
+        assert_eq!(
+            deliver_with_fault(dir.path(), 10, libc::EDQUOT, false, "m\n\n"),
+            Outcome::NoSpace
+        );
+        unchanged();
+        // Any other write error is a local error: 451.
+        assert_eq!(
+            deliver_with_fault(dir.path(), 0, libc::EIO, false, "m\n\n"),
+            Outcome::Failed
+        );
+        unchanged();
+        // Written but not synced: nothing is promised, everything is taken back.
+        assert_eq!(
+            deliver_with_fault(dir.path(), i64::MAX, libc::EIO, true, "m\n\n"),
+            Outcome::Failed
+        );
+        unchanged();
+        // Once the fault is gone, delivery works again.
+        assert_eq!(
+            deliver_with_fault(dir.path(), i64::MAX, libc::EIO, false, "ok\n\n"),
+            Outcome::Delivered
+        );
+        assert!(
+            fs::read_to_string(dir.path().join("b"))
+                .unwrap()
+                .ends_with("Subject: ok\n\n\nok\n\n")
+        );
     }
 }
