@@ -169,3 +169,39 @@ fn help_and_version_exit_0() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mboxd "));
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addrs) = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        1,
+    );
+    // A session inside DATA holds the first shutdown open for up to the data timeout (600 s).
+    let mut c = Client::connect(addrs[0]);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO cli.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@localhost>", 250);
+    c.expect("DATA", 354);
+    signal(&child, "TERM");
+    // The first signal stops the listener: wait for that, bounded, before the second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addrs[0]).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the message was finished"
+    );
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(1)
+    );
+}
