@@ -37,6 +37,12 @@ lint:
 
 ci: lint test
 
+# Coverage-guided fuzzing of the protocol core (needs `cargo install cargo-fuzz` and nightly).
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run session -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && $(CARGO) +nightly fuzz run command -- -max_total_time=$(FUZZ_SECONDS)
+
 clean:
 	$(CARGO) clean
 	rm -rf $(MAIL_DIR)
