@@ -4,27 +4,12 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Client;
+use support::{Client, wait_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mboxd");
-
-/// Waits for a child with a deadline, killing it if it overruns.
-fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("mboxd did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Starts the binary and reads its `listening on` lines.
 fn spawn(args: &[&str], listeners: usize) -> (Child, Vec<SocketAddr>) {

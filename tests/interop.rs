@@ -4,11 +4,11 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use lettre::{Message, SmtpTransport, Transport};
-use support::{TestServer, mbox_entries};
+use support::{TestServer, mbox_entries, wait_bounded};
 
 #[test]
 fn lettre_delivers_to_two_mailboxes() {
@@ -46,22 +46,6 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Waits for a child with a deadline, killing it if it overruns; returns its success.
-fn finish(mut child: Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.success();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("client did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 const PYTHON: &str = r#"
 import mailbox, smtplib, sys
 port, path = int(sys.argv[1]), sys.argv[2]
@@ -95,13 +79,13 @@ fn python_smtplib_sends_and_mailbox_reads_it_back() {
     }
     let server = TestServer::start();
     std::fs::create_dir_all(server.mail_dir()).unwrap();
-    let child = Command::new("python3")
+    let mut child = Command::new("python3")
         .args(["-c", PYTHON, &server.addr.port().to_string()])
         .arg(server.mail_dir().join("jones"))
         .spawn()
         .expect("python3");
     assert!(
-        finish(child, Duration::from_secs(30)),
+        wait_bounded(&mut child, Duration::from_secs(30)).success(),
         "the python client failed"
     );
 }
@@ -113,7 +97,7 @@ fn swaks_with_pipelining() {
         return;
     }
     let server = TestServer::start();
-    let child = Command::new("swaks")
+    let mut child = Command::new("swaks")
         .args([
             "--server",
             &server.addr.to_string(),
@@ -134,7 +118,10 @@ fn swaks_with_pipelining() {
         .stderr(Stdio::null())
         .spawn()
         .expect("swaks");
-    assert!(finish(child, Duration::from_secs(30)), "swaks failed");
+    assert!(
+        wait_bounded(&mut child, Duration::from_secs(30)).success(),
+        "swaks failed"
+    );
     for user in ["jones", "brown"] {
         let mbox = server.mbox_text(user);
         assert_eq!(mbox_entries(&mbox).len(), 1);
@@ -158,7 +145,7 @@ fn curl_smtp_upload() {
         "Subject: from curl\r\n\r\nsent by curl\r\n.starts with a dot\r\n",
     )
     .unwrap();
-    let child = Command::new("curl")
+    let mut child = Command::new("curl")
         .args([
             "-sS",
             "--max-time",
@@ -175,7 +162,10 @@ fn curl_smtp_upload() {
         .arg(&file)
         .spawn()
         .expect("curl");
-    assert!(finish(child, Duration::from_secs(30)), "curl failed");
+    assert!(
+        wait_bounded(&mut child, Duration::from_secs(30)).success(),
+        "curl failed"
+    );
     let mbox = server.mbox_text("jones");
     assert!(
         mbox.ends_with("Subject: from curl\n\nsent by curl\n.starts with a dot\n\n"),
