@@ -293,11 +293,11 @@ fn main() {
         tally.aborted.len()
     );
     println!(
-        "threads: {} before start, {} under load, {} after shutdown",
+        "threads: {} before start, {} after the load (server up), {} after shutdown",
         before.0, during.0, after.0
     );
     println!(
-        "fds: {} before start, {} under load, {} after shutdown",
+        "fds: {} before start, {} after the load (server up), {} after shutdown",
         before.1, during.1, after.1
     );
     println!(
