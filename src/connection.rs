@@ -38,7 +38,7 @@ pub(crate) struct Context {
     /// Timeout of each read inside DATA.
     pub data_timeout: Duration,
     /// Set once shutdown has begun.
-    pub shutting_down: AtomicBool,
+    shutting_down: AtomicBool,
     /// Live connections, so shutdown can wake the idle ones.
     live: Mutex<HashMap<u64, Live>>,
     next_connection: AtomicU64,
@@ -71,7 +71,8 @@ impl Context {
         }
     }
 
-    fn shutting_down(&self) -> bool {
+    /// True once shutdown has begun.
+    pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
 

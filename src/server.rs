@@ -236,7 +236,7 @@ fn accept(listener: &TcpListener, waiting: &Sender<(TcpStream, Instant)>, ctx: &
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) => {
-                if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                if ctx.shutting_down() {
                     return;
                 }
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -245,7 +245,7 @@ fn accept(listener: &TcpListener, waiting: &Sender<(TcpStream, Instant)>, ctx: &
                 continue;
             }
         };
-        if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        if ctx.shutting_down() {
             refuse(stream, &reply::SHUTTING_DOWN);
             return;
         }
@@ -264,7 +264,7 @@ fn dispatch(
     queue_wait: Duration,
 ) {
     for (stream, accepted) in waiting.iter() {
-        if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        if ctx.shutting_down() {
             refuse(stream, &reply::SHUTTING_DOWN);
             continue;
         }
