@@ -19,8 +19,8 @@ use crossbeam_channel::Sender;
 
 use crate::mbox::{self, Trace};
 use crate::reply::{self, Reply, write_reply};
-use crate::session::{Action, Envelope, Outcome, Session, SessionConfig};
-use crate::writer::{Entry, Job};
+use crate::session::{Action, Envelope, Session, SessionConfig};
+use crate::writer::{Entry, Job, Outcome};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 pub(crate) const MAX_COMMAND_LINE: u64 = 512;
@@ -219,7 +219,7 @@ fn run(
             Action::Deliver(envelope) => {
                 let id = ctx.message_id();
                 let outcome = deliver(ctx, &envelope, &id, peer);
-                let r = session.delivered(outcome, &id);
+                let r = outcome.reply(&id);
                 write_reply(&mut out, &r, session.enhanced());
             }
         }

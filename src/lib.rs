@@ -52,7 +52,6 @@ use std::net::SocketAddr;
 pub use config::{Command, Config, ConfigError, USAGE, load_aliases, load_users};
 pub use os::{block_shutdown_signals, wait_for_shutdown_signal};
 pub use server::StartError;
-pub use session::Outcome;
 
 /// A running server. Dropping it, or calling [`Server::shutdown`], stops it in order.
 pub struct Server {
@@ -91,7 +90,8 @@ pub mod fuzz {
     use std::sync::Arc;
 
     use crate::directory::Directory;
-    use crate::session::{Action, Outcome, Session, SessionConfig};
+    use crate::session::{Action, Session, SessionConfig};
+    use crate::writer::Outcome;
 
     /// Feeds arbitrary bytes to a session as a connection would, splitting them into lines and
     /// BDAT chunks; panics only if the protocol core has a bug.
@@ -142,7 +142,7 @@ pub mod fuzz {
                 Action::Deliver(envelope) => {
                     let body = crate::mbox::body(&envelope.message);
                     assert!(body.ends_with(b"\n"));
-                    let r = session.delivered(Outcome::Delivered, "fuzz");
+                    let r = Outcome::Delivered.reply("fuzz");
                     crate::reply::write_reply(&mut out, &r, session.enhanced());
                 }
             }

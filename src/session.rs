@@ -76,19 +76,6 @@ pub(crate) struct Envelope {
     pub protocol: &'static str,
 }
 
-/// What the writer made of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Appended to every mailbox and flushed to stable storage.
-    Delivered,
-    /// A mailbox stayed locked by another program past the lock timeout: 450.
-    Busy,
-    /// The disk or quota is full: 452.
-    NoSpace,
-    /// Any other local error: 451.
-    Failed,
-}
-
 /// What the connection must do after feeding a line.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -98,7 +85,7 @@ pub(crate) enum Action {
     Reply(Reply),
     /// Write this reply, then close the connection.
     Close(Reply),
-    /// Deliver this message, then write the reply of [`Session::delivered`].
+    /// Deliver this message, then write the writer's verdict on it.
     Deliver(Envelope),
 }
 
@@ -224,17 +211,6 @@ impl Session {
     /// A command line longer than the limit of RFC 5321 §4.5.3.1.4 was read and discarded.
     pub(crate) fn line_too_long(&mut self) -> Action {
         self.refuse(reply::LINE_TOO_LONG)
-    }
-
-    /// The reply to the end of DATA once the writer has answered (RFC 5321 §6.1: 250 only when
-    /// the message is safely stored).
-    pub(crate) fn delivered(&mut self, outcome: Outcome, id: &str) -> Reply {
-        match outcome {
-            Outcome::Delivered => Reply::new(250, "2.0.0", format!("OK: delivered as {id}")),
-            Outcome::Busy => reply::MAILBOX_BUSY,
-            Outcome::NoSpace => reply::INSUFFICIENT_STORAGE,
-            Outcome::Failed => reply::LOCAL_ERROR,
-        }
     }
 
     fn refuse(&mut self, reply: Reply) -> Action {
@@ -676,7 +652,6 @@ mod tests {
         );
         assert_eq!(env.message, b"Blah blah blah...\r\n..etc. etc. etc.\r\n");
         assert_eq!(env.protocol, "SMTP");
-        assert_eq!(s.delivered(Outcome::Delivered, "x").code, 250);
         assert!(matches!(s.state(), State::Ready));
         assert_eq!(
             s.feed(b"QUIT\r\n"),
@@ -900,14 +875,6 @@ mod tests {
         assert_eq!(code(&s.feed(b"more\r\n")), 0);
         assert_eq!(code(&s.feed(b".\r\n")), 552);
         assert!(matches!(s.state(), State::Ready));
-    }
-
-    #[test]
-    fn delivery_outcomes() {
-        let mut s = session(None);
-        assert_eq!(s.delivered(Outcome::Busy, "x").code, 450);
-        assert_eq!(s.delivered(Outcome::NoSpace, "x").code, 452);
-        assert_eq!(s.delivered(Outcome::Failed, "x").code, 451);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::os;
-use crate::session::Outcome;
+use crate::reply::{self, Reply};
 
 /// How many queued jobs one group commit takes at most.
 const MAX_BATCH: usize = 256;
@@ -31,6 +31,31 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 const STALE_DOTLOCK: Duration = Duration::from_secs(500);
 /// How far back the torn-tail repair looks at a time.
 const SCAN_BLOCK: u64 = 64 * 1024;
+
+/// What the writer made of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Appended to every mailbox and flushed to stable storage.
+    Delivered,
+    /// A mailbox stayed locked by another program past the lock timeout: 450.
+    Busy,
+    /// The disk or quota is full: 452.
+    NoSpace,
+    /// Any other local error: 451.
+    Failed,
+}
+
+impl Outcome {
+    /// The reply to the end of the message (RFC 5321 §6.1: 250 only once it is safely stored).
+    pub(crate) fn reply(self, id: &str) -> Reply {
+        match self {
+            Outcome::Delivered => Reply::new(250, "2.0.0", format!("OK: delivered as {id}")),
+            Outcome::Busy => reply::MAILBOX_BUSY,
+            Outcome::NoSpace => reply::INSUFFICIENT_STORAGE,
+            Outcome::Failed => reply::LOCAL_ERROR,
+        }
+    }
+}
 
 /// One message for one mailbox.
 #[derive(Debug)]
@@ -576,6 +601,14 @@ mod tests {
         drop(tx);
         writer.join().unwrap();
         outcome
+    }
+
+    #[test]
+    fn outcomes_map_to_replies() {
+        assert_eq!(Outcome::Delivered.reply("x").code, 250);
+        assert_eq!(Outcome::Busy.reply("x").code, 450);
+        assert_eq!(Outcome::NoSpace.reply("x").code, 452);
+        assert_eq!(Outcome::Failed.reply("x").code, 451);
     }
 
     #[test]
