@@ -47,6 +47,7 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	cd fuzz && $(CARGO) +nightly fuzz run session -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && $(CARGO) +nightly fuzz run command -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && $(CARGO) +nightly fuzz run message -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -45,6 +45,9 @@ pub struct Config {
     pub queue_wait: Duration,
     /// How long a delivery waits for a mailbox locked by another program before 450. Default 30 s.
     pub lock_timeout: Duration,
+    /// After shutdown begins, how long a session inside a message (DATA, BDAT, or a refused chunk
+    /// being read) may go on in total, however slowly it sends, before it gets 421. Default 30 s.
+    pub shutdown_grace: Duration,
     /// Rejected commands in one session before it is closed with 421 (Postfix's
     /// `smtpd_hard_error_limit`). Default 20.
     pub max_errors: usize,
@@ -66,6 +69,7 @@ impl Default for Config {
             data_timeout: Duration::from_secs(600),
             queue_wait: Duration::from_secs(1),
             lock_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
             max_errors: 20,
         }
     }
@@ -112,6 +116,7 @@ usage: mboxd [options]
   --queue-wait SECS        how long a connection waits for a free worker before 421 (default 1)
   --lock-timeout SECS      how long to wait for a locked mailbox before 450 (default 30)
   --max-errors N           rejected commands before the session is closed (default 20)
+  --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
   -h, --help               this text
   -V, --version            the version
 Logging: RUST_LOG=debug|info|warn (default info), to stderr.
@@ -176,6 +181,7 @@ impl Config {
                 "--queue-wait" => config.queue_wait = seconds(&flag, &value()?)?,
                 "--lock-timeout" => config.lock_timeout = seconds(&flag, &value()?)?,
                 "--max-errors" => config.max_errors = positive(&flag, &value()?)?,
+                "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
                 other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
             }
         }

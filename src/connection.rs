@@ -1,31 +1,31 @@
-//! One session's blocking loop: bounded reads from the socket into the state machine, replies
-//! back out, deliveries handed to the writer.
+//! One session's blocking loop: socket bytes into the protocol core, replies back out,
+//! deliveries handed to the writer.
 //!
-//! It exists to keep all socket handling of a session in one place, around a [`Session`] that
-//! knows nothing of sockets. Every read goes through `take()`, so no line can grow past its
-//! bound; every read has a timeout; replies are collected and written with one `write_all` when
-//! no further complete command waits in the buffer (RFC 2920 batching); a message is answered only
-//! after the writer has acknowledged it.
+//! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
+//! knows nothing of sockets: it reads into the core's fixed buffer, writes the replies the core
+//! has gathered when the core needs more input (one `write` per pipelined group), and carries out
+//! deliveries, answering only after the writer has acknowledged. Socket timeouts are set only
+//! when they change: the idle timeout between commands, the data timeout inside a message.
+//! Shutdown is bounded: sessions waiting for a command are woken at once and answer 421; a
+//! session inside a message may go on for the shutdown grace in total, then its reading side is
+//! shut and it answers 421 too.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::escape::Escaped;
 use crate::mbox::{self, Trace};
+use crate::protocol::{Event, Protocol};
 use crate::reply::{self, Reply, write_reply};
-use crate::session::{Action, Envelope, Session, SessionConfig};
+use crate::session::{Envelope, Session, SessionConfig};
 use crate::writer::{Entry, Job, Outcome};
-
-/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
-pub(crate) const MAX_COMMAND_LINE: u64 = 512;
-/// The longest piece of message text read at once; longer lines are read in pieces.
-const DATA_PIECE: u64 = 64 * 1024;
 
 /// What every connection of a server shares.
 pub(crate) struct Context {
@@ -35,12 +35,14 @@ pub(crate) struct Context {
     pub deliveries: Sender<Job>,
     /// Idle timeout between commands.
     pub timeout: Duration,
-    /// Timeout of each read inside DATA.
+    /// Timeout of each read inside a message.
     pub data_timeout: Duration,
     /// Set once shutdown has begun.
     shutting_down: AtomicBool,
-    /// Live connections, so shutdown can wake the idle ones.
+    /// Live connections, so shutdown can wake them.
     live: Mutex<HashMap<u64, Live>>,
+    /// Signalled whenever a connection ends.
+    ended: Condvar,
     next_connection: AtomicU64,
     next_message: AtomicU64,
     started: u64,
@@ -48,7 +50,7 @@ pub(crate) struct Context {
 
 struct Live {
     stream: TcpStream,
-    in_data: Arc<AtomicBool>,
+    in_message: Arc<AtomicBool>,
 }
 
 impl Context {
@@ -65,10 +67,15 @@ impl Context {
             data_timeout,
             shutting_down: AtomicBool::new(false),
             live: Mutex::new(HashMap::new()),
+            ended: Condvar::new(),
             next_connection: AtomicU64::new(1),
             next_message: AtomicU64::new(1),
             started: mbox::now() as u64,
         }
+    }
+
+    fn live(&self) -> MutexGuard<'_, HashMap<u64, Live>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// True once shutdown has begun.
@@ -77,23 +84,53 @@ impl Context {
     }
 
     /// Begins shutdown: sessions waiting for a command are woken (their reads see end of file)
-    /// and answer 421; sessions inside DATA may finish their message first.
+    /// and answer 421; sessions inside a message may finish it first.
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        for conn in live.values() {
-            if !conn.in_data.load(Ordering::SeqCst) {
+        for conn in self.live().values() {
+            if !conn.in_message.load(Ordering::SeqCst) {
                 let _ = conn.stream.shutdown(Shutdown::Read);
             }
         }
     }
 
+    /// Waits until no session is live or `deadline` passes; true if none is left.
+    pub(crate) fn wait_for_sessions(&self, deadline: Instant) -> bool {
+        let mut live = self.live();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if live.is_empty() {
+                return true;
+            }
+            if left.is_zero() {
+                return false;
+            }
+            live = self
+                .ended
+                .wait_timeout(live, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Ends the shutdown grace: every session still reading, inside a message or not, sees end
+    /// of file, answers 421 and closes.
+    pub(crate) fn end_grace(&self) {
+        let live = self.live();
+        if !live.is_empty() {
+            log::warn!(
+                "shutdown grace over: closing {} session(s) still inside a message",
+                live.len()
+            );
+        }
+        for conn in live.values() {
+            let _ = conn.stream.shutdown(Shutdown::Read);
+        }
+    }
+
     /// Sessions in progress now.
     pub(crate) fn live_connections(&self) -> usize {
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.live().len()
     }
 
     fn message_id(&self) -> String {
@@ -110,11 +147,8 @@ struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.ctx
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        self.ctx.live().remove(&self.id);
+        self.ctx.ended.notify_all();
     }
 }
 
@@ -129,19 +163,16 @@ pub(crate) fn serve(stream: TcpStream, ctx: &Context) {
             return;
         }
     };
-    let in_data = Arc::new(AtomicBool::new(false));
+    let in_message = Arc::new(AtomicBool::new(false));
     match stream.try_clone() {
         Ok(clone) => {
-            ctx.live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    id,
-                    Live {
-                        stream: clone,
-                        in_data: Arc::clone(&in_data),
-                    },
-                );
+            ctx.live().insert(
+                id,
+                Live {
+                    stream: clone,
+                    in_message: Arc::clone(&in_message),
+                },
+            );
         }
         Err(e) => {
             log::error!("connection {id}: cannot clone socket: {e}");
@@ -149,170 +180,125 @@ pub(crate) fn serve(stream: TcpStream, ctx: &Context) {
         }
     }
     let _registration = Registration { ctx, id };
-    log::info!("connection {id} from {peer} opened");
-    let result = panic::catch_unwind(AssertUnwindSafe(|| run(&stream, peer, ctx, &in_data)));
+    let label = format!("conn {id} [{peer}]");
+    log::info!("{label}: opened");
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        run(&stream, peer, &label, ctx, &in_message)
+    }));
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => log::info!("connection {id} from {peer}: {e}"),
+        Ok(Err(e)) => log::info!("{label}: {e}"),
         Err(_) => {
-            log::error!("connection {id} from {peer}: session panicked; answering 421");
+            log::error!("{label}: session panicked; answering 421");
             let mut out = Vec::new();
             write_reply(&mut out, &reply::INTERNAL_ERROR, false);
             let _ = (&stream).write_all(&out);
         }
     }
-    log::info!("connection {id} from {peer} closed");
+    log::info!("{label}: closed");
 }
 
 fn run(
     stream: &TcpStream,
     peer: SocketAddr,
+    label: &str,
     ctx: &Context,
-    in_data: &AtomicBool,
+    in_message: &AtomicBool,
 ) -> io::Result<()> {
     stream.set_write_timeout(Some(ctx.timeout))?;
-    let mut reader = BufReader::with_capacity(16 * 1024, stream);
-    let mut out: Vec<u8> = Vec::with_capacity(512);
-    let mut session = Session::new(Arc::clone(&ctx.session));
-    let mut line: Vec<u8> = Vec::with_capacity(MAX_COMMAND_LINE as usize);
+    let mut read_timeout = None;
+    let session = Session::new(Arc::clone(&ctx.session), label.to_string());
     if ctx.shutting_down() {
-        return close_with(stream, &mut out, &reply::SHUTTING_DOWN, false);
+        let mut out = Vec::new();
+        write_reply(&mut out, &reply::SHUTTING_DOWN, false);
+        return write_out(stream, &out);
     }
-    write_reply(&mut out, &session.greeting(), false);
-    flush(stream, &mut out)?;
+    let mut core = Protocol::new(session);
     loop {
-        let data = session.in_data();
-        in_data.store(data, Ordering::SeqCst);
-        if !data && ctx.shutting_down() {
-            return close_with(stream, &mut out, &reply::SHUTTING_DOWN, session.enhanced());
-        }
-        stream.set_read_timeout(Some(if data { ctx.data_timeout } else { ctx.timeout }))?;
-        let step = match session.chunk_remaining() {
-            Some(remaining) => read_chunk(&mut reader, &mut session, remaining),
-            None => read_line(&mut reader, &mut session, &mut line),
-        };
-        let action = match step {
-            Ok(Some(action)) => action,
-            Ok(None) => {
-                // End of file: the client went away, or shutdown closed our reading side.
-                if ctx.shutting_down() {
-                    return close_with(stream, &mut out, &reply::SHUTTING_DOWN, session.enhanced());
-                }
-                if data {
-                    log::info!("{peer}: disconnected inside a message; it is discarded");
-                }
-                return flush(stream, &mut out);
+        match core.poll() {
+            Event::NeedInput => {}
+            Event::Close => return flush(stream, &mut core),
+            Event::Deliver(envelope) => {
+                let id = ctx.message_id();
+                let outcome = deliver(ctx, &envelope, &id, peer, label);
+                core.reply(&outcome.reply(&id));
+                continue;
             }
+        }
+        // The core waits for the client: answer what is pending, then read.
+        let message = core.in_message();
+        // Before the 354 can reach the client, so shutdown never takes a session that is about
+        // to receive a message for an idle one.
+        in_message.store(message, Ordering::SeqCst);
+        if !message && ctx.shutting_down() {
+            return close_with(stream, &mut core, &reply::SHUTTING_DOWN);
+        }
+        flush(stream, &mut core)?;
+        let wanted = if message {
+            ctx.data_timeout
+        } else {
+            ctx.timeout
+        };
+        if read_timeout != Some(wanted) {
+            stream.set_read_timeout(Some(wanted))?;
+            read_timeout = Some(wanted);
+        }
+        let n = match (&*stream).read(core.space()) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 log::info!(
-                    "{peer}: timeout{}",
-                    if data { " inside a message" } else { "" }
+                    "{label}: timeout{}; 421",
+                    if message { " inside a message" } else { "" }
                 );
-                return close_with(stream, &mut out, &reply::TIMEOUT, session.enhanced());
+                return close_with(stream, &mut core, &reply::TIMEOUT);
             }
             Err(e) => return Err(e),
         };
-        match action {
-            Action::Continue => {}
-            Action::Reply(r) => write_reply(&mut out, &r, session.enhanced()),
-            Action::Close(r) => return close_with(stream, &mut out, &r, session.enhanced()),
-            Action::Deliver(envelope) => {
-                let id = ctx.message_id();
-                let outcome = deliver(ctx, &envelope, &id, peer);
-                let r = outcome.reply(&id);
-                write_reply(&mut out, &r, session.enhanced());
+        if n == 0 {
+            // End of file: the client went away, or shutdown closed our reading side.
+            if ctx.shutting_down() {
+                if message {
+                    log::info!("{label}: shutting down inside a message; it is discarded; 421");
+                }
+                return close_with(stream, &mut core, &reply::SHUTTING_DOWN);
             }
-        }
-        // Before the 354 can reach the client, so shutdown never mistakes a session that is
-        // about to receive a message for an idle one.
-        in_data.store(session.in_data(), Ordering::SeqCst);
-        // RFC 2920 §3.1: answer a pipelined group in one write, but never hold replies while
-        // the next step would have to wait for the client.
-        let buffered = reader.buffer();
-        let next_step_waits = match session.chunk_remaining() {
-            Some(remaining) => (buffered.len() as u64) < remaining,
-            None => !buffered.contains(&b'\n'),
-        };
-        if next_step_waits {
-            flush(stream, &mut out)?;
-        }
-    }
-}
-
-/// Reads one line (or, inside DATA, one bounded piece of a line) into the session.
-/// `Ok(None)` is end of file.
-fn read_line(
-    reader: &mut BufReader<&TcpStream>,
-    session: &mut Session,
-    line: &mut Vec<u8>,
-) -> io::Result<Option<Action>> {
-    let data = session.in_data();
-    let limit = if data { DATA_PIECE } else { MAX_COMMAND_LINE };
-    line.clear();
-    reader.take(limit).read_until(b'\n', line)?;
-    let complete = line.last() == Some(&b'\n');
-    if !complete && (line.len() as u64) < limit {
-        return Ok(None);
-    }
-    if !complete && !data {
-        discard_line(reader)?;
-        return Ok(Some(session.line_too_long()));
-    }
-    Ok(Some(session.feed(line)))
-}
-
-/// Feeds the session what is buffered of the current BDAT chunk, reading more if needed.
-fn read_chunk(
-    reader: &mut BufReader<&TcpStream>,
-    session: &mut Session,
-    remaining: u64,
-) -> io::Result<Option<Action>> {
-    let available = reader.fill_buf()?;
-    if available.is_empty() {
-        return Ok(None);
-    }
-    let n = available
-        .len()
-        .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-    let action = session.feed_chunk(&available[..n]);
-    reader.consume(n);
-    Ok(Some(action))
-}
-
-/// Reads and drops the rest of an over-long line, in bounded pieces.
-fn discard_line(reader: &mut BufReader<&TcpStream>) -> io::Result<()> {
-    let mut sink = Vec::with_capacity(MAX_COMMAND_LINE as usize);
-    loop {
-        sink.clear();
-        let n = reader.take(MAX_COMMAND_LINE).read_until(b'\n', &mut sink)?;
-        if n == 0 || sink.last() == Some(&b'\n') {
+            if message {
+                log::info!("{label}: disconnected inside a message; it is discarded");
+            }
             return Ok(());
         }
+        core.received(n);
     }
 }
 
-fn flush(mut stream: &TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
-    if !out.is_empty() {
-        stream.write_all(out)?;
-        out.clear();
-    }
-    Ok(())
+fn flush(stream: &TcpStream, core: &mut Protocol) -> io::Result<()> {
+    let result = write_out(stream, core.output());
+    core.clear_output();
+    result
 }
 
-fn close_with(stream: &TcpStream, out: &mut Vec<u8>, r: &Reply, enhanced: bool) -> io::Result<()> {
-    write_reply(out, r, enhanced);
-    flush(stream, out)
+fn write_out(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(bytes)
+}
+
+fn close_with(stream: &TcpStream, core: &mut Protocol, r: &Reply) -> io::Result<()> {
+    core.reply(r);
+    flush(stream, core)
 }
 
 /// Hands a message to the writer and waits for its outcome.
-fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr) -> Outcome {
+fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label: &str) -> Outcome {
     let peer_ip = peer.ip().to_string();
     let trace = Trace {
         sender: envelope.sender.as_deref(),
         helo: &envelope.helo,
         peer: &peer_ip,
         hostname: &ctx.session.hostname,
-        protocol: envelope.protocol,
+        protocol: envelope.protocol.as_str(),
         id,
         time: mbox::now(),
     };
@@ -335,17 +321,22 @@ fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr) -> Ou
         Ok(()) => outcome.recv().unwrap_or(Outcome::Failed),
         Err(_) => Outcome::Failed,
     };
-    let to: Vec<&str> = envelope
+    let to: Vec<String> = envelope
         .recipients
         .iter()
-        .map(|(m, _)| m.as_str())
+        .map(|(m, _)| Escaped(m).to_string())
         .collect();
-    log::info!(
-        "{id}: from=<{}> to={} bytes={} {:?}",
-        envelope.sender.as_deref().unwrap_or(""),
-        to.join(","),
-        envelope.message.len(),
-        outcome
-    );
+    let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
+    let bytes = envelope.message.len();
+    let to = to.join(",");
+    match outcome {
+        Outcome::Delivered => {
+            log::info!("{label}: {id} delivered: from=<{sender}> to={to} bytes={bytes}")
+        }
+        refused => log::info!(
+            "{label}: {id} message refused: {}: from=<{sender}> to={to} bytes={bytes}",
+            refused.reply(id).code_text()
+        ),
+    }
     outcome
 }

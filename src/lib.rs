@@ -39,9 +39,12 @@ mod config;
 mod connection;
 mod data;
 mod directory;
+mod escape;
+mod framer;
 mod mbox;
 mod os;
 mod pool;
+mod protocol;
 mod reply;
 mod server;
 mod session;
@@ -84,74 +87,5 @@ impl Server {
     }
 }
 
-/// Entry points for fuzzing the protocol core without sockets; not a stable API.
-#[doc(hidden)]
-pub mod fuzz {
-    use std::sync::Arc;
-
-    use crate::directory::Directory;
-    use crate::session::{Action, Session, SessionConfig};
-    use crate::writer::Outcome;
-
-    /// Feeds arbitrary bytes to a session as a connection would, splitting them into lines and
-    /// BDAT chunks; panics only if the protocol core has a bug.
-    pub fn session(data: &[u8]) {
-        let directory = Directory::new(
-            "mx.test",
-            &["mx.test".to_string()],
-            None,
-            &[(
-                "list".to_string(),
-                vec!["a".to_string(), "b@mx.test".to_string()],
-            )],
-        );
-        let mut session = Session::new(Arc::new(SessionConfig {
-            hostname: "mx.test".into(),
-            max_message_size: 1000,
-            max_recipients: 5,
-            max_errors: 50,
-            directory,
-        }));
-        let mut rest = data;
-        while !rest.is_empty() {
-            let action = if let Some(remaining) = session.chunk_remaining() {
-                let n = rest.len().min(remaining as usize);
-                let action = session.feed_chunk(&rest[..n]);
-                rest = &rest[n..];
-                action
-            } else {
-                let limit = if session.in_data() { 64 } else { 512 };
-                let end = rest
-                    .iter()
-                    .take(limit)
-                    .position(|&b| b == b'\n')
-                    .map_or(rest.len().min(limit), |i| i + 1);
-                let (line, tail) = rest.split_at(end);
-                rest = tail;
-                if line.last() != Some(&b'\n') && !session.in_data() {
-                    session.line_too_long()
-                } else {
-                    session.feed(line)
-                }
-            };
-            let mut out = Vec::new();
-            match action {
-                Action::Continue => {}
-                Action::Reply(r) => crate::reply::write_reply(&mut out, &r, session.enhanced()),
-                Action::Close(_) => return,
-                Action::Deliver(envelope) => {
-                    let body = crate::mbox::body(&envelope.message);
-                    assert!(body.ends_with(b"\n"));
-                    let r = Outcome::Delivered.reply("fuzz");
-                    crate::reply::write_reply(&mut out, &r, session.enhanced());
-                }
-            }
-            assert!(out.is_empty() || out.ends_with(b"\r\n"));
-        }
-    }
-
-    /// Parses arbitrary bytes as one command line.
-    pub fn command(data: &[u8]) {
-        let _ = crate::command::parse(data);
-    }
-}
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub mod fuzz;

@@ -21,7 +21,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A reply with a computed text.
+    /// A reply with a computed text and its enhanced status code (RFC 3463).
     pub(crate) fn new(
         code: u16,
         enhanced: &'static str,
@@ -29,11 +29,17 @@ impl Reply {
     ) -> Self {
         Reply {
             code,
-            enhanced: if enhanced.is_empty() {
-                None
-            } else {
-                Some(enhanced)
-            },
+            enhanced: Some(enhanced),
+            text: text.into(),
+        }
+    }
+
+    /// A reply without an enhanced status code: the greeting, the HELO and EHLO replies and 354
+    /// (RFC 2034 §3 gives them none).
+    pub(crate) fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
+        Reply {
+            code,
+            enhanced: None,
             text: text.into(),
         }
     }
@@ -41,12 +47,24 @@ impl Reply {
     const fn fixed(code: u16, enhanced: &'static str, text: &'static str) -> Self {
         Reply {
             code,
-            enhanced: if enhanced.is_empty() {
-                None
-            } else {
-                Some(enhanced)
-            },
+            enhanced: Some(enhanced),
             text: Cow::Borrowed(text),
+        }
+    }
+
+    const fn fixed_plain(code: u16, text: &'static str) -> Self {
+        Reply {
+            code,
+            enhanced: None,
+            text: Cow::Borrowed(text),
+        }
+    }
+
+    /// The code and enhanced code, as in `550 5.1.1`, for log lines.
+    pub(crate) fn code_text(&self) -> String {
+        match self.enhanced {
+            Some(e) => format!("{} {e}", self.code),
+            None => self.code.to_string(),
         }
     }
 
@@ -68,7 +86,7 @@ pub(crate) const CANNOT_VRFY: Reply = Reply::fixed(
 );
 // 3xx: positive intermediate.
 pub(crate) const START_DATA: Reply =
-    Reply::fixed(354, "", "Start mail input; end with <CRLF>.<CRLF>");
+    Reply::fixed_plain(354, "Start mail input; end with <CRLF>.<CRLF>");
 // 4xx: transient failures.
 pub(crate) const TIMEOUT: Reply = Reply::fixed(
     421,
@@ -146,6 +164,11 @@ pub(crate) const BAD_SEQUENCE_MIXED: Reply = Reply::fixed(
     "5.5.1",
     "Bad sequence of commands: BDAT and DATA cannot be mixed",
 );
+pub(crate) const BAD_SEQUENCE_CHUNKING: Reply = Reply::fixed(
+    503,
+    "5.5.1",
+    "Bad sequence of commands: finish the message with BDAT LAST, or RSET",
+);
 pub(crate) const BAD_SEQUENCE_RCPT: Reply =
     Reply::fixed(503, "5.5.1", "Bad sequence of commands: send RCPT first");
 pub(crate) const UNKNOWN_HELP_TOPIC: Reply =
@@ -212,7 +235,7 @@ mod tests {
 
     #[test]
     fn multi_line_framing() {
-        let r = Reply::new(250, "", "host\nPIPELINING\nSIZE 10");
+        let r = Reply::plain(250, "host\nPIPELINING\nSIZE 10");
         assert_eq!(
             wire(&r, true),
             "250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n"

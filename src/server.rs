@@ -38,6 +38,7 @@ pub(crate) struct Running {
     dispatcher: Option<JoinHandle<()>>,
     pool: Option<Pool>,
     writer: Option<JoinHandle<()>>,
+    shutdown_grace: Duration,
 }
 
 /// Why a server could not start.
@@ -85,12 +86,18 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         .map(TcpListener::local_addr)
         .collect::<io::Result<Vec<_>>>()
         .map_err(StartError::Thread)?;
-    if config.users.is_none() {
-        log::info!(
-            "no users configured: catch-all, every safe name at {} is accepted",
-            config.local_domains().join(", ")
-        );
-    }
+    let listening: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    let who = match &config.users {
+        None => "catch-all: every safe name is accepted".to_string(),
+        Some(users) => format!("{} user(s)", users.len()),
+    };
+    log::info!(
+        "listening on {}; domains {}; {who}; {} alias(es); mail in {}",
+        listening.join(", "),
+        config.local_domains().join(", "),
+        config.aliases.len(),
+        config.mail_dir.display()
+    );
     let directory = Directory::new(
         &config.hostname,
         &config.local_domains(),
@@ -112,6 +119,7 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         dispatcher: None,
         pool: None,
         writer: None,
+        shutdown_grace: config.shutdown_grace,
     };
     // From here on, an error drops `running`, which shuts down what was started.
     running.writer = Some(
@@ -183,8 +191,10 @@ impl Running {
         self.ctx.as_ref().map_or(0, |ctx| ctx.live_connections())
     }
 
-    /// Stops everything in order and returns when every thread is joined. Idempotent.
+    /// Stops everything in order and returns when every thread is joined. Idempotent. A session
+    /// inside a message may finish it within the shutdown grace; then it is closed with 421.
     pub(crate) fn shutdown(&mut self) {
+        let grace_ends = Instant::now() + self.shutdown_grace;
         if let Some(ctx) = &self.ctx {
             // 1. Stop accepting: raise the flag, wake each acceptor with a connection to itself.
             ctx.begin_shutdown();
@@ -199,10 +209,14 @@ impl Running {
         if let Some(dispatcher) = self.dispatcher.take() {
             let _ = dispatcher.join();
         }
-        // 3. Wake the sessions that started meanwhile, then close the job channel and join the
-        //    workers; sessions inside DATA finish their message first.
+        // 3. Wake the sessions that started meanwhile; give those inside a message the rest of
+        //    the grace, then shut their reading side too. Then close the job channel and join
+        //    the workers.
         if let Some(ctx) = &self.ctx {
             ctx.begin_shutdown();
+            if !ctx.wait_for_sessions(grace_ends) {
+                ctx.end_grace();
+            }
         }
         drop(self.pool.take());
         // 4. The last delivery sender goes with the context: the writer drains, syncs and exits.

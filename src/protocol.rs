@@ -1,0 +1,232 @@
+//! The protocol core as one value: input bytes in, reply bytes and deliveries out, no I/O.
+//!
+//! It exists so the connection loop and the fuzz targets run exactly the same code. A
+//! [`Protocol`] owns a fixed input buffer, the [`Framer`] and the [`Session`]; its caller only
+//! copies socket bytes into [`Protocol::space`], calls [`Protocol::poll`], writes
+//! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
+//! commands pile up in the output until the next step would wait for the client: that is the one
+//! moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
+//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input).
+
+use crate::framer::{Framer, Status, TEXT_PIECE};
+use crate::reply::{Reply, write_reply};
+use crate::session::{Action, Envelope, Session};
+
+/// The input buffer's size. Every frame completes within [`TEXT_PIECE`] bytes, so a buffer of
+/// twice that always has room to read into.
+pub(crate) const INPUT_BUFFER: usize = 2 * TEXT_PIECE;
+
+/// What the caller must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Write the output, then read more input into [`Protocol::space`].
+    NeedInput,
+    /// Deliver this message, then give the verdict's reply to [`Protocol::reply`].
+    Deliver(Envelope),
+    /// Write the output, then close the connection.
+    Close,
+}
+
+/// One session's protocol core with its buffers.
+#[derive(Debug)]
+pub(crate) struct Protocol {
+    session: Session,
+    framer: Framer,
+    input: Box<[u8]>,
+    /// Unread input is `input[start..end]`.
+    start: usize,
+    end: usize,
+    output: Vec<u8>,
+}
+
+impl Protocol {
+    /// A core for `session`, with its greeting already in the output.
+    pub(crate) fn new(session: Session) -> Self {
+        let mut output = Vec::with_capacity(512);
+        write_reply(&mut output, &session.greeting(), false);
+        Protocol {
+            session,
+            framer: Framer::default(),
+            input: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            output,
+        }
+    }
+
+    /// Where to put the next input bytes; then call [`Protocol::received`]. Never empty.
+    pub(crate) fn space(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.input[self.end..]
+    }
+
+    /// Records that `n` bytes were written at the start of [`Protocol::space`].
+    pub(crate) fn received(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.input.len());
+    }
+
+    /// Runs the framer and the session over the buffered input until a delivery, the close, or
+    /// the need for more input.
+    pub(crate) fn poll(&mut self) -> Event {
+        loop {
+            if self.session.is_closed() {
+                return Event::Close;
+            }
+            let mode = self.session.mode();
+            let status = self.framer.frame(&self.input[self.start..self.end], mode);
+            let (frame, used) = match status {
+                Status::Partial { used } => {
+                    self.start += used;
+                    return Event::NeedInput;
+                }
+                Status::Complete { frame, used } => (frame, used),
+            };
+            let enhanced = self.session.enhanced();
+            let action = self.session.handle(frame);
+            self.start += used;
+            match action {
+                Action::Continue => {}
+                Action::Reply(r) => self.reply(&r),
+                Action::Close(r) => {
+                    // The closed session has forgotten its EHLO; the last reply has not.
+                    write_reply(&mut self.output, &r, enhanced);
+                    return Event::Close;
+                }
+                Action::Deliver(envelope) => return Event::Deliver(envelope),
+            }
+        }
+    }
+
+    /// Adds a reply to the output, with enhanced codes if the session uses them.
+    pub(crate) fn reply(&mut self, r: &Reply) {
+        write_reply(&mut self.output, r, self.session.enhanced());
+    }
+
+    /// The reply bytes waiting to be written.
+    pub(crate) fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// Forgets the output once it is written.
+    pub(crate) fn clear_output(&mut self) {
+        self.output.clear();
+    }
+
+    /// True while a message is being received: shutdown gives such a session its grace.
+    pub(crate) fn in_message(&self) -> bool {
+        self.session.in_message()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::Directory;
+    use crate::session::SessionConfig;
+    use std::sync::Arc;
+
+    fn protocol() -> Protocol {
+        let directory = Directory::new("mx.test", &["mx.test".to_string()], None, &[]);
+        Protocol::new(Session::new(
+            Arc::new(SessionConfig {
+                hostname: "mx.test".into(),
+                max_message_size: 1000,
+                max_recipients: 5,
+                max_errors: 50,
+                directory,
+            }),
+            "test".into(),
+        ))
+    }
+
+    fn feed(p: &mut Protocol, bytes: &[u8]) {
+        let space = p.space();
+        space[..bytes.len()].copy_from_slice(bytes);
+        p.received(bytes.len());
+    }
+
+    fn take_output(p: &mut Protocol) -> String {
+        let out = String::from_utf8(p.output().to_vec()).unwrap();
+        p.clear_output();
+        out
+    }
+
+    #[test]
+    fn greeting_first_then_a_pipelined_group_in_one_output() {
+        let mut p = protocol();
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!(
+            take_output(&mut p),
+            "220 mx.test ESMTP mboxd Service ready\r\n"
+        );
+        feed(
+            &mut p,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\nhel",
+        );
+        // Nothing is written until the core needs input: all four replies come together.
+        assert_eq!(p.poll(), Event::NeedInput);
+        let out = take_output(&mut p);
+        assert!(
+            out.ends_with(
+                "250 2.1.5 Recipient OK\r\n354 Start mail input; end with <CRLF>.<CRLF>\r\n"
+            ),
+            "{out}"
+        );
+        feed(&mut p, b"lo\r\n.\r\nQUIT\r\n");
+        let Event::Deliver(envelope) = p.poll() else {
+            panic!("no delivery")
+        };
+        assert_eq!(envelope.message, b"hello\r\n");
+        // The writer's verdict, then the pipelined QUIT.
+        p.reply(&Reply::new(250, "2.0.0", "OK"));
+        assert_eq!(p.poll(), Event::Close);
+        assert_eq!(
+            take_output(&mut p),
+            "250 2.0.0 OK\r\n221 2.0.0 mx.test Service closing transmission channel\r\n"
+        );
+        assert_eq!(p.poll(), Event::Close);
+    }
+
+    #[test]
+    fn input_split_one_byte_at_a_time_gives_the_same_output() {
+        let script: &[u8] =
+            b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n..x\r\n.\r\nNOOP\r\n";
+        let mut whole = protocol();
+        feed(&mut whole, script);
+        let Event::Deliver(e1) = whole.poll() else {
+            panic!()
+        };
+        let mut bytewise = protocol();
+        let mut delivered = None;
+        for b in script {
+            feed(&mut bytewise, &[*b]);
+            if let Event::Deliver(e) = bytewise.poll() {
+                delivered = Some(e);
+            }
+        }
+        assert_eq!(delivered, Some(e1));
+    }
+
+    #[test]
+    fn the_buffer_never_fills_whatever_the_input() {
+        let mut p = protocol();
+        for _ in 0..100 {
+            let space = p.space();
+            assert!(!space.is_empty());
+            let n = space.len();
+            space.fill(b'x');
+            p.received(n);
+            assert_eq!(p.poll(), Event::NeedInput);
+        }
+        // One 500 for the over-long line, however long it is.
+        let out = take_output(&mut p);
+        assert_eq!(out.matches("500").count(), 1, "{out}");
+        feed(&mut p, b"\r\nNOOP\r\n");
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!(take_output(&mut p), "250 OK\r\n");
+    }
+}

@@ -1,0 +1,198 @@
+//! Receiving a message: DATA text, accepted and refused BDAT chunks, and the envelope at the end.
+//!
+//! It exists to keep the message phase of the state machine (RFC 5321 §4.1.1.4 for DATA,
+//! RFC 3030 for BDAT) apart from the command half in `mod.rs`. These are the helpers the one
+//! transition function calls for the states that read a message; they decide nothing about
+//! which command is legal.
+
+use super::{Action, Hello, Session, State, Transaction};
+use crate::data::{DataDecoder, DataStatus};
+use crate::reply::{self, Reply};
+
+/// An accepted BDAT chunk being read into the message (RFC 3030).
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub(super) hello: Hello,
+    pub(super) tx: Transaction,
+    /// The message so far, this chunk's bytes included.
+    pub(super) message: Vec<u8>,
+    /// Octets of this chunk still to come; never 0.
+    pub(super) remaining: u64,
+    /// The chunk's announced size, for its 250.
+    pub(super) size: u64,
+    /// `BDAT n LAST`: the message ends with this chunk.
+    pub(super) last: bool,
+}
+
+/// A refused BDAT chunk being read and dropped: its octets are never commands (RFC 3030 §2).
+#[derive(Debug)]
+pub(crate) struct Discard {
+    /// The state to return to once the chunk is consumed.
+    pub(super) after: Box<State>,
+    /// Octets of the chunk still to come; never 0.
+    pub(super) remaining: u64,
+    /// The reply sent once the chunk is consumed.
+    pub(super) refusal: Reply,
+}
+
+/// Which protocol carried a message, for the `Received:` header (RFC 3848, RFC 6531).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// After HELO.
+    Smtp,
+    /// After EHLO.
+    Esmtp,
+    /// After EHLO, with `MAIL ... SMTPUTF8`.
+    Utf8Smtp,
+}
+
+impl Protocol {
+    /// The name written after `with` in `Received:`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "SMTP",
+            Protocol::Esmtp => "ESMTP",
+            Protocol::Utf8Smtp => "UTF8SMTP",
+        }
+    }
+}
+
+/// A complete message ready for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    /// The reverse path; `None` for the null sender.
+    pub sender: Option<String>,
+    /// Each mailbox once, with the recipient address that led to it.
+    pub recipients: Vec<(String, String)>,
+    /// The message text, dot-unstuffed, with its CRLF line endings.
+    pub message: Vec<u8>,
+    /// The name the client gave in HELO or EHLO.
+    pub helo: String,
+    /// How the message came.
+    pub protocol: Protocol,
+}
+
+impl Session {
+    pub(super) fn text(
+        &mut self,
+        hello: Hello,
+        tx: Transaction,
+        mut decoder: DataDecoder,
+        text: &[u8],
+    ) -> (State, Action) {
+        if decoder.push(text) == DataStatus::Partial {
+            return (State::Data(hello, tx, decoder), Action::Continue);
+        }
+        match decoder.finish() {
+            Ok(message) => self.envelope(hello, tx, message),
+            Err(_) => self.refuse_message(State::Ready(hello), reply::MESSAGE_TOO_BIG),
+        }
+    }
+
+    pub(super) fn start_chunk(
+        &mut self,
+        hello: Hello,
+        tx: Transaction,
+        message: Vec<u8>,
+        size: u64,
+        last: bool,
+    ) -> (State, Action) {
+        if (message.len() as u64).saturating_add(size) > self.config.max_message_size {
+            // RFC 3030 §2 and RFC 1870: over the limit the transaction fails; the chunk is
+            // still read, and nothing of the message is kept.
+            return self.start_discard(State::Ready(hello), size, reply::MESSAGE_TOO_BIG);
+        }
+        let chunk = Chunk {
+            hello,
+            tx,
+            message,
+            remaining: size,
+            size,
+            last,
+        };
+        if size == 0 {
+            self.end_of_chunk(chunk)
+        } else {
+            (State::Chunk(chunk), Action::Continue)
+        }
+    }
+
+    pub(super) fn octets(&mut self, mut chunk: Chunk, octets: &[u8]) -> (State, Action) {
+        let n = octets
+            .len()
+            .min(usize::try_from(chunk.remaining).unwrap_or(usize::MAX));
+        chunk.message.extend_from_slice(&octets[..n]);
+        chunk.remaining -= n as u64;
+        if chunk.remaining == 0 {
+            self.end_of_chunk(chunk)
+        } else {
+            (State::Chunk(chunk), Action::Continue)
+        }
+    }
+
+    pub(super) fn end_of_chunk(&mut self, chunk: Chunk) -> (State, Action) {
+        if chunk.last {
+            return self.envelope(chunk.hello, chunk.tx, chunk.message);
+        }
+        let r = Reply::new(250, "2.0.0", format!("{} octets received", chunk.size));
+        (
+            State::Chunked(chunk.hello, chunk.tx, chunk.message),
+            Action::Reply(r),
+        )
+    }
+
+    pub(super) fn start_discard(
+        &mut self,
+        after: State,
+        size: u64,
+        refusal: Reply,
+    ) -> (State, Action) {
+        if size == 0 {
+            return self.refuse_message(after, refusal);
+        }
+        let discard = Discard {
+            after: Box::new(after),
+            remaining: size,
+            refusal,
+        };
+        (State::Discard(discard), Action::Continue)
+    }
+
+    pub(super) fn discard(&mut self, mut discard: Discard, octets: &[u8]) -> (State, Action) {
+        discard.remaining = discard.remaining.saturating_sub(octets.len() as u64);
+        if discard.remaining == 0 {
+            self.refuse_message(*discard.after, discard.refusal)
+        } else {
+            (State::Discard(discard), Action::Continue)
+        }
+    }
+
+    pub(super) fn envelope(
+        &mut self,
+        hello: Hello,
+        tx: Transaction,
+        message: Vec<u8>,
+    ) -> (State, Action) {
+        let mut recipients: Vec<(String, String)> = Vec::new();
+        for rcpt in tx.recipients {
+            for mailbox in rcpt.mailboxes {
+                if !recipients.iter().any(|(m, _)| *m == mailbox) {
+                    recipients.push((mailbox, rcpt.address.clone()));
+                }
+            }
+        }
+        let protocol = match (tx.utf8, hello.extended) {
+            (true, _) => Protocol::Utf8Smtp,
+            (false, true) => Protocol::Esmtp,
+            (false, false) => Protocol::Smtp,
+        };
+        let envelope = Envelope {
+            sender: tx.from.map(|a| a.to_string()),
+            recipients,
+            message,
+            helo: hello.name.clone(),
+            protocol,
+        };
+        (State::Ready(hello), Action::Deliver(envelope))
+    }
+}

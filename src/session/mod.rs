@@ -1,0 +1,482 @@
+//! The SMTP state machine: one plain `enum State` and one transition function, no I/O.
+//!
+//! It exists so the whole protocol (which command is legal when, what each answer is, when a
+//! message is complete) can be read in one place and tested by feeding it frames such as
+//! `Frame::Command(b"helo a.domain\r\n")`. Every piece of per-session protocol state lives in
+//! [`State`]; [`Session::handle`] turns one frame into an input and makes one `match` on
+//! (state, input) that yields the next state and an [`Action`]: a reply to write, a reply after
+//! which to close, or an envelope to deliver. An illegal command gets its error reply and leaves
+//! the state exactly as it was.
+
+mod help;
+mod message;
+mod params;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use crate::command::{self, Address, Command, MailVerb, ParseError};
+use crate::data::DataDecoder;
+use crate::directory::Directory;
+use crate::escape::Escaped;
+use crate::framer::{Frame, Mode};
+pub(crate) use message::{Chunk, Discard, Envelope};
+
+use crate::reply::{self, Reply};
+
+/// The limits and names a session needs, shared by all sessions of a server.
+#[derive(Debug)]
+pub(crate) struct SessionConfig {
+    /// This server's name, in the greeting and the trace headers.
+    pub hostname: String,
+    /// Largest message accepted, in octets (RFC 1870).
+    pub max_message_size: u64,
+    /// Most recipients in one transaction (RFC 5321 §4.5.3.1.8 requires at least 100).
+    pub max_recipients: usize,
+    /// Rejected commands before the session is closed with 421.
+    pub max_errors: usize,
+    /// Local domains, users and aliases.
+    pub directory: Directory,
+}
+
+/// What the client said in HELO or EHLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hello {
+    /// The name it gave.
+    name: String,
+    /// True after EHLO: extensions and enhanced status codes are on (RFC 2034).
+    extended: bool,
+}
+
+/// A mail transaction between MAIL and the end of the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transaction {
+    from: Option<Address>,
+    recipients: Vec<Recipient>,
+    /// RCPTs refused so far: DATA then says 554 rather than 503 (RFC 5321 §3.3).
+    rejected: usize,
+    /// The client said SMTPUTF8 on MAIL (RFC 6531).
+    utf8: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recipient {
+    address: String,
+    mailboxes: Vec<String>,
+}
+
+/// Where a session is in the protocol: everything it knows.
+#[derive(Debug)]
+pub(crate) enum State {
+    /// Greeted; no HELO or EHLO yet.
+    Greeted,
+    /// Introduced, no mail transaction open.
+    Ready(Hello),
+    /// MAIL accepted; collecting recipients.
+    Mail(Hello, Transaction),
+    /// 354 sent; reading the message text.
+    Data(Hello, Transaction, DataDecoder),
+    /// Reading an accepted BDAT chunk.
+    Chunk(Chunk),
+    /// Between BDAT chunks: at least one accepted, LAST not yet seen; the message so far.
+    Chunked(Hello, Transaction, Vec<u8>),
+    /// Reading and dropping a refused BDAT chunk.
+    Discard(Discard),
+    /// QUIT answered, or the session was closed for too many errors.
+    Closed,
+}
+
+/// What the caller must do after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Nothing yet (inside a message).
+    Continue,
+    /// Write this reply.
+    Reply(Reply),
+    /// Write this reply, then close the connection.
+    Close(Reply),
+    /// Deliver this message, then write the writer's verdict on it.
+    Deliver(Envelope),
+}
+
+/// A frame turned into what the transition function matches on.
+enum Input<'a> {
+    /// A well-formed command.
+    Command(Command),
+    /// A line that is not a command (unknown verb, bad syntax, too long, bare LF): its reply.
+    Invalid(Reply),
+    /// Message text after 354.
+    Text(&'a [u8]),
+    /// BDAT chunk octets.
+    Octets(&'a [u8]),
+}
+
+/// One SMTP session, from greeting to close.
+#[derive(Debug)]
+pub(crate) struct Session {
+    config: Arc<SessionConfig>,
+    state: State,
+    /// Commands refused so far. A budget checked against `max_errors`, not protocol state: it
+    /// never decides which command is legal.
+    errors: usize,
+    /// Names the connection in log lines (its id and peer).
+    label: String,
+}
+
+impl Session {
+    /// A new session; the caller sends [`Session::greeting`] first. `label` names the connection
+    /// in log lines.
+    pub(crate) fn new(config: Arc<SessionConfig>, label: String) -> Self {
+        Session {
+            config,
+            state: State::Greeted,
+            errors: 0,
+            label,
+        }
+    }
+
+    /// The 220 greeting (RFC 5321 §4.3.1).
+    pub(crate) fn greeting(&self) -> Reply {
+        Reply::plain(
+            220,
+            format!("{} ESMTP mboxd Service ready", self.config.hostname),
+        )
+    }
+
+    /// True once EHLO was used: replies then carry enhanced status codes (RFC 2034).
+    pub(crate) fn enhanced(&self) -> bool {
+        hello_of(&self.state).is_some_and(|h| h.extended)
+    }
+
+    /// What the next input is: a command line, message text, or chunk octets.
+    pub(crate) fn mode(&self) -> Mode {
+        match &self.state {
+            State::Data(..) => Mode::Text,
+            State::Chunk(c) => Mode::Chunk(c.remaining),
+            State::Discard(d) => Mode::Chunk(d.remaining),
+            _ => Mode::Command,
+        }
+    }
+
+    /// True while a message is being received (after 354, or inside a BDAT chunk, accepted or
+    /// refused): shutdown lets such a session finish within its grace.
+    pub(crate) fn in_message(&self) -> bool {
+        self.mode() != Mode::Command
+    }
+
+    /// True once the session has ended (QUIT, or too many errors).
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The current state, for tests.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Takes one frame, cut by the framer in this session's [`Session::mode`].
+    pub(crate) fn handle(&mut self, frame: Frame<'_>) -> Action {
+        let input = match frame {
+            Frame::Command(line) => parse_line(line),
+            Frame::TooLong => Input::Invalid(reply::LINE_TOO_LONG),
+            Frame::Text(text) => Input::Text(text),
+            Frame::Chunk(octets) => Input::Octets(octets),
+        };
+        // `transition` returns a state on every path, so `Closed` is only ever seen here while
+        // the old state is being moved into it.
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let (state, action) = self.transition(state, input);
+        self.state = state;
+        action
+    }
+
+    /// The transition function: every input in every state, in one match.
+    fn transition(&mut self, state: State, input: Input<'_>) -> (State, Action) {
+        use Command as C;
+        use State as S;
+        match (state, input) {
+            // Message text and chunk octets, in the states whose mode asks for them.
+            (S::Data(hello, tx, decoder), Input::Text(text)) => self.text(hello, tx, decoder, text),
+            (S::Chunk(chunk), Input::Octets(octets)) => self.octets(chunk, octets),
+            (S::Discard(discard), Input::Octets(octets)) => self.discard(discard, octets),
+            // The framer cuts by this state's mode, so no other input reaches these states, and
+            // text or octets never reach a command state; either would be ignored.
+            (state @ (S::Data(..) | S::Chunk(_) | S::Discard(_) | S::Closed), _)
+            | (state, Input::Text(_) | Input::Octets(_)) => (state, Action::Continue),
+
+            // Lines that are not commands.
+            (state, Input::Invalid(r)) => self.refuse(state, r),
+
+            // Commands legal in every state.
+            (state, Input::Command(C::Noop)) => (state, Action::Reply(reply::OK_NOOP)),
+            (state, Input::Command(C::Help(topic))) => {
+                let r = help::help(topic.as_deref());
+                self.answer(state, r)
+            }
+            (state, Input::Command(C::Vrfy(arg))) => {
+                let r = self.config.directory.vrfy(&arg);
+                self.answer(state, r)
+            }
+            (state, Input::Command(C::Expn(arg))) => {
+                let r = self.config.directory.expn(&arg);
+                self.answer(state, r)
+            }
+            (_, Input::Command(C::Quit)) => (
+                S::Closed,
+                Action::Close(Reply::new(
+                    221,
+                    "2.0.0",
+                    format!(
+                        "{} Service closing transmission channel",
+                        self.config.hostname
+                    ),
+                )),
+            ),
+            (state, Input::Command(C::Turn)) => self.refuse(state, reply::NO_TURN),
+            (
+                state,
+                Input::Command(C::Mail {
+                    verb: MailVerb::Send,
+                    ..
+                }),
+            ) => self.refuse(state, reply::NO_SEND),
+            // RFC 5321 §4.1.4: HELO or EHLO resets any transaction, like RSET.
+            (_, Input::Command(C::Helo(name))) => self.hello(name, false),
+            (_, Input::Command(C::Ehlo(name))) => self.hello(name, true),
+            // RFC 5321 §4.1.1.5: RSET clears the transaction, not the HELO.
+            (S::Greeted, Input::Command(C::Rset)) => (S::Greeted, Action::Reply(reply::OK_RESET)),
+            (S::Ready(h) | S::Mail(h, _) | S::Chunked(h, ..), Input::Command(C::Rset)) => {
+                (S::Ready(h), Action::Reply(reply::OK_RESET))
+            }
+
+            // MAIL (and SOML, SAML: no user is ever at a terminal here, so they deliver to the
+            // mailbox as RFC 821 §4.1.1 allows).
+            (S::Greeted, Input::Command(C::Mail { from, .. })) => {
+                self.refuse_logged(S::Greeted, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_HELO)
+            }
+            (S::Ready(h), Input::Command(C::Mail { from, params, .. })) => {
+                match params::mail(
+                    h.extended,
+                    self.config.max_message_size,
+                    from.as_ref(),
+                    &params,
+                ) {
+                    Ok(p) => {
+                        let tx = Transaction {
+                            from,
+                            recipients: Vec::new(),
+                            rejected: 0,
+                            utf8: p.utf8,
+                        };
+                        (S::Mail(h, tx), Action::Reply(reply::OK_SENDER))
+                    }
+                    Err(r) => self.refuse_logged(S::Ready(h), "MAIL", from.as_ref(), r),
+                }
+            }
+            (state @ (S::Mail(..) | S::Chunked(..)), Input::Command(C::Mail { from, .. })) => {
+                self.refuse_logged(state, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_NESTED)
+            }
+
+            // RCPT.
+            (S::Greeted, Input::Command(C::Rcpt { to, .. })) => {
+                self.refuse_logged(S::Greeted, "RCPT", Some(&to), reply::BAD_SEQUENCE_HELO)
+            }
+            (state @ S::Ready(_), Input::Command(C::Rcpt { to, .. })) => {
+                self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_MAIL)
+            }
+            (S::Mail(h, mut tx), Input::Command(C::Rcpt { to, params })) => {
+                match self.rcpt(&mut tx, &to, &params) {
+                    Ok(r) => (S::Mail(h, tx), Action::Reply(r)),
+                    Err(r) => {
+                        tx.rejected += 1;
+                        self.refuse_logged(S::Mail(h, tx), "RCPT", Some(&to), r)
+                    }
+                }
+            }
+            (state @ S::Chunked(..), Input::Command(C::Rcpt { to, .. })) => {
+                self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_CHUNKING)
+            }
+
+            // DATA.
+            (S::Greeted, Input::Command(C::Data)) => {
+                self.refuse(S::Greeted, reply::BAD_SEQUENCE_HELO)
+            }
+            (state @ S::Ready(_), Input::Command(C::Data)) => {
+                self.refuse(state, reply::BAD_SEQUENCE_MAIL)
+            }
+            (S::Mail(h, tx), Input::Command(C::Data)) => match not_ready_for_message(&tx) {
+                Some(r) => self.refuse_message(S::Mail(h, tx), r),
+                None => {
+                    let decoder = DataDecoder::new(self.config.max_message_size);
+                    (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
+                }
+            },
+            // RFC 3030 §2: BDAT and DATA cannot be mixed in one transaction.
+            (state @ S::Chunked(..), Input::Command(C::Data)) => {
+                self.refuse(state, reply::BAD_SEQUENCE_MIXED)
+            }
+
+            // BDAT: a chunk's octets are read even when the command is refused (RFC 3030 §2).
+            (S::Greeted, Input::Command(C::Bdat { size, .. })) => {
+                self.start_discard(S::Greeted, size, reply::BAD_SEQUENCE_HELO)
+            }
+            (
+                state @ (S::Ready(Hello {
+                    extended: false, ..
+                })
+                | S::Mail(
+                    Hello {
+                        extended: false, ..
+                    },
+                    _,
+                )),
+                Input::Command(C::Bdat { size, .. }),
+            ) => self.start_discard(state, size, reply::BAD_SEQUENCE_EHLO),
+            (state @ S::Ready(_), Input::Command(C::Bdat { size, .. })) => {
+                self.start_discard(state, size, reply::BAD_SEQUENCE_MAIL)
+            }
+            (S::Mail(h, tx), Input::Command(C::Bdat { size, last })) => {
+                match not_ready_for_message(&tx) {
+                    Some(r) => self.start_discard(S::Mail(h, tx), size, r),
+                    None => self.start_chunk(h, tx, Vec::new(), size, last),
+                }
+            }
+            (S::Chunked(h, tx, message), Input::Command(C::Bdat { size, last })) => {
+                self.start_chunk(h, tx, message, size, last)
+            }
+        }
+    }
+
+    fn hello(&mut self, name: String, extended: bool) -> (State, Action) {
+        let greeting = format!("{} Hello {}", self.config.hostname, name);
+        let hello = Hello { name, extended };
+        if !extended {
+            return (
+                State::Ready(hello),
+                Action::Reply(Reply::plain(250, greeting)),
+            );
+        }
+        // RFC 5321 §4.1.1.1: the EHLO reply lists the extensions, one per line.
+        let extensions = [
+            greeting,
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.config.max_message_size),
+            "8BITMIME".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "SMTPUTF8".to_string(),
+            "CHUNKING".to_string(),
+            "HELP".to_string(),
+        ];
+        (
+            State::Ready(hello),
+            Action::Reply(Reply::plain(250, extensions.join("\n"))),
+        )
+    }
+
+    /// Checks a recipient and adds it to `tx`; the RCPT reply, or the refusal.
+    fn rcpt(
+        &self,
+        tx: &mut Transaction,
+        to: &Address,
+        params: &[command::Param],
+    ) -> Result<Reply, Reply> {
+        params::rcpt(tx.utf8, to, params)?;
+        if tx.recipients.len() >= self.config.max_recipients {
+            // RFC 5321 §4.5.3.1.10: too many recipients is a temporary 452.
+            return Err(reply::TOO_MANY_RECIPIENTS);
+        }
+        let route = self.config.directory.route(to)?;
+        tx.recipients.push(Recipient {
+            address: to.to_string(),
+            mailboxes: route.mailboxes,
+        });
+        Ok(route.reply)
+    }
+
+    /// Answers `r`, counting it as an error if it is one.
+    fn answer(&mut self, state: State, r: Reply) -> (State, Action) {
+        if r.is_error() {
+            self.refuse(state, r)
+        } else {
+            (state, Action::Reply(r))
+        }
+    }
+
+    /// Refuses with `r`, keeping `state`, or closes once `max_errors` refusals were made.
+    fn refuse(&mut self, state: State, r: Reply) -> (State, Action) {
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            log::info!(
+                "{}: {} refused commands; closing with 421",
+                self.label,
+                self.errors
+            );
+            return (State::Closed, Action::Close(reply::TOO_MANY_ERRORS));
+        }
+        (state, Action::Reply(r))
+    }
+
+    /// [`Session::refuse`] for MAIL and RCPT, with a log line naming the address.
+    fn refuse_logged(
+        &mut self,
+        state: State,
+        verb: &str,
+        address: Option<&Address>,
+        r: Reply,
+    ) -> (State, Action) {
+        let address = address.map(Address::to_string).unwrap_or_default();
+        log::info!(
+            "{}: {verb} <{}> refused: {}",
+            self.label,
+            Escaped(&address),
+            r.code_text()
+        );
+        self.refuse(state, r)
+    }
+
+    /// [`Session::refuse`] for a message (DATA, BDAT or its end), with a log line.
+    fn refuse_message(&mut self, state: State, r: Reply) -> (State, Action) {
+        log::info!("{}: message refused: {}", self.label, r.code_text());
+        self.refuse(state, r)
+    }
+}
+
+/// The HELO or EHLO a state carries, if any.
+fn hello_of(state: &State) -> Option<&Hello> {
+    match state {
+        State::Greeted | State::Closed => None,
+        State::Ready(h) | State::Mail(h, _) | State::Data(h, ..) | State::Chunked(h, ..) => Some(h),
+        State::Chunk(c) => Some(&c.hello),
+        State::Discard(d) => hello_of(&d.after),
+    }
+}
+
+/// Why the message text cannot start now, if it cannot.
+fn not_ready_for_message(tx: &Transaction) -> Option<Reply> {
+    if !tx.recipients.is_empty() {
+        None
+    } else if tx.rejected > 0 {
+        // RFC 5321 §3.3: no valid recipient after some were tried is 554; none tried at all is a
+        // bad sequence.
+        Some(reply::NO_VALID_RECIPIENTS)
+    } else {
+        Some(reply::BAD_SEQUENCE_RCPT)
+    }
+}
+
+/// A command line (with its line ending) as an input.
+fn parse_line(line: &[u8]) -> Input<'_> {
+    // RFC 5321 §2.3.8: only CRLF ends a command line.
+    let Some(text) = line.strip_suffix(b"\r\n") else {
+        return Input::Invalid(reply::BARE_LF);
+    };
+    match command::parse(text) {
+        Ok(cmd) => Input::Command(cmd),
+        Err(ParseError::Unrecognized) => Input::Invalid(reply::UNKNOWN_COMMAND),
+        Err(ParseError::Syntax(why)) => {
+            Input::Invalid(Reply::new(501, "5.5.4", format!("Syntax error: {why}")))
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! MAIL and RCPT parameters: which ESMTP parameters are offered, and what each may say.
+//!
+//! It exists so the parameter rules of the extensions this server advertises (SIZE, RFC 1870;
+//! BODY, RFC 6152; SMTPUTF8, RFC 6531) sit in one place beside the state machine, which only asks
+//! "may this transaction start" and "may this recipient be added".
+
+use crate::command::{Address, Param};
+use crate::reply::{self, Reply};
+
+/// What MAIL's parameters asked for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MailParams {
+    /// `SMTPUTF8` was given (RFC 6531): addresses and headers may be UTF-8.
+    pub utf8: bool,
+}
+
+/// Checks MAIL's reverse path and parameters. `extended` is true after EHLO: after HELO no
+/// service extension exists (RFC 5321 §4.1.1.1), so every parameter is unknown.
+pub(crate) fn mail(
+    extended: bool,
+    max_message_size: u64,
+    from: Option<&Address>,
+    params: &[Param],
+) -> Result<MailParams, Reply> {
+    let mut out = MailParams::default();
+    for param in params {
+        if !extended {
+            return Err(not_recognized(param));
+        }
+        match (param.key.as_str(), param.value.as_deref()) {
+            ("SIZE", Some(v)) => match v.parse::<u64>() {
+                // RFC 1870 §6.2: a declared size over the limit is refused at once.
+                Ok(n) if n > max_message_size => return Err(reply::MESSAGE_TOO_BIG),
+                Ok(_) => {}
+                Err(_) => return Err(bad_value(param)),
+            },
+            // RFC 6152: both bodies are stored byte for byte. BINARYMIME is not offered: mbox
+            // cannot keep a binary body exactly.
+            ("BODY", Some(v))
+                if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+            ("SMTPUTF8", None) => out.utf8 = true,
+            ("BODY" | "SIZE" | "SMTPUTF8", _) => return Err(bad_value(param)),
+            _ => return Err(not_recognized(param)),
+        }
+    }
+    if let Some(addr) = from {
+        if addr.local.chars().any(char::is_control) {
+            return Err(reply::NAME_NOT_ALLOWED);
+        }
+        if !out.utf8 && !addr.to_string().is_ascii() {
+            return Err(reply::NEEDS_SMTPUTF8);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks RCPT's parameters and whether its address fits the transaction's encoding.
+pub(crate) fn rcpt(utf8: bool, to: &Address, params: &[Param]) -> Result<(), Reply> {
+    if let Some(param) = params.first() {
+        // DSN (RFC 3461) is not offered, so NOTIFY and ORCPT are unknown here.
+        return Err(not_recognized(param));
+    }
+    if !utf8 && !to.to_string().is_ascii() {
+        return Err(reply::NEEDS_SMTPUTF8);
+    }
+    Ok(())
+}
+
+/// RFC 5321 §4.1.1.11: a parameter the server does not recognise is 555.
+fn not_recognized(param: &Param) -> Reply {
+    Reply::new(
+        555,
+        "5.5.4",
+        format!("Parameter {} not recognized", param.key),
+    )
+}
+
+/// A known parameter with a value it cannot take is a syntax error in the arguments.
+fn bad_value(param: &Param) -> Reply {
+    Reply::new(
+        501,
+        "5.5.4",
+        format!("Syntax error: bad value for {}", param.key),
+    )
+}
