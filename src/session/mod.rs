@@ -159,10 +159,14 @@ impl Session {
         }
     }
 
-    /// True while a message is being received (after 354, or inside a BDAT chunk, accepted or
-    /// refused): shutdown lets such a session finish within its grace.
+    /// True while a message is being received: after 354, or from the first BDAT chunk to the
+    /// last (between chunks too), or while a refused chunk is read. Shutdown gives such a session
+    /// its grace, and reads then use the data timeout.
     pub(crate) fn in_message(&self) -> bool {
-        self.mode() != Mode::Command
+        matches!(
+            self.state,
+            State::Data(..) | State::Chunk(_) | State::Chunked(..) | State::Discard(_)
+        )
     }
 
     /// True once the session has ended (QUIT, or too many errors).

@@ -248,3 +248,67 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The server binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mboxd");
+
+/// Starts the binary with `args` (and `RUST_LOG=info`), its stderr captured by a thread, and
+/// reads its `listening on` lines, each within [`REPLY_TIMEOUT`] (a missing line fails the test).
+/// Returns the child, the bound addresses and the handle that yields all of stderr once the
+/// child has exited.
+pub fn spawn_logged(
+    args: &[&str],
+    listeners: usize,
+) -> (Child, Vec<SocketAddr>, std::thread::JoinHandle<String>) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mboxd");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut addrs = Vec::new();
+    for _ in 0..listeners {
+        let line = match lines_rx.recv_timeout(REPLY_TIMEOUT) {
+            Ok(Ok(line)) => line,
+            other => {
+                let _ = child.kill();
+                panic!("no `listening on` line within {REPLY_TIMEOUT:?}: {other:?}")
+            }
+        };
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .trim()
+            .parse()
+            .expect("an address");
+        addrs.push(addr);
+    }
+    (child, addrs, log)
+}
+
+/// Sends `sig` (`TERM`, `INT`, `KILL`) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}

@@ -1,0 +1,98 @@
+//! What the log says: the start-up line, one line per refused MAIL, RCPT and message and per
+//! delivery, each naming its connection, and no client string that could forge a log line.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Client, signal, spawn_logged, wait_bounded};
+
+#[test]
+fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addrs, log) = spawn_logged(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+            "--hostname",
+            "mx.test",
+            "--domain",
+            "mx.test",
+            "--user",
+            "alice",
+            "--max-message-size",
+            "100",
+        ],
+        1,
+    );
+    let mut c = Client::connect(addrs[0]);
+    assert_eq!(c.read_reply().code, 220);
+    let port = c.stream.local_addr().unwrap().port();
+    c.expect("EHLO log.test", 250);
+    c.expect("MAIL FROM:<a@b.test> SIZE=1000", 552);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<bob@mx.test>", 550);
+    c.expect("RCPT TO:<alice@elsewhere.test>", 550);
+    c.expect("RCPT TO:<-rf@mx.test>", 553);
+    c.expect(
+        "RCPT TO:<\"bob\u{2028}X-Injected: yes\u{202e}\"@mx.test>",
+        553,
+    );
+    c.expect("DATA", 554);
+    c.expect("RSET", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<alice@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(format!("{}\r\n.\r\n", "x".repeat(200)).as_bytes());
+    assert_eq!(c.read_reply().code, 552);
+    // A NEL (U+0085) is a control character: never a mailbox name.
+    c.expect("MAIL FROM:<s\u{85}@b.test>", 553);
+    c.expect("MAIL FROM:<sender@b.test>", 250);
+    c.expect("RCPT TO:<alice@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: hi\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    c.expect("QUIT", 221);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().unwrap();
+    let conn = format!("conn 1 [127.0.0.1:{port}]");
+    let expect = [
+        format!(
+            "listening on {}; domains mx.test; 1 user(s); 0 alias(es)",
+            addrs[0]
+        ),
+        format!("{conn}: MAIL <a@b.test> refused: 552 5.3.4"),
+        format!("{conn}: RCPT <bob@mx.test> refused: 550 5.1.1"),
+        format!("{conn}: RCPT <alice@elsewhere.test> refused: 550 5.7.1"),
+        format!("{conn}: RCPT <-rf@mx.test> refused: 553 5.1.3"),
+        format!("{conn}: RCPT <\"bob\\u{{2028}}X-Injected: yes\\u{{202e}}\"@mx.test> refused: 553"),
+        format!("{conn}: message refused: 554 5.5.1"),
+        format!("{conn}: message refused: 552 5.3.4"),
+        format!("{conn}: MAIL <s\\u{{0085}}@b.test> refused: 553 5.1.3"),
+        format!("{conn}: "),
+    ];
+    for line in &expect {
+        assert!(log.contains(line.as_str()), "missing {line:?} in:\n{log}");
+    }
+    let delivered = log
+        .lines()
+        .find(|l| l.contains(" delivered: "))
+        .unwrap_or_else(|| panic!("no delivery line in:\n{log}"));
+    assert!(
+        delivered.contains(&conn) && delivered.contains("from=<sender@b.test> to=alice bytes=19"),
+        "{delivered}"
+    );
+    // No client string reached the log raw.
+    for forbidden in ['\u{2028}', '\u{202e}', '\u{85}'] {
+        assert!(
+            !log.contains(forbidden),
+            "raw {forbidden:?} in the log:\n{log}"
+        );
+    }
+}

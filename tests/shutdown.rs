@@ -1,0 +1,154 @@
+//! Shutdown is bounded: a client inside a message that keeps sending one byte at a time cannot
+//! hold a stopping server past `--shutdown-grace`, whether it is in DATA, in an accepted BDAT
+//! chunk or in a refused chunk being discarded.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{Client, TestServer, signal, spawn_logged, wait_bounded};
+
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Writes one byte every 100 ms until told to stop, the socket fails, or 30 s pass.
+fn trickle(stream: &TcpStream) -> (Arc<AtomicBool>, thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let mut stream = stream.try_clone().unwrap();
+    let handle = thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !flag.load(Ordering::SeqCst) && Instant::now() < until {
+            if stream.write_all(b"x").is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (stop, handle)
+}
+
+/// Puts a client into a message by `setup`, trickles bytes, stops the server, and checks that the
+/// client gets 421 4.3.2 and the stop returns after the grace but within it plus one second.
+/// The last reply of `setup` must come once the session is inside the message, so the stop
+/// cannot overtake it.
+fn trickler_is_cut_at_the_grace(setup: &[(&str, u16)], then_send: &[u8]) {
+    let server = TestServer::with(|c| {
+        c.shutdown_grace = GRACE;
+        c.max_message_size = 1000;
+    });
+    let mut c = server.client();
+    for (line, code) in setup {
+        if let Some(chunk) = line.strip_prefix("chunk ") {
+            c.send(chunk.as_bytes());
+            assert_eq!(c.read_reply().code, *code, "{line}");
+        } else {
+            c.expect(line, *code);
+        }
+    }
+    c.send(then_send);
+    let (stop, trickler) = trickle(&c.stream);
+    let stopper = thread::spawn(move || {
+        let mut server = server;
+        let began = Instant::now();
+        server.stop();
+        (began.elapsed(), server)
+    });
+    let reply = c.read_reply();
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert_eq!(
+        reply.text(),
+        "4.3.2 Service shutting down; closing transmission channel"
+    );
+    let (took, server) = stopper.join().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    trickler.join().unwrap();
+    assert!(
+        took >= GRACE - Duration::from_millis(100),
+        "cut before the grace: {took:?}"
+    );
+    assert!(
+        took < GRACE + Duration::from_secs(1),
+        "shutdown took {took:?}"
+    );
+    assert!(server.mbox("jones").is_empty(), "a cut message was stored");
+}
+
+#[test]
+fn a_trickle_inside_data_is_cut_at_the_grace() {
+    trickler_is_cut_at_the_grace(
+        &[
+            ("EHLO x.test", 250),
+            ("MAIL FROM:<a@b.test>", 250),
+            ("RCPT TO:<jones@mx.test>", 250),
+            ("DATA", 354),
+        ],
+        b"Subject: slow\r\n\r\n",
+    );
+}
+
+#[test]
+fn a_trickle_inside_an_accepted_bdat_chunk_is_cut_at_the_grace() {
+    trickler_is_cut_at_the_grace(
+        &[
+            ("EHLO x.test", 250),
+            ("MAIL FROM:<a@b.test>", 250),
+            ("RCPT TO:<jones@mx.test>", 250),
+            ("chunk BDAT 3\r\nabc", 250),
+        ],
+        b"BDAT 900 LAST\r\n",
+    );
+}
+
+#[test]
+fn a_trickle_inside_a_refused_bdat_chunk_is_cut_at_the_grace() {
+    // Over --max-message-size: the chunk is refused, but its octets must still be read
+    // (RFC 3030 §2).
+    trickler_is_cut_at_the_grace(
+        &[
+            ("EHLO x.test", 250),
+            ("MAIL FROM:<a@b.test>", 250),
+            ("RCPT TO:<jones@mx.test>", 250),
+            ("chunk BDAT 3\r\nabc", 250),
+        ],
+        b"BDAT 100000\r\n",
+    );
+}
+
+#[test]
+fn sigterm_with_a_trickling_client_exits_within_the_grace_plus_one_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addrs, log) = spawn_logged(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+            "--shutdown-grace",
+            "1",
+        ],
+        1,
+    );
+    let mut c = Client::connect(addrs[0]);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO cli.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@localhost>", 250);
+    c.expect("DATA", 354);
+    let (stop, trickler) = trickle(&c.stream);
+    let began = Instant::now();
+    signal(&child, "TERM");
+    let status = wait_bounded(&mut child, GRACE + Duration::from_secs(5));
+    let took = began.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    trickler.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < GRACE + Duration::from_secs(1), "exit took {took:?}");
+    assert_eq!(c.read_reply().code, 421);
+    let log = log.join().unwrap();
+    assert!(log.contains("shutting down inside a message"), "{log}");
+}
