@@ -4,8 +4,9 @@
 //! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
 //! knows nothing of sockets: it reads into the core's fixed buffer, writes the replies the core
 //! has gathered when the core needs more input (one `write` per pipelined group), and carries out
-//! deliveries, answering only after the writer has acknowledged. Socket timeouts are set only
-//! when they change: the idle timeout between commands, the data timeout inside a message.
+//! deliveries, answering only after the writer has acknowledged. The socket's read timeout is set
+//! once, to the shorter of the idle and data timeouts; a read allowed longer waits out the rest,
+//! so no timeout is set per line or per message.
 //! Shutdown is bounded: sessions waiting for a command are woken at once and answer 421; a
 //! session inside a message may go on for the shutdown grace in total, then its reading side is
 //! shut and it answers 421 too.
@@ -206,7 +207,10 @@ fn run(
     in_message: &AtomicBool,
 ) -> io::Result<()> {
     stream.set_write_timeout(Some(ctx.timeout))?;
-    let mut read_timeout = None;
+    // One socket timeout, the shorter of the two, set once: a read that needs longer (inside a
+    // message) waits out the rest in `read_within`, so no timeout is set per line or message.
+    let base_timeout = ctx.timeout.min(ctx.data_timeout);
+    stream.set_read_timeout(Some(base_timeout))?;
     let session = Session::new(Arc::clone(&ctx.session), label.to_string());
     if ctx.shutting_down() {
         let mut out = Vec::new();
@@ -239,13 +243,8 @@ fn run(
         } else {
             ctx.timeout
         };
-        if read_timeout != Some(wanted) {
-            stream.set_read_timeout(Some(wanted))?;
-            read_timeout = Some(wanted);
-        }
-        let n = match (&*stream).read(core.space()) {
+        let n = match read_within(stream, core.space(), wanted, base_timeout) {
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 log::info!(
                     "{label}: timeout{}; 421",
@@ -270,6 +269,36 @@ fn run(
         }
         core.received(n);
     }
+}
+
+/// Reads into `buf`, waiting at most `limit` for the first byte. The socket's timeout is `base`;
+/// when `limit` is longer, the rest is waited out with a temporary timeout, set back after.
+fn read_within(
+    mut stream: &TcpStream,
+    buf: &mut [u8],
+    limit: Duration,
+    base: Duration,
+) -> io::Result<usize> {
+    let started = Instant::now();
+    let mut changed = false;
+    let result = loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                let left = limit.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break Err(e);
+                }
+                stream.set_read_timeout(Some(left))?;
+                changed = true;
+            }
+            other => break other,
+        }
+    };
+    if changed {
+        stream.set_read_timeout(Some(base))?;
+    }
+    result
 }
 
 fn flush(stream: &TcpStream, core: &mut Protocol) -> io::Result<()> {
