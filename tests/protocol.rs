@@ -49,7 +49,7 @@ fn seed_conversation_replayed_verbatim() {
             .text()
             .starts_with("BBN-UNIX.ARPA Service closing transmission channel")
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 
     for (user, rcpt) in [("jones", "Jones"), ("brown", "Brown")] {
         let mbox = server.mbox_text(user);
@@ -111,7 +111,7 @@ fn helo_ehlo_noop_rset_quit() {
         c.expect("QUIT", 221).text(),
         "2.0.0 mx.test Service closing transmission channel"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]
@@ -537,7 +537,7 @@ fn idle_timeout_is_421() {
         "4.4.2 Timeout waiting for client input; closing connection"
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]
@@ -557,7 +557,7 @@ fn no_free_worker_is_421_after_queue_wait() {
             "Too busy; try again later; closing transmission channel".to_string()
         )
     );
-    assert!(second.is_closed());
+    second.expect_closed();
     // The worker is still the first client's, and serves it.
     first.expect("NOOP", 250);
     first.expect("QUIT", 221);
@@ -584,7 +584,7 @@ fn shutdown_answers_idle_sessions_421() {
         c.read_reply().text(),
         "4.3.2 Service shutting down; closing transmission channel"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]
@@ -597,7 +597,7 @@ fn too_many_errors_close_with_421() {
         c.expect("BAZ", 421).text(),
         "Too many errors; closing transmission channel"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]
