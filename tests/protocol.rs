@@ -159,6 +159,35 @@ fn vrfy_and_expn() {
 }
 
 #[test]
+fn vrfy_answers_an_address_that_rcpt_accepts() {
+    // The hostname is not among the local domains, so an address at it would be refused.
+    let server = TestServer::with(|c| {
+        c.hostname = "mx.test".into();
+        c.domains = vec!["a.test".into()];
+        c.users = users(&["jones"]);
+        c.aliases = vec![("staff".into(), vec!["jones".into()])];
+    });
+    let mut c = server.client();
+    // HELO: no enhanced status codes in front of the addresses.
+    c.expect("HELO client.test", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 503);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 550);
+    for name in ["jones", "Jones", "staff", "postmaster"] {
+        let answer = c.expect(&format!("VRFY {name}"), 250).text();
+        assert!(answer.ends_with("@a.test>"), "{answer}");
+        c.expect(&format!("RCPT TO:{answer}"), 250);
+    }
+    for member in c.expect("EXPN staff", 250).lines {
+        c.expect(&format!("RCPT TO:{member}"), 250);
+    }
+    c.expect("DATA", 354);
+    c.send(b"Subject: verified\r\n\r\nx\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("jones").contains("Subject: verified\n"));
+}
+
+#[test]
 fn soml_saml_deliver_send_and_turn_are_502() {
     let server = TestServer::start();
     let mut c = server.client();
