@@ -135,13 +135,9 @@ fn help_211_214_504() {
 
 #[test]
 fn vrfy_and_expn() {
-    let dir = tempfile::tempdir().unwrap();
-    let aliases = dir.path().join("aliases");
-    std::fs::write(&aliases, "staff: jones, brown\n").unwrap();
-    let loaded = mboxd::load_aliases(&aliases).unwrap();
     let server = TestServer::with(|c| {
         c.users = users(&["jones", "brown"]);
-        c.aliases = loaded;
+        c.add_alias("staff", ["jones", "brown"]).unwrap();
     });
     let mut c = server.client();
     assert_eq!(c.expect("VRFY Jones", 250).text(), "<jones@mx.test>");
