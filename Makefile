@@ -49,6 +49,6 @@ fuzz:
 	cd fuzz && $(CARGO) +nightly fuzz run command -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && $(CARGO) +nightly fuzz run message -- -max_total_time=$(FUZZ_SECONDS)
 
+# Build output only: the mail directory holds delivered mail and is never removed here.
 clean:
 	$(CARGO) clean
-	rm -rf $(MAIL_DIR)

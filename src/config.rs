@@ -1,15 +1,17 @@
-//! Configuration: every flag of the command line, every limit with its default, and the loading
-//! of the users and aliases files.
+//! Configuration: every setting of a server, every limit with its default, and the checks on
+//! the names (domains, users, aliases) it is given.
 //!
 //! It exists so that a server started from code (an integration test, say) and one started from
-//! the command line are configured by the same type with the same defaults, and so every limit
-//! the server enforces has a name and a cited reason here.
+//! the command line are configured by the same type with the same defaults, so every limit the
+//! server enforces has a name and a cited reason here, and so a name is checked in one place:
+//! the binary's flag and file parser (`src/cli.rs`) adds names through [`Config::add_domain`],
+//! [`Config::add_user`] and [`Config::add_alias`] like any other caller.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::command::valid_domain;
@@ -87,119 +89,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// What the command line asked for.
-#[derive(Debug)]
-pub enum Command {
-    /// Run a server with this configuration.
-    Run(Box<Config>),
-    /// Print the usage and exit.
-    Help,
-    /// Print the version and exit.
-    Version,
-}
-
-/// The usage text for `--help`.
-pub const USAGE: &str = "\
-usage: mboxd [options]
-  --listen ADDR            listen on ADDR (repeatable; default 127.0.0.1:2525; port 0 = any free port)
-  --hostname NAME          name in the greeting and Received: headers (default: system hostname)
-  --mail-dir DIR           where mbox files are written (default ./mail)
-  --domain NAME            a domain delivered here (repeatable; default localhost and the hostname)
-  --user NAME              a known mailbox (repeatable; with none, every safe name is accepted)
-  --users FILE             known mailboxes, one per line, # comments
-  --aliases FILE           aliases(5) file: `name: target, target`
-  --workers N              worker threads = concurrent sessions (default 64)
-  --max-message-size BYTES largest message (default 10485760)
-  --max-recipients N       recipients per message (default 100)
-  --timeout SECS           idle timeout between commands (default 300)
-  --data-timeout SECS      timeout for each read inside DATA (default 600)
-  --queue-wait SECS        how long a connection waits for a free worker before 421 (default 1)
-  --lock-timeout SECS      how long to wait for a locked mailbox before 450 (default 30)
-  --max-errors N           rejected commands before the session is closed (default 20)
-  --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
-  -h, --help               this text
-  -V, --version            the version
-Logging: RUST_LOG=debug|info|warn (default info), to stderr.
-";
-
 impl Config {
-    /// Parses command-line arguments (without the program name).
-    pub fn from_args<I, S>(args: I) -> Result<Command, ConfigError>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let mut config = Config::default();
-        let mut listen = Vec::new();
-        let mut users: BTreeSet<String> = BTreeSet::new();
-        let mut users_given = false;
-        let mut args = args.into_iter().map(Into::into);
-        while let Some(flag) = args.next() {
-            let (flag, inline) = match flag.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (flag, None),
-            };
-            if matches!(flag.as_str(), "-h" | "--help") {
-                return Ok(Command::Help);
-            }
-            if matches!(flag.as_str(), "-V" | "--version") {
-                return Ok(Command::Version);
-            }
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| ConfigError(format!("{flag} needs a value")))
-            };
-            match flag.as_str() {
-                "--listen" => listen.extend(parse_listen(&value()?)?),
-                "--hostname" => config.hostname = value()?,
-                "--mail-dir" => config.mail_dir = PathBuf::from(value()?),
-                "--domain" => {
-                    let d = value()?;
-                    if !valid_domain(&d) {
-                        return Err(ConfigError(format!("--domain {d:?} is not a domain name")));
-                    }
-                    config.domains.push(d);
-                }
-                "--user" => {
-                    users_given = true;
-                    users.insert(checked_user(&value()?)?);
-                }
-                "--users" => {
-                    users_given = true;
-                    users.extend(load_users(Path::new(&value()?))?);
-                }
-                "--aliases" => config.aliases = load_aliases(Path::new(&value()?))?,
-                "--workers" => config.workers = positive(&flag, &value()?)?,
-                "--max-message-size" => {
-                    config.max_message_size = positive(&flag, &value()?)? as u64
-                }
-                "--max-recipients" => config.max_recipients = positive(&flag, &value()?)?,
-                "--timeout" => config.timeout = seconds(&flag, &value()?)?,
-                "--data-timeout" => config.data_timeout = seconds(&flag, &value()?)?,
-                "--queue-wait" => config.queue_wait = seconds(&flag, &value()?)?,
-                "--lock-timeout" => config.lock_timeout = seconds(&flag, &value()?)?,
-                "--max-errors" => config.max_errors = positive(&flag, &value()?)?,
-                "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
-                other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
-            }
-        }
-        if !listen.is_empty() {
-            config.listen = listen;
-        }
-        if users_given {
-            config.users = Some(users);
-        }
-        if config.hostname.is_empty() || config.hostname.contains(char::is_whitespace) {
-            return Err(ConfigError(format!(
-                "--hostname {:?} is not usable",
-                config.hostname
-            )));
-        }
-        Ok(Command::Run(Box::new(config)))
-    }
-
     /// The domains delivered here: those given, or `localhost` and the hostname.
     pub fn local_domains(&self) -> Vec<String> {
         if self.domains.is_empty() {
@@ -208,120 +98,54 @@ impl Config {
             self.domains.clone()
         }
     }
-}
 
-fn parse_listen(s: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
-    }
-    let addrs: Vec<SocketAddr> = s
-        .to_socket_addrs()
-        .map_err(|e| ConfigError(format!("--listen {s:?}: {e}")))?
-        .collect();
-    match addrs.first() {
-        // A name that resolves to several addresses (localhost: ::1 and 127.0.0.1) means the
-        // first, as a client would connect to.
-        Some(first) => Ok(vec![*first]),
-        None => Err(ConfigError(format!("--listen {s:?}: no address"))),
-    }
-}
-
-fn positive(flag: &str, v: &str) -> Result<usize, ConfigError> {
-    match v.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(ConfigError(format!(
-            "{flag} needs a positive whole number, not {v:?}"
-        ))),
-    }
-}
-
-fn seconds(flag: &str, v: &str) -> Result<Duration, ConfigError> {
-    match v.parse::<f64>() {
-        Ok(s) if s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(ConfigError(format!(
-            "{flag} needs a positive number of seconds, not {v:?}"
-        ))),
-    }
-}
-
-fn checked_user(name: &str) -> Result<String, ConfigError> {
-    mailbox_name(name)
-        .ok_or_else(|| ConfigError(format!("user {name:?} is not a safe mailbox name")))
-}
-
-fn read(path: &Path) -> Result<String, ConfigError> {
-    fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
-}
-
-/// Lines without `#` comments and surrounding blanks, with their numbers, skipping empty ones.
-fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().filter_map(|(i, line)| {
-        let line = line.split('#').next().unwrap_or("").trim();
-        (!line.is_empty()).then_some((i + 1, line))
-    })
-}
-
-/// Reads a users file: one mailbox name per line, `#` starts a comment.
-pub fn load_users(path: &Path) -> Result<BTreeSet<String>, ConfigError> {
-    let text = read(path)?;
-    content_lines(&text)
-        .map(|(n, line)| {
-            checked_user(line).map_err(|e| ConfigError(format!("{}:{n}: {e}", path.display())))
-        })
-        .collect()
-}
-
-/// Reads an aliases(5) file: `name: target, target`, `#` comments, continuation lines that
-/// start with white space.
-pub fn load_aliases(path: &Path) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
-    let text = read(path)?;
-    // Join continuation lines onto the line they continue.
-    let mut joined: Vec<(usize, String)> = Vec::new();
-    for (n, raw) in text.lines().enumerate() {
-        let content = raw.split('#').next().unwrap_or("");
-        if content.trim().is_empty() {
-            continue;
+    /// Adds a domain delivered here, after checking it is a domain name or an address literal
+    /// in brackets (RFC 5321 §4.1.3). Giving any domain replaces the default of `localhost`
+    /// and the hostname.
+    pub fn add_domain(&mut self, domain: &str) -> Result<(), ConfigError> {
+        if !valid_domain(domain) {
+            return Err(ConfigError(format!("{domain:?} is not a domain name")));
         }
-        match joined.last_mut() {
-            Some((_, prev)) if content.starts_with([' ', '\t']) => {
-                prev.push(' ');
-                prev.push_str(content.trim());
-            }
-            _ => joined.push((n + 1, content.trim().to_string())),
-        }
+        self.domains.push(domain.to_string());
+        Ok(())
     }
-    joined
-        .into_iter()
-        .map(|(n, line)| {
-            let bad = |why: &str| ConfigError(format!("{}:{n}: {why}", path.display()));
-            let (name, targets) = line
-                .split_once(':')
-                .ok_or_else(|| bad("expected `name: target, ...`"))?;
-            let name = name.trim().trim_matches('"').to_lowercase();
-            if mailbox_name(&name).is_none() {
-                return Err(bad("alias name is not a safe mailbox name"));
-            }
-            let targets: Vec<String> = targets
-                .split(',')
-                .map(|t| {
-                    t.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_string()
-                })
-                .filter(|t| !t.is_empty())
-                .collect();
-            if targets.is_empty() {
-                return Err(bad("alias has no targets"));
-            }
-            if let Some(t) = targets.iter().find(|t| t.starts_with(['|', '/', ':'])) {
-                return Err(bad(&format!(
-                    "target {t:?}: only names and addresses are supported"
-                )));
-            }
-            Ok((name, targets))
-        })
-        .collect()
+
+    /// Adds a known mailbox, lower-cased, after checking it is safe as a file name in the mail
+    /// directory (no separators, no leading dot or dash, no control characters, at most 64
+    /// octets, no `.lock` ending). The first user turns catch-all off.
+    pub fn add_user(&mut self, name: &str) -> Result<(), ConfigError> {
+        let mailbox = mailbox_name(name)
+            .ok_or_else(|| ConfigError(format!("user {name:?} is not a safe mailbox name")))?;
+        self.users.get_or_insert_with(BTreeSet::new).insert(mailbox);
+        Ok(())
+    }
+
+    /// Adds an alias (aliases(5)): mail for `name` goes to each target, a local name, another
+    /// alias, or a full address. The name must be safe as a mailbox name and is lower-cased;
+    /// there must be at least one target, none empty, and none a command (`|`), a file (`/`)
+    /// or an include (`:include:`), which this server does not deliver to.
+    pub fn add_alias(
+        &mut self,
+        name: &str,
+        targets: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<(), ConfigError> {
+        let alias = mailbox_name(name)
+            .ok_or_else(|| ConfigError(format!("alias {name:?} is not a safe mailbox name")))?;
+        let targets: Vec<String> = targets.into_iter().map(Into::into).collect();
+        if targets.is_empty() {
+            return Err(ConfigError(format!("alias {alias:?} has no targets")));
+        }
+        if let Some(t) = targets
+            .iter()
+            .find(|t| t.is_empty() || t.starts_with(['|', '/', ':']))
+        {
+            return Err(ConfigError(format!(
+                "alias {alias:?}: target {t:?}: only names and addresses are supported"
+            )));
+        }
+        self.aliases.push((alias, targets));
+        Ok(())
+    }
 }
 
 /// The system's host name, or `localhost`.
@@ -338,16 +162,9 @@ fn system_hostname() -> String {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Config, ConfigError> {
-        match Config::from_args(args.iter().copied())? {
-            Command::Run(c) => Ok(*c),
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
     fn defaults() {
-        let c = run(&[]).unwrap();
+        let c = Config::default();
         assert_eq!(c.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert_eq!(c.mail_dir, PathBuf::from("./mail"));
         assert_eq!(
@@ -355,88 +172,41 @@ mod tests {
             (64, 100, 10 << 20)
         );
         assert!(c.users.is_none());
-        assert_eq!(c.local_domains()[0], "localhost");
+        assert_eq!(c.local_domains(), ["localhost".to_string(), c.hostname]);
     }
 
     #[test]
-    fn flags() {
-        let c = run(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--listen=[::1]:0",
-            "--hostname",
-            "mx.test",
-            "--domain",
-            "a.test",
-            "--user",
-            "Jones",
-            "--workers",
-            "2",
-            "--timeout",
-            "0.5",
-            "--max-message-size",
-            "1000",
-        ])
-        .unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.hostname, "mx.test");
-        assert_eq!(c.local_domains(), vec!["a.test".to_string()]);
-        assert_eq!(
-            c.users.unwrap().into_iter().collect::<Vec<_>>(),
-            vec!["jones".to_string()]
-        );
-        assert_eq!(c.timeout, Duration::from_millis(500));
-    }
+    fn names_are_checked_when_added() {
+        let mut c = Config::default();
+        c.add_domain("a.test").unwrap();
+        c.add_domain("[127.0.0.1]").unwrap();
+        assert!(c.add_domain("a b").is_err());
+        assert!(c.add_domain("").is_err());
+        assert_eq!(c.local_domains(), ["a.test", "[127.0.0.1]"]);
 
-    #[test]
-    fn bad_flags() {
-        for args in [
-            &["--frob"][..],
-            &["--workers"],
-            &["--workers", "0"],
-            &["--timeout", "-1"],
-            &["--listen", "nonsense"],
-            &["--user", "../x"],
-            &["--domain", "a b"],
-            &["--users", "/nonexistent/users"],
-        ] {
-            assert!(run(args).is_err(), "{args:?}");
+        c.add_user("Jones").unwrap();
+        for bad in ["../x", ".hidden", "-rf", "a/b", "jones.lock", ""] {
+            assert!(c.add_user(bad).is_err(), "{bad:?}");
         }
-        assert!(matches!(Config::from_args(["--help"]), Ok(Command::Help)));
-    }
+        assert_eq!(
+            c.users.as_ref().unwrap().iter().collect::<Vec<_>>(),
+            ["jones"]
+        );
 
-    #[test]
-    fn files() {
-        let dir = tempfile::tempdir().unwrap();
-        let users = dir.path().join("users");
-        fs::write(&users, "# staff\njones\n  Brown  # the other\n\n").unwrap();
+        c.add_alias("Staff", ["jones", "smith@example.com"])
+            .unwrap();
+        assert!(c.add_alias("../x", ["jones"]).is_err());
+        assert!(c.add_alias("none", Vec::<String>::new()).is_err());
+        assert!(c.add_alias("pipe", ["|/bin/sh"]).is_err());
+        assert!(c.add_alias("file", ["/etc/passwd"]).is_err());
+        assert!(c.add_alias("inc", [":include:/x"]).is_err());
+        assert!(c.add_alias("blank", ["jones", ""]).is_err());
         assert_eq!(
-            load_users(&users).unwrap().into_iter().collect::<Vec<_>>(),
-            ["brown", "jones"]
+            c.aliases,
+            [(
+                "staff".to_string(),
+                vec!["jones".to_string(), "smith@example.com".to_string()]
+            )]
         );
-        let aliases = dir.path().join("aliases");
-        fs::write(
-            &aliases,
-            "staff: jones, brown,\n  smith@example.com\n# c\nPostmaster: <root>\n",
-        )
-        .unwrap();
-        assert_eq!(
-            load_aliases(&aliases).unwrap(),
-            vec![
-                (
-                    "staff".to_string(),
-                    vec![
-                        "jones".to_string(),
-                        "brown".to_string(),
-                        "smith@example.com".to_string()
-                    ]
-                ),
-                ("postmaster".to_string(), vec!["root".to_string()]),
-            ]
-        );
-        fs::write(&aliases, "nocolon\n").unwrap();
-        assert!(load_aliases(&aliases).is_err());
-        fs::write(&aliases, "x: |/bin/sh\n").unwrap();
-        assert!(load_aliases(&aliases).is_err());
     }
 }

@@ -19,7 +19,9 @@ const MAX_LOCAL_PART: usize = 64;
 /// Local domains, users and aliases, loaded once at start.
 #[derive(Debug, Clone)]
 pub(crate) struct Directory {
-    hostname: String,
+    /// The domain VRFY and EXPN name in the addresses they answer with: the first local
+    /// domain, so that every address they give is one RCPT accepts.
+    home: String,
     domains: Vec<String>,
     users: Option<BTreeSet<String>>,
     aliases: HashMap<String, Vec<String>>,
@@ -36,15 +38,22 @@ pub(crate) struct Route {
 
 impl Directory {
     /// A directory. `users` of `None` means every safe local part is a mailbox (catch-all).
+    ///
+    /// The first of `domains` is the one VRFY and EXPN answer with (`localhost` when `domains`
+    /// is empty, which [`crate::Config::local_domains`] never is), so the address they give is
+    /// one RCPT accepts.
     pub(crate) fn new(
-        hostname: &str,
         domains: &[String],
         users: Option<&BTreeSet<String>>,
         aliases: &[(String, Vec<String>)],
     ) -> Self {
+        let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
         Directory {
-            hostname: hostname.to_string(),
-            domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            home: domains
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "localhost".to_string()),
+            domains,
             users: users.map(|u| u.iter().map(|n| n.to_lowercase()).collect()),
             aliases: aliases
                 .iter()
@@ -142,25 +151,27 @@ impl Directory {
         }
     }
 
-    /// The reply to `VRFY arg` (RFC 5321 §3.5.1).
+    /// The reply to `VRFY arg` (RFC 5321 §3.5.1): the mailbox, as an address at the first local
+    /// domain, which RCPT accepts.
     pub(crate) fn vrfy(&self, arg: &str) -> Reply {
         let Some(addr) = self.lookup_arg(arg) else {
             return reply::NO_SUCH_USER;
         };
         let name = addr.to_lowercase();
         if self.aliases.contains_key(&name) || name == "postmaster" {
-            return Reply::new(250, "2.1.5", format!("<{name}@{}>", self.hostname));
+            return Reply::new(250, "2.1.5", format!("<{name}@{}>", self.home));
         }
         match (mailbox_name(&name), &self.users) {
             (Some(mailbox), Some(users)) if users.contains(&mailbox) => {
-                Reply::new(250, "2.1.5", format!("<{mailbox}@{}>", self.hostname))
+                Reply::new(250, "2.1.5", format!("<{mailbox}@{}>", self.home))
             }
             (Some(_), None) => reply::CANNOT_VRFY,
             _ => reply::NO_SUCH_USER,
         }
     }
 
-    /// The reply to `EXPN arg`: one line per member of an alias (RFC 5321 §3.5.2).
+    /// The reply to `EXPN arg`: one line per member of an alias (RFC 5321 §3.5.2), a bare name
+    /// given as an address at the first local domain, like VRFY's.
     pub(crate) fn expn(&self, arg: &str) -> Reply {
         let Some(name) = self.lookup_arg(arg).map(|n| n.to_lowercase()) else {
             return reply::NOT_A_LIST;
@@ -173,7 +184,7 @@ impl Directory {
                         if t.contains('@') {
                             format!("<{t}>")
                         } else {
-                            format!("<{t}@{}>", self.hostname)
+                            format!("<{t}@{}>", self.home)
                         }
                     })
                     .collect();
@@ -243,7 +254,6 @@ mod tests {
         let users: Option<BTreeSet<String>> =
             users.map(|u| u.iter().map(|s| s.to_string()).collect());
         Directory::new(
-            "BBN-UNIX.ARPA",
             &["bbn-unix.arpa".into(), "other.local".into()],
             users.as_ref(),
             &[
@@ -366,8 +376,42 @@ mod tests {
         let e = d.expn("staff");
         assert_eq!(
             (e.code, e.text.as_ref()),
-            (250, "<jones@BBN-UNIX.ARPA>\n<brown@BBN-UNIX.ARPA>")
+            (250, "<jones@bbn-unix.arpa>\n<brown@bbn-unix.arpa>")
         );
         assert_eq!(d.expn("jones").code, 550);
+    }
+
+    /// The address of a 250 VRFY or EXPN line, parsed as RCPT would see it.
+    fn answered(reply: &Reply) -> Vec<Address> {
+        assert_eq!(reply.code, 250, "{reply:?}");
+        reply
+            .text
+            .lines()
+            .map(|line| addr(line.trim_start_matches('<').trim_end_matches('>')))
+            .collect()
+    }
+
+    #[test]
+    fn vrfy_and_expn_answer_addresses_rcpt_accepts() {
+        // The hostname is not a local domain: an address at it would be refused.
+        let d = Directory::new(
+            &["a.test".into(), "b.test".into()],
+            Some(&["jones".to_string()].into()),
+            &[("staff".into(), vec!["jones".into()])],
+        );
+        for reply in [d.vrfy("jones"), d.vrfy("staff"), d.vrfy("postmaster")] {
+            let [address] = &answered(&reply)[..] else {
+                panic!("{reply:?}")
+            };
+            assert_eq!(address.domain.as_deref(), Some("a.test"));
+            assert!(d.route(address).is_ok(), "RCPT refuses {reply:?}");
+        }
+        for address in answered(&d.expn("staff")) {
+            assert_eq!(address.domain.as_deref(), Some("a.test"));
+            assert!(d.route(&address).is_ok());
+        }
+        // No domain at all (not reachable from a Config): localhost.
+        let bare = Directory::new(&[], None, &[]);
+        assert_eq!(bare.vrfy("postmaster").text, "<postmaster@localhost>");
     }
 }

@@ -19,7 +19,6 @@ use crate::{data, mbox};
 
 fn config() -> Arc<SessionConfig> {
     let directory = Directory::new(
-        "mx.test",
         &["mx.test".to_string()],
         None,
         &[(

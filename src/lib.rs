@@ -21,16 +21,23 @@
 //!
 //! ```no_run
 //! let dir = std::env::temp_dir().join("mboxd-doc");
-//! let config = mboxd::Config {
+//! let mut config = mboxd::Config {
 //!     listen: vec!["127.0.0.1:0".parse().unwrap()],
 //!     mail_dir: dir.clone(),
 //!     ..mboxd::Config::default()
 //! };
-//! let server = mboxd::Server::start(config).unwrap();
+//! config.add_domain("app.test")?;
+//! config.add_user("jones")?;
+//! let server = mboxd::Server::start(config)?;
 //! let addr = server.local_addrs()[0];
 //! // ... send mail to `addr`, then read `dir/<user>` ...
 //! server.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods)
+//! and [`StartError`], plus a hidden `fuzz` module that only the fuzz targets use. The command
+//! line, its files and the signal handling belong to the `mboxd` binary.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -52,8 +59,7 @@ mod writer;
 
 use std::net::SocketAddr;
 
-pub use config::{Command, Config, ConfigError, USAGE, load_aliases, load_users};
-pub use os::{block_shutdown_signals, wait_for_shutdown_signal};
+pub use config::{Config, ConfigError};
 pub use server::StartError;
 
 /// A running server. Dropping it, or calling [`Server::shutdown`], stops it in order.

@@ -1,15 +1,24 @@
 //! The `mboxd` command: flags in, a running server out, until SIGINT or SIGTERM.
 //!
-//! It exists only to turn the command line into a [`mboxd::Config`], set up logging, print the
-//! bound addresses for whoever started it, and map every failure to an exit code: 0 after a clean
-//! shutdown, 1 for a failure while running, 2 for a bad command line or an unusable mail
-//! directory or address (nothing is bound then).
-#![forbid(unsafe_code)]
+//! It exists only to turn the command line into a [`mboxd::Config`] (`cli`), set up logging,
+//! print the bound addresses for whoever started it, wait for a shutdown signal (`os`), and map
+//! every failure to an exit code: 0 after a clean shutdown, 1 for a failure while running, 2 for
+//! a bad command line or an unusable mail directory or address (nothing is bound then).
+// Denied, not forbidden, so that `os` (and only it) can allow it.
+#![deny(unsafe_code)]
+
+mod cli;
+// The same file, src/os.rs, that the library compiles as its own private `os` module: the one
+// place with `unsafe`. The binary calls only its signal functions; the fcntl lock in it is the
+// library's, hence the allow.
+#[allow(dead_code)]
+mod os;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use mboxd::{Command, Config, Server};
+use cli::Invocation;
+use mboxd::Server;
 
 /// A failure and the exit code it maps to.
 struct Failure {
@@ -30,20 +39,19 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Failure> {
     let usage = |message: String| Failure { code: 2, message };
-    let config =
-        match Config::from_args(std::env::args().skip(1)).map_err(|e| usage(e.to_string()))? {
-            Command::Run(config) => *config,
-            Command::Help => {
-                print!("{}", mboxd::USAGE);
-                return Ok(());
-            }
-            Command::Version => {
-                println!("mboxd {}", env!("CARGO_PKG_VERSION"));
-                return Ok(());
-            }
-        };
+    let config = match cli::parse(std::env::args().skip(1)).map_err(|e| usage(e.to_string()))? {
+        Invocation::Run(config) => *config,
+        Invocation::Help => {
+            print!("{}", cli::USAGE);
+            return Ok(());
+        }
+        Invocation::Version => {
+            println!("mboxd {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+    };
     // Before any thread starts, so every thread inherits the mask and only sigwait sees them.
-    mboxd::block_shutdown_signals().map_err(|e| Failure {
+    os::block_shutdown_signals().map_err(|e| Failure {
         code: 1,
         message: format!("cannot block signals: {e}"),
     })?;
@@ -55,7 +63,7 @@ fn run() -> Result<(), Failure> {
     }
     let _ = stdout.flush();
     drop(stdout);
-    let signal = mboxd::wait_for_shutdown_signal().map_err(|e| Failure {
+    let signal = os::wait_for_shutdown_signal().map_err(|e| Failure {
         code: 1,
         message: format!("cannot wait for signals: {e}"),
     })?;
@@ -64,7 +72,7 @@ fn run() -> Result<(), Failure> {
     let spawned = std::thread::Builder::new()
         .name("mboxd-second-signal".into())
         .spawn(|| {
-            if let Ok(signal) = mboxd::wait_for_shutdown_signal() {
+            if let Ok(signal) = os::wait_for_shutdown_signal() {
                 log::warn!("signal {signal} again: exiting now");
                 std::process::exit(1);
             }

@@ -1,10 +1,12 @@
 //! The only module with `unsafe`: the three POSIX calls std does not wrap.
 //!
-//! It exists so every other module can `#![forbid(unsafe_code)]`. Each function is a thin,
-//! documented wrapper over one libc call with plain Rust arguments and results:
-//! an fcntl(2) write lock on a whole file (the lock Postfix and mail readers use on Linux), and
-//! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
-//! ordinary thread instead of an async-signal handler.
+//! It exists so every other module can do without `unsafe` (both crate roots deny it and only
+//! this module allows it). Each function is a thin, documented wrapper over one libc call with
+//! plain Rust arguments and results: an fcntl(2) write lock on a whole file (the lock Postfix
+//! and mail readers use on Linux), used by the library's writer, and blocking then waiting for
+//! SIGINT and SIGTERM with sigwait(3) so that signals arrive in an ordinary thread instead of an
+//! async-signal handler, used by the binary. The binary compiles this same file as its own
+//! module (`mod os;` in src/main.rs), so the signal functions are not part of the library's API.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -48,7 +50,9 @@ fn shutdown_signals() -> libc::sigset_t {
 
 /// Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts later, so that
 /// [`wait_for_shutdown_signal`] receives them. Call it before starting any thread.
-pub fn block_shutdown_signals() -> io::Result<()> {
+// The library never calls it; the binary, which compiles this file too, does.
+#[allow(dead_code)]
+pub(crate) fn block_shutdown_signals() -> io::Result<()> {
     let set = shutdown_signals();
     // SAFETY: `set` is initialised; a null old-set pointer is allowed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -60,7 +64,9 @@ pub fn block_shutdown_signals() -> io::Result<()> {
 }
 
 /// Waits until SIGINT or SIGTERM is pending and returns its number.
-pub fn wait_for_shutdown_signal() -> io::Result<i32> {
+// The library never calls it; the binary, which compiles this file too, does.
+#[allow(dead_code)]
+pub(crate) fn wait_for_shutdown_signal() -> io::Result<i32> {
     let set = shutdown_signals();
     let mut signal: libc::c_int = 0;
     // SAFETY: `set` is initialised and `signal` is a valid place for the result.

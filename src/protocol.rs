@@ -130,7 +130,7 @@ mod tests {
     use std::sync::Arc;
 
     fn protocol() -> Protocol {
-        let directory = Directory::new("mx.test", &["mx.test".to_string()], None, &[]);
+        let directory = Directory::new(&["mx.test".to_string()], None, &[]);
         Protocol::new(Session::new(
             Arc::new(SessionConfig {
                 hostname: "mx.test".into(),

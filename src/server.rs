@@ -99,7 +99,6 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         config.mail_dir.display()
     );
     let directory = Directory::new(
-        &config.hostname,
         &config.local_domains(),
         config.users.as_ref(),
         &config.aliases,

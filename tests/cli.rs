@@ -2,47 +2,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Client, wait_bounded};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mboxd");
-
-/// Starts the binary and reads its `listening on` lines.
-fn spawn(args: &[&str], listeners: usize) -> (Child, Vec<SocketAddr>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mboxd");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut addrs = Vec::new();
-    for _ in 0..listeners {
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read stdout");
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .trim()
-            .parse()
-            .expect("an address");
-        addrs.push(addr);
-    }
-    (child, addrs)
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
-}
+use support::{BIN, Client, output_within, signal, spawn, wait_bounded};
 
 #[test]
 fn listens_delivers_and_exits_0_on_sigterm() {
@@ -103,7 +66,7 @@ fn sigint_also_shuts_down_cleanly() {
 }
 
 fn exit_code(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN).args(args).output().expect("run mboxd");
+    let out = output_within(Command::new(BIN).args(args), Duration::from_secs(10));
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -148,10 +111,10 @@ fn bad_command_lines_exit_2_with_one_line() {
 
 #[test]
 fn help_and_version_exit_0() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = output_within(Command::new(BIN).arg("--help"), Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--mail-dir DIR"));
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = output_within(Command::new(BIN).arg("--version"), Duration::from_secs(10));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mboxd "));
 }
 

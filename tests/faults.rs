@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Client, TestServer, mbox_entries};
+use support::{
+    ChildGuard, Client, TestServer, mbox_entries, read_lines_within, refuses_connections,
+    wait_bounded,
+};
 
 fn python3() -> bool {
     Command::new("python3")
@@ -32,11 +34,8 @@ fn hold_fcntl_lock(path: &std::path::Path) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let lines = read_lines_within(child.stdout.take().unwrap(), 1, Duration::from_secs(10));
+    assert_eq!(lines[0].trim(), "locked");
     child
 }
 
@@ -70,7 +69,7 @@ fn fcntl_locked_mailbox_waits_while_others_are_delivered() {
     assert!(!waiting.is_finished(), "the locked delivery did not wait");
     assert!(server.mbox("jones").is_empty());
     drop(holder.stdin.take());
-    holder.wait().unwrap();
+    wait_bounded(&mut holder, Duration::from_secs(10));
     assert_eq!(waiting.join().unwrap(), 250);
     let mbox = server.mbox_text("jones");
     assert_eq!(mbox_entries(&mbox).len(), 1);
@@ -96,7 +95,7 @@ fn fcntl_lock_past_the_timeout_is_450_and_nothing_is_written() {
     // The dotlock was given back when the fcntl lock could not be had.
     assert!(!server.mail_dir().join("jones.lock").exists());
     drop(holder.stdin.take());
-    holder.wait().unwrap();
+    wait_bounded(&mut holder, Duration::from_secs(10));
     assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 250);
 }
 
@@ -164,23 +163,8 @@ fn a_read_inside_data_that_times_out_is_421() {
         c.read_reply().text(),
         "4.4.2 Timeout waiting for client input; closing connection"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
     assert!(server.mbox("jones").is_empty());
-}
-
-/// True once the server no longer greets new connections: refused, closed, or 421.
-fn refuses_connections(addr: SocketAddr) -> bool {
-    let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return true;
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut line = String::new();
-    match BufReader::new(&stream).read_line(&mut line) {
-        Ok(0) | Err(_) => true,
-        Ok(_) => line.starts_with("421"),
-    }
 }
 
 #[test]
@@ -199,7 +183,7 @@ fn shutdown_lets_a_message_in_progress_finish_then_answers_421() {
         server
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !refuses_connections(addr) {
+    while !refuses_connections(addr, Duration::from_secs(5)) {
         assert!(Instant::now() < deadline, "the server kept accepting");
     }
     c.send(b"finished after shutdown began\r\n.\r\n");
@@ -208,7 +192,7 @@ fn shutdown_lets_a_message_in_progress_finish_then_answers_421() {
         c.read_reply().text(),
         "4.3.2 Service shutting down; closing transmission channel"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
     let server = stopper.join().unwrap();
     assert!(
         server
@@ -261,18 +245,9 @@ fn idle_connections_cannot_keep_a_client_out_past_the_timeouts() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_mboxd");
 
-/// A server process that is killed if the test ends without stopping it.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_binary(mail: &std::path::Path) -> (Server, SocketAddr) {
-    let mut child = Command::new(BIN)
+/// Starts the binary on `mail`; the guard kills it if the test ends without stopping it.
+fn spawn_binary(mail: &std::path::Path) -> (ChildGuard, SocketAddr) {
+    let child = Command::new(BIN)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -285,17 +260,15 @@ fn spawn_binary(mail: &std::path::Path) -> (Server, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
+    let mut child = ChildGuard(child);
+    let lines = read_lines_within(child.0.stdout.take().unwrap(), 1, Duration::from_secs(10));
+    let addr = lines[0]
         .trim()
         .strip_prefix("listening on ")
         .unwrap()
         .parse()
         .unwrap();
-    (Server(child), addr)
+    (child, addr)
 }
 
 fn body_of(id: &str) -> String {
@@ -374,7 +347,10 @@ fn sigkill_loses_no_acknowledged_message() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status();
-    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
 
     let mbox = String::from_utf8(std::fs::read(mail.join("jones")).unwrap()).unwrap();
     let entries = mbox_entries(&mbox);

@@ -49,7 +49,7 @@ fn seed_conversation_replayed_verbatim() {
             .text()
             .starts_with("BBN-UNIX.ARPA Service closing transmission channel")
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 
     for (user, rcpt) in [("jones", "Jones"), ("brown", "Brown")] {
         let mbox = server.mbox_text(user);
@@ -111,7 +111,7 @@ fn helo_ehlo_noop_rset_quit() {
         c.expect("QUIT", 221).text(),
         "2.0.0 mx.test Service closing transmission channel"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]
@@ -135,13 +135,9 @@ fn help_211_214_504() {
 
 #[test]
 fn vrfy_and_expn() {
-    let dir = tempfile::tempdir().unwrap();
-    let aliases = dir.path().join("aliases");
-    std::fs::write(&aliases, "staff: jones, brown\n").unwrap();
-    let loaded = mboxd::load_aliases(&aliases).unwrap();
     let server = TestServer::with(|c| {
         c.users = users(&["jones", "brown"]);
-        c.aliases = loaded;
+        c.add_alias("staff", ["jones", "brown"]).unwrap();
     });
     let mut c = server.client();
     assert_eq!(c.expect("VRFY Jones", 250).text(), "<jones@mx.test>");
@@ -156,6 +152,35 @@ fn vrfy_and_expn() {
     let mut c = catch_all.client();
     c.expect("VRFY anybody", 252);
     c.expect("VRFY ../etc", 550);
+}
+
+#[test]
+fn vrfy_answers_an_address_that_rcpt_accepts() {
+    // The hostname is not among the local domains, so an address at it would be refused.
+    let server = TestServer::with(|c| {
+        c.hostname = "mx.test".into();
+        c.domains = vec!["a.test".into()];
+        c.users = users(&["jones"]);
+        c.aliases = vec![("staff".into(), vec!["jones".into()])];
+    });
+    let mut c = server.client();
+    // HELO: no enhanced status codes in front of the addresses.
+    c.expect("HELO client.test", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 503);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 550);
+    for name in ["jones", "Jones", "staff", "postmaster"] {
+        let answer = c.expect(&format!("VRFY {name}"), 250).text();
+        assert!(answer.ends_with("@a.test>"), "{answer}");
+        c.expect(&format!("RCPT TO:{answer}"), 250);
+    }
+    for member in c.expect("EXPN staff", 250).lines {
+        c.expect(&format!("RCPT TO:{member}"), 250);
+    }
+    c.expect("DATA", 354);
+    c.send(b"Subject: verified\r\n\r\nx\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("jones").contains("Subject: verified\n"));
 }
 
 #[test]
@@ -537,7 +562,7 @@ fn idle_timeout_is_421() {
         "4.4.2 Timeout waiting for client input; closing connection"
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]
@@ -557,7 +582,7 @@ fn no_free_worker_is_421_after_queue_wait() {
             "Too busy; try again later; closing transmission channel".to_string()
         )
     );
-    assert!(second.is_closed());
+    second.expect_closed();
     // The worker is still the first client's, and serves it.
     first.expect("NOOP", 250);
     first.expect("QUIT", 221);
@@ -584,7 +609,7 @@ fn shutdown_answers_idle_sessions_421() {
         c.read_reply().text(),
         "4.3.2 Service shutting down; closing transmission channel"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]
@@ -597,7 +622,7 @@ fn too_many_errors_close_with_421() {
         c.expect("BAZ", 421).text(),
         "Too many errors; closing transmission channel"
     );
-    assert!(c.is_closed());
+    c.expect_closed();
 }
 
 #[test]

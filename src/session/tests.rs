@@ -16,7 +16,6 @@ fn feed(s: &mut Session, line: &[u8]) -> Action {
 fn session(users: Option<&[&str]>) -> Session {
     let users: Option<BTreeSet<String>> = users.map(|u| u.iter().map(|s| s.to_string()).collect());
     let directory = Directory::new(
-        "BBN-UNIX.ARPA",
         &["bbn-unix.arpa".into()],
         users.as_ref(),
         &[("fwd".into(), vec!["x@elsewhere.example".into()])],

@@ -1,11 +1,17 @@
 //! Test support: a server on 127.0.0.1:0 writing into a temporary directory, and a tiny line
 //! client that reads whole (multi-line) replies with a timeout, so no test can hang.
+//!
+//! Every helper that waits (for a reply, a close, a line of a child's output, a child's exit)
+//! waits a bounded time and fails the test when that time runs out: a timeout is never taken
+//! for a reply, an end of file or a close. `tests/support_selftest.rs` shows each one failing
+//! on a silent, open peer.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use mboxd::{Config, Server};
@@ -102,43 +108,74 @@ impl Reply {
     }
 }
 
-/// A minimal SMTP client over a real socket.
+/// A minimal SMTP client over a real socket. Every wait is bounded by its timeout, and a
+/// timeout fails the test: a silent, open connection is a hang, never a reply or a close.
 pub struct Client {
     pub stream: TcpStream,
     reader: BufReader<TcpStream>,
+    timeout: Duration,
 }
 
 impl Client {
+    /// Connects, with [`REPLY_TIMEOUT`] for every read and write.
     pub fn connect(addr: SocketAddr) -> Client {
+        Client::connect_with_timeout(addr, REPLY_TIMEOUT)
+    }
+
+    /// Connects, with `timeout` for every read and write.
+    pub fn connect_with_timeout(addr: SocketAddr, timeout: Duration) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        Client::from_stream(stream, timeout)
+    }
+
+    fn from_stream(stream: TcpStream, timeout: Duration) -> Client {
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        stream.set_write_timeout(Some(timeout)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        Client { stream, reader }
+        Client {
+            stream,
+            reader,
+            timeout,
+        }
     }
 
     /// Reads one whole reply, checking its framing: every line ends in CRLF and carries the
-    /// same code, with `-` on every line but the last.
+    /// same code, with `-` on every line but the last. Fails the test if the server closes the
+    /// connection instead, or sends nothing within the timeout.
     pub fn read_reply(&mut self) -> Reply {
-        self.try_read_reply().expect("a reply")
+        match self.try_read_reply() {
+            Some(reply) => reply,
+            None => panic!("expected a reply, but the server closed the connection"),
+        }
     }
 
-    /// Reads one reply, or `None` at end of file.
+    /// Reads one reply, or `None` when the server has closed the connection (end of file, or a
+    /// reset) before the reply's first byte. Fails the test when nothing arrives within the
+    /// timeout, and when the connection ends inside a reply.
     pub fn try_read_reply(&mut self) -> Option<Reply> {
         let mut lines = Vec::new();
         let mut code = None;
         for _ in 0..1000 {
             let mut line = Vec::new();
-            let n = (&mut self.reader)
-                .take(4096)
-                .read_until(b'\n', &mut line)
-                .ok()?;
-            if n == 0 {
-                assert!(
-                    lines.is_empty(),
-                    "connection closed inside a multi-line reply"
-                );
-                return None;
+            match (&mut self.reader).take(4096).read_until(b'\n', &mut line) {
+                Ok(0) => {
+                    assert!(
+                        lines.is_empty(),
+                        "connection closed inside a multi-line reply after {lines:?}"
+                    );
+                    return None;
+                }
+                Ok(_) => {}
+                Err(e) if is_reset(&e) && lines.is_empty() && line.is_empty() => return None,
+                Err(e) if is_timeout(&e) => panic!(
+                    "no reply within {:?}: the connection is open but silent (read so far: {lines:?} {:?})",
+                    self.timeout,
+                    String::from_utf8_lossy(&line)
+                ),
+                Err(e) => panic!(
+                    "reading a reply: {e} (read so far: {lines:?} {:?})",
+                    String::from_utf8_lossy(&line)
+                ),
             }
             let line = String::from_utf8(line).expect("replies are UTF-8");
             assert!(
@@ -161,6 +198,19 @@ impl Client {
         panic!("reply of more than 1000 lines");
     }
 
+    /// Every reply until the server closes the connection. Fails the test when the connection
+    /// stays open and silent for the timeout.
+    pub fn replies_until_close(&mut self) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        for _ in 0..100 {
+            match self.try_read_reply() {
+                Some(r) => replies.push(r),
+                None => return replies,
+            }
+        }
+        panic!("more than 100 replies: {replies:?}");
+    }
+
     /// Sends raw bytes.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
@@ -179,10 +229,25 @@ impl Client {
         r
     }
 
-    /// True when the server has closed the connection (reads end of file, or a reset).
-    pub fn is_closed(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+    /// Asserts that the server closes the connection: waits up to the timeout for end of file
+    /// or a reset. Fails the test when bytes arrive instead, or the connection stays open.
+    pub fn expect_closed(&mut self) {
+        let mut buf = [0u8; 1024];
+        match self.reader.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "expected the server to close the connection, but read {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) if is_reset(&e) => {}
+            Err(e) if is_timeout(&e) => panic!(
+                "expected the server to close the connection, but it is still open after {:?}",
+                self.timeout
+            ),
+            Err(e) => {
+                panic!("expected the server to close the connection, but reading failed: {e}")
+            }
+        }
     }
 
     /// EHLO or HELO, MAIL, each RCPT, DATA and the message (dot-stuffed here); returns the reply
@@ -252,63 +317,190 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
 /// The server binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_mboxd");
 
-/// Starts the binary with `args` (and `RUST_LOG=info`), its stderr captured by a thread, and
-/// reads its `listening on` lines, each within [`REPLY_TIMEOUT`] (a missing line fails the test).
-/// Returns the child, the bound addresses and the handle that yields all of stderr once the
-/// child has exited.
+/// Starts the binary with `args` and reads its `listening on` lines (a missing line within
+/// [`REPLY_TIMEOUT`] fails the test); the guard kills it if the test ends without stopping it.
+pub fn spawn(args: &[&str], listeners: usize) -> (ChildGuard, Vec<SocketAddr>) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mboxd");
+    listening(ChildGuard(child), listeners)
+}
+
+/// [`spawn`] with `RUST_LOG=info` and stderr captured by a thread, whose handle yields all of
+/// it once the child has exited.
 pub fn spawn_logged(
     args: &[&str],
     listeners: usize,
-) -> (Child, Vec<SocketAddr>, std::thread::JoinHandle<String>) {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mboxd");
+) -> (ChildGuard, Vec<SocketAddr>, std::thread::JoinHandle<String>) {
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mboxd"),
+    );
     let mut stderr = child.stderr.take().expect("stderr");
     let log = std::thread::spawn(move || {
         let mut text = Vec::new();
         let _ = stderr.read_to_end(&mut text);
         String::from_utf8_lossy(&text).into_owned()
     });
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut addrs = Vec::new();
-    for _ in 0..listeners {
-        let line = match lines_rx.recv_timeout(REPLY_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            other => {
-                let _ = child.kill();
-                panic!("no `listening on` line within {REPLY_TIMEOUT:?}: {other:?}")
-            }
-        };
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .trim()
-            .parse()
-            .expect("an address");
-        addrs.push(addr);
-    }
+    let (child, addrs) = listening(child, listeners);
     (child, addrs, log)
+}
+
+fn listening(mut child: ChildGuard, listeners: usize) -> (ChildGuard, Vec<SocketAddr>) {
+    let stdout = child.stdout.take().expect("stdout");
+    let addrs = read_lines_within(stdout, listeners, REPLY_TIMEOUT)
+        .into_iter()
+        .map(|line| {
+            line.strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .trim()
+                .parse()
+                .expect("an address")
+        })
+        .collect();
+    (child, addrs)
 }
 
 /// Sends `sig` (`TERM`, `INT`, `KILL`) to a child process.
 pub fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
+    let ok = Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
         .status()
         .expect("kill")
         .success();
     assert!(ok, "kill -{sig} failed");
+}
+
+/// A read timed out (SO_RCVTIMEO reports EAGAIN, which std calls `WouldBlock`).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// The peer reset the connection: as much a close as end of file.
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// True when a new connection to `addr` is not served: refused, closed or reset before a word,
+/// or answered 421. False when it is greeted with any other reply. Fails the test when the
+/// connection is accepted but nothing arrives within `timeout`.
+pub fn refuses_connections(addr: SocketAddr, timeout: Duration) -> bool {
+    let stream = match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return true,
+        Err(e) => panic!("connecting to {addr}: {e}"),
+    };
+    match Client::from_stream(stream, timeout).try_read_reply() {
+        None => true,
+        Some(r) => r.code == 421,
+    }
+}
+
+/// Reads the first `n` lines a child process writes to `out` (its stdout, say), waiting at most
+/// `limit` in all. Fails the test when the output ends first or stays silent past the limit.
+/// The reading happens on a named thread, which ends with the output or after `n` lines.
+pub fn read_lines_within(
+    out: impl Read + Send + 'static,
+    n: usize,
+    limit: Duration,
+) -> Vec<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-read-lines".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(out);
+            for _ in 0..n {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawn a reader thread");
+    let deadline = Instant::now() + limit;
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no line of output within {limit:?}; got {lines:?} of {n} lines")
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("the output ended (or could not be read) after {lines:?}, before {n} lines")
+            }
+        }
+    }
+    lines
+}
+
+/// Runs `cmd` to its end, like `Command::output`, but fails the test (killing the child) when it
+/// runs past `limit`. Its output must fit in the pipes (64 KiB each on Linux): a child blocked
+/// writing more is killed at the deadline as well.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_bounded(&mut child, limit);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// A child process that is killed and reaped when the guard is dropped, so a test that fails
+/// half-way leaves no process behind.
+pub struct ChildGuard(pub Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,0 +1,372 @@
+//! The command line: flags, the users and aliases files, and `--help`, turned into a
+//! [`mboxd::Config`].
+//!
+//! It exists so the library's API stays what a program embedding a server needs (`Config`,
+//! `Server`), while the command line's syntax lives with the binary. Names are not checked
+//! here: every domain, user and alias goes through [`Config::add_domain`], [`Config::add_user`]
+//! and [`Config::add_alias`], so the library checks them in one place whoever configures it.
+
+use std::fs;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mboxd::{Config, ConfigError};
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub(crate) enum Invocation {
+    /// Run a server with this configuration.
+    Run(Box<Config>),
+    /// Print the usage and exit.
+    Help,
+    /// Print the version and exit.
+    Version,
+}
+
+/// The usage text for `--help`.
+pub(crate) const USAGE: &str = "\
+usage: mboxd [options]
+  --listen ADDR            listen on ADDR (repeatable; default 127.0.0.1:2525; port 0 = any free port)
+  --hostname NAME          name in the greeting and Received: headers (default: system hostname)
+  --mail-dir DIR           where mbox files are written (default ./mail)
+  --domain NAME            a domain delivered here (repeatable; default localhost and the hostname)
+  --user NAME              a known mailbox (repeatable; with none, every safe name is accepted)
+  --users FILE             known mailboxes, one per line, # comments
+  --aliases FILE           aliases(5) file: `name: target, target`
+  --workers N              worker threads = concurrent sessions (default 64)
+  --max-message-size BYTES largest message (default 10485760)
+  --max-recipients N       recipients per message (default 100)
+  --timeout SECS           idle timeout between commands (default 300)
+  --data-timeout SECS      timeout for each read inside DATA (default 600)
+  --queue-wait SECS        how long a connection waits for a free worker before 421 (default 1)
+  --lock-timeout SECS      how long to wait for a locked mailbox before 450 (default 30)
+  --max-errors N           rejected commands before the session is closed (default 20)
+  --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
+  -h, --help               this text
+  -V, --version            the version
+Logging: RUST_LOG=debug|info|warn (default info), to stderr.
+";
+
+/// Parses command-line arguments (without the program name).
+pub(crate) fn parse<I, S>(args: I) -> Result<Invocation, ConfigError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut config = Config::default();
+    let mut listen = Vec::new();
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(flag) = args.next() {
+        let (flag, inline) = match flag.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (flag, None),
+        };
+        if matches!(flag.as_str(), "-h" | "--help") {
+            return Ok(Invocation::Help);
+        }
+        if matches!(flag.as_str(), "-V" | "--version") {
+            return Ok(Invocation::Version);
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| ConfigError(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--listen" => listen.extend(parse_listen(&value()?)?),
+            "--hostname" => config.hostname = value()?,
+            "--mail-dir" => config.mail_dir = PathBuf::from(value()?),
+            "--domain" => config
+                .add_domain(&value()?)
+                .map_err(|e| ConfigError(format!("--domain {e}")))?,
+            "--user" => config.add_user(&value()?)?,
+            "--users" => load_users(Path::new(&value()?), &mut config)?,
+            "--aliases" => {
+                // A later --aliases replaces an earlier one.
+                config.aliases.clear();
+                load_aliases(Path::new(&value()?), &mut config)?;
+            }
+            "--workers" => config.workers = positive(&flag, &value()?)?,
+            "--max-message-size" => config.max_message_size = positive(&flag, &value()?)? as u64,
+            "--max-recipients" => config.max_recipients = positive(&flag, &value()?)?,
+            "--timeout" => config.timeout = seconds(&flag, &value()?)?,
+            "--data-timeout" => config.data_timeout = seconds(&flag, &value()?)?,
+            "--queue-wait" => config.queue_wait = seconds(&flag, &value()?)?,
+            "--lock-timeout" => config.lock_timeout = seconds(&flag, &value()?)?,
+            "--max-errors" => config.max_errors = positive(&flag, &value()?)?,
+            "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
+            other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
+        }
+    }
+    if !listen.is_empty() {
+        config.listen = listen;
+    }
+    if config.hostname.is_empty() || config.hostname.contains(char::is_whitespace) {
+        return Err(ConfigError(format!(
+            "--hostname {:?} is not usable",
+            config.hostname
+        )));
+    }
+    Ok(Invocation::Run(Box::new(config)))
+}
+
+fn parse_listen(s: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| ConfigError(format!("--listen {s:?}: {e}")))?
+        .collect();
+    match addrs.first() {
+        // A name that resolves to several addresses (localhost: ::1 and 127.0.0.1) means the
+        // first, as a client would connect to.
+        Some(first) => Ok(vec![*first]),
+        None => Err(ConfigError(format!("--listen {s:?}: no address"))),
+    }
+}
+
+fn positive(flag: &str, v: &str) -> Result<usize, ConfigError> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError(format!(
+            "{flag} needs a positive whole number, not {v:?}"
+        ))),
+    }
+}
+
+fn seconds(flag: &str, v: &str) -> Result<Duration, ConfigError> {
+    match v.parse::<f64>() {
+        Ok(s) if s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(ConfigError(format!(
+            "{flag} needs a positive number of seconds, not {v:?}"
+        ))),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+}
+
+/// Lines without `#` comments and surrounding blanks, with their numbers, skipping empty ones.
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let line = line.split('#').next().unwrap_or("").trim();
+        (!line.is_empty()).then_some((i + 1, line))
+    })
+}
+
+/// Adds the users of a users file to `config`: one mailbox name per line, `#` starts a comment.
+/// Even an empty file turns catch-all off: then no name but postmaster and the aliases is
+/// accepted.
+fn load_users(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
+    let text = read(path)?;
+    config.users.get_or_insert_default();
+    for (n, line) in content_lines(&text) {
+        config
+            .add_user(line)
+            .map_err(|e| ConfigError(format!("{}:{n}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Adds the aliases of an aliases(5) file to `config`: `name: target, target`, `#` comments,
+/// continuation lines that start with white space; a name may be in double quotes, a target in
+/// angle brackets.
+fn load_aliases(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
+    let text = read(path)?;
+    // Join continuation lines onto the line they continue.
+    let mut joined: Vec<(usize, String)> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let content = raw.split('#').next().unwrap_or("");
+        if content.trim().is_empty() {
+            continue;
+        }
+        match joined.last_mut() {
+            Some((_, prev)) if content.starts_with([' ', '\t']) => {
+                prev.push(' ');
+                prev.push_str(content.trim());
+            }
+            _ => joined.push((n + 1, content.trim().to_string())),
+        }
+    }
+    for (n, line) in joined {
+        let at = |why: String| ConfigError(format!("{}:{n}: {why}", path.display()));
+        let (name, targets) = line
+            .split_once(':')
+            .ok_or_else(|| at("expected `name: target, ...`".to_string()))?;
+        let targets = targets
+            .split(',')
+            .map(|t| t.trim().trim_start_matches('<').trim_end_matches('>'))
+            .filter(|t| !t.is_empty());
+        config
+            .add_alias(name.trim().trim_matches('"'), targets)
+            .map_err(|e| at(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+        match parse(args.iter().copied())? {
+            Invocation::Run(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(c.mail_dir, PathBuf::from("./mail"));
+        assert_eq!(
+            (c.workers, c.max_recipients, c.max_message_size),
+            (64, 100, 10 << 20)
+        );
+        assert!(c.users.is_none());
+        assert_eq!(c.local_domains()[0], "localhost");
+    }
+
+    #[test]
+    fn flags() {
+        let c = run(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen=[::1]:0",
+            "--hostname",
+            "mx.test",
+            "--domain",
+            "a.test",
+            "--user",
+            "Jones",
+            "--workers",
+            "2",
+            "--timeout",
+            "0.5",
+            "--max-message-size",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.hostname, "mx.test");
+        assert_eq!(c.local_domains(), vec!["a.test".to_string()]);
+        assert_eq!(
+            c.users.unwrap().into_iter().collect::<Vec<_>>(),
+            vec!["jones".to_string()]
+        );
+        assert_eq!(c.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_flags() {
+        for args in [
+            &["--frob"][..],
+            &["--workers"],
+            &["--workers", "0"],
+            &["--timeout", "-1"],
+            &["--listen", "nonsense"],
+            &["--user", "../x"],
+            &["--domain", "a b"],
+            &["--users", "/nonexistent/users"],
+            &["--hostname", "a b"],
+        ] {
+            assert!(run(args).is_err(), "{args:?}");
+        }
+        assert_eq!(
+            run(&["--domain", "a b"]).unwrap_err().0,
+            "--domain \"a b\" is not a domain name"
+        );
+        assert!(matches!(parse(["--help"]), Ok(Invocation::Help)));
+        assert!(matches!(parse(["-V"]), Ok(Invocation::Version)));
+    }
+
+    #[test]
+    fn files() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        fs::write(&users, "# staff\njones\n  Brown  # the other\n\n").unwrap();
+        let c = run(&["--users", users.to_str().unwrap(), "--user", "smith"]).unwrap();
+        assert_eq!(
+            c.users.unwrap().into_iter().collect::<Vec<_>>(),
+            ["brown", "jones", "smith"]
+        );
+        // An empty users file still means "these users and no others", not catch-all.
+        fs::write(&users, "# nobody yet\n").unwrap();
+        let c = run(&["--users", users.to_str().unwrap()]).unwrap();
+        assert_eq!(c.users, Some(Default::default()));
+        fs::write(&users, "jones\n../etc\n").unwrap();
+        let e = run(&["--users", users.to_str().unwrap()]).unwrap_err();
+        assert!(
+            e.0.ends_with(":2: user \"../etc\" is not a safe mailbox name"),
+            "{e}"
+        );
+
+        let aliases = dir.path().join("aliases");
+        let path = aliases.to_str().unwrap();
+        fs::write(
+            &aliases,
+            "staff: jones, brown,\n  smith@example.com\n# c\n\"Postmaster\": <root>\n",
+        )
+        .unwrap();
+        assert_eq!(
+            run(&["--aliases", path]).unwrap().aliases,
+            vec![
+                (
+                    "staff".to_string(),
+                    vec![
+                        "jones".to_string(),
+                        "brown".to_string(),
+                        "smith@example.com".to_string()
+                    ]
+                ),
+                ("postmaster".to_string(), vec!["root".to_string()]),
+            ]
+        );
+        for bad in [
+            "nocolon\n",
+            "x: |/bin/sh\n",
+            "../x: jones\n",
+            "empty: , ,\n",
+        ] {
+            fs::write(&aliases, bad).unwrap();
+            let e = run(&["--aliases", path]).unwrap_err();
+            assert!(e.0.starts_with(&format!("{path}:1: ")), "{bad:?}: {e}");
+        }
+        // A later --aliases replaces an earlier one.
+        let other = dir.path().join("other");
+        fs::write(&aliases, "a: jones\n").unwrap();
+        fs::write(&other, "b: brown\n").unwrap();
+        let c = run(&["--aliases", path, "--aliases", other.to_str().unwrap()]).unwrap();
+        assert_eq!(c.aliases, [("b".to_string(), vec!["brown".to_string()])]);
+    }
+
+    #[test]
+    fn usage_names_every_flag_parse_knows() {
+        for flag in [
+            "--listen",
+            "--hostname",
+            "--mail-dir",
+            "--domain",
+            "--user ",
+            "--users",
+            "--aliases",
+            "--workers",
+            "--max-message-size",
+            "--max-recipients",
+            "--timeout",
+            "--data-timeout",
+            "--queue-wait",
+            "--lock-timeout",
+            "--max-errors",
+            "--help",
+            "--version",
+        ] {
+            assert!(USAGE.contains(flag), "{flag} missing from USAGE");
+        }
+    }
+}
