@@ -6,10 +6,11 @@
 //!
 //! ```text
 //! TcpListener::accept ──▶ dispatcher ──(rendezvous channel)──▶ worker (one per live session)
-//!   (one per listener)     421 if no worker is free in time        │ BufReader, read_until via take()
+//!   (one per listener)     421 if no worker is free in time        │ read() into the core, write() its replies
 //!                                                                  ▼
-//!                                                Session: bytes in, replies and actions out
-//!                                                                  │ Action::Deliver
+//!                         Protocol: input buffer ─▶ Framer ─▶ Session (one enum State)
+//!                         bytes in; replies, and a delivery when a message is complete, out
+//!                                                                  │ Event::Deliver
 //!                                                                  ▼
 //!                           writer thread ◀──(channel of Job { entries, ack })
 //!                           lock → append → fdatasync each file once → unlock → ack all
@@ -36,8 +37,9 @@
 //! ```
 //!
 //! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods)
-//! and [`StartError`], plus a hidden `fuzz` module that only the fuzz targets use. The command
-//! line, its files and the signal handling belong to the `mboxd` binary.
+//! and [`StartError`]. The `fuzz` module exists only for fuzzing (`cargo fuzz`, or the `fuzzing`
+//! feature) and is not a stable API. The command line, its files and the signal handling belong
+//! to the `mboxd` binary.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
