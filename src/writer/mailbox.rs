@@ -4,16 +4,13 @@
 //! written, which lock it holds) in one value that releases its locks when dropped.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::MboxFile;
 use super::lock::{self, DotLock, Refused};
 use crate::os;
-
-/// How far back the torn-tail repair looks at a time.
-pub(super) const SCAN_BLOCK: u64 = 64 * 1024;
 
 /// A mailbox opened and locked for one group commit.
 pub(super) struct Mailbox {
@@ -25,6 +22,8 @@ pub(super) struct Mailbox {
     pub start: u64,
     /// The length after the appends so far.
     pub len: u64,
+    /// What goes before the first entry appended at `start` (see [`padding`]).
+    pub pad: &'static [u8],
 }
 
 /// Why a mailbox could not be opened.
@@ -44,7 +43,7 @@ impl From<Refused> for OpenError {
     }
 }
 
-/// Opens a mailbox under both locks and makes sure it ends with a whole message.
+/// Opens a mailbox under both locks and finds what must precede the first new entry.
 pub(super) fn open(
     dir: &Path,
     name: &str,
@@ -52,7 +51,7 @@ pub(super) fn open(
 ) -> Result<Mailbox, OpenError> {
     let path = dir.join(name);
     let dotlock = lock::take(&path)?;
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
@@ -66,64 +65,35 @@ pub(super) fn open(
         Ok(false) => return Err(OpenError::Busy),
         Err(e) => return Err(OpenError::Io(e)),
     }
-    let len = repair_torn_tail(&mut file, &path).map_err(OpenError::Io)?;
+    let len = file.metadata().map_err(OpenError::Io)?.len();
+    let pad = padding(&read_tail(&file, len).map_err(OpenError::Io)?);
     Ok(Mailbox {
         file: wrap(file, name),
         _dotlock: dotlock,
         start: len,
         len,
+        pad,
     })
 }
 
-/// Makes sure the file ends with a whole entry (in `\n\n`) and returns its length.
-///
-/// A crash in the middle of an append can leave a torn entry at the end; the next append must not
-/// merge with it. The torn tail is cut back to the end of the last whole entry, found as the last
-/// `\n\nFrom ` (a `From ` at the start of a line inside a message is always quoted), or a
-/// `\n\n` followed by the start of `From ` cut short, and logged.
-pub(super) fn repair_torn_tail(file: &mut File, path: &Path) -> io::Result<u64> {
-    let len = file.metadata()?.len();
-    let tail = read_tail(file, len)?;
-    if len == 0 || tail.ends_with(b"\n\n") {
-        return Ok(len);
+/// What must be appended to a mailbox ending in `tail` so that a new entry starts a `From ` line
+/// after a blank line, as procmail does: nothing for an empty file or one ending in `\n\n`, one
+/// `\n` after a single `\n` (a CRLF mbox ends in `\r\n`), two otherwise (a torn or foreign last
+/// line). Nothing already in the file is ever changed.
+pub(super) fn padding(tail: &[u8]) -> &'static [u8] {
+    if tail.is_empty() || tail.ends_with(b"\n\n") {
+        b""
+    } else if tail.ends_with(b"\n") {
+        b"\n"
+    } else {
+        b"\n\n"
     }
-    let cut_in_separator = (1..5).find(|&k| tail.ends_with(&[b"\n\n", &b"From "[..k]].concat()));
-    let keep = match cut_in_separator {
-        Some(k) => len - k as u64,
-        None => last_entry_start(file, len)?,
-    };
-    log::warn!(
-        "{}: torn tail of {} bytes after a crash; truncating back to {keep}",
-        path.display(),
-        len - keep
-    );
-    file.set_len(keep)?;
-    Ok(keep)
 }
 
-/// The last few bytes of the file (up to 6).
-fn read_tail(file: &mut File, len: u64) -> io::Result<Vec<u8>> {
-    let mut tail = vec![0u8; len.min(6) as usize];
-    file.seek(SeekFrom::Start(len - tail.len() as u64))?;
-    file.read_exact(&mut tail)?;
+/// The last two bytes of a file `len` bytes long (fewer if it is shorter).
+fn read_tail(file: &File, len: u64) -> io::Result<Vec<u8>> {
+    let n = len.min(2);
+    let mut tail = vec![0u8; n as usize];
+    file.read_exact_at(&mut tail, len - n)?;
     Ok(tail)
-}
-
-/// The offset just after the last `\n\n` that is followed by `From `, or 0.
-fn last_entry_start(file: &mut File, len: u64) -> io::Result<u64> {
-    const MARK: &[u8] = b"\n\nFrom ";
-    let mut end = len;
-    while end > 0 {
-        // Overlap blocks by the marker's length so a marker across a boundary is found.
-        let start = end.saturating_sub(SCAN_BLOCK);
-        let stop = (end + MARK.len() as u64 - 1).min(len);
-        let mut block = vec![0u8; (stop - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut block)?;
-        if let Some(i) = block.windows(MARK.len()).rposition(|w| w == MARK) {
-            return Ok(start + i as u64 + 2);
-        }
-        end = start;
-    }
-    Ok(0)
 }

@@ -5,7 +5,11 @@
 //! queued (group commit), locks each mailbox as mail tools do (a `<mbox>.lock` dotlock, then an
 //! fcntl write lock), appends each message, syncs each touched file once, unlocks, and only then
 //! acknowledges. A job is all-or-nothing: if any of its appends fails, what it already wrote is
-//! truncated back and it is answered with a failure. A mailbox locked by another program does not
+//! truncated back and it is answered with a failure. The writer never cuts a byte it did not
+//! write: a failed commit truncates only back to the length the file had when this commit
+//! locked it, and a mailbox that does not end in a blank line (CRLF line ends, a last message
+//! ending in a single newline, a torn tail) is kept as it is and gets the missing newlines
+//! appended, as part of this commit, before the new entry. A mailbox locked by another program does not
 //! stall the others: its job waits in a retry list until the lock timeout.
 //!
 //! This file holds the thread and the group commit; `mailbox` opens one mailbox under its locks,
@@ -267,6 +271,9 @@ impl Writer {
 }
 
 /// Appends every entry of `job`; on failure truncates its own appends back.
+///
+/// Only offsets this commit reached are ever truncated to: each entry's `before` is at least the
+/// mailbox's length when it was opened, so no byte another program wrote is cut.
 fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
     let mut done: Vec<(&str, u64)> = Vec::new();
     let mut result = Ok(());
@@ -276,23 +283,41 @@ fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
             break;
         };
         let before = mailbox.len;
-        let wrote = mailbox
-            .file
-            .append(&entry.header)
-            .and_then(|()| mailbox.file.append(&entry.body));
-        // Whatever happened, the file is exactly as long as it was plus what this entry adds.
+        // The first entry of this commit starts a clean `From ` line (see `mailbox::padding`).
+        let pad = if before == mailbox.start {
+            mailbox.pad
+        } else {
+            b""
+        };
+        if !pad.is_empty() {
+            log::warn!(
+                "{}: mailbox {:?} does not end in a blank line; appending {} newline(s) before the new entry",
+                job.id,
+                entry.mailbox,
+                pad.len()
+            );
+        }
+        // A failed write may have appended part of its bytes; `before` is where they start.
         done.push((&entry.mailbox, before));
+        let padded = if pad.is_empty() {
+            Ok(())
+        } else {
+            mailbox.file.append(pad)
+        };
+        let wrote = padded
+            .and_then(|()| mailbox.file.append(&entry.header))
+            .and_then(|()| mailbox.file.append(&entry.body));
         if let Err(e) = wrote {
             result = Err(e);
             break;
         }
-        mailbox.len = before + (entry.header.len() + entry.body.len()) as u64;
+        mailbox.len = before + (pad.len() + entry.header.len() + entry.body.len()) as u64;
     }
     if result.is_err() {
         for (name, before) in done.into_iter().rev() {
             if let Some(mailbox) = boxes.get_mut(name) {
                 if let Err(e) = mailbox.file.set_len(before) {
-                    log::error!("{}: cannot truncate {name} back: {e}", job.id);
+                    log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
                 }
                 mailbox.len = before;
             }
