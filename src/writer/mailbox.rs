@@ -8,8 +8,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::MboxFile;
 use super::lock::{self, DotLock, Refused};
+use super::{Disk, MboxFile};
 use crate::os;
 
 /// A mailbox opened and locked for one group commit.
@@ -44,22 +44,19 @@ impl From<Refused> for OpenError {
 }
 
 /// Opens a mailbox under both locks and finds what must precede the first new entry.
+///
+/// `created` is set as soon as this call creates the file, even if it then fails: the new
+/// directory entry must be synced before anything in the file is acknowledged.
 pub(super) fn open(
     dir: &Path,
     name: &str,
-    wrap: &dyn Fn(File, &str) -> Box<dyn MboxFile>,
+    disk: &dyn Disk,
+    created: &mut bool,
 ) -> Result<Mailbox, OpenError> {
     let path = dir.join(name);
     let dotlock = lock::take(&path)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        // Never follow a link planted in the mail directory.
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(OpenError::Io)?;
+    let (file, new) = open_or_create(&path).map_err(OpenError::Io)?;
+    *created |= new;
     match os::try_lock_exclusive(&file) {
         Ok(true) => {}
         Ok(false) => return Err(OpenError::Busy),
@@ -68,12 +65,38 @@ pub(super) fn open(
     let len = file.metadata().map_err(OpenError::Io)?.len();
     let pad = padding(&read_tail(&file, len).map_err(OpenError::Io)?);
     Ok(Mailbox {
-        file: wrap(file, name),
+        file: disk.mailbox(file, name),
         _dotlock: dotlock,
         start: len,
         len,
         pad,
     })
+}
+
+/// Opens the mailbox file for appending, creating it (mode 0600) if it does not exist; says
+/// whether this call created it. Opening without `O_CREAT` first and creating with `O_EXCL`
+/// makes that answer exact even if another program creates the file at the same moment.
+fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
+    let mut existing = OpenOptions::new();
+    // Never follow a link planted in the mail directory.
+    existing
+        .read(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW);
+    let mut fresh = existing.clone();
+    fresh.create_new(true).mode(0o600);
+    let mut rounds = 0;
+    loop {
+        match existing.open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            opened => return opened.map(|file| (file, false)),
+        }
+        match fresh.open(path) {
+            // Another program created it between the two calls: open what it made.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && rounds < 2 => rounds += 1,
+            created => return created.map(|file| (file, true)),
+        }
+    }
 }
 
 /// What must be appended to a mailbox ending in `tail` so that a new entry starts a `From ` line

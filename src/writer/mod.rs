@@ -3,8 +3,8 @@
 //! It exists so that no two threads ever append to one file and so that the promise behind a
 //! 250 (RFC 5321 §6.1: the message is ours to keep) is kept in one place. It takes every job
 //! queued (group commit), locks each mailbox as mail tools do (a `<mbox>.lock` dotlock, then an
-//! fcntl write lock), appends each message, syncs each touched file once, unlocks, and only then
-//! acknowledges. A job is all-or-nothing: if any of its appends fails, what it already wrote is
+//! fcntl write lock), appends each message, syncs each touched file once, syncs the mail
+//! directory if a file was created in it, unlocks, and only then acknowledges. A job is all-or-nothing: if any of its appends fails, what it already wrote is
 //! truncated back and it is answered with a failure. The writer never cuts a byte it did not
 //! write: a failed commit truncates only back to the length the file had when this commit
 //! locked it, and a mailbox that does not end in a blank line (CRLF line ends, a last message
@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -91,12 +91,7 @@ pub(crate) fn spawn(
     lock_timeout: Duration,
     jobs: Receiver<Job>,
 ) -> io::Result<JoinHandle<()>> {
-    spawn_with(
-        mail_dir,
-        lock_timeout,
-        jobs,
-        Arc::new(|file, _| Box::new(file)),
-    )
+    spawn_with(mail_dir, lock_timeout, jobs, Arc::new(RealDisk))
 }
 
 /// The file operations the writer does on an open, locked mailbox: the seam where tests inject
@@ -122,15 +117,35 @@ impl MboxFile for File {
     }
 }
 
-/// Wraps each opened mailbox file (given with its mailbox name) for the writer.
-pub(crate) type Files = Arc<dyn Fn(File, &str) -> Box<dyn MboxFile> + Send + Sync>;
+/// The operations the writer's promise rests on, apart from opening and locking: the seam where
+/// tests inject write and sync failures without needing a full disk, and watch which syncs happen
+/// before an acknowledgement.
+pub(crate) trait Disk: Send + Sync {
+    /// Wraps a mailbox file, opened and locked for one commit, given with its mailbox name.
+    fn mailbox(&self, file: File, name: &str) -> Box<dyn MboxFile>;
+    /// Flushes the directory `dir`, and so the names of the files created in it, to stable
+    /// storage (fsync(2): syncing a file does not sync its directory entry).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
 
-/// [`spawn`] with a chosen way of wrapping mailbox files.
+/// The disk as it is.
+struct RealDisk;
+
+impl Disk for RealDisk {
+    fn mailbox(&self, file: File, _name: &str) -> Box<dyn MboxFile> {
+        Box::new(file)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// [`spawn`] over a chosen [`Disk`].
 pub(crate) fn spawn_with(
     mail_dir: PathBuf,
     lock_timeout: Duration,
     jobs: Receiver<Job>,
-    files: Files,
+    disk: Arc<dyn Disk>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("mboxd-writer".into())
@@ -138,7 +153,10 @@ pub(crate) fn spawn_with(
             Writer {
                 mail_dir,
                 lock_timeout,
-                files,
+                disk,
+                // An earlier process may have created a file and died before syncing the
+                // directory: the first commit syncs it before acknowledging anything.
+                dir_unsynced: true,
             }
             .run(&jobs)
         })
@@ -147,7 +165,9 @@ pub(crate) fn spawn_with(
 struct Writer {
     mail_dir: PathBuf,
     lock_timeout: Duration,
-    files: Files,
+    disk: Arc<dyn Disk>,
+    /// A file may have been created in the mail directory since its last successful sync.
+    dir_unsynced: bool,
 }
 
 /// A job whose mailbox was locked by someone else, and until when it may wait.
@@ -157,7 +177,8 @@ struct Waiting {
 }
 
 impl Writer {
-    fn run(&self, jobs: &Receiver<Job>) {
+    fn run(&mut self, jobs: &Receiver<Job>) {
+        self.sync_parent();
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut open = true;
         loop {
@@ -197,8 +218,20 @@ impl Writer {
         log::debug!("writer: job channel closed and drained; exiting");
     }
 
+    /// Syncs the directory that holds the mail directory, once, as the server may just have
+    /// created the mail directory. Best effort: the parent may not be readable.
+    fn sync_parent(&self) {
+        let parent = match self.mail_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Err(e) = self.disk.sync_dir(parent) {
+            log::warn!("cannot sync {parent:?}, the directory holding the mail directory: {e}");
+        }
+    }
+
     /// Writes a batch; returns the jobs that must wait for a lock.
-    fn commit(&self, batch: Vec<Waiting>) -> Vec<Waiting> {
+    fn commit(&mut self, batch: Vec<Waiting>) -> Vec<Waiting> {
         let mut boxes: HashMap<String, Mailbox> = HashMap::new();
         let mut written: Vec<Job> = Vec::new();
         let mut waiting = Vec::new();
@@ -207,7 +240,12 @@ impl Writer {
                 if boxes.contains_key(&entry.mailbox) {
                     continue;
                 }
-                match mailbox::open(&self.mail_dir, &entry.mailbox, &*self.files) {
+                match mailbox::open(
+                    &self.mail_dir,
+                    &entry.mailbox,
+                    &*self.disk,
+                    &mut self.dir_unsynced,
+                ) {
                     Ok(mailbox) => {
                         boxes.insert(entry.mailbox.clone(), mailbox);
                     }
@@ -217,7 +255,7 @@ impl Writer {
                     }
                     Err(OpenError::Busy) => {
                         log::warn!(
-                            "{}: mailbox {} stayed locked; 450",
+                            "{}: mailbox {:?} stayed locked; 450",
                             item.job.id,
                             entry.mailbox
                         );
@@ -226,7 +264,7 @@ impl Writer {
                     }
                     Err(OpenError::Io(e)) => {
                         log::error!(
-                            "{}: cannot open mailbox {}: {e}",
+                            "{}: cannot open mailbox {:?}: {e}",
                             item.job.id,
                             entry.mailbox
                         );
@@ -249,15 +287,26 @@ impl Writer {
             if mailbox.len != mailbox.start
                 && let Err(e) = mailbox.file.sync()
             {
-                log::error!("cannot sync mailbox {name}: {e}");
+                log::error!("cannot sync mailbox {name:?}: {e}");
                 failure = Some(classify(&e));
+            }
+        }
+        // A file created in this batch (or since a failed directory sync) is not there after a
+        // power cut until its directory entry is synced: once for the batch, before any ack.
+        if failure.is_none() && self.dir_unsynced {
+            match self.disk.sync_dir(&self.mail_dir) {
+                Ok(()) => self.dir_unsynced = false,
+                Err(e) => {
+                    log::error!("cannot sync the mail directory {:?}: {e}", self.mail_dir);
+                    failure = Some(classify(&e));
+                }
             }
         }
         if failure.is_some() {
             // What reached the disk is unknown: take the whole batch back.
             for (name, mailbox) in &boxes {
                 if let Err(e) = mailbox.file.set_len(mailbox.start) {
-                    log::error!("cannot truncate mailbox {name} back: {e}");
+                    log::error!("cannot truncate mailbox {name:?} back: {e}");
                 }
             }
         }

@@ -5,7 +5,10 @@ use super::mailbox;
 use super::*;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 #[test]
 fn padding_is_what_a_clean_from_line_needs() {
@@ -24,7 +27,7 @@ fn deliver_after(old: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("m"), old).unwrap();
     let (job, outcome) = job(&["m"], "new\n\n");
-    run_writer(dir.path(), Arc::new(|file, _| Box::new(file)), vec![job]);
+    run_writer(dir.path(), Arc::new(RealDisk), vec![job]);
     assert_eq!(outcome.recv().unwrap(), Outcome::Delivered);
     fs::read(dir.path().join("m")).unwrap()
 }
@@ -77,14 +80,13 @@ fn whole_and_empty_mailboxes_get_no_padding() {
 /// A mailbox file that fails like a full or broken disk once its byte budget is spent.
 struct Faulty {
     file: File,
-    budget: Arc<std::sync::atomic::AtomicI64>,
+    budget: Arc<AtomicI64>,
     errno: i32,
     fail_sync: bool,
 }
 
 impl MboxFile for Faulty {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        use std::sync::atomic::Ordering;
         let left = self.budget.fetch_sub(bytes.len() as i64, Ordering::SeqCst);
         if left >= bytes.len() as i64 {
             return self.file.write_all(bytes);
@@ -127,26 +129,43 @@ fn job(mailboxes: &[&str], text: &str) -> (Job, crossbeam_channel::Receiver<Outc
 
 /// Queues `jobs` (so that they form one group commit), runs a writer over `dir` until it has
 /// answered them all, and stops it.
-fn run_writer(dir: &Path, files: Files, jobs: Vec<Job>) {
+fn run_writer(dir: &Path, disk: Arc<dyn Disk>, jobs: Vec<Job>) {
     let (tx, rx) = crossbeam_channel::bounded(jobs.len());
     for job in jobs {
         tx.send(job).unwrap();
     }
     drop(tx);
-    let writer = spawn_with(dir.to_path_buf(), Duration::from_secs(1), rx, files).unwrap();
+    let writer = spawn_with(dir.to_path_buf(), Duration::from_secs(1), rx, disk).unwrap();
     writer.join().unwrap();
 }
 
-/// Files that fail as configured once `budget` bytes have been appended (all files together).
-fn faulty(budget: i64, errno: i32, fail_sync: bool) -> Files {
-    let budget = Arc::new(std::sync::atomic::AtomicI64::new(budget));
-    Arc::new(move |file, _name| {
+/// A disk whose mailbox files fail as configured once `budget` bytes have been appended (all
+/// files together).
+struct FaultyDisk {
+    budget: Arc<AtomicI64>,
+    errno: i32,
+    fail_sync: bool,
+}
+
+impl Disk for FaultyDisk {
+    fn mailbox(&self, file: File, _name: &str) -> Box<dyn MboxFile> {
         Box::new(Faulty {
             file,
-            budget: Arc::clone(&budget),
-            errno,
-            fail_sync,
+            budget: Arc::clone(&self.budget),
+            errno: self.errno,
+            fail_sync: self.fail_sync,
         })
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealDisk.sync_dir(dir)
+    }
+}
+
+fn faulty(budget: i64, errno: i32, fail_sync: bool) -> Arc<dyn Disk> {
+    Arc::new(FaultyDisk {
+        budget: Arc::new(AtomicI64::new(budget)),
+        errno,
+        fail_sync,
     })
 }
 
@@ -260,4 +279,176 @@ fn a_failed_job_truncates_to_its_own_start_not_the_commits() {
         fs::read(dir.path().join("m")).unwrap(),
         [&old[..], one].concat()
     );
+}
+
+/// A disk that records the syncs asked of it, and whether the job in flight had already been
+/// answered when the mail directory was synced.
+struct Watched {
+    mail_dir: PathBuf,
+    events: Arc<Mutex<Vec<String>>>,
+    in_flight: Mutex<Option<crossbeam_channel::Receiver<Outcome>>>,
+    fail_dir: AtomicBool,
+}
+
+/// A real mailbox file whose syncs are recorded.
+struct Recorded {
+    file: File,
+    name: String,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl MboxFile for Recorded {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("sync {}", self.name));
+        self.file.sync_data()
+    }
+}
+
+impl Disk for Watched {
+    fn mailbox(&self, file: File, name: &str) -> Box<dyn MboxFile> {
+        Box::new(Recorded {
+            file,
+            name: name.to_string(),
+            events: Arc::clone(&self.events),
+        })
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut events = self.events.lock().unwrap();
+        if dir != self.mail_dir {
+            events.push("sync parent".into());
+            return RealDisk.sync_dir(dir);
+        }
+        let answered = self
+            .in_flight
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|outcome| !outcome.is_empty());
+        events.push(
+            if answered {
+                "sync dir after the ack"
+            } else {
+                "sync dir"
+            }
+            .into(),
+        );
+        if self.fail_dir.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        RealDisk.sync_dir(dir)
+    }
+}
+
+/// A writer over a [`Watched`] disk, fed one job at a time.
+struct WatchedWriter {
+    disk: Arc<Watched>,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WatchedWriter {
+    fn start(dir: &Path) -> WatchedWriter {
+        let disk = Arc::new(Watched {
+            mail_dir: dir.to_path_buf(),
+            events: Arc::default(),
+            in_flight: Mutex::new(None),
+            fail_dir: AtomicBool::new(false),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let thread =
+            spawn_with(dir.to_path_buf(), Duration::from_secs(1), rx, disk.clone()).unwrap();
+        WatchedWriter {
+            disk,
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Delivers one message; returns its outcome and the syncs done for it, in order.
+    fn deliver(&self, mailboxes: &[&str]) -> (Outcome, Vec<String>) {
+        let (job, outcome) = job(mailboxes, "m\n\n");
+        *self.disk.in_flight.lock().unwrap() = Some(outcome.clone());
+        self.jobs.as_ref().unwrap().send(job).unwrap();
+        let outcome = outcome.recv().unwrap();
+        (
+            outcome,
+            std::mem::take(&mut *self.disk.events.lock().unwrap()),
+        )
+    }
+}
+
+impl Drop for WatchedWriter {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_created_mailbox_is_in_a_synced_directory_before_its_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("old"),
+        "From a Sun Nov 22 07:33:49 2026\n\nx\n\n",
+    )
+    .unwrap();
+    let writer = WatchedWriter::start(dir.path());
+    let delivered = |events: &[&str]| {
+        (
+            Outcome::Delivered,
+            events.iter().map(|e| e.to_string()).collect(),
+        )
+    };
+    // The first commit syncs the directory once: an earlier process may have created a file in
+    // it and died before syncing it.
+    assert_eq!(
+        writer.deliver(&["old"]),
+        delivered(&["sync parent", "sync old", "sync dir"])
+    );
+    // An existing file needs no directory sync.
+    assert_eq!(writer.deliver(&["old"]), delivered(&["sync old"]));
+    // A file this commit creates does, after the file's own sync and before the ack.
+    assert_eq!(
+        writer.deliver(&["new"]),
+        delivered(&["sync new", "sync dir"])
+    );
+    let mode = fs::metadata(dir.path().join("new"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(writer.deliver(&["new"]), delivered(&["sync new"]));
+}
+
+#[test]
+fn a_failed_directory_sync_is_451_and_leaves_no_partial_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = "From a Sun Nov 22 07:33:49 2026\n\nx\n\n";
+    fs::write(dir.path().join("a"), first).unwrap();
+    let writer = WatchedWriter::start(dir.path());
+    writer.disk.fail_dir.store(true, Ordering::SeqCst);
+    let (outcome, mut events) = writer.deliver(&["a", "fresh"]);
+    assert_eq!(outcome.reply("x").code, 451);
+    // Both files were synced (in either order), then the directory, before the answer.
+    assert_eq!(events.pop().as_deref(), Some("sync dir"));
+    events.sort();
+    assert_eq!(events, ["sync a", "sync fresh", "sync parent"]);
+    assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), first);
+    assert_eq!(fs::read(dir.path().join("fresh")).unwrap(), b"");
+    // The directory is still unsynced: the next commit syncs it, although it creates nothing.
+    writer.disk.fail_dir.store(false, Ordering::SeqCst);
+    let (outcome, events) = writer.deliver(&["a"]);
+    assert_eq!(outcome, Outcome::Delivered);
+    assert_eq!(events, ["sync a", "sync dir"]);
 }
