@@ -130,6 +130,45 @@ fn a_dotlock_left_by_a_dead_process_is_removed() {
     assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 450);
 }
 
+#[test]
+fn an_empty_dotlock_left_by_a_dead_mboxd_is_broken_at_once() {
+    // What a power cut in the middle of a commit leaves: the private lock file, linked to the
+    // dotlock, with the process id never synced. The server starts first, so this is not an
+    // orphan it removes at start: the commit must judge the lock itself.
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));
+    std::fs::create_dir_all(server.mail_dir()).unwrap();
+    let temp = server.mail_dir().join(".jones.lock.mboxd-4194305-12345");
+    let lock = server.mail_dir().join("jones.lock");
+    std::fs::write(&temp, "").unwrap();
+    std::fs::hard_link(&temp, &lock).unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    // Within the 300 ms lock timeout, or it would be 450.
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 250);
+    assert!(!lock.exists() && !temp.exists());
+    assert_eq!(mbox_entries(&server.mbox_text("jones")).len(), 1);
+}
+
+#[test]
+fn an_empty_foreign_dotlock_is_respected() {
+    // Postfix's dotlock is empty: only its age (500 s) can make it stale.
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));
+    std::fs::create_dir_all(server.mail_dir()).unwrap();
+    let lock = server.mail_dir().join("jones.lock");
+    std::fs::write(&lock, "").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 450);
+    assert!(lock.exists());
+    assert!(server.mbox("jones").is_empty());
+    // No private lock file of ours is left behind either.
+    let names: Vec<_> = std::fs::read_dir(server.mail_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["jones.lock"]);
+}
+
 /// Puts `old` in jones's mailbox, delivers one message over SMTP, and checks that every old byte
 /// is still there, followed by `pad` and a new entry that starts a line after a blank line.
 fn deliver_after(old: &[u8], pad: &[u8]) {

@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::lock::{self, DotLock, Refused};
+use super::lock::{self, DotLock, Owner, Refused};
 use super::{Disk, MboxFile};
 use crate::os;
 
@@ -50,11 +50,12 @@ impl From<Refused> for OpenError {
 pub(super) fn open(
     dir: &Path,
     name: &str,
+    owner: Owner,
     disk: &dyn Disk,
     created: &mut bool,
 ) -> Result<Mailbox, OpenError> {
     let path = dir.join(name);
-    let dotlock = lock::take(&path)?;
+    let dotlock = lock::take(dir, name, owner)?;
     let (file, new) = open_or_create(&path).map_err(OpenError::Io)?;
     *created |= new;
     match os::try_lock_exclusive(&file) {

@@ -2,18 +2,19 @@
 //!
 //! It exists so that no two threads ever append to one file and so that the promise behind a
 //! 250 (RFC 5321 §6.1: the message is ours to keep) is kept in one place. It takes every job
-//! queued (group commit), locks each mailbox as mail tools do (a `<mbox>.lock` dotlock, then an
-//! fcntl write lock), appends each message, syncs each touched file once, syncs the mail
-//! directory if a file was created in it, unlocks, and only then acknowledges. A job is all-or-nothing: if any of its appends fails, what it already wrote is
+//! queued (group commit), locks each mailbox as mail tools do (a `<mbox>.lock` dotlock taken with
+//! liblockfile's link(2) method, then an fcntl write lock), appends each message, syncs each
+//! touched file once, syncs the mail directory if a file was created in it, unlocks, and only then
+//! acknowledges. A job is all-or-nothing: if any of its appends fails, what it already wrote is
 //! truncated back and it is answered with a failure. The writer never cuts a byte it did not
-//! write: a failed commit truncates only back to the length the file had when this commit
-//! locked it, and a mailbox that does not end in a blank line (CRLF line ends, a last message
-//! ending in a single newline, a torn tail) is kept as it is and gets the missing newlines
-//! appended, as part of this commit, before the new entry. A mailbox locked by another program does not
-//! stall the others: its job waits in a retry list until the lock timeout.
+//! write: a failed commit truncates only back to the length the file had when this commit locked
+//! it, and a mailbox that does not end in a blank line (CRLF line ends, a last message ending in a
+//! single newline, a torn tail) is kept as it is and gets the missing newlines appended, as part
+//! of this commit, before the new entry. A mailbox locked by another program does not stall the
+//! others: its job waits in a retry list until the lock timeout.
 //!
 //! This file holds the thread and the group commit; `mailbox` opens one mailbox under its locks,
-//! `lock` takes and judges dotlocks.
+//! `lock` takes dotlocks and judges the ones it finds.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -154,6 +155,7 @@ pub(crate) fn spawn_with(
                 mail_dir,
                 lock_timeout,
                 disk,
+                owner: lock::Owner::current(),
                 // An earlier process may have created a file and died before syncing the
                 // directory: the first commit syncs it before acknowledging anything.
                 dir_unsynced: true,
@@ -166,6 +168,8 @@ struct Writer {
     mail_dir: PathBuf,
     lock_timeout: Duration,
     disk: Arc<dyn Disk>,
+    /// This process, as the owner of the dotlocks it takes.
+    owner: lock::Owner,
     /// A file may have been created in the mail directory since its last successful sync.
     dir_unsynced: bool,
 }
@@ -179,6 +183,7 @@ struct Waiting {
 impl Writer {
     fn run(&mut self, jobs: &Receiver<Job>) {
         self.sync_parent();
+        lock::remove_orphans(&self.mail_dir);
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut open = true;
         loop {
@@ -243,6 +248,7 @@ impl Writer {
                 match mailbox::open(
                     &self.mail_dir,
                     &entry.mailbox,
+                    self.owner,
                     &*self.disk,
                     &mut self.dir_unsynced,
                 ) {
@@ -388,5 +394,7 @@ fn classify(e: &io::Error) -> Outcome {
     }
 }
 
+#[cfg(test)]
+mod lock_tests;
 #[cfg(test)]
 mod tests;

@@ -193,7 +193,13 @@ fn injected_faults_map_to_outcomes_and_leave_no_partial_message() {
     let unchanged = || {
         assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), first);
         assert_eq!(fs::read_to_string(dir.path().join("b")).unwrap(), first);
-        assert!(!dir.path().join("a.lock").exists() && !dir.path().join("b.lock").exists());
+        // No dotlock and no private lock file is left behind.
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
     };
     // The disk fills in the middle of the second mailbox's copy: 452, both taken back.
     assert_eq!(
@@ -451,4 +457,23 @@ fn a_failed_directory_sync_is_451_and_leaves_no_partial_message() {
     let (outcome, events) = writer.deliver(&["a"]);
     assert_eq!(outcome, Outcome::Delivered);
     assert_eq!(events, ["sync a", "sync dir"]);
+}
+
+#[test]
+fn the_writer_removes_orphaned_lock_files_when_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    // A dead mboxd's private lock file, linked to the mailbox's dotlock and empty, as after a
+    // power cut in the middle of a commit; and one it never linked.
+    let dead = ".jones.lock.mboxd-4194305-99";
+    fs::write(dir.path().join(dead), "").unwrap();
+    fs::hard_link(dir.path().join(dead), dir.path().join("jones.lock")).unwrap();
+    fs::write(dir.path().join(".brown.lock.mboxd-4194305-99"), "").unwrap();
+    let (job, outcome) = job(&["smith"], "m\n\n");
+    run_writer(dir.path(), Arc::new(RealDisk), vec![job]);
+    assert_eq!(outcome.recv().unwrap(), Outcome::Delivered);
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["smith"]);
 }
