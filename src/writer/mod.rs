@@ -95,8 +95,8 @@ pub(crate) fn spawn(
     spawn_with(mail_dir, lock_timeout, jobs, Arc::new(RealDisk))
 }
 
-/// The file operations the writer does on an open, locked mailbox: the seam where tests inject
-/// write and sync failures without needing a full disk.
+/// The file operations the writer does on an open, locked mailbox, as [`Disk::mailbox`] wraps
+/// it.
 pub(crate) trait MboxFile: Send {
     /// Appends all of `bytes`, or fails having appended a part of them.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
@@ -297,8 +297,9 @@ impl Writer {
                 failure = Some(classify(&e));
             }
         }
-        // A file created in this batch (or since a failed directory sync) is not there after a
-        // power cut until its directory entry is synced: once for the batch, before any ack.
+        // A file created in this batch (or before a failed directory sync, or by an earlier
+        // process: the first batch) is not there after a power cut until its directory entry is
+        // synced: once for the batch, before any ack.
         if failure.is_none() && self.dir_unsynced {
             match self.disk.sync_dir(&self.mail_dir) {
                 Ok(()) => self.dir_unsynced = false,
