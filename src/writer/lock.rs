@@ -16,6 +16,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::os;
+
 /// A dotlock no living process may hold is still respected until it is this old (Postfix's
 /// `stale_lock_time` is 500 s).
 pub(super) const STALE_DOTLOCK: Duration = Duration::from_secs(500);
@@ -72,18 +74,16 @@ pub(super) enum Process {
     Gone,
     /// A process with this id started this many clock ticks after boot.
     Started(u64),
-    /// `/proc` cannot tell (not mounted, not readable): assume it lives.
+    /// It exists, but `/proc` cannot say when it started: assume it is the one named.
     Unknown,
 }
 
-/// Looks process `pid` up in `/proc`.
+/// Looks process `pid` up in `/proc`, and asks kill(2) whether it exists when `/proc` does not
+/// show it (not mounted, or mounted with `hidepid`).
 pub(super) fn process(pid: u32) -> Process {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => parse_start_time(&stat).map_or(Process::Unknown, Process::Started),
-        // Without /proc at all, a missing entry says nothing.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && Path::new("/proc/self/stat").exists() => {
-            Process::Gone
-        }
+        Err(_) if !os::process_exists(pid) => Process::Gone,
         Err(_) => Process::Unknown,
     }
 }
@@ -222,7 +222,8 @@ fn stale(reason: impl Into<String>) -> Verdict {
 /// 4. otherwise (empty or foreign contents, or a process that lives): stale only once it is
 ///    older than [`STALE_DOTLOCK`].
 ///
-/// Where `/proc` cannot say whether a process lives, it is assumed to live.
+/// A process `/proc` does not show is asked after with kill(2); one that exists but whose start
+/// time `/proc` cannot give is taken to be the one named.
 pub(super) fn judge(dir: &Path, mailbox: &str, lock: &Path, me: Owner) -> Verdict {
     let meta = match fs::symlink_metadata(lock) {
         Ok(meta) => meta,

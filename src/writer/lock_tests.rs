@@ -83,6 +83,12 @@ fn proc_fields_are_parsed_after_the_command_name() {
         Process::Started(_)
     ));
     assert_eq!(lock::process(DEAD_PID), Process::Gone);
+    // kill(2) with signal 0 agrees, and never treats 0 or a too-large id as a process group.
+    assert!(crate::os::process_exists(std::process::id()));
+    assert!(crate::os::process_exists(1));
+    assert!(!crate::os::process_exists(DEAD_PID));
+    assert!(!crate::os::process_exists(0));
+    assert!(!crate::os::process_exists(u32::MAX));
     assert!(boot() < SystemTime::now());
 }
 
