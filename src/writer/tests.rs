@@ -1,5 +1,6 @@
-//! Unit tests of the writer: group commit, fault injection through the file seam, and what
-//! happens to the end of a mailbox before an append.
+//! Unit tests of the writer: group commit, faults injected through the `Disk` seam, the order of
+//! file syncs, directory syncs and acknowledgements, and what happens to the end of a mailbox
+//! before an append.
 
 use super::mailbox;
 use super::*;
