@@ -13,7 +13,8 @@
 //!                                                                  │ Event::Deliver
 //!                                                                  ▼
 //!                           writer thread ◀──(channel of Job { entries, ack })
-//!                           lock → append → fdatasync each file once → unlock → ack all
+//!           lock → append → fdatasync each file once (and the mail dir after creating a file)
+//!                                  → unlock → ack all
 //!                                                                  │
 //!                                             worker gets the ack ─▶ "250" (or 450/451/452)
 //! ```
