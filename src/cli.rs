@@ -221,12 +221,24 @@ mod tests {
 
     #[test]
     fn defaults() {
+        // No flags is exactly the library's defaults (which config.rs's tests check).
         let c = run(&[]).unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
-        assert_eq!(c.mail_dir, PathBuf::from("./mail"));
+        let d = Config::default();
         assert_eq!(
-            (c.workers, c.max_recipients, c.max_message_size),
-            (64, 100, 10 << 20)
+            (
+                &c.listen,
+                &c.mail_dir,
+                c.workers,
+                c.max_message_size,
+                c.shutdown_grace
+            ),
+            (
+                &d.listen,
+                &d.mail_dir,
+                d.workers,
+                d.max_message_size,
+                d.shutdown_grace
+            )
         );
         assert!(c.users.is_none());
         assert_eq!(c.local_domains()[0], "localhost");

@@ -17,7 +17,8 @@ use crate::session::{Session, SessionConfig};
 use crate::writer::Outcome;
 use crate::{data, mbox};
 
-fn config() -> Arc<SessionConfig> {
+/// A catch-all session configuration for `mx.test` with small limits and one alias, `list`.
+pub(crate) fn config() -> Arc<SessionConfig> {
     let directory = Directory::new(
         &["mx.test".to_string()],
         None,

@@ -125,22 +125,10 @@ impl Protocol {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::Directory;
-    use crate::session::SessionConfig;
-    use std::sync::Arc;
 
+    /// A core for `mx.test`, catch-all, with the fuzz targets' limits.
     fn protocol() -> Protocol {
-        let directory = Directory::new(&["mx.test".to_string()], None, &[]);
-        Protocol::new(Session::new(
-            Arc::new(SessionConfig {
-                hostname: "mx.test".into(),
-                max_message_size: 1000,
-                max_recipients: 5,
-                max_errors: 50,
-                directory,
-            }),
-            "test".into(),
-        ))
+        Protocol::new(Session::new(crate::fuzz::config(), "test".into()))
     }
 
     fn feed(p: &mut Protocol, bytes: &[u8]) {
