@@ -324,10 +324,11 @@ fn tail(path: &Path, lines: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // The server under test, as a process
 
-/// An `mboxd` process, killed when dropped.
+/// An `mboxd` process, killed when dropped; its log is shown if the test fails meanwhile.
 struct Mboxd {
     child: Child,
     addr: SocketAddr,
+    log: PathBuf,
 }
 
 impl Mboxd {
@@ -354,6 +355,7 @@ impl Mboxd {
         let mut server = Mboxd {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
+            log: log.to_path_buf(),
         };
         let line = match rx.recv_timeout(WAIT) {
             Ok(Ok(line)) => line,
@@ -388,6 +390,10 @@ impl Drop for Mboxd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("--- end of {}:", self.log.display());
+            eprintln!("{}", tail(&self.log, 20));
+        }
     }
 }
 
@@ -409,6 +415,12 @@ fn broken(e: io::Error) -> Broken {
     }
 }
 
+/// A reply's code and the text of its last line.
+struct Reply {
+    code: u16,
+    text: String,
+}
+
 struct Smtp {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
@@ -423,8 +435,8 @@ impl Smtp {
         Ok(Smtp { stream, reader })
     }
 
-    /// One whole reply's code; every line must be `DDD-` or `DDD ` with the same code and CRLF.
-    fn reply(&mut self) -> Result<u16, Broken> {
+    /// One whole reply; every line must be `DDD-` or `DDD ` and end in CRLF.
+    fn reply(&mut self) -> Result<Reply, Broken> {
         loop {
             let mut line = Vec::new();
             let n = (&mut self.reader)
@@ -441,7 +453,10 @@ impl Smtp {
             );
             let code: u16 = line[..3].parse().expect("a reply code");
             match &line[3..4] {
-                " " => return Ok(code),
+                " " => {
+                    let text = line[4..line.len() - 2].to_string();
+                    return Ok(Reply { code, text });
+                }
                 "-" => continue,
                 _ => panic!("bad reply line {line:?}"),
             }
@@ -454,19 +469,19 @@ impl Smtp {
 
     fn command(&mut self, line: &str, want: u16) -> Result<(), Broken> {
         self.send(format!("{line}\r\n").as_bytes())?;
-        let code = self.reply()?;
-        assert_eq!(code, want, "{line:?} got {code}");
+        let r = self.reply()?;
+        assert_eq!(r.code, want, "{line:?} got {} {}", r.code, r.text);
         Ok(())
     }
 
     fn greet(&mut self) -> Result<(), Broken> {
-        let code = self.reply()?;
-        assert_eq!(code, 220, "greeting");
+        let r = self.reply()?;
+        assert_eq!(r.code, 220, "greeting: {}", r.text);
         self.command("EHLO power.test", 250)
     }
 
-    /// One message to `boxes`; the code of the reply to the end of data.
-    fn deliver(&mut self, id: &str, boxes: &[usize]) -> Result<u16, Broken> {
+    /// One message to `boxes`; the reply to the end of data.
+    fn deliver(&mut self, id: &str, boxes: &[usize]) -> Result<Reply, Broken> {
         self.command("MAIL FROM:<a@b.test>", 250)?;
         for b in boxes {
             self.command(&format!("RCPT TO:<box{b}@mx.test>"), 250)?;
@@ -660,8 +675,8 @@ fn client(addr: SocketAddr, round: u64, t: usize, seed: u64, shared: &Shared) {
             sent.len() - 1
         };
         match c.deliver(&id, &boxes) {
-            Ok(250) => shared.sent.lock().unwrap()[index].2 = true,
-            Ok(code) => panic!("client {t}: {id} got {code}"),
+            Ok(r) if r.code == 250 => shared.sent.lock().unwrap()[index].2 = true,
+            Ok(r) => panic!("client {t}: {id} got {} {}", r.code, r.text),
             Err(b) => return after_kill(b),
         }
     }
@@ -691,7 +706,8 @@ impl Round {
         c.greet().unwrap();
         for b in 0..2 {
             let id = format!("r{}-seed-box{b}", self.number);
-            assert_eq!(c.deliver(&id, &[b]).unwrap(), 250);
+            let r = c.deliver(&id, &[b]).unwrap();
+            assert_eq!(r.code, 250, "{id}: {}", r.text);
             seeded.push((id, vec![b], true));
         }
         c.command("QUIT", 221).unwrap();
@@ -762,13 +778,13 @@ impl Round {
         for b in 0..MAILBOXES {
             let id = format!("r{}-after-box{b}", self.number);
             let asked = Instant::now();
-            let code = c.deliver(&id, &[b]).unwrap();
+            let r = c.deliver(&id, &[b]).unwrap();
             let took = asked.elapsed();
-            if code == 250 {
+            if r.code == 250 {
                 delivered_after.push((b, id));
             }
-            if code != 250 || took > AT_ONCE {
-                not_at_once.push(format!("box{b}: {code} after {took:.1?}"));
+            if r.code != 250 || took > AT_ONCE {
+                not_at_once.push(format!("box{b}: {} {} after {took:.1?}", r.code, r.text));
             }
         }
         c.command("QUIT", 221).unwrap();
