@@ -5,7 +5,8 @@
 //! is a `From ` separator line, the trace headers RFC 5321 §4.4 requires of a delivering server
 //! (`Return-Path:` and `Received:`), the message with CRLF turned into LF and every line matching
 //! `^>*From ` quoted with one more `>`, and one blank line. Every entry therefore ends in `\n\n`,
-//! which is what lets the writer recognise a torn tail after a crash.
+//! so the next entry starts a `From ` line after a blank line (the writer pads a mailbox that
+//! ends otherwise).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

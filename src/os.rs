@@ -1,9 +1,9 @@
-//! The only module with `unsafe`: the three POSIX calls std does not wrap.
+//! The only module with `unsafe`: the four POSIX calls std does not wrap.
 //!
 //! It exists so every other module can `#![forbid(unsafe_code)]`. Each function is a thin,
 //! documented wrapper over one libc call with plain Rust arguments and results:
-//! an fcntl(2) write lock on a whole file (the lock Postfix and mail readers use on Linux), and
-//! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
+//! an fcntl(2) write lock on a whole file (the lock Postfix and mail readers use on Linux),
+//! asking whether a process exists with kill(2) and signal 0, and blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
 //! ordinary thread instead of an async-signal handler.
 #![allow(unsafe_code)]
 
@@ -33,6 +33,23 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
         _ => Err(err),
     }
+}
+
+/// Whether a process with id `pid` exists, asked with kill(2) and signal 0, which sends nothing.
+/// `EPERM` means it exists but belongs to someone else; only `ESRCH` means there is none. Unlike
+/// `/proc`, this sees processes that a `hidepid` mount hides.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    // 0 and negative ids name process groups, not a process.
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the target exists and may be signalled; `pid`
+    // is positive, so it names one process.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn shutdown_signals() -> libc::sigset_t {

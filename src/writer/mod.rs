@@ -1,0 +1,401 @@
+//! The single writer thread: the only code that opens, locks, appends to or syncs an mbox file.
+//!
+//! It exists so that no two threads ever append to one file and so that the promise behind a
+//! 250 (RFC 5321 §6.1: the message is ours to keep) is kept in one place. It takes every job
+//! queued (group commit), locks each mailbox as mail tools do (a `<mbox>.lock` dotlock taken with
+//! liblockfile's link(2) method, then an fcntl write lock), appends each message, syncs each
+//! touched file once, syncs the mail directory if a file was created in it, unlocks, and only then
+//! acknowledges. A job is all-or-nothing: if any of its appends fails, what it already wrote is
+//! truncated back and it is answered with a failure. The writer never cuts a byte it did not
+//! write: a failed commit truncates only back to the length the file had when this commit locked
+//! it, and a mailbox that does not end in a blank line (CRLF line ends, a last message ending in a
+//! single newline, a torn tail) is kept as it is and gets the missing newlines appended, as part
+//! of this commit, before the new entry. A mailbox locked by another program does not stall the
+//! others: its job waits in a retry list until the lock timeout.
+//!
+//! This file holds the thread and the group commit; `mailbox` opens one mailbox under its locks,
+//! `lock` takes dotlocks and judges the ones it finds.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::reply::{self, Reply};
+
+mod lock;
+mod mailbox;
+
+use mailbox::{Mailbox, OpenError};
+
+/// How many queued jobs one group commit takes at most.
+const MAX_BATCH: usize = 256;
+/// How often a job waiting for a locked mailbox tries again.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
+
+/// What the writer made of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Appended to every mailbox and flushed to stable storage.
+    Delivered,
+    /// A mailbox stayed locked by another program past the lock timeout: 450.
+    Busy,
+    /// The disk or quota is full: 452.
+    NoSpace,
+    /// Any other local error: 451.
+    Failed,
+}
+
+impl Outcome {
+    /// The reply to the end of the message (RFC 5321 §6.1: 250 only once it is safely stored).
+    pub(crate) fn reply(self, id: &str) -> Reply {
+        match self {
+            Outcome::Delivered => Reply::new(250, "2.0.0", format!("OK: delivered as {id}")),
+            Outcome::Busy => reply::MAILBOX_BUSY,
+            Outcome::NoSpace => reply::INSUFFICIENT_STORAGE,
+            Outcome::Failed => reply::LOCAL_ERROR,
+        }
+    }
+}
+
+/// One message for one mailbox.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The mailbox file name, already checked safe by the directory.
+    pub mailbox: String,
+    /// The `From ` line and trace headers for this recipient.
+    pub header: Vec<u8>,
+    /// The stored message text, shared by all recipients.
+    pub body: Arc<[u8]>,
+}
+
+/// A message to deliver, all-or-nothing, and where to send the outcome.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// The message id, for logs.
+    pub id: String,
+    /// One entry per mailbox.
+    pub entries: Vec<Entry>,
+    /// Receives exactly one outcome.
+    pub ack: Sender<Outcome>,
+}
+
+/// Starts the writer thread over `mail_dir`. It runs until every sender of `jobs` is dropped,
+/// then finishes the jobs it holds and exits.
+pub(crate) fn spawn(
+    mail_dir: PathBuf,
+    lock_timeout: Duration,
+    jobs: Receiver<Job>,
+) -> io::Result<JoinHandle<()>> {
+    spawn_with(mail_dir, lock_timeout, jobs, Arc::new(RealDisk))
+}
+
+/// The file operations the writer does on an open, locked mailbox, as [`Disk::mailbox`] wraps
+/// it.
+pub(crate) trait MboxFile: Send {
+    /// Appends all of `bytes`, or fails having appended a part of them.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Flushes the file's data to stable storage.
+    fn sync(&self) -> io::Result<()>;
+}
+
+impl MboxFile for File {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// The operations the writer's promise rests on, apart from opening and locking: the seam where
+/// tests inject write and sync failures without needing a full disk, and watch which syncs happen
+/// before an acknowledgement.
+pub(crate) trait Disk: Send + Sync {
+    /// Wraps a mailbox file, opened and locked for one commit, given with its mailbox name.
+    fn mailbox(&self, file: File, name: &str) -> Box<dyn MboxFile>;
+    /// Flushes the directory `dir`, and so the names of the files created in it, to stable
+    /// storage (fsync(2): syncing a file does not sync its directory entry).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The disk as it is.
+struct RealDisk;
+
+impl Disk for RealDisk {
+    fn mailbox(&self, file: File, _name: &str) -> Box<dyn MboxFile> {
+        Box::new(file)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// [`spawn`] over a chosen [`Disk`].
+pub(crate) fn spawn_with(
+    mail_dir: PathBuf,
+    lock_timeout: Duration,
+    jobs: Receiver<Job>,
+    disk: Arc<dyn Disk>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("mboxd-writer".into())
+        .spawn(move || {
+            Writer {
+                mail_dir,
+                lock_timeout,
+                disk,
+                owner: lock::Owner::current(),
+                // An earlier process may have created a file and died before syncing the
+                // directory: the first commit syncs it before acknowledging anything.
+                dir_unsynced: true,
+            }
+            .run(&jobs)
+        })
+}
+
+struct Writer {
+    mail_dir: PathBuf,
+    lock_timeout: Duration,
+    disk: Arc<dyn Disk>,
+    /// This process, as the owner of the dotlocks it takes.
+    owner: lock::Owner,
+    /// A file may have been created in the mail directory since its last successful sync.
+    dir_unsynced: bool,
+}
+
+/// A job whose mailbox was locked by someone else, and until when it may wait.
+struct Waiting {
+    job: Job,
+    deadline: Instant,
+}
+
+impl Writer {
+    fn run(&mut self, jobs: &Receiver<Job>) {
+        self.sync_parent();
+        lock::remove_orphans(&self.mail_dir);
+        let mut waiting: Vec<Waiting> = Vec::new();
+        let mut open = true;
+        loop {
+            let first = if waiting.is_empty() {
+                // Queued jobs come out before the disconnection does: this drains the channel.
+                match jobs.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => break,
+                }
+            } else if open {
+                match jobs.recv_timeout(LOCK_RETRY) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
+            } else {
+                // Shutting down with jobs still waiting for a lock: they wait out their timeout.
+                thread::sleep(LOCK_RETRY);
+                None
+            };
+            let now = Instant::now();
+            let mut batch = std::mem::take(&mut waiting);
+            batch.extend(
+                first
+                    .into_iter()
+                    .chain(jobs.try_iter().take(MAX_BATCH))
+                    .map(|job| Waiting {
+                        job,
+                        deadline: now + self.lock_timeout,
+                    }),
+            );
+            waiting = self.commit(batch);
+        }
+        log::debug!("writer: job channel closed and drained; exiting");
+    }
+
+    /// Syncs the directory that holds the mail directory, once, as the server may just have
+    /// created the mail directory. Best effort: the parent may not be readable.
+    fn sync_parent(&self) {
+        let parent = match self.mail_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Err(e) = self.disk.sync_dir(parent) {
+            log::warn!("cannot sync {parent:?}, the directory holding the mail directory: {e}");
+        }
+    }
+
+    /// Writes a batch; returns the jobs that must wait for a lock.
+    fn commit(&mut self, batch: Vec<Waiting>) -> Vec<Waiting> {
+        let mut boxes: HashMap<String, Mailbox> = HashMap::new();
+        let mut written: Vec<Job> = Vec::new();
+        let mut waiting = Vec::new();
+        'jobs: for item in batch {
+            for entry in &item.job.entries {
+                if boxes.contains_key(&entry.mailbox) {
+                    continue;
+                }
+                match mailbox::open(
+                    &self.mail_dir,
+                    &entry.mailbox,
+                    self.owner,
+                    &*self.disk,
+                    &mut self.dir_unsynced,
+                ) {
+                    Ok(mailbox) => {
+                        boxes.insert(entry.mailbox.clone(), mailbox);
+                    }
+                    Err(OpenError::Busy) if Instant::now() < item.deadline => {
+                        waiting.push(item);
+                        continue 'jobs;
+                    }
+                    Err(OpenError::Busy) => {
+                        log::warn!(
+                            "{}: mailbox {:?} stayed locked; 450",
+                            item.job.id,
+                            entry.mailbox
+                        );
+                        answer(&item.job, Outcome::Busy);
+                        continue 'jobs;
+                    }
+                    Err(OpenError::Io(e)) => {
+                        log::error!(
+                            "{}: cannot open mailbox {:?}: {e}",
+                            item.job.id,
+                            entry.mailbox
+                        );
+                        answer(&item.job, classify(&e));
+                        continue 'jobs;
+                    }
+                }
+            }
+            match append(&item.job, &mut boxes) {
+                Ok(()) => written.push(item.job),
+                Err(e) => {
+                    log::error!("{}: append failed: {e}", item.job.id);
+                    answer(&item.job, classify(&e));
+                }
+            }
+        }
+        // One sync per touched file covers every job of the batch (group commit).
+        let mut failure = None;
+        for (name, mailbox) in &boxes {
+            if mailbox.len != mailbox.start
+                && let Err(e) = mailbox.file.sync()
+            {
+                log::error!("cannot sync mailbox {name:?}: {e}");
+                failure = Some(classify(&e));
+            }
+        }
+        // A file created in this batch (or before a failed directory sync, or by an earlier
+        // process: the first batch) is not there after a power cut until its directory entry is
+        // synced: once for the batch, before any ack.
+        if failure.is_none() && self.dir_unsynced {
+            match self.disk.sync_dir(&self.mail_dir) {
+                Ok(()) => self.dir_unsynced = false,
+                Err(e) => {
+                    log::error!("cannot sync the mail directory {:?}: {e}", self.mail_dir);
+                    failure = Some(classify(&e));
+                }
+            }
+        }
+        if failure.is_some() {
+            // What reached the disk is unknown: take the whole batch back.
+            for (name, mailbox) in &boxes {
+                if let Err(e) = mailbox.file.set_len(mailbox.start) {
+                    log::error!("cannot truncate mailbox {name:?} back: {e}");
+                }
+            }
+        }
+        // Unlock before acknowledging: once a client has its 250, the mailbox is free.
+        drop(boxes);
+        for job in &written {
+            answer(job, failure.unwrap_or(Outcome::Delivered));
+        }
+        waiting
+    }
+}
+
+/// Appends every entry of `job`; on failure truncates its own appends back.
+///
+/// Only offsets this commit reached are ever truncated to: each entry's `before` is at least the
+/// mailbox's length when it was opened, so no byte another program wrote is cut.
+fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
+    let mut done: Vec<(&str, u64)> = Vec::new();
+    let mut result = Ok(());
+    for entry in &job.entries {
+        let Some(mailbox) = boxes.get_mut(&entry.mailbox) else {
+            result = Err(io::Error::other("mailbox not open"));
+            break;
+        };
+        let before = mailbox.len;
+        // The first entry of this commit starts a clean `From ` line (see `mailbox::padding`).
+        let pad = if before == mailbox.start {
+            mailbox.pad
+        } else {
+            b""
+        };
+        if !pad.is_empty() {
+            log::warn!(
+                "{}: mailbox {:?} does not end in a blank line; appending {} newline(s) before the new entry",
+                job.id,
+                entry.mailbox,
+                pad.len()
+            );
+        }
+        // A failed write may have appended part of its bytes; `before` is where they start.
+        done.push((&entry.mailbox, before));
+        let padded = if pad.is_empty() {
+            Ok(())
+        } else {
+            mailbox.file.append(pad)
+        };
+        let wrote = padded
+            .and_then(|()| mailbox.file.append(&entry.header))
+            .and_then(|()| mailbox.file.append(&entry.body));
+        if let Err(e) = wrote {
+            result = Err(e);
+            break;
+        }
+        mailbox.len = before + (pad.len() + entry.header.len() + entry.body.len()) as u64;
+    }
+    if result.is_err() {
+        for (name, before) in done.into_iter().rev() {
+            if let Some(mailbox) = boxes.get_mut(name) {
+                if let Err(e) = mailbox.file.set_len(before) {
+                    log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
+                }
+                mailbox.len = before;
+            }
+        }
+    }
+    result
+}
+
+fn answer(job: &Job, outcome: Outcome) {
+    // A worker that gave up waiting is no error of the writer's.
+    let _ = job.ack.send(outcome);
+}
+
+/// ENOSPC and EDQUOT mean insufficient storage (452); anything else is a local error (451).
+fn classify(e: &io::Error) -> Outcome {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Outcome::NoSpace,
+        _ => Outcome::Failed,
+    }
+}
+
+#[cfg(test)]
+mod lock_tests;
+#[cfg(test)]
+mod tests;
