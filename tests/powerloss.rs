@@ -7,7 +7,8 @@
 //! to a handful of mailboxes (most of them created during the round), and at a random moment
 //! SIGKILLs the server and clears LazyFS's cache. Then every message that got 250 must be in each
 //! of its mailboxes, whole, exactly once; every mbox must parse; and a restarted server must
-//! deliver at once to every mailbox, including those whose commit was cut off.
+//! deliver at once to every mailbox, including those whose commit was cut off, and leave no lock
+//! file behind.
 //!
 //! It needs root, `/dev/fuse`, `fusermount3` and a LazyFS binary (`LAZYFS=/path`, or the one
 //! `../shared/tools/lazyfs/build.sh` builds by default, which `make test` runs); without them it
@@ -590,11 +591,13 @@ fn read_mailboxes(mail: &Path) -> Vec<HashMap<String, usize>> {
         .collect()
 }
 
-fn dotlocks(mail: &Path) -> Vec<String> {
+/// Every lock file in the mail directory, with its size: `<mbox>.lock` and any other name with
+/// `.lock` in it (mboxd's own `.<mbox>.lock.mboxd-...` names).
+fn lock_files(mail: &Path) -> Vec<String> {
     let mut locks: Vec<String> = fs::read_dir(mail)
         .map(|dir| {
             dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".lock"))
+                .filter(|e| e.file_name().to_string_lossy().contains(".lock"))
                 .map(|e| {
                     let len = e.metadata().map_or(0, |m| m.len());
                     format!("{} ({len} bytes)", e.file_name().to_string_lossy())
@@ -768,7 +771,7 @@ impl Round {
         }
 
         // A restarted server delivers at once to every mailbox of the round.
-        let leftover_locks = dotlocks(&mail);
+        let leftover_locks = lock_files(&mail);
         let log = dir.join("restart.log");
         let restarted = Mboxd::start(&mail, &log, &["--lock-timeout", "1"]);
         let mut c = Smtp::connect(restarted.addr).unwrap();
@@ -789,7 +792,7 @@ impl Round {
         }
         c.command("QUIT", 221).unwrap();
         restarted.stop();
-        let still_locked = dotlocks(&mail);
+        let still_locked = lock_files(&mail);
         if !still_locked.is_empty() {
             not_at_once.push(format!("still there after it stopped: {still_locked:?}"));
         }
@@ -859,7 +862,7 @@ fn a_power_cut_loses_no_acknowledged_message_and_locks_no_mailbox() {
         total_checked += o.checked;
         println!(
             "round {number}: seed {}, cut at {} ms (kill to cache cleared {:.1?}), {} sent, \
-             {} acked, {} mbox entries checked, leftover dotlocks {:?}, restart {}, {:.1?}",
+             {} acked, {} mbox entries checked, lock files left {:?}, restart {}, {:.1?}",
             round.seed,
             o.cut.as_millis(),
             o.power_off,
