@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:2525
 MAIL_DIR ?= ./mail
 
-.PHONY: all build run test deps lint ci soak fuzz clean
+.PHONY: all build run test deps lazyfs lint ci soak fuzz clean
 
 all: build
 
@@ -27,8 +27,31 @@ deps:
 	done
 	@command -v python3 >/dev/null 2>&1 || echo "python3 not found: the smtplib/mailbox and fcntl-lock tests will be skipped"
 
-test: deps
-	$(CARGO) test
+# LazyFS for the power-loss test (tests/powerloss.rs): the binary named by LAZYFS=, or the one
+# ../shared/tools/lazyfs/build.sh builds (about a minute, once) when running as root with
+# /dev/fuse. It never fails `make test`: it prints why the power-loss test will be skipped.
+# The path goes to the test through target/lazyfs-path.
+LAZYFS_BUILD ?= ../shared/tools/lazyfs/build.sh
+lazyfs:
+	@mkdir -p target; rm -f target/lazyfs-path; \
+	if [ -n "$(LAZYFS)" ]; then \
+	  echo "$(LAZYFS)" > target/lazyfs-path; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "not root: LazyFS cannot be built or mounted, so the power-loss test will be skipped"; \
+	elif [ ! -e /dev/fuse ]; then \
+	  echo "no /dev/fuse: the power-loss test will be skipped"; \
+	elif [ ! -f $(LAZYFS_BUILD) ]; then \
+	  echo "no $(LAZYFS_BUILD): the power-loss test will be skipped (or set LAZYFS=)"; \
+	elif out=$$(bash $(LAZYFS_BUILD) 2>&1); then \
+	  echo "$$out" | tail -n 1 > target/lazyfs-path; \
+	  echo "LazyFS for the power-loss test: $$(cat target/lazyfs-path)"; \
+	else \
+	  echo "building LazyFS failed, so the power-loss test will be skipped:"; \
+	  echo "$$out" | tail -n 5; \
+	fi
+
+test: deps lazyfs
+	LAZYFS="$$(cat target/lazyfs-path 2>/dev/null)" $(CARGO) test
 
 lint:
 	$(CARGO) fmt --check
