@@ -38,7 +38,7 @@ usage: mboxd [options]
   --max-message-size BYTES largest message (default 10485760)
   --max-recipients N       recipients per message (default 100)
   --timeout SECS           idle timeout between commands (default 300)
-  --data-timeout SECS      timeout for each read inside DATA (default 600)
+  --data-timeout SECS      timeout for each read inside a message (default 600)
   --queue-wait SECS        how long a connection waits for a free worker before 421 (default 1)
   --lock-timeout SECS      how long to wait for a locked mailbox before 450 (default 30)
   --max-errors N           rejected commands before the session is closed (default 20)

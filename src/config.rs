@@ -40,7 +40,7 @@ pub struct Config {
     pub max_recipients: usize,
     /// Idle time allowed between commands. Default 300 s (RFC 5321 §4.5.3.2.7).
     pub timeout: Duration,
-    /// Time allowed for each read inside DATA. Default 600 s (RFC 5321 §4.5.3.2.5 and
+    /// Time allowed for each read inside a message (DATA or BDAT). Default 600 s (RFC 5321 §4.5.3.2.5 and
     /// §4.5.3.2.6 ask for at least 3 and 10 minutes).
     pub data_timeout: Duration,
     /// How long a new connection waits for a free worker before it gets 421. Default 1 s.

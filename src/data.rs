@@ -22,7 +22,7 @@ pub(crate) struct TooBig;
 /// A push decoder for the DATA phase.
 ///
 /// Feed it the input in pieces that never join two lines: each piece ends at a LF or is cut short
-/// by the reader's buffer limit. The piece after a LF starts a new line.
+/// by the framer's piece limit. The piece after a LF starts a new line.
 #[derive(Debug)]
 pub(crate) struct DataDecoder {
     body: Vec<u8>,

@@ -88,9 +88,9 @@ impl Server {
         self.running.live_connections()
     }
 
-    /// Stops accepting, answers idle sessions `421`, lets sessions inside DATA finish, waits
-    /// for every queued message to be written and synced, and returns when every thread is
-    /// joined.
+    /// Stops accepting, answers idle sessions `421`, lets sessions inside a message finish it
+    /// within [`Config::shutdown_grace`] (then answers them `421` too), waits for every queued
+    /// message to be written and synced, and returns when every thread is joined.
     pub fn shutdown(mut self) {
         self.running.shutdown();
     }
