@@ -27,7 +27,7 @@ deps:
 	done
 	@command -v python3 >/dev/null 2>&1 || echo "python3 not found: the smtplib/mailbox and fcntl-lock tests will be skipped"
 
-# LazyFS for the power-loss test (tests/powerloss.rs): the binary named by LAZYFS=, or the one
+# LazyFS for the power-loss test (tests/powerloss/): the binary named by LAZYFS=, or the one
 # ../shared/tools/lazyfs/build.sh builds (about a minute, once) when running as root with
 # /dev/fuse. It never fails `make test`: it prints why the power-loss test will be skipped.
 # The path goes to the test through target/lazyfs-path.

@@ -1,0 +1,235 @@
+//! The temporary refusals (4xx), each reached over a real TCP socket on 127.0.0.1: too many
+//! recipients (452), a mailbox locked by someone else (450), a mailbox that cannot be opened, a
+//! directory or a symlink, which is never followed (451), a full disk (452, on a small tmpfs, so
+//! only as root), and the 421s that close a connection between commands: the idle timeout, no
+//! free worker, shutdown and too many errors. Where mail was refused, the test checks that none of
+//! it was stored and, but for the symlink, that the same session then delivers. The 421s given
+//! inside a message are in `tests/timeouts.rs`, `tests/faults.rs` and `tests/shutdown.rs`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Client, TestServer, mbox_entries};
+
+#[test]
+fn too_many_recipients_452() {
+    let server = TestServer::with(|c| c.max_recipients = 2);
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<a@mx.test>", 250);
+    c.expect("RCPT TO:<b@mx.test>", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<c@mx.test>", 452).text(),
+        "4.5.3 Too many recipients"
+    );
+    c.expect("DATA", 354);
+    c.send(b"x\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(
+        !server.mbox("a").is_empty() && !server.mbox("b").is_empty() && server.mbox("c").is_empty()
+    );
+}
+
+#[test]
+fn mailbox_busy_450_while_other_mailboxes_are_served() {
+    let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));
+    std::fs::write(server.mail_dir().join("jones.lock"), b"").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], "locked out");
+    assert_eq!(
+        r.text(),
+        "4.2.1 Requested mail action not taken: mailbox busy; try again later"
+    );
+    assert_eq!(r.code, 450);
+    assert!(server.mbox("jones").is_empty());
+    // All-or-nothing: a message for a locked and a free mailbox is not written to either.
+    assert_eq!(
+        c.send_mail("a@b.test", &["brown@mx.test", "jones@mx.test"], "both")
+            .code,
+        450
+    );
+    assert!(server.mbox("brown").is_empty());
+    assert_eq!(
+        c.send_mail("a@b.test", &["brown@mx.test"], "free").code,
+        250
+    );
+    std::fs::remove_file(server.mail_dir().join("jones.lock")).unwrap();
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "unlocked").code,
+        250
+    );
+    assert_eq!(mbox_entries(&server.mbox_text("jones")).len(), 1);
+    assert!(!server.mail_dir().join("jones.lock").exists());
+}
+
+#[test]
+fn local_error_451_when_the_mailbox_cannot_be_opened() {
+    let server = TestServer::start();
+    std::fs::create_dir(server.mail_dir().join("jones")).unwrap();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail(
+        "a@b.test",
+        &["brown@mx.test", "jones@mx.test"],
+        "to a directory",
+    );
+    assert_eq!(
+        r.text(),
+        "4.3.0 Requested action aborted: local error in processing"
+    );
+    // All-or-nothing: brown's copy was not kept either.
+    assert!(server.mbox("brown").is_empty());
+    assert_eq!(
+        c.send_mail("a@b.test", &["brown@mx.test"], "fine").code,
+        250
+    );
+}
+
+#[test]
+fn a_symlink_in_the_mail_dir_is_never_followed() {
+    let server = TestServer::start();
+    let outside = server.dir.path().join("outside");
+    std::fs::write(&outside, b"untouched").unwrap();
+    std::os::unix::fs::symlink(&outside, server.mail_dir().join("jones")).unwrap();
+    let mut c = server.client();
+    c.expect("HELO client.test", 250);
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 451);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"untouched");
+}
+
+/// A small tmpfs, mounted as the mail directory for one test and unmounted however it ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn insufficient_storage_452_on_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let Some(_tmpfs) = Tmpfs::mount(&mail, "64k") else {
+        println!(
+            "skipped: cannot mount a tmpfs here (needs root); the writer's ENOSPC path is not exercised"
+        );
+        return;
+    };
+    let server = TestServer::with(|c| c.mail_dir = mail.clone());
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "small first")
+            .code,
+        250
+    );
+    let before = std::fs::read(mail.join("jones")).unwrap();
+    let big = "z".repeat(200) + "\n";
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], &big.repeat(500));
+    assert_eq!(
+        r.text(),
+        "4.3.1 Requested action not taken: insufficient system storage"
+    );
+    // Truncated back: exactly the first message is there, and the server serves on.
+    assert_eq!(std::fs::read(mail.join("jones")).unwrap(), before);
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "small again")
+            .code,
+        250
+    );
+    let mbox = String::from_utf8(std::fs::read(mail.join("jones")).unwrap()).unwrap();
+    assert_eq!(mbox_entries(&mbox).len(), 2);
+    drop(c);
+    drop(server);
+}
+
+#[test]
+fn idle_timeout_is_421() {
+    let server = TestServer::with(|c| c.timeout = Duration::from_millis(300));
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let started = Instant::now();
+    let r = c.read_reply();
+    assert_eq!(
+        r.text(),
+        "4.4.2 Timeout waiting for client input; closing connection"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    c.expect_closed();
+}
+
+#[test]
+fn no_free_worker_is_421_after_queue_wait() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.queue_wait = Duration::from_millis(200);
+    });
+    let mut first = server.client();
+    first.expect("EHLO client.test", 250);
+    let mut second = Client::connect(server.addr);
+    let r = second.read_reply();
+    assert_eq!(
+        (r.code, r.text()),
+        (
+            421,
+            "Too busy; try again later; closing transmission channel".to_string()
+        )
+    );
+    second.expect_closed();
+    // The worker is still the first client's, and serves it.
+    first.expect("NOOP", 250);
+    first.expect("QUIT", 221);
+    // Once free, the worker serves the next client (a bounded wait for the quit to be seen).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = Client::connect(server.addr);
+        let r = next.read_reply();
+        if r.code == 220 {
+            next.expect("QUIT", 221);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never came back");
+    }
+}
+
+#[test]
+fn shutdown_answers_idle_sessions_421() {
+    let mut server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    server.stop();
+    assert_eq!(
+        c.read_reply().text(),
+        "4.3.2 Service shutting down; closing transmission channel"
+    );
+    c.expect_closed();
+}
+
+#[test]
+fn too_many_errors_close_with_421() {
+    let server = TestServer::with(|c| c.max_errors = 3);
+    let mut c = server.client();
+    c.expect("FOO", 500);
+    c.expect("BAR", 500);
+    assert_eq!(
+        c.expect("BAZ", 421).text(),
+        "Too many errors; closing transmission channel"
+    );
+    c.expect_closed();
+}
