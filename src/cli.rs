@@ -37,11 +37,14 @@ usage: mboxd [options]
   --workers N              worker threads = concurrent sessions (default 64)
   --max-message-size BYTES largest message (default 10485760)
   --max-recipients N       recipients per message (default 100)
-  --timeout SECS           idle timeout between commands (default 300)
+  --timeout SECS           time for each command line to arrive whole (default 300)
   --data-timeout SECS      timeout for each read inside a message (default 600)
   --queue-wait SECS        how long a connection waits for a free worker before 421 (default 1)
   --lock-timeout SECS      how long to wait for a locked mailbox before 450 (default 30)
   --max-errors N           rejected commands before the session is closed (default 20)
+  --max-per-peer N         sessions one client address may hold (default: half of --workers;
+                           127.0.0.1 and ::1 are never limited)
+  --min-data-rate BYTES    slowest average rate of a message after 30 s, in octets/s (default 512)
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
   -h, --help               this text
   -V, --version            the version
@@ -97,6 +100,8 @@ where
             "--lock-timeout" => config.lock_timeout = seconds(&flag, &value()?)?,
             "--max-errors" => config.max_errors = positive(&flag, &value()?)?,
             "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
+            "--max-per-peer" => config.max_per_peer = Some(positive(&flag, &value()?)?),
+            "--min-data-rate" => config.min_data_rate = positive(&flag, &value()?)? as u64,
             other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
         }
     }
@@ -268,10 +273,24 @@ mod tests {
         assert_eq!(c.hostname, "mx.test");
         assert_eq!(c.local_domains(), vec!["a.test".to_string()]);
         assert_eq!(
-            c.users.unwrap().into_iter().collect::<Vec<_>>(),
+            c.users.clone().unwrap().into_iter().collect::<Vec<_>>(),
             vec!["jones".to_string()]
         );
         assert_eq!(c.timeout, Duration::from_millis(500));
+        assert_eq!(c.peer_limit(), 1, "half of 2 workers");
+    }
+
+    #[test]
+    fn availability_flags() {
+        let c = run(&["--max-per-peer", "7", "--min-data-rate", "100"]).unwrap();
+        assert_eq!((c.peer_limit(), c.min_data_rate), (7, 100));
+        assert_eq!(
+            run(&[]).unwrap().peer_limit(),
+            32,
+            "half of the 64 default workers"
+        );
+        assert!(run(&["--max-per-peer", "0"]).is_err());
+        assert!(run(&["--min-data-rate", "x"]).is_err());
     }
 
     #[test]
@@ -304,7 +323,7 @@ mod tests {
         fs::write(&users, "# staff\njones\n  Brown  # the other\n\n").unwrap();
         let c = run(&["--users", users.to_str().unwrap(), "--user", "smith"]).unwrap();
         assert_eq!(
-            c.users.unwrap().into_iter().collect::<Vec<_>>(),
+            c.users.clone().unwrap().into_iter().collect::<Vec<_>>(),
             ["brown", "jones", "smith"]
         );
         // An empty users file still means "these users and no others", not catch-all.

@@ -38,7 +38,8 @@ pub struct Config {
     pub max_message_size: u64,
     /// Most recipients in one transaction. Default 100, the minimum of RFC 5321 §4.5.3.1.8.
     pub max_recipients: usize,
-    /// Idle time allowed between commands. Default 300 s (RFC 5321 §4.5.3.2.7).
+    /// Time allowed for each command line to arrive whole, however slowly it trickles in.
+    /// Default 300 s (RFC 5321 §4.5.3.2.7).
     pub timeout: Duration,
     /// Time allowed for each read inside a message (DATA or BDAT). Default 600 s (RFC 5321 §4.5.3.2.5 and
     /// §4.5.3.2.6 ask for at least 3 and 10 minutes).
@@ -47,6 +48,16 @@ pub struct Config {
     pub queue_wait: Duration,
     /// How long a delivery waits for a mailbox locked by another program before 450. Default 30 s.
     pub lock_timeout: Duration,
+    /// Most sessions one client address may hold at once, counted from accept to close; beyond
+    /// it a connection gets `421 4.7.0` at once (Postfix's
+    /// `smtpd_client_connection_count_limit`). `None` means half of `workers`. The local host's
+    /// own addresses, 127.0.0.1 and ::1, where test suites connect from, are never limited.
+    pub max_per_peer: Option<usize>,
+    /// Slowest average rate a message may arrive at, in octets per second, once
+    /// `min_data_rate_grace` has passed since its start; a slower one gets `421`. Default 512.
+    pub min_data_rate: u64,
+    /// How long a message may take before `min_data_rate` applies. Default 30 s.
+    pub min_data_rate_grace: Duration,
     /// After shutdown begins, how long a session inside a message (DATA, BDAT, or a refused chunk
     /// being read) may go on in total, however slowly it sends, before it gets 421. Default 30 s.
     pub shutdown_grace: Duration,
@@ -72,6 +83,9 @@ impl Default for Config {
             queue_wait: Duration::from_secs(1),
             lock_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            max_per_peer: None,
+            min_data_rate: 512,
+            min_data_rate_grace: Duration::from_secs(30),
             max_errors: 20,
         }
     }
@@ -90,6 +104,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The per-peer session limit in force: `max_per_peer`, or half of `workers` (at least 1).
+    pub fn peer_limit(&self) -> usize {
+        self.max_per_peer.unwrap_or((self.workers / 2).max(1))
+    }
+
     /// The domains delivered here: those given, or `localhost` and the hostname.
     pub fn local_domains(&self) -> Vec<String> {
         if self.domains.is_empty() {

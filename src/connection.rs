@@ -4,12 +4,15 @@
 //! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
 //! knows nothing of sockets: it reads into the core's fixed buffer, writes the replies the core
 //! has gathered when the core needs more input (one `write` per pipelined group), and carries out
-//! deliveries, answering only after the writer has acknowledged. The socket's read timeout is set
-//! once, to the shorter of the idle and data timeouts; a read allowed longer waits out the rest,
-//! so no timeout is set per line or per message.
-//! Shutdown is bounded: sessions waiting for a command are woken at once and answer 421; a
-//! session inside a message may go on for the shutdown grace in total, then its reading side is
-//! shut and it answers 421 too.
+//! deliveries, answering only after the writer has acknowledged.
+//!
+//! Time is bounded per unit, not per read, so a client that trickles cannot hold a worker: a
+//! command line must arrive whole within `--timeout` of the moment the server began waiting for
+//! it, and a message must keep `--min-data-rate` on average once its grace has passed (as well as
+//! sending something within `--data-timeout`). A session waiting for a command is idle: when
+//! every worker is busy, the one idle longest is closed to make room. Shutdown is bounded too:
+//! sessions waiting for a command are woken at once and answer 421; a session inside a message
+//! may go on for the shutdown grace in total, then its reading side is shut and it answers 421.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::admission::Arrival;
 use crate::escape::Escaped;
 use crate::mbox::{self, Trace};
 use crate::protocol::{Event, Protocol};
@@ -38,6 +42,12 @@ pub(crate) struct Context {
     pub timeout: Duration,
     /// Timeout of each read inside a message.
     pub data_timeout: Duration,
+    /// Slowest average rate of a message, octets per second, after `min_data_rate_grace`.
+    pub min_data_rate: u64,
+    /// How long a message may take before `min_data_rate` applies.
+    pub min_data_rate_grace: Duration,
+    /// The clock that [`Flags::waiting_since`] counts from.
+    epoch: Instant,
     /// Set once shutdown has begun.
     shutting_down: AtomicBool,
     /// Live connections, so shutdown can wake them.
@@ -51,21 +61,39 @@ pub(crate) struct Context {
 
 struct Live {
     stream: TcpStream,
-    in_message: Arc<AtomicBool>,
+    flags: Arc<Flags>,
 }
+
+/// What shutdown and eviction need to know of a live session, shared with its worker.
+#[derive(Debug, Default)]
+struct Flags {
+    /// Inside a message: shutdown gives it its grace, eviction leaves it alone.
+    in_message: AtomicBool,
+    /// Milliseconds after the context's epoch, plus one, since when the session has been
+    /// waiting for its current command; 0 while it is not waiting for one.
+    waiting_since: AtomicU64,
+    /// Set when the session was closed to make room; it then answers 421.
+    evicted: AtomicBool,
+}
+
+/// How long a session must have waited for a command before it may be evicted: a client
+/// between two pipelined commands is not idle.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
 impl Context {
     pub(crate) fn new(
         session: Arc<SessionConfig>,
         deliveries: Sender<Job>,
-        timeout: Duration,
-        data_timeout: Duration,
+        config: &crate::Config,
     ) -> Self {
         Context {
             session,
             deliveries,
-            timeout,
-            data_timeout,
+            timeout: config.timeout,
+            data_timeout: config.data_timeout,
+            min_data_rate: config.min_data_rate,
+            min_data_rate_grace: config.min_data_rate_grace,
+            epoch: Instant::now(),
             shutting_down: AtomicBool::new(false),
             live: Mutex::new(HashMap::new()),
             ended: Condvar::new(),
@@ -89,10 +117,42 @@ impl Context {
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         for conn in self.live().values() {
-            if !conn.in_message.load(Ordering::SeqCst) {
+            if !conn.flags.in_message.load(Ordering::SeqCst) {
                 let _ = conn.stream.shutdown(Shutdown::Read);
             }
         }
+    }
+
+    /// Closes the session that has waited longest for a command, if one has waited at least
+    /// [`EVICTABLE_AFTER`]: it answers `421 4.3.2` and its worker is free for a newcomer.
+    pub(crate) fn evict_idlest(&self) {
+        let now = self.clock();
+        let limit = EVICTABLE_AFTER.as_millis() as u64;
+        let live = self.live();
+        let idlest = live
+            .values()
+            .filter(|conn| !conn.flags.evicted.load(Ordering::SeqCst))
+            .filter_map(
+                |conn| match conn.flags.waiting_since.load(Ordering::SeqCst) {
+                    0 => None,
+                    since => Some((since, conn)),
+                },
+            )
+            .filter(|(since, _)| now.saturating_sub(*since) >= limit)
+            .min_by_key(|(since, _)| *since);
+        if let Some((since, conn)) = idlest {
+            log::info!(
+                "every worker busy: closing a session idle for {} ms to make room",
+                now.saturating_sub(since)
+            );
+            conn.flags.evicted.store(true, Ordering::SeqCst);
+            let _ = conn.stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// Milliseconds since the epoch, plus one (so 0 can mean "never").
+    fn clock(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 
     /// Waits until no session is live or `deadline` passes; true if none is left.
@@ -155,7 +215,9 @@ impl Drop for Registration<'_> {
 
 /// Serves one connection to its end. Never panics: a panic inside the session is caught,
 /// logged and answered with 421 on this connection only.
-pub(crate) fn serve(stream: TcpStream, ctx: &Context) {
+pub(crate) fn serve(arrival: Arrival, ctx: &Context) {
+    // The peer's slot is held until the connection ends.
+    let Arrival { stream, slot, .. } = arrival;
     let id = ctx.next_connection.fetch_add(1, Ordering::Relaxed);
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
@@ -164,14 +226,14 @@ pub(crate) fn serve(stream: TcpStream, ctx: &Context) {
             return;
         }
     };
-    let in_message = Arc::new(AtomicBool::new(false));
+    let flags = Arc::new(Flags::default());
     match stream.try_clone() {
         Ok(clone) => {
             ctx.live().insert(
                 id,
                 Live {
                     stream: clone,
-                    in_message: Arc::clone(&in_message),
+                    flags: Arc::clone(&flags),
                 },
             );
         }
@@ -183,9 +245,7 @@ pub(crate) fn serve(stream: TcpStream, ctx: &Context) {
     let _registration = Registration { ctx, id };
     let label = format!("conn {id} [{peer}]");
     log::info!("{label}: opened");
-    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        run(&stream, peer, &label, ctx, &in_message)
-    }));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| run(&stream, peer, &label, ctx, &flags)));
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::info!("{label}: {e}"),
@@ -197,6 +257,16 @@ pub(crate) fn serve(stream: TcpStream, ctx: &Context) {
         }
     }
     log::info!("{label}: closed");
+    drop(slot);
+}
+
+/// Where a session is in time: since when it has waited for its current command, and when its
+/// message began and how much of it has come.
+struct Clock {
+    /// The core's progress count when the current command wait began.
+    progress: u64,
+    waiting_since: Instant,
+    message: Option<(Instant, u64)>,
 }
 
 fn run(
@@ -204,20 +274,27 @@ fn run(
     peer: SocketAddr,
     label: &str,
     ctx: &Context,
-    in_message: &AtomicBool,
+    flags: &Flags,
 ) -> io::Result<()> {
     stream.set_write_timeout(Some(ctx.timeout))?;
-    // One socket timeout, the shorter of the two, set once: a read that needs longer (inside a
-    // message) waits out the rest in `read_within`, so no timeout is set per line or message.
-    let base_timeout = ctx.timeout.min(ctx.data_timeout);
-    stream.set_read_timeout(Some(base_timeout))?;
     let session = Session::new(Arc::clone(&ctx.session), label.to_string());
     if ctx.shutting_down() {
         let mut out = Vec::new();
         write_reply(&mut out, &reply::SHUTTING_DOWN, false);
         return write_out(stream, &out);
     }
+    let mut timer = ReadTimer::new(
+        stream,
+        ctx.timeout
+            .min(ctx.data_timeout)
+            .min(ctx.min_data_rate_grace),
+    )?;
     let mut core = Protocol::new(session);
+    let mut clock = Clock {
+        progress: core.progress(),
+        waiting_since: Instant::now(),
+        message: None,
+    };
     loop {
         match core.poll() {
             Event::NeedInput => {}
@@ -230,32 +307,71 @@ fn run(
             }
         }
         // The core waits for the client: answer what is pending, then read.
+        let now = Instant::now();
         let message = core.in_message();
+        if core.progress() != clock.progress {
+            clock.progress = core.progress();
+            clock.waiting_since = now;
+        }
+        match (message, clock.message) {
+            (true, None) => clock.message = Some((now, 0)),
+            (false, Some(_)) => clock.message = None,
+            _ => {}
+        }
         // Before the 354 can reach the client, so shutdown never takes a session that is about
         // to receive a message for an idle one.
-        in_message.store(message, Ordering::SeqCst);
+        flags.in_message.store(message, Ordering::SeqCst);
+        let waiting = if message {
+            0
+        } else {
+            ctx.clock()
+                .saturating_sub(clock.waiting_since.elapsed().as_millis() as u64)
+                .max(1)
+        };
+        flags.waiting_since.store(waiting, Ordering::SeqCst);
         if !message && ctx.shutting_down() {
             return close_with(stream, &mut core, &reply::SHUTTING_DOWN);
         }
         flush(stream, &mut core)?;
-        let wanted = if message {
-            ctx.data_timeout
-        } else {
-            ctx.timeout
+        // The deadline of what is awaited: a whole command line, or the message's next bytes
+        // (within the data timeout, and soon enough to keep the minimum rate).
+        let (deadline, too_slow) = match clock.message {
+            None => (clock.waiting_since + ctx.timeout, &reply::TIMEOUT),
+            Some((began, bytes)) => {
+                let per_read = now + ctx.data_timeout;
+                let rate = began
+                    + ctx.min_data_rate_grace.max(Duration::from_secs_f64(
+                        bytes as f64 / ctx.min_data_rate.max(1) as f64,
+                    ));
+                if rate < per_read {
+                    (rate, &reply::TOO_SLOW)
+                } else {
+                    (per_read, &reply::TIMEOUT)
+                }
+            }
         };
-        let n = match read_within(stream, core.space(), wanted, base_timeout) {
+        let n = match timer.read(stream, core.space(), deadline) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 log::info!(
-                    "{label}: timeout{}; 421",
-                    if message { " inside a message" } else { "" }
+                    "{label}: {}; {}",
+                    match (message, std::ptr::eq(too_slow, &reply::TOO_SLOW)) {
+                        (false, _) => "no whole command within the timeout",
+                        (true, false) => "timeout inside a message",
+                        (true, true) => "message data below the minimum rate",
+                    },
+                    too_slow.code_text()
                 );
-                return close_with(stream, &mut core, &reply::TIMEOUT);
+                return close_with(stream, &mut core, too_slow);
             }
             Err(e) => return Err(e),
         };
         if n == 0 {
-            // End of file: the client went away, or shutdown closed our reading side.
+            // End of file: the client went away, or shutdown or eviction closed our reading side.
+            if flags.evicted.load(Ordering::SeqCst) {
+                log::info!("{label}: closed to make room for a newcomer; 421");
+                return close_with(stream, &mut core, &reply::EVICTED);
+            }
             if ctx.shutting_down() {
                 if message {
                     log::info!("{label}: shutting down inside a message; it is discarded; 421");
@@ -267,38 +383,63 @@ fn run(
             }
             return Ok(());
         }
+        if let Some((_, bytes)) = &mut clock.message {
+            *bytes += n as u64;
+        }
         core.received(n);
     }
 }
 
-/// Reads into `buf`, waiting at most `limit` for the first byte. The socket's timeout is `base`;
-/// when `limit` is longer, the rest is waited out with a temporary timeout, set back after.
-fn read_within(
-    mut stream: &TcpStream,
-    buf: &mut [u8],
-    limit: Duration,
+/// A socket's read timeout, changed as rarely as possible: reads wait for a deadline, and the
+/// timeout is lowered only when it would overshoot the deadline by more than an eighth, and
+/// raised back (to at most the base) only when a read woke long before its deadline.
+struct ReadTimer {
     base: Duration,
-) -> io::Result<usize> {
-    let started = Instant::now();
-    let mut changed = false;
-    let result = loop {
-        match stream.read(buf) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                let left = limit.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    break Err(e);
-                }
-                stream.set_read_timeout(Some(left))?;
-                changed = true;
-            }
-            other => break other,
-        }
-    };
-    if changed {
+    setting: Duration,
+}
+
+impl ReadTimer {
+    fn new(stream: &TcpStream, base: Duration) -> io::Result<ReadTimer> {
         stream.set_read_timeout(Some(base))?;
+        Ok(ReadTimer {
+            base,
+            setting: base,
+        })
     }
-    result
+
+    /// Reads into `buf`; a `TimedOut` error once `deadline` passes with nothing read.
+    fn read(
+        &mut self,
+        mut stream: &TcpStream,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> io::Result<usize> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::from(ErrorKind::TimedOut));
+            }
+            if self.setting > left + left / 8 {
+                self.set(stream, left)?;
+            }
+            match stream.read(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if self.setting < self.base && left > self.setting * 2 {
+                        self.set(stream, left.min(self.base))?;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn set(&mut self, stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+        stream.set_read_timeout(Some(timeout))?;
+        self.setting = timeout;
+        Ok(())
+    }
 }
 
 fn flush(stream: &TcpStream, core: &mut Protocol) -> io::Result<()> {

@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod admission;
 mod command;
 mod config;
 mod connection;

@@ -8,7 +8,6 @@
 //! the workers, which finish their current session first.
 
 use std::io;
-use std::net::TcpStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -16,18 +15,18 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::Sender;
 
 /// What a worker does with one connection.
-pub(crate) type Handler = Arc<dyn Fn(TcpStream) + Send + Sync>;
+pub(crate) type Handler<T> = Arc<dyn Fn(T) + Send + Sync>;
 
-/// A fixed set of worker threads serving connections one at a time each.
-pub(crate) struct Pool {
-    sender: Option<Sender<TcpStream>>,
+/// A fixed set of worker threads serving connections (of type `T`) one at a time each.
+pub(crate) struct Pool<T> {
+    sender: Option<Sender<T>>,
     workers: Vec<JoinHandle<()>>,
 }
 
-impl Pool {
+impl<T: Send + 'static> Pool<T> {
     /// Starts `size` workers running `handler`.
-    pub(crate) fn new(size: usize, handler: Handler) -> io::Result<Pool> {
-        let (sender, receiver) = crossbeam_channel::bounded::<TcpStream>(0);
+    pub(crate) fn new(size: usize, handler: Handler<T>) -> io::Result<Pool<T>> {
+        let (sender, receiver) = crossbeam_channel::bounded::<T>(0);
         let mut pool = Pool {
             sender: Some(sender),
             workers: Vec::with_capacity(size),
@@ -53,12 +52,12 @@ impl Pool {
     }
 
     /// A sender that hands a connection to a free worker.
-    pub(crate) fn sender(&self) -> Option<Sender<TcpStream>> {
+    pub(crate) fn sender(&self) -> Option<Sender<T>> {
         self.sender.clone()
     }
 }
 
-impl Drop for Pool {
+impl<T> Drop for Pool<T> {
     fn drop(&mut self) {
         drop(self.sender.take());
         for worker in self.workers.drain(..) {
@@ -72,7 +71,7 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
@@ -83,7 +82,7 @@ mod tests {
         let counter = Arc::clone(&served);
         let pool = Pool::new(
             2,
-            Arc::new(move |_stream| {
+            Arc::new(move |_stream: TcpStream| {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
         )
@@ -107,7 +106,7 @@ mod tests {
         let counter = Arc::clone(&served);
         let pool = Pool::new(
             1,
-            Arc::new(move |_stream| {
+            Arc::new(move |_stream: TcpStream| {
                 if counter.fetch_add(1, Ordering::SeqCst) == 0 {
                     panic!("first connection panics");
                 }

@@ -37,6 +37,8 @@ pub(crate) struct Protocol {
     start: usize,
     end: usize,
     output: Vec<u8>,
+    /// Frames handled so far.
+    progress: u64,
 }
 
 impl Protocol {
@@ -51,6 +53,7 @@ impl Protocol {
             start: 0,
             end: 0,
             output,
+            progress: 0,
         }
     }
 
@@ -88,6 +91,7 @@ impl Protocol {
             let enhanced = self.session.enhanced();
             let action = self.session.handle(frame);
             self.start += used;
+            self.progress += 1;
             match action {
                 Action::Continue => {}
                 Action::Reply(r) => self.reply(&r),
@@ -114,6 +118,12 @@ impl Protocol {
     /// Forgets the output once it is written.
     pub(crate) fn clear_output(&mut self) {
         self.output.clear();
+    }
+
+    /// How many frames (command lines, text pieces, chunk parts) were handled so far: when it
+    /// has moved on, a wait for the next command has begun.
+    pub(crate) fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// True while a message is being received: shutdown gives such a session its grace.

@@ -103,6 +103,21 @@ pub(crate) const TOO_BUSY: Reply = Reply::fixed(
     "4.3.2",
     "Too busy; try again later; closing transmission channel",
 );
+pub(crate) const TOO_MANY_FROM_PEER: Reply = Reply::fixed(
+    421,
+    "4.7.0",
+    "Too many connections from your address; closing transmission channel",
+);
+pub(crate) const EVICTED: Reply = Reply::fixed(
+    421,
+    "4.3.2",
+    "Busy; closing idle session to make room; closing transmission channel",
+);
+pub(crate) const TOO_SLOW: Reply = Reply::fixed(
+    421,
+    "4.4.2",
+    "Message data arriving too slowly; closing connection",
+);
 pub(crate) const TOO_MANY_ERRORS: Reply = Reply::fixed(
     421,
     "4.7.0",

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
+use crate::admission::{Arrival, Peers};
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
@@ -36,7 +37,7 @@ pub(crate) struct Running {
     ctx: Option<Arc<Context>>,
     acceptors: Vec<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<()>>,
-    pool: Option<Pool>,
+    pool: Option<Pool<Arrival>>,
     writer: Option<JoinHandle<()>>,
     shutdown_grace: Duration,
 }
@@ -125,17 +126,12 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         writer::spawn(config.mail_dir.clone(), config.lock_timeout, jobs)
             .map_err(StartError::Thread)?,
     );
-    let ctx = Arc::new(Context::new(
-        session,
-        deliveries,
-        config.timeout,
-        config.data_timeout,
-    ));
+    let ctx = Arc::new(Context::new(session, deliveries, config));
     running.ctx = Some(Arc::clone(&ctx));
     let handler_ctx = Arc::clone(&ctx);
     let pool = Pool::new(
         config.workers,
-        Arc::new(move |stream| connection::serve(stream, &handler_ctx)),
+        Arc::new(move |arrival| connection::serve(arrival, &handler_ctx)),
     )
     .map_err(StartError::Thread)?;
     let to_workers = pool.sender();
@@ -151,13 +147,15 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
                 .map_err(StartError::Thread)?,
         );
     }
+    let peers = Peers::new(config.peer_limit());
     for (listener, addr) in listeners.into_iter().zip(addrs) {
         let waiting = waiting_tx.clone();
         let accept_ctx = Arc::clone(&ctx);
+        let peers = Arc::clone(&peers);
         running.acceptors.push(
             thread::Builder::new()
                 .name(format!("mboxd-accept-{addr}"))
-                .spawn(move || accept(&listener, &waiting, &accept_ctx))
+                .spawn(move || accept(&listener, &waiting, &accept_ctx, &peers))
                 .map_err(StartError::Thread)?,
         );
     }
@@ -244,10 +242,10 @@ fn wake_address(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept(listener: &TcpListener, waiting: &Sender<(TcpStream, Instant)>, ctx: &Context) {
+fn accept(listener: &TcpListener, waiting: &Sender<Arrival>, ctx: &Context, peers: &Arc<Peers>) {
     loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(e) => {
                 if ctx.shutting_down() {
                     return;
@@ -262,33 +260,56 @@ fn accept(listener: &TcpListener, waiting: &Sender<(TcpStream, Instant)>, ctx: &
             refuse(stream, &reply::SHUTTING_DOWN);
             return;
         }
-        match waiting.try_send((stream, Instant::now())) {
+        let Some(slot) = peers.admit(peer.ip()) else {
+            log::info!("{peer}: at its limit of sessions; 421");
+            refuse(stream, &reply::TOO_MANY_FROM_PEER);
+            continue;
+        };
+        let arrival = Arrival {
+            stream,
+            accepted: Instant::now(),
+            slot,
+        };
+        match waiting.try_send(arrival) {
             Ok(()) => {}
-            Err(TrySendError::Full((stream, _))) => refuse(stream, &reply::TOO_BUSY),
+            Err(TrySendError::Full(arrival)) => refuse(arrival.stream, &reply::TOO_BUSY),
             Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }
 
 fn dispatch(
-    waiting: &Receiver<(TcpStream, Instant)>,
-    workers: &Sender<TcpStream>,
+    waiting: &Receiver<Arrival>,
+    workers: &Sender<Arrival>,
     ctx: &Context,
     queue_wait: Duration,
 ) {
-    for (stream, accepted) in waiting.iter() {
+    for arrival in waiting.iter() {
         if ctx.shutting_down() {
-            refuse(stream, &reply::SHUTTING_DOWN);
+            refuse(arrival.stream, &reply::SHUTTING_DOWN);
             continue;
         }
-        let left = queue_wait.saturating_sub(accepted.elapsed());
-        match workers.send_timeout(stream, left) {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(stream)) => {
-                log::warn!("no worker free within {queue_wait:?}; answering 421");
-                refuse(stream, &reply::TOO_BUSY);
+        let arrival = match workers.try_send(arrival) {
+            Ok(()) => continue,
+            Err(TrySendError::Full(arrival)) => arrival,
+            Err(TrySendError::Disconnected(arrival)) => {
+                refuse(arrival.stream, &reply::SHUTTING_DOWN);
+                continue;
             }
-            Err(SendTimeoutError::Disconnected(stream)) => refuse(stream, &reply::SHUTTING_DOWN),
+        };
+        // Every worker is busy: idle sessions lose first. The one waiting longest for a command
+        // (if it has waited long enough) is closed with 421 to make room.
+        ctx.evict_idlest();
+        let left = queue_wait.saturating_sub(arrival.accepted.elapsed());
+        match workers.send_timeout(arrival, left) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(arrival)) => {
+                log::warn!("no worker free within {queue_wait:?}; answering 421");
+                refuse(arrival.stream, &reply::TOO_BUSY);
+            }
+            Err(SendTimeoutError::Disconnected(arrival)) => {
+                refuse(arrival.stream, &reply::SHUTTING_DOWN)
+            }
         }
     }
 }

@@ -128,6 +128,11 @@ impl Client {
         Client::from_stream(stream, timeout)
     }
 
+    /// Connects from the source address `from` (see [`connect_from`]), with [`REPLY_TIMEOUT`].
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Client {
+        Client::from_stream(connect_from(from, addr), REPLY_TIMEOUT)
+    }
+
     fn from_stream(stream: TcpStream, timeout: Duration) -> Client {
         stream.set_read_timeout(Some(timeout)).unwrap();
         stream.set_write_timeout(Some(timeout)).unwrap();
@@ -503,4 +508,19 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A TCP connection to `addr` from the source address `from` (any 127/8 address is this
+/// machine), so a test can play distinct peers. Fails the test if it cannot connect within
+/// [`REPLY_TIMEOUT`].
+pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), REPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect {addr} from {from}: {e}"));
+    socket.into()
 }

@@ -1,0 +1,242 @@
+//! Availability under one greedy peer: with default flags, a peer opening twice `--workers`
+//! connections that stay idle, trickle a command or trickle DATA cannot stop a second peer, whose
+//! every message gets its 250 within 2 s of its connect. Also: a command line and a message
+//! are bounded in total time, not per read, and under pressure the idlest session makes room.
+//! Peers are played from distinct loopback addresses (all of 127/8 is this machine).
+
+mod support;
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mboxd::Config;
+use support::{Client, TestServer};
+
+const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+const GOOD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
+/// How an attacking connection behaves once greeted.
+#[derive(Clone, Copy, Debug)]
+enum Attack {
+    Idle,
+    TrickleCommand,
+    TrickleData,
+}
+
+/// Opens `n` connections from `from` (or from 127.0.0.10 onwards, two per address, when `from`
+/// is `None`) that behave as `attack`; returns how many were served (220) and refused (421
+/// 4.7.0), and a guard that keeps them open and trickling until dropped.
+fn attack(
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+    n: usize,
+    attack: Attack,
+) -> (usize, usize, Trickler) {
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for i in 0..n {
+        let ip = from
+            .unwrap_or_else(|| IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 10 + (i / 2) as u8)));
+        let mut c = Client::connect_from(ip, addr);
+        let r = c.read_reply();
+        match r.code {
+            220 => {}
+            421 => {
+                assert_eq!(r.lines[0].split(' ').next(), Some("Too"), "{r:?}");
+                refused += 1;
+                continue;
+            }
+            other => panic!("attacker got {other}: {r:?}"),
+        }
+        match attack {
+            Attack::Idle => {}
+            Attack::TrickleCommand => c.send(b"NO"),
+            Attack::TrickleData => {
+                c.expect("EHLO attacker.test", 250);
+                c.expect("MAIL FROM:<a@attacker.test>", 250);
+                c.expect("RCPT TO:<victim@mx.test>", 250);
+                c.expect("DATA", 354);
+            }
+        }
+        served.push(c.stream.try_clone().unwrap());
+    }
+    let count = served.len();
+    (count, refused, Trickler::start(served, attack))
+}
+
+/// Sends one byte every 0.5 s on every socket (none when idle) until dropped.
+struct Trickler {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Trickler {
+    fn start(mut sockets: Vec<TcpStream>, attack: Attack) -> Trickler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < until {
+                if !matches!(attack, Attack::Idle) {
+                    for s in &mut sockets {
+                        let _ = s.write_all(b"O");
+                    }
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+        });
+        Trickler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Trickler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The good peer sends 20 messages, each on a new connection; returns the slowest time from
+/// connect to 250, failing if any takes 2 s or more.
+fn good_peer_sends_20(addr: SocketAddr) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let began = Instant::now();
+        let mut c = Client::connect_from(GOOD, addr);
+        assert_eq!(c.read_reply().code, 220, "message {i}");
+        c.expect("EHLO good.test", 250);
+        let r = c.send_mail(
+            "g@good.test",
+            &["jones@mx.test"],
+            &format!("Subject: {i}\r\n\r\nok\r\n"),
+        );
+        assert_eq!(r.code, 250, "message {i}: {r:?}");
+        let took = began.elapsed();
+        assert!(took < Duration::from_secs(2), "message {i} took {took:?}");
+        slowest = slowest.max(took);
+        c.expect("QUIT", 221);
+    }
+    slowest
+}
+
+fn defaults() -> TestServer {
+    TestServer::with(|_| {})
+}
+
+fn one_greedy_peer(kind: Attack) {
+    let server = defaults();
+    let workers = Config::default().workers;
+    let (served, refused, trickler) = attack(server.addr, Some(ATTACKER), 2 * workers, kind);
+    assert_eq!(
+        (served, refused),
+        (workers / 2, 2 * workers - workers / 2),
+        "{kind:?}"
+    );
+    let slowest = good_peer_sends_20(server.addr);
+    println!(
+        "{kind:?}: attacker {served} served, {refused} refused (421 4.7.0); good peer's slowest 250 {slowest:?}"
+    );
+    drop(trickler);
+    assert_eq!(server.mbox_text("jones").matches("\nok\n").count(), 20);
+}
+
+#[test]
+fn one_peer_holding_idle_connections_cannot_stop_another() {
+    one_greedy_peer(Attack::Idle);
+}
+
+#[test]
+fn one_peer_trickling_commands_cannot_stop_another() {
+    one_greedy_peer(Attack::TrickleCommand);
+}
+
+#[test]
+fn one_peer_trickling_data_cannot_stop_another() {
+    one_greedy_peer(Attack::TrickleData);
+}
+
+#[test]
+fn under_pressure_the_idlest_session_makes_room() {
+    // Many addresses, two connections each: the per-peer limit does not bite, every worker is
+    // taken by an idle session, and each newcomer closes the one idle longest.
+    let server = TestServer::with(|c| c.workers = 16);
+    let (served, refused, idle) = attack(server.addr, None, 16, Attack::Idle);
+    assert_eq!((served, refused), (16, 0));
+    thread::sleep(Duration::from_millis(1100)); // past the 1 s an idle session is spared
+    let slowest = good_peer_sends_20(server.addr);
+    println!("pressure: good peer's slowest 250 {slowest:?}");
+    drop(idle);
+}
+
+#[test]
+fn a_local_test_suite_is_never_refused_by_the_per_peer_limit() {
+    // 127.0.0.1 is not limited: 48 parallel sessions (more than half of 64 workers) all served.
+    let server = defaults();
+    let clients: Vec<Client> = (0..48).map(|_| server.client()).collect();
+    assert_eq!(clients.len(), 48);
+    assert_eq!(server.live_connections(), 48);
+}
+
+#[test]
+fn a_command_line_must_arrive_whole_within_the_timeout() {
+    let server = TestServer::with(|c| c.timeout = Duration::from_millis(800));
+    let mut c = server.client();
+    let (_trickle, began) = (
+        Trickler::start(vec![c.stream.try_clone().unwrap()], Attack::TrickleCommand),
+        Instant::now(),
+    );
+    let r = c.read_reply();
+    let took = began.elapsed();
+    assert_eq!(r.code, 421, "{r:?}");
+    // No EHLO yet, so no enhanced code.
+    assert_eq!(
+        r.text(),
+        "Timeout waiting for client input; closing connection"
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1600),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_message_below_the_minimum_rate_is_cut_after_its_grace() {
+    let server = TestServer::with(|c| {
+        c.min_data_rate = 1000;
+        c.min_data_rate_grace = Duration::from_millis(800);
+    });
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    let began = Instant::now();
+    let _trickle = Trickler::start(vec![c.stream.try_clone().unwrap()], Attack::TrickleData);
+    let r = c.read_reply();
+    let took = began.elapsed();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert_eq!(
+        r.text(),
+        "4.4.2 Message data arriving too slowly; closing connection"
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1600),
+        "{took:?}"
+    );
+    assert!(server.mbox("jones").is_empty());
+    // A message fast enough is never cut, however long it is.
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    let body = "x".repeat(70) + "\r\n";
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], &body.repeat(20_000));
+    assert_eq!(r.code, 250, "{r:?}");
+}
