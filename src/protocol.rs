@@ -228,3 +228,98 @@ mod tests {
         assert_eq!(take_output(&mut p), "250 OK\r\n");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Splitting the input at any byte boundaries never changes the replies or what is stored.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs `input` through a core in reads of the given sizes (cycled); returns every reply
+    /// byte and every delivered envelope's sender, recipients and message.
+    fn run(
+        input: &[u8],
+        sizes: &[usize],
+    ) -> (Vec<u8>, Vec<(Option<String>, Vec<String>, Vec<u8>)>) {
+        let mut core = Protocol::new(Session::new(crate::fuzz::config(), "prop".into()));
+        let mut replies = Vec::new();
+        let mut stored = Vec::new();
+        let mut rest = input;
+        let mut sizes = sizes.iter().cycle();
+        loop {
+            match core.poll() {
+                Event::Deliver(e) => {
+                    let to = e.recipients.iter().map(|(m, _)| m.clone()).collect();
+                    stored.push((e.sender, to, e.message));
+                    core.reply(&Reply::new(250, "2.0.0", "stored"));
+                    continue;
+                }
+                Event::Close => break,
+                Event::NeedInput => {}
+            }
+            replies.extend_from_slice(core.output());
+            core.clear_output();
+            if rest.is_empty() {
+                break;
+            }
+            let space = core.space();
+            let n = rest.len().min(space.len()).min(*sizes.next().unwrap_or(&1));
+            space[..n].copy_from_slice(&rest[..n]);
+            core.received(n);
+            rest = &rest[n..];
+        }
+        replies.extend_from_slice(core.output());
+        (replies, stored)
+    }
+
+    const PIECES: &[&[u8]] = &[
+        b"EHLO client.test\r\n",
+        b"HELO client.test\r\n",
+        b"MAIL FROM:<a@b.test>\r\n",
+        b"MAIL FROM:<> BODY=8BITMIME\r\n",
+        b"RCPT TO:<x@mx.test>\r\n",
+        b"RCPT TO:<list@mx.test>\r\n",
+        b"RCPT TO:<nobody@elsewhere.test>\r\n",
+        b"DATA\r\n",
+        b"Subject: s\r\n\r\nbody\r\n",
+        b"..stuffed\r\nFrom here\r\n",
+        b"bare\nlf and bare\rcr\r\n",
+        b".\r\n",
+        b"BDAT 7\r\nchunk\r\n",
+        b"BDAT 5 LAST\r\nlast.",
+        b"BDAT 0 LAST\r\n",
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"VRFY x\r\n",
+        b"FROB\r\n",
+        b"HELO x\n",
+    ];
+
+    fn script() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::sample::select(PIECES), 0..40)
+            .prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_split_gives_the_same_replies_and_messages(
+            input in script(),
+            sizes in prop::collection::vec(1usize..40, 1..16),
+        ) {
+            let whole = run(&input, &[usize::MAX]);
+            prop_assert_eq!(run(&input, &sizes), whole);
+        }
+
+        #[test]
+        fn any_split_of_arbitrary_bytes_gives_the_same_replies(
+            input in prop::collection::vec(any::<u8>(), 0..2000),
+            sizes in prop::collection::vec(1usize..600, 1..8),
+        ) {
+            let whole = run(&input, &[usize::MAX]);
+            prop_assert_eq!(run(&input, &sizes), whole);
+        }
+    }
+}
