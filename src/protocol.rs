@@ -236,12 +236,12 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// A delivered message: its sender, mailboxes and text.
+    type Stored = (Option<String>, Vec<String>, Vec<u8>);
+
     /// Runs `input` through a core in reads of the given sizes (cycled); returns every reply
-    /// byte and every delivered envelope's sender, recipients and message.
-    fn run(
-        input: &[u8],
-        sizes: &[usize],
-    ) -> (Vec<u8>, Vec<(Option<String>, Vec<String>, Vec<u8>)>) {
+    /// byte and every delivered message.
+    fn run(input: &[u8], sizes: &[usize]) -> (Vec<u8>, Vec<Stored>) {
         let mut core = Protocol::new(Session::new(crate::fuzz::config(), "prop".into()));
         let mut replies = Vec::new();
         let mut stored = Vec::new();
