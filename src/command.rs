@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::escape::is_unsafe;
+
 /// A mailbox address as written in a path: `local@domain`, or a bare `local` with no domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Address {
@@ -118,14 +120,17 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     }
     let rest =
         std::str::from_utf8(rest).map_err(|_| ParseError::Syntax("argument is not UTF-8"))?;
-    // Control characters are refused everywhere but in a local part, where the directory
-    // refuses them with 553 as a name that is not allowed.
+    // Unsafe characters (controls, line separators, bidi controls, invisible characters: see
+    // `escape::is_unsafe`) are a syntax error in every argument but a path, whose address the
+    // session refuses with 553 (`session/params.rs`); a tab separates words.
     let path_verb = matches!(
         verb.as_slice(),
         b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT"
     );
-    if !path_verb && rest.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(ParseError::Syntax("control character in argument"));
+    if !path_verb && rest.chars().any(|c| is_unsafe(c) && c != '\t') {
+        return Err(ParseError::Syntax(
+            "control, separator or invisible character in argument",
+        ));
     }
     let rest = rest.trim_matches(|c| c == ' ' || c == '\t');
     let no_args = |cmd: Command| {
@@ -171,8 +176,9 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
 }
 
 fn domain_arg(rest: &str) -> Result<String, ParseError> {
-    // RFC 5321 §4.1.1.1: the argument is a domain or an address literal. Any single printable
-    // token is taken: the server must not refuse a client for the name it gives (§4.1.4).
+    // RFC 5321 §4.1.1.1: the argument is a domain or an address literal. Any single token free of
+    // unsafe characters (refused above) is taken: the server must not refuse a client for the
+    // name it gives (§4.1.4), but the name goes into the `Received:` header it writes.
     if rest.is_empty() || rest.contains([' ', '\t']) {
         return Err(ParseError::Syntax("expected a domain name"));
     }
@@ -273,7 +279,10 @@ fn strip_source_route(path: &str) -> Result<&str, ParseError> {
 }
 
 fn address(s: &str) -> Result<Address, ParseError> {
-    // The domain follows the last `@` outside a quoted local part.
+    // The domain follows the `@` that ends the local part: right after the closing quote of a
+    // quoted local part, or the first `@` of an unquoted one. RFC 5321 §4.1.2: an unquoted local
+    // part is a Dot-string, which has no `@`, so `alice@evil.test@example.com` is a syntax error
+    // (taking the last `@` would make `alice@evil.test` a local part).
     let at = if let Some(quoted) = s.strip_prefix('"') {
         let close = quoted
             .char_indices()
@@ -285,9 +294,17 @@ fn address(s: &str) -> Result<Address, ParseError> {
             .find(|&(_, found)| found)
             .map(|(i, _)| i + 1)
             .ok_or(ParseError::Syntax("unterminated quoted local part"))?;
-        s[close + 1..].find('@').map(|i| i + close + 1)
+        let after = &s[close + 1..];
+        if !after.is_empty() && !after.starts_with('@') {
+            return Err(ParseError::Syntax("text after a quoted local part"));
+        }
+        (!after.is_empty()).then_some(close + 1)
+    } else if s.matches('@').count() > 1 {
+        return Err(ParseError::Syntax(
+            "an unquoted local part cannot contain @",
+        ));
     } else {
-        s.rfind('@')
+        s.find('@')
     };
     let (local, domain) = match at {
         Some(at) => (&s[..at], Some(&s[at + 1..])),

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::command::valid_domain;
 use crate::directory::mailbox_name;
+use crate::escape::has_unsafe;
 
 /// Everything a server needs to start. [`Config::default`] gives the defaults of the command line.
 #[derive(Debug, Clone)]
@@ -100,10 +101,11 @@ impl Config {
     }
 
     /// Adds a domain delivered here, after checking it is a domain name or an address literal
-    /// in brackets (RFC 5321 §4.1.3). Giving any domain replaces the default of `localhost`
-    /// and the hostname.
+    /// in brackets (RFC 5321 §4.1.3) free of unsafe characters (controls, line separators, bidi
+    /// and invisible characters, as a client's domain must be). Giving any domain replaces the
+    /// default of `localhost` and the hostname.
     pub fn add_domain(&mut self, domain: &str) -> Result<(), ConfigError> {
-        if !valid_domain(domain) {
+        if !valid_domain(domain) || has_unsafe(domain) {
             return Err(ConfigError(format!("{domain:?} is not a domain name")));
         }
         self.domains.push(domain.to_string());
@@ -192,6 +194,9 @@ mod tests {
             c.users.as_ref().unwrap().iter().collect::<Vec<_>>(),
             ["jones"]
         );
+
+        assert!(c.add_domain("a\u{85}b.test").is_err());
+        assert!(c.add_domain("\u{202e}tset.a").is_err());
 
         c.add_alias("Staff", ["jones", "smith@example.com"])
             .unwrap();

@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::command::Address;
+use crate::escape::is_unsafe;
 use crate::reply::{self, Reply};
 
 /// How deep aliases may refer to aliases before the expansion stops.
@@ -218,7 +219,8 @@ struct Expansion {
 /// The mailbox file name for a local part, or `None` when it is not safe as one.
 ///
 /// The name is the lower-cased local part. Refused: empty, over 64 octets, a `/` or `\`, a
-/// leading `.` or `-`, `..`, white space, quotes, control characters including NUL, and a
+/// leading `.` or `-`, `..`, white space, quotes, unsafe characters (`escape::is_unsafe`:
+/// controls including NUL, bidi and invisible characters...), and a
 /// `.lock` ending, which would collide with another mailbox's dotlock file.
 pub(crate) fn mailbox_name(local: &str) -> Option<String> {
     let name = local.to_lowercase();
@@ -229,7 +231,7 @@ pub(crate) fn mailbox_name(local: &str) -> Option<String> {
         && !name.ends_with(".lock")
         && !name
             .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | '"'));
+            .any(|c| is_unsafe(c) || c.is_whitespace() || matches!(c, '/' | '\\' | '"'));
     safe.then_some(name)
 }
 

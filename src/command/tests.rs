@@ -198,3 +198,115 @@ fn garbage() {
         Ok(Command::Mail { .. })
     ));
 }
+
+#[test]
+fn an_unquoted_local_part_cannot_contain_at() {
+    // RFC 5321 §4.1.2: Dot-string has no `@`; before, the last `@` split the address and
+    // `alice@evil.test` became a local part (and a mailbox file in catch-all mode).
+    for line in [
+        "RCPT TO:<alice@evil.test@example.com>",
+        "RCPT TO:alice@evil.test@example.com",
+        "MAIL FROM:<a@b@c.test>",
+        "RCPT TO:<@hop.test:a@b@c.test>",
+        "RCPT TO:<a@@c.test>",
+    ] {
+        assert_eq!(
+            parse(line.as_bytes()),
+            Err(ParseError::Syntax(
+                "an unquoted local part cannot contain @"
+            )),
+            "{line}"
+        );
+    }
+    // Quoted, `@` is part of the local part.
+    assert_eq!(
+        parse(b"RCPT TO:<\"a@b\"@x.org>"),
+        Ok(Command::Rcpt {
+            to: addr("\"a@b\"", Some("x.org")),
+            params: vec![]
+        })
+    );
+    assert_eq!(
+        parse(b"RCPT TO:<\"a@b\">"),
+        Ok(Command::Rcpt {
+            to: addr("\"a@b\"", None),
+            params: vec![]
+        })
+    );
+    // A quoted local part ends at its closing quote: what follows must be `@domain`.
+    assert_eq!(
+        parse(b"RCPT TO:<\"a\"b@x.org>"),
+        Err(ParseError::Syntax("text after a quoted local part"))
+    );
+    assert!(matches!(
+        parse(b"RCPT TO:<\"a\"@b@x.org>"),
+        Err(ParseError::Syntax(_))
+    ));
+}
+
+#[test]
+fn helo_names_with_unsafe_characters_are_syntax_errors() {
+    for name in [
+        "ok\u{2028}X-Injected-Helo:yes",
+        "ok\u{2029}x",
+        "a\u{85}b",
+        "a\u{9b}31m",
+        "\u{202e}tset.elpmaxe",
+        "exa\u{200b}mple.test",
+        "\u{feff}example.test",
+        "a\u{e0041}b",
+        "a\u{1b}[2Jb",
+    ] {
+        for verb in ["HELO", "EHLO"] {
+            let line = format!("{verb} {name}");
+            assert!(
+                matches!(parse(line.as_bytes()), Err(ParseError::Syntax(_))),
+                "{line:?}"
+            );
+        }
+    }
+    // Non-ASCII names without such characters are taken as given (RFC 5321 §4.1.4).
+    assert_eq!(
+        parse("EHLO bücher.example".as_bytes()),
+        Ok(Command::Ehlo("bücher.example".into()))
+    );
+    // So are the arguments of the other commands that are not paths.
+    assert!(matches!(
+        parse("VRFY ali\u{200b}ce".as_bytes()),
+        Err(ParseError::Syntax(_))
+    ));
+    assert!(matches!(
+        parse("HELP \u{2028}".as_bytes()),
+        Err(ParseError::Syntax(_))
+    ));
+}
+
+#[test]
+fn paths_with_unsafe_characters_parse_for_the_session_to_refuse() {
+    // The session answers 553 5.1.3 for these (session/params.rs): the parser decides syntax.
+    assert_eq!(
+        parse(
+            "MAIL FROM:<\"x\u{2028}Bcc: victim@example.test\"@attacker.test> SMTPUTF8".as_bytes()
+        ),
+        Ok(Command::Mail {
+            verb: MailVerb::Mail,
+            from: Some(addr(
+                "\"x\u{2028}Bcc: victim@example.test\"",
+                Some("attacker.test")
+            )),
+            params: vec![Param {
+                key: "SMTPUTF8".into(),
+                value: None
+            }],
+        })
+    );
+    assert!(matches!(
+        parse("RCPT TO:<a@exa\u{85}mple.test>".as_bytes()),
+        Ok(Command::Rcpt { .. })
+    ));
+    // An ASCII control in a domain is outside the domain grammar: 501.
+    assert!(matches!(
+        parse(b"RCPT TO:<a@exa\x1bmple.test>"),
+        Err(ParseError::Syntax("malformed domain"))
+    ));
+}
