@@ -2,7 +2,7 @@
 //! name or a log line, and the escaping that shows such a string in a log line.
 //!
 //! It exists so that the refusals (HELO and EHLO names, local parts and domains: see
-//! `command.rs`, `session/params.rs`, `directory.rs`) and the log escaping use the same set,
+//! `command.rs`, `session/params.rs`, `names.rs`) and the log escaping use the same set,
 //! decided here once by [`is_unsafe`]. A control character, a Unicode line or paragraph separator (U+2028,
 //! U+2029), NEL (U+0085) or a C1 control could start a new, forged header or log line in a reader
 //! that breaks lines at them (Python's email package does), and bidirectional controls or
