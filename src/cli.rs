@@ -317,6 +317,21 @@ mod tests {
     }
 
     #[test]
+    fn users_from_flags_and_files_are_folded_like_recipients() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        fs::write(&users, "Jos\u{e9}\nJOSE\u{301}\n").unwrap();
+        let args = ["--users", users.to_str().unwrap(), "--user", "jose\u{301}"];
+        let c = run(&args).unwrap();
+        assert_eq!(
+            c.users.unwrap().into_iter().collect::<Vec<_>>(),
+            ["jos\u{e9}"]
+        );
+        assert!(run(&["--user", "alice\u{200b}"]).is_err());
+        assert!(run(&["--domain", "exa\u{202e}mple.test"]).is_err());
+    }
+
+    #[test]
     fn files() {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users");

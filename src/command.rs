@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::escape::is_unsafe;
+
 /// A mailbox address as written in a path: `local@domain`, or a bare `local` with no domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Address {
@@ -118,14 +120,17 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     }
     let rest =
         std::str::from_utf8(rest).map_err(|_| ParseError::Syntax("argument is not UTF-8"))?;
-    // Control characters are refused everywhere but in a local part, where the directory
-    // refuses them with 553 as a name that is not allowed.
+    // Unsafe characters (controls, line separators, bidi controls, invisible characters: see
+    // `escape::is_unsafe`) are a syntax error in every argument but a path, whose address the
+    // session refuses with 553 (`session/params.rs`); a tab separates words.
     let path_verb = matches!(
         verb.as_slice(),
         b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT"
     );
-    if !path_verb && rest.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(ParseError::Syntax("control character in argument"));
+    if !path_verb && rest.chars().any(|c| is_unsafe(c) && c != '\t') {
+        return Err(ParseError::Syntax(
+            "control, separator or invisible character in argument",
+        ));
     }
     let rest = rest.trim_matches(|c| c == ' ' || c == '\t');
     let no_args = |cmd: Command| {
@@ -171,8 +176,9 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
 }
 
 fn domain_arg(rest: &str) -> Result<String, ParseError> {
-    // RFC 5321 §4.1.1.1: the argument is a domain or an address literal. Any single printable
-    // token is taken: the server must not refuse a client for the name it gives (§4.1.4).
+    // RFC 5321 §4.1.1.1: the argument is a domain or an address literal. Any single token free of
+    // unsafe characters (refused above) is taken: the server must not refuse a client for the
+    // name it gives (§4.1.4), but the name goes into the `Received:` header it writes.
     if rest.is_empty() || rest.contains([' ', '\t']) {
         return Err(ParseError::Syntax("expected a domain name"));
     }
@@ -273,7 +279,10 @@ fn strip_source_route(path: &str) -> Result<&str, ParseError> {
 }
 
 fn address(s: &str) -> Result<Address, ParseError> {
-    // The domain follows the last `@` outside a quoted local part.
+    // The domain follows the `@` that ends the local part: right after the closing quote of a
+    // quoted local part, or the first `@` of an unquoted one. RFC 5321 §4.1.2: an unquoted local
+    // part is a Dot-string, which has no `@`, so `alice@evil.test@example.com` is a syntax error
+    // (taking the last `@` would make `alice@evil.test` a local part).
     let at = if let Some(quoted) = s.strip_prefix('"') {
         let close = quoted
             .char_indices()
@@ -285,9 +294,17 @@ fn address(s: &str) -> Result<Address, ParseError> {
             .find(|&(_, found)| found)
             .map(|(i, _)| i + 1)
             .ok_or(ParseError::Syntax("unterminated quoted local part"))?;
-        s[close + 1..].find('@').map(|i| i + close + 1)
+        let after = &s[close + 1..];
+        if !after.is_empty() && !after.starts_with('@') {
+            return Err(ParseError::Syntax("text after a quoted local part"));
+        }
+        (!after.is_empty()).then_some(close + 1)
+    } else if s.matches('@').count() > 1 {
+        return Err(ParseError::Syntax(
+            "an unquoted local part cannot contain @",
+        ));
     } else {
-        s.rfind('@')
+        s.find('@')
     };
     let (local, domain) = match at {
         Some(at) => (&s[..at], Some(&s[at + 1..])),
@@ -362,203 +379,4 @@ fn param(word: &str) -> Result<Param, ParseError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(local: &str, domain: Option<&str>) -> Address {
-        Address {
-            local: local.into(),
-            domain: domain.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn helo_and_ehlo() {
-        assert_eq!(
-            parse(b"helo a.domain"),
-            Ok(Command::Helo("a.domain".into()))
-        );
-        assert_eq!(
-            parse(b"EHLO [127.0.0.1]"),
-            Ok(Command::Ehlo("[127.0.0.1]".into()))
-        );
-        assert_eq!(
-            parse(b"HELO"),
-            Err(ParseError::Syntax("expected a domain name"))
-        );
-        assert!(matches!(parse(b"HELO a b"), Err(ParseError::Syntax(_))));
-    }
-
-    #[test]
-    fn mail_forms() {
-        let want = Ok(Command::Mail {
-            verb: MailVerb::Mail,
-            from: Some(addr("Smith", Some("USC-ISIF.ARPA"))),
-            params: vec![],
-        });
-        assert_eq!(parse(b"MAIL FROM:<Smith@USC-ISIF.ARPA>"), want);
-        assert_eq!(parse(b"mail from: <Smith@USC-ISIF.ARPA>"), want);
-        assert_eq!(parse(b"MAIL FROM:Smith@USC-ISIF.ARPA"), want);
-        assert_eq!(
-            parse(b"MAIL FROM:<>"),
-            Ok(Command::Mail {
-                verb: MailVerb::Mail,
-                from: None,
-                params: vec![]
-            })
-        );
-        assert!(matches!(
-            parse(b"SOML FROM:<a@b>"),
-            Ok(Command::Mail {
-                verb: MailVerb::Soml,
-                ..
-            })
-        ));
-        assert!(matches!(
-            parse(b"SAML FROM:<a@b>"),
-            Ok(Command::Mail {
-                verb: MailVerb::Saml,
-                ..
-            })
-        ));
-        assert!(matches!(
-            parse(b"SEND FROM:<a@b>"),
-            Ok(Command::Mail {
-                verb: MailVerb::Send,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn mail_params() {
-        assert_eq!(
-            parse(b"MAIL FROM:<a@b.c> SIZE=100 body=8BITMIME"),
-            Ok(Command::Mail {
-                verb: MailVerb::Mail,
-                from: Some(addr("a", Some("b.c"))),
-                params: vec![
-                    Param {
-                        key: "SIZE".into(),
-                        value: Some("100".into())
-                    },
-                    Param {
-                        key: "BODY".into(),
-                        value: Some("8BITMIME".into())
-                    },
-                ],
-            })
-        );
-        assert!(matches!(
-            parse(b"MAIL FROM:<a@b.c> =x"),
-            Err(ParseError::Syntax(_))
-        ));
-        assert!(matches!(
-            parse(b"MAIL FROM:<a@b.c>SIZE=1"),
-            Err(ParseError::Syntax(_))
-        ));
-    }
-
-    #[test]
-    fn rcpt_forms() {
-        assert_eq!(
-            parse(b"RCPT TO:<Jones@BBN-UNIX.ARPA>"),
-            Ok(Command::Rcpt {
-                to: addr("Jones", Some("BBN-UNIX.ARPA")),
-                params: vec![]
-            })
-        );
-        assert_eq!(
-            parse(b"RCPT TO:<postmaster>"),
-            Ok(Command::Rcpt {
-                to: addr("postmaster", None),
-                params: vec![]
-            })
-        );
-        // Source routes are accepted and ignored (RFC 5321 §4.1.2).
-        assert_eq!(
-            parse(b"RCPT TO:<@hosta.int,@jkl.org:userc@d.bar.org>"),
-            Ok(Command::Rcpt {
-                to: addr("userc", Some("d.bar.org")),
-                params: vec![]
-            })
-        );
-        assert_eq!(
-            parse(b"RCPT TO:<\"a>b\"@x.org>"),
-            Ok(Command::Rcpt {
-                to: addr("\"a>b\"", Some("x.org")),
-                params: vec![]
-            })
-        );
-        assert!(matches!(parse(b"RCPT TO:<>"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"RCPT <a@b>"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"RCPT TO:<a@b"), Err(ParseError::Syntax(_))));
-        assert!(matches!(
-            parse(b"RCPT TO:<a@-b>"),
-            Err(ParseError::Syntax(_))
-        ));
-        assert!(matches!(parse(b"RCPT TO:<@b>"), Err(ParseError::Syntax(_))));
-    }
-
-    #[test]
-    fn simple_verbs() {
-        assert_eq!(parse(b"data"), Ok(Command::Data));
-        assert_eq!(parse(b"RSET"), Ok(Command::Rset));
-        assert_eq!(parse(b"QUIT"), Ok(Command::Quit));
-        assert_eq!(parse(b"TURN"), Ok(Command::Turn));
-        assert_eq!(parse(b"NOOP anything"), Ok(Command::Noop));
-        assert_eq!(parse(b"HELP"), Ok(Command::Help(None)));
-        assert_eq!(parse(b"HELP mail"), Ok(Command::Help(Some("mail".into()))));
-        assert_eq!(parse(b"VRFY Smith"), Ok(Command::Vrfy("Smith".into())));
-        assert_eq!(parse(b"EXPN staff"), Ok(Command::Expn("staff".into())));
-        assert!(matches!(parse(b"VRFY"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"DATA now"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"QUIT now"), Err(ParseError::Syntax(_))));
-    }
-
-    #[test]
-    fn bdat_forms() {
-        assert_eq!(
-            parse(b"BDAT 100 LAST"),
-            Ok(Command::Bdat {
-                size: 100,
-                last: true
-            })
-        );
-        assert_eq!(
-            parse(b"bdat 0"),
-            Ok(Command::Bdat {
-                size: 0,
-                last: false
-            })
-        );
-        assert!(matches!(parse(b"BDAT"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"BDAT -1"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"BDAT 1 FIRST"), Err(ParseError::Syntax(_))));
-        assert!(matches!(
-            parse(b"BDAT 99999999999999999999999"),
-            Err(ParseError::Syntax(_))
-        ));
-    }
-
-    #[test]
-    fn garbage() {
-        assert_eq!(parse(b""), Err(ParseError::Unrecognized));
-        assert_eq!(parse(b"XYZZY"), Err(ParseError::Unrecognized));
-        assert_eq!(parse(b"\xff\xfe"), Err(ParseError::Unrecognized));
-        assert!(matches!(
-            parse(b"MAIL FROM:<\xff@b>"),
-            Err(ParseError::Syntax(_))
-        ));
-        assert!(matches!(parse(b"VRFY a\x00b"), Err(ParseError::Syntax(_))));
-        assert!(matches!(
-            parse(b"MAIL FROM:<a@b\x01>"),
-            Err(ParseError::Syntax(_))
-        ));
-        // A control character in a local part parses; the directory refuses it as a name.
-        assert!(matches!(
-            parse(b"MAIL FROM:<a\x00@b>"),
-            Ok(Command::Mail { .. })
-        ));
-    }
-}
+mod tests;

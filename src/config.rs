@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::command::valid_domain;
-use crate::directory::mailbox_name;
+use crate::escape::has_unsafe;
+use crate::names::mailbox_name;
 
 /// Everything a server needs to start. [`Config::default`] gives the defaults of the command line.
 #[derive(Debug, Clone)]
@@ -119,19 +120,22 @@ impl Config {
     }
 
     /// Adds a domain delivered here, after checking it is a domain name or an address literal
-    /// in brackets (RFC 5321 §4.1.3). Giving any domain replaces the default of `localhost`
-    /// and the hostname.
+    /// in brackets (RFC 5321 §4.1.3) free of unsafe characters (controls, line separators, bidi
+    /// and invisible characters, as a client's domain must be). Giving any domain replaces the
+    /// default of `localhost` and the hostname.
     pub fn add_domain(&mut self, domain: &str) -> Result<(), ConfigError> {
-        if !valid_domain(domain) {
+        if !valid_domain(domain) || has_unsafe(domain) {
             return Err(ConfigError(format!("{domain:?} is not a domain name")));
         }
         self.domains.push(domain.to_string());
         Ok(())
     }
 
-    /// Adds a known mailbox, lower-cased, after checking it is safe as a file name in the mail
-    /// directory (no separators, no leading dot or dash, no control characters, at most 64
-    /// octets, no `.lock` ending). The first user turns catch-all off.
+    /// Adds a known mailbox under its mailbox name (lower-cased and NFKC-normalised, as a
+    /// recipient's local part is, so `José` and `jose\u{301}` are one user), after checking it is
+    /// safe as a file name in the mail directory (no separators, no leading dot or dash, no
+    /// control, bidi or invisible characters, at most 64 octets, no `.lock` ending). The first
+    /// user turns catch-all off.
     pub fn add_user(&mut self, name: &str) -> Result<(), ConfigError> {
         let mailbox = mailbox_name(name)
             .ok_or_else(|| ConfigError(format!("user {name:?} is not a safe mailbox name")))?;
@@ -140,7 +144,8 @@ impl Config {
     }
 
     /// Adds an alias (aliases(5)): mail for `name` goes to each target, a local name, another
-    /// alias, or a full address. The name must be safe as a mailbox name and is lower-cased;
+    /// alias, or a full address. The name must be safe as a mailbox name and is normalised like
+    /// one (see [`Config::add_user`]);
     /// there must be at least one target, none empty, and none a command (`|`), a file (`/`)
     /// or an include (`:include:`), which this server does not deliver to.
     pub fn add_alias(
@@ -211,6 +216,25 @@ mod tests {
             c.users.as_ref().unwrap().iter().collect::<Vec<_>>(),
             ["jones"]
         );
+
+        // One user however it is spelled; invisible and bidi characters refused.
+        c.add_user("JOSE\u{301}").unwrap();
+        c.add_user("jos\u{e9}").unwrap();
+        for bad in [
+            "alice\u{200b}",
+            "\u{feff}alice",
+            "\u{202e}ecila",
+            "\u{301}x",
+        ] {
+            assert!(c.add_user(bad).is_err(), "{bad:?}");
+            assert!(c.add_alias(bad, ["jones"]).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            c.users.as_ref().unwrap().iter().collect::<Vec<_>>(),
+            ["jones", "jos\u{e9}"]
+        );
+        assert!(c.add_domain("a\u{85}b.test").is_err());
+        assert!(c.add_domain("\u{202e}tset.a").is_err());
 
         c.add_alias("Staff", ["jones", "smith@example.com"])
             .unwrap();

@@ -2,19 +2,20 @@
 //!
 //! It exists to answer, in one pure place, every question the session asks about an address:
 //! is its domain ours (else relaying is denied, RFC 5321 §3.6.2), is it a known user, an alias
-//! (aliases(5)), or the postmaster every server must accept (§4.5.1), and is its local part safe
-//! to become a file name. Safety is decided here once: a name that reaches the writer is a single
-//! path component with no separators, no leading dot or dash and no control characters.
+//! (aliases(5)), or the postmaster every server must accept (§4.5.1), and which mailbox its local
+//! part names. Every name it compares or returns (a recipient's, a user's, an alias's or an alias
+//! target's) goes through [`mailbox_name`] (`names.rs`), so two spellings of one name meet, and a
+//! name that reaches the writer is a single path component with no separators, no leading dot
+//! or dash and no unsafe character.
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::command::Address;
+use crate::names::mailbox_name;
 use crate::reply::{self, Reply};
 
 /// How deep aliases may refer to aliases before the expansion stops.
 const MAX_ALIAS_DEPTH: usize = 8;
-/// RFC 5321 §4.5.3.1.1: a local part is at most 64 octets.
-const MAX_LOCAL_PART: usize = 64;
 
 /// Local domains, users and aliases, loaded once at start.
 #[derive(Debug, Clone)]
@@ -54,10 +55,10 @@ impl Directory {
                 .cloned()
                 .unwrap_or_else(|| "localhost".to_string()),
             domains,
-            users: users.map(|u| u.iter().map(|n| n.to_lowercase()).collect()),
+            users: users.map(|u| u.iter().filter_map(|n| canonical("user", n)).collect()),
             aliases: aliases
                 .iter()
-                .map(|(name, targets)| (name.to_lowercase(), targets.clone()))
+                .filter_map(|(name, targets)| Some((canonical("alias", name)?, targets.clone())))
                 .collect(),
         }
     }
@@ -79,11 +80,14 @@ impl Directory {
         if to.local.contains(['%', '!']) {
             return Err(reply::RELAY_DENIED);
         }
-        let name = to.local.to_lowercase();
-        if self.aliases.contains_key(&name) {
-            return self.route_alias(&name);
-        }
         let mailbox = mailbox_name(&to.local).ok_or(reply::NAME_NOT_ALLOWED)?;
+        // Folding can make `%` of U+FF05: refused like the plain one.
+        if mailbox.contains(['%', '!']) {
+            return Err(reply::RELAY_DENIED);
+        }
+        if self.aliases.contains_key(&mailbox) {
+            return self.route_alias(&mailbox);
+        }
         // RFC 5321 §4.5.1: postmaster is always accepted.
         if mailbox == "postmaster" || self.is_user(&mailbox) {
             Ok(Route {
@@ -126,12 +130,15 @@ impl Directory {
         })
     }
 
+    /// Expands a local name (an alias, or a mailbox) into `out`. A name that is not a safe
+    /// mailbox name expands to nothing.
     fn expand(&self, name: &str, depth: usize, out: &mut Expansion) {
-        let Some(targets) = self.aliases.get(name) else {
-            if let Some(mailbox) = mailbox_name(name)
-                && !out.mailboxes.contains(&mailbox)
-            {
-                out.mailboxes.push(mailbox);
+        let Some(name) = mailbox_name(name) else {
+            return;
+        };
+        let Some(targets) = self.aliases.get(&name) else {
+            if !out.mailboxes.contains(&name) {
+                out.mailboxes.push(name);
             }
             return;
         };
@@ -143,10 +150,10 @@ impl Directory {
             match target.rsplit_once('@') {
                 Some((local, domain)) if self.is_local_domain(domain) => {
                     out.forwarded.push(target.clone());
-                    self.expand(&local.to_lowercase(), depth + 1, out);
+                    self.expand(local, depth + 1, out);
                 }
                 Some(_) => out.remote.push(target.clone()),
-                None => self.expand(&target.to_lowercase(), depth + 1, out),
+                None => self.expand(target, depth + 1, out),
             }
         }
     }
@@ -154,26 +161,25 @@ impl Directory {
     /// The reply to `VRFY arg` (RFC 5321 §3.5.1): the mailbox, as an address at the first local
     /// domain, which RCPT accepts.
     pub(crate) fn vrfy(&self, arg: &str) -> Reply {
-        let Some(addr) = self.lookup_arg(arg) else {
+        let Some(name) = self.lookup_arg(arg).and_then(mailbox_name) else {
             return reply::NO_SUCH_USER;
         };
-        let name = addr.to_lowercase();
         if self.aliases.contains_key(&name) || name == "postmaster" {
             return Reply::new(250, "2.1.5", format!("<{name}@{}>", self.home));
         }
-        match (mailbox_name(&name), &self.users) {
-            (Some(mailbox), Some(users)) if users.contains(&mailbox) => {
-                Reply::new(250, "2.1.5", format!("<{mailbox}@{}>", self.home))
+        match &self.users {
+            Some(users) if users.contains(&name) => {
+                Reply::new(250, "2.1.5", format!("<{name}@{}>", self.home))
             }
-            (Some(_), None) => reply::CANNOT_VRFY,
-            _ => reply::NO_SUCH_USER,
+            Some(_) => reply::NO_SUCH_USER,
+            None => reply::CANNOT_VRFY,
         }
     }
 
     /// The reply to `EXPN arg`: one line per member of an alias (RFC 5321 §3.5.2), a bare name
     /// given as an address at the first local domain, like VRFY's.
     pub(crate) fn expn(&self, arg: &str) -> Reply {
-        let Some(name) = self.lookup_arg(arg).map(|n| n.to_lowercase()) else {
+        let Some(name) = self.lookup_arg(arg).and_then(mailbox_name) else {
             return reply::NOT_A_LIST;
         };
         match self.aliases.get(&name) {
@@ -208,29 +214,25 @@ impl Directory {
     }
 }
 
+/// The mailbox name of a configured user or alias, or `None` (with a warning) when it has none.
+/// [`crate::Config::add_user`] and [`crate::Config::add_alias`] refuse such names; a `Config` whose
+/// fields were filled in directly may still hold one.
+fn canonical(what: &str, name: &str) -> Option<String> {
+    let mailbox = mailbox_name(name);
+    if mailbox.is_none() {
+        log::warn!(
+            "{what} \"{}\" is not a safe mailbox name; ignored",
+            crate::escape::Escaped(name)
+        );
+    }
+    mailbox
+}
+
 #[derive(Default)]
 struct Expansion {
     mailboxes: Vec<String>,
     forwarded: Vec<String>,
     remote: Vec<String>,
-}
-
-/// The mailbox file name for a local part, or `None` when it is not safe as one.
-///
-/// The name is the lower-cased local part. Refused: empty, over 64 octets, a `/` or `\`, a
-/// leading `.` or `-`, `..`, white space, quotes, control characters including NUL, and a
-/// `.lock` ending, which would collide with another mailbox's dotlock file.
-pub(crate) fn mailbox_name(local: &str) -> Option<String> {
-    let name = local.to_lowercase();
-    let safe = !name.is_empty()
-        && name.len() <= MAX_LOCAL_PART
-        && !name.starts_with(['.', '-'])
-        && !name.contains("..")
-        && !name.ends_with(".lock")
-        && !name
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | '"'));
-    safe.then_some(name)
 }
 
 #[cfg(test)]
@@ -413,5 +415,57 @@ mod tests {
         // No domain at all (not reachable from a Config): localhost.
         let bare = Directory::new(&[], None, &[]);
         assert_eq!(bare.vrfy("postmaster").text, "<postmaster@localhost>");
+    }
+
+    #[test]
+    fn catch_all_spellings_of_one_name_reach_one_mailbox_or_none() {
+        let d = dir(None);
+        let route = |local: &str| d.route(&addr(&format!("{local}@bbn-unix.arpa")));
+        assert_eq!(route("alice").unwrap().mailboxes, ["alice"]);
+        assert_eq!(route("ALICE").unwrap().mailboxes, ["alice"]);
+        assert_eq!(route("ａｌｉｃｅ").unwrap().mailboxes, ["alice"]);
+        for bad in [
+            "alice\u{200b}",
+            "\u{feff}alice",
+            "a\u{180e}lice",
+            "\u{202e}ecila",
+        ] {
+            assert_eq!(route(bad), Err(reply::NAME_NOT_ALLOWED), "{bad:?}");
+        }
+        assert_eq!(route("jos\u{e9}").unwrap().mailboxes, ["jos\u{e9}"]);
+        assert_eq!(route("jose\u{301}").unwrap().mailboxes, ["jos\u{e9}"]);
+        // U+FF05 folds to `%`: a relaying hack like the plain one.
+        assert_eq!(route("a\u{ff05}b"), Err(reply::RELAY_DENIED));
+    }
+
+    #[test]
+    fn configured_names_are_folded_like_recipients() {
+        let users: BTreeSet<String> = ["Jos\u{e9}".to_string(), "bad\u{200b}".to_string()].into();
+        let d = Directory::new(
+            &["a.test".into()],
+            Some(&users),
+            &[
+                (
+                    "Équipe".into(),
+                    vec!["JOSE\u{301}".into(), "ghost\u{202e}".into()],
+                ),
+                ("bad\u{feff}".into(), vec!["jose".into()]),
+            ],
+        );
+        for spelling in ["jos\u{e9}", "jose\u{301}", "JOS\u{c9}"] {
+            let r = d.route(&addr(&format!("{spelling}@a.test"))).unwrap();
+            assert_eq!(r.mailboxes, ["jos\u{e9}"], "{spelling:?}");
+            assert_eq!(d.vrfy(spelling).text, "<jos\u{e9}@a.test>");
+        }
+        // The alias, by any spelling; its unsafe target expands to nothing.
+        let r = d.route(&addr("e\u{301}quipe@a.test")).unwrap();
+        assert_eq!(r.mailboxes, ["jos\u{e9}"]);
+        // A user or alias name that is not safe (a Config filled in by hand) is dropped.
+        assert_eq!(d.route(&addr("bad@a.test")), Err(reply::NO_SUCH_USER));
+        assert_eq!(
+            d.route(&addr("bad\u{200b}@a.test")),
+            Err(reply::NAME_NOT_ALLOWED)
+        );
+        assert_eq!(d.expn("bad\u{feff}").code, 550);
     }
 }

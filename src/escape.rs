@@ -1,11 +1,14 @@
-//! Escaping for log lines: a client's string shown so that it can never forge a line or hide.
+//! Unsafe text: the one set of characters no client string may carry into a header, a mailbox
+//! name or a log line, and the escaping that shows such a string in a log line.
 //!
-//! It exists because every log line that quotes a client (an address, a HELO name, a mailbox)
-//! must be safe to read: a control character, a Unicode line or paragraph separator (U+2028,
-//! U+2029), NEL (U+0085) or a C1 control could start a new, forged log line in a terminal or a
-//! log viewer, and bidirectional overrides or invisible characters could make one name display
-//! as another. Each such character is written as `\u{XXXX}`, and a backslash as `\\`, so the
-//! escaping is unambiguous.
+//! It exists so that the refusals (HELO and EHLO names, local parts and domains: see
+//! `command.rs`, `session/params.rs`, `names.rs`) and the log escaping use the same set,
+//! decided here once by [`is_unsafe`]. A control character, a Unicode line or paragraph separator (U+2028,
+//! U+2029), NEL (U+0085) or a C1 control could start a new, forged header or log line in a reader
+//! that breaks lines at them (Python's email package does), and bidirectional controls or
+//! invisible (default-ignorable) characters could make one name display as another. In a log
+//! line each such character is written as `\u{XXXX}`, and a backslash as `\\`, so the escaping
+//! is unambiguous.
 
 use std::fmt;
 
@@ -19,7 +22,7 @@ impl fmt::Display for Escaped<'_> {
         for c in self.0.chars() {
             if c == '\\' {
                 f.write_str("\\\\")?;
-            } else if needs_escape(c) {
+            } else if is_unsafe(c) {
                 write!(f, "\\u{{{:04x}}}", c as u32)?;
             } else {
                 f.write_char(c)?;
@@ -29,19 +32,52 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// True for characters that must not appear raw in a log line.
-pub(crate) fn needs_escape(c: char) -> bool {
-    c.is_control() // C0, DEL and C1, which includes NEL (U+0085) and CSI (U+009B)
-        || matches!(
-            c,
-            '\u{2028}' | '\u{2029}' // line and paragraph separators
-            | '\u{061c}' | '\u{200e}' | '\u{200f}' // bidi marks
+/// True for characters that must not appear raw in a log line, a header mboxd writes or a
+/// mailbox name:
+///
+/// - C0 controls, DEL and C1 controls (`char::is_control`), which include NEL (U+0085) and
+///   CSI (U+009B);
+/// - the line and paragraph separators U+2028 and U+2029;
+/// - the bidirectional controls U+061C, U+200E, U+200F, U+202A to U+202E and U+2066 to U+2069;
+/// - every `Default_Ignorable_Code_Point` of Unicode's DerivedCoreProperties.txt (invisible
+///   characters: soft hyphen, zero-width space and joiners, variation selectors, BOM, Hangul
+///   fillers, tags...), which contains the bidi controls above;
+/// - the interlinear annotation controls U+FFF9 to U+FFFB.
+pub(crate) fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{fff9}'..='\u{fffb}')
+        || is_default_ignorable(c)
+}
+
+/// True when `s` contains a character of [`is_unsafe`].
+pub(crate) fn has_unsafe(s: &str) -> bool {
+    s.chars().any(is_unsafe)
+}
+
+/// Unicode's `Default_Ignorable_Code_Point` as DerivedCoreProperties.txt of Unicode 15 lists it
+/// (a test compares the two when Debian's `unicode-data` package is installed): characters a
+/// renderer may show as nothing. The bidi controls are among them.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}' // soft hyphen
+            | '\u{034f}' // combining grapheme joiner
+            | '\u{061c}' // Arabic letter mark
+            | '\u{115f}'..='\u{1160}' // Hangul fillers
+            | '\u{17b4}'..='\u{17b5}' // Khmer inherent vowels
+            | '\u{180b}'..='\u{180f}' // Mongolian variation selectors and vowel separator
+            | '\u{200b}'..='\u{200f}' // zero width space, joiners, LRM, RLM
             | '\u{202a}'..='\u{202e}' // bidi embeddings and overrides
-            | '\u{2066}'..='\u{2069}' // bidi isolates
-            | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}' // invisible
-            | '\u{180e}' | '\u{00ad}' | '\u{034f}' | '\u{115f}' | '\u{1160}' | '\u{3164}'
-            | '\u{fff9}'..='\u{fffb}'
-        )
+            | '\u{2060}'..='\u{206f}' // word joiner, invisible operators, bidi isolates, ...
+            | '\u{3164}' // Hangul filler
+            | '\u{fe00}'..='\u{fe0f}' // variation selectors
+            | '\u{feff}' // zero width no-break space (BOM)
+            | '\u{ffa0}' // halfwidth Hangul filler
+            | '\u{fff0}'..='\u{fff8}' // unassigned, reserved as ignorable
+            | '\u{1bca0}'..='\u{1bca3}' // shorthand format controls
+            | '\u{1d173}'..='\u{1d17a}' // musical symbol format controls
+            | '\u{e0000}'..='\u{e0fff}' // tags and variation selectors supplement
+    )
 }
 
 #[cfg(test)]
@@ -81,5 +117,137 @@ mod tests {
     #[test]
     fn backslash_is_escaped_so_escapes_cannot_be_forged() {
         assert_eq!(esc("\\u{000a}"), "\\\\u{000a}");
+    }
+
+    #[test]
+    fn the_unsafe_set_bounds() {
+        // Every range's first and last code point, and the neighbours just outside.
+        for c in [
+            '\u{0}',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{80}',
+            '\u{85}',
+            '\u{9b}',
+            '\u{9f}',
+            '\u{ad}',
+            '\u{34f}',
+            '\u{61c}',
+            '\u{115f}',
+            '\u{1160}',
+            '\u{17b4}',
+            '\u{17b5}',
+            '\u{180b}',
+            '\u{180e}',
+            '\u{180f}',
+            '\u{200b}',
+            '\u{200f}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2060}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{206f}',
+            '\u{3164}',
+            '\u{fe00}',
+            '\u{fe0f}',
+            '\u{feff}',
+            '\u{ffa0}',
+            '\u{fff0}',
+            '\u{fff8}',
+            '\u{fff9}',
+            '\u{fffb}',
+            '\u{1bca0}',
+            '\u{1bca3}',
+            '\u{1d173}',
+            '\u{1d17a}',
+            '\u{e0000}',
+            '\u{e0001}',
+            '\u{e0100}',
+            '\u{e0fff}',
+        ] {
+            assert!(is_unsafe(c), "{:04x}", c as u32);
+        }
+        for c in [
+            ' ',
+            '~',
+            '\u{a0}',
+            '\u{ae}',
+            '\u{34e}',
+            '\u{350}',
+            '\u{61b}',
+            '\u{115e}',
+            '\u{1161}',
+            '\u{17b3}',
+            '\u{17b6}',
+            '\u{180a}',
+            '\u{1810}',
+            '\u{200a}',
+            '\u{2010}',
+            '\u{2027}',
+            '\u{202f}',
+            '\u{205f}',
+            '\u{2070}',
+            '\u{3163}',
+            '\u{3165}',
+            '\u{fdff}',
+            '\u{fe10}',
+            '\u{fefe}',
+            '\u{ff9f}',
+            '\u{ffa1}',
+            '\u{ffef}',
+            '\u{fffc}',
+            '\u{1bc9f}',
+            '\u{1bca4}',
+            '\u{1d172}',
+            '\u{1d17b}',
+            '\u{dffff}',
+            '\u{e1000}',
+            'é',
+            'ß',
+            'Ω',
+            '中',
+        ] {
+            assert!(!is_unsafe(c), "{:04x}", c as u32);
+        }
+        assert!(has_unsafe("ok\u{2028}X-Injected-Helo:yes"));
+        assert!(!has_unsafe("jörg@bücher.example"));
+    }
+
+    /// Compares [`is_default_ignorable`] with Unicode's own list, where the system has it.
+    #[test]
+    fn default_ignorables_match_unicode_data() {
+        let path = "/usr/share/unicode/DerivedCoreProperties.txt";
+        let Ok(text) = std::fs::read_to_string(path) else {
+            println!("skipped: {path} missing (apt-get install unicode-data)");
+            return;
+        };
+        let mut listed = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let Some((range, rest)) = line.split_once(';') else {
+                continue;
+            };
+            if rest.split('#').next().map(str::trim) != Some("Default_Ignorable_Code_Point") {
+                continue;
+            }
+            let range = range.trim();
+            let (lo, hi) = range.split_once("..").unwrap_or((range, range));
+            let (lo, hi) = (
+                u32::from_str_radix(lo, 16).unwrap(),
+                u32::from_str_radix(hi, 16).unwrap(),
+            );
+            listed.extend(lo..=hi);
+        }
+        assert!(listed.len() > 4000, "{}", listed.len());
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            assert_eq!(
+                is_default_ignorable(c),
+                listed.contains(&(c as u32)),
+                "{:04x}",
+                c as u32
+            );
+        }
     }
 }

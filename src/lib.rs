@@ -53,6 +53,7 @@ mod directory;
 mod escape;
 mod framer;
 mod mbox;
+mod names;
 mod os;
 mod pool;
 mod protocol;

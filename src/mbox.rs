@@ -37,7 +37,17 @@ pub(crate) fn now() -> i64 {
 }
 
 /// The entry header for one recipient: `From ` line, `Return-Path:` and `Received:`.
+///
+/// The client's strings (the sender, the HELO name, the recipient) were refused by the parser
+/// and the session if they held an unsafe character (`escape::is_unsafe`: CR, LF, NEL, U+2028,
+/// bidi and invisible characters...), so none can start, fold or hide a header line here.
 pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
+    debug_assert!(
+        ![trace.sender.unwrap_or(""), trace.helo, recipient]
+            .iter()
+            .any(|s| crate::escape::has_unsafe(s)),
+        "an unsafe character reached a trace header: {trace:?} {recipient:?}"
+    );
     let t = Civil::from_unix(trace.time);
     // RFC 4155: the separator's address has no spaces; the null sender is MAILER-DAEMON.
     let from = trace.sender.map_or_else(

@@ -1,10 +1,13 @@
-//! MAIL and RCPT parameters: which ESMTP parameters are offered, and what each may say.
+//! MAIL and RCPT parameters: which ESMTP parameters are offered, what each may say, and which
+//! characters the address itself may carry.
 //!
 //! It exists so the parameter rules of the extensions this server advertises (SIZE, RFC 1870;
-//! BODY, RFC 6152; SMTPUTF8, RFC 6531) sit in one place beside the state machine, which only asks
-//! "may this transaction start" and "may this recipient be added".
+//! BODY, RFC 6152; SMTPUTF8, RFC 6531) and the character rules of the addresses that end up in
+//! the trace headers sit in one place beside the state machine, which only asks "may this
+//! transaction start" and "may this recipient be added".
 
 use crate::command::{Address, Param};
+use crate::escape::has_unsafe;
 use crate::reply::{self, Reply};
 
 /// What MAIL's parameters asked for.
@@ -44,12 +47,7 @@ pub(crate) fn mail(
         }
     }
     if let Some(addr) = from {
-        if addr.local.chars().any(char::is_control) {
-            return Err(reply::NAME_NOT_ALLOWED);
-        }
-        if !out.utf8 && !addr.to_string().is_ascii() {
-            return Err(reply::NEEDS_SMTPUTF8);
-        }
+        address(out.utf8, addr)?;
     }
     Ok(out)
 }
@@ -60,7 +58,19 @@ pub(crate) fn rcpt(utf8: bool, to: &Address, params: &[Param]) -> Result<(), Rep
         // DSN (RFC 3461) is not offered, so NOTIFY and ORCPT are unknown here.
         return Err(not_recognized(param));
     }
-    if !utf8 && !to.to_string().is_ascii() {
+    address(utf8, to)
+}
+
+/// Checks an address's characters, whatever its role. An unsafe character (`escape::is_unsafe`:
+/// controls, NEL and C1, U+2028 and U+2029, bidi controls, default-ignorable characters) in the
+/// local part or the domain is `553 5.1.3`, before and whatever the encoding: such an address
+/// would reach `Return-Path:` or `Received:` and could forge a header line, and no SMTPUTF8 makes
+/// it acceptable. Only then is a non-ASCII address without SMTPUTF8 `553 5.6.7` (RFC 6531 §3.5).
+fn address(utf8: bool, addr: &Address) -> Result<(), Reply> {
+    if has_unsafe(&addr.local) || addr.domain.as_deref().is_some_and(has_unsafe) {
+        return Err(reply::NAME_NOT_ALLOWED);
+    }
+    if !utf8 && !addr.to_string().is_ascii() {
         return Err(reply::NEEDS_SMTPUTF8);
     }
     Ok(())

@@ -1,0 +1,312 @@
+//! Unit tests of the command parser, fed byte literals.
+
+use super::*;
+
+fn addr(local: &str, domain: Option<&str>) -> Address {
+    Address {
+        local: local.into(),
+        domain: domain.map(Into::into),
+    }
+}
+
+#[test]
+fn helo_and_ehlo() {
+    assert_eq!(
+        parse(b"helo a.domain"),
+        Ok(Command::Helo("a.domain".into()))
+    );
+    assert_eq!(
+        parse(b"EHLO [127.0.0.1]"),
+        Ok(Command::Ehlo("[127.0.0.1]".into()))
+    );
+    assert_eq!(
+        parse(b"HELO"),
+        Err(ParseError::Syntax("expected a domain name"))
+    );
+    assert!(matches!(parse(b"HELO a b"), Err(ParseError::Syntax(_))));
+}
+
+#[test]
+fn mail_forms() {
+    let want = Ok(Command::Mail {
+        verb: MailVerb::Mail,
+        from: Some(addr("Smith", Some("USC-ISIF.ARPA"))),
+        params: vec![],
+    });
+    assert_eq!(parse(b"MAIL FROM:<Smith@USC-ISIF.ARPA>"), want);
+    assert_eq!(parse(b"mail from: <Smith@USC-ISIF.ARPA>"), want);
+    assert_eq!(parse(b"MAIL FROM:Smith@USC-ISIF.ARPA"), want);
+    assert_eq!(
+        parse(b"MAIL FROM:<>"),
+        Ok(Command::Mail {
+            verb: MailVerb::Mail,
+            from: None,
+            params: vec![]
+        })
+    );
+    assert!(matches!(
+        parse(b"SOML FROM:<a@b>"),
+        Ok(Command::Mail {
+            verb: MailVerb::Soml,
+            ..
+        })
+    ));
+    assert!(matches!(
+        parse(b"SAML FROM:<a@b>"),
+        Ok(Command::Mail {
+            verb: MailVerb::Saml,
+            ..
+        })
+    ));
+    assert!(matches!(
+        parse(b"SEND FROM:<a@b>"),
+        Ok(Command::Mail {
+            verb: MailVerb::Send,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn mail_params() {
+    assert_eq!(
+        parse(b"MAIL FROM:<a@b.c> SIZE=100 body=8BITMIME"),
+        Ok(Command::Mail {
+            verb: MailVerb::Mail,
+            from: Some(addr("a", Some("b.c"))),
+            params: vec![
+                Param {
+                    key: "SIZE".into(),
+                    value: Some("100".into())
+                },
+                Param {
+                    key: "BODY".into(),
+                    value: Some("8BITMIME".into())
+                },
+            ],
+        })
+    );
+    assert!(matches!(
+        parse(b"MAIL FROM:<a@b.c> =x"),
+        Err(ParseError::Syntax(_))
+    ));
+    assert!(matches!(
+        parse(b"MAIL FROM:<a@b.c>SIZE=1"),
+        Err(ParseError::Syntax(_))
+    ));
+}
+
+#[test]
+fn rcpt_forms() {
+    assert_eq!(
+        parse(b"RCPT TO:<Jones@BBN-UNIX.ARPA>"),
+        Ok(Command::Rcpt {
+            to: addr("Jones", Some("BBN-UNIX.ARPA")),
+            params: vec![]
+        })
+    );
+    assert_eq!(
+        parse(b"RCPT TO:<postmaster>"),
+        Ok(Command::Rcpt {
+            to: addr("postmaster", None),
+            params: vec![]
+        })
+    );
+    // Source routes are accepted and ignored (RFC 5321 §4.1.2).
+    assert_eq!(
+        parse(b"RCPT TO:<@hosta.int,@jkl.org:userc@d.bar.org>"),
+        Ok(Command::Rcpt {
+            to: addr("userc", Some("d.bar.org")),
+            params: vec![]
+        })
+    );
+    assert_eq!(
+        parse(b"RCPT TO:<\"a>b\"@x.org>"),
+        Ok(Command::Rcpt {
+            to: addr("\"a>b\"", Some("x.org")),
+            params: vec![]
+        })
+    );
+    assert!(matches!(parse(b"RCPT TO:<>"), Err(ParseError::Syntax(_))));
+    assert!(matches!(parse(b"RCPT <a@b>"), Err(ParseError::Syntax(_))));
+    assert!(matches!(parse(b"RCPT TO:<a@b"), Err(ParseError::Syntax(_))));
+    assert!(matches!(
+        parse(b"RCPT TO:<a@-b>"),
+        Err(ParseError::Syntax(_))
+    ));
+    assert!(matches!(parse(b"RCPT TO:<@b>"), Err(ParseError::Syntax(_))));
+}
+
+#[test]
+fn simple_verbs() {
+    assert_eq!(parse(b"data"), Ok(Command::Data));
+    assert_eq!(parse(b"RSET"), Ok(Command::Rset));
+    assert_eq!(parse(b"QUIT"), Ok(Command::Quit));
+    assert_eq!(parse(b"TURN"), Ok(Command::Turn));
+    assert_eq!(parse(b"NOOP anything"), Ok(Command::Noop));
+    assert_eq!(parse(b"HELP"), Ok(Command::Help(None)));
+    assert_eq!(parse(b"HELP mail"), Ok(Command::Help(Some("mail".into()))));
+    assert_eq!(parse(b"VRFY Smith"), Ok(Command::Vrfy("Smith".into())));
+    assert_eq!(parse(b"EXPN staff"), Ok(Command::Expn("staff".into())));
+    assert!(matches!(parse(b"VRFY"), Err(ParseError::Syntax(_))));
+    assert!(matches!(parse(b"DATA now"), Err(ParseError::Syntax(_))));
+    assert!(matches!(parse(b"QUIT now"), Err(ParseError::Syntax(_))));
+}
+
+#[test]
+fn bdat_forms() {
+    assert_eq!(
+        parse(b"BDAT 100 LAST"),
+        Ok(Command::Bdat {
+            size: 100,
+            last: true
+        })
+    );
+    assert_eq!(
+        parse(b"bdat 0"),
+        Ok(Command::Bdat {
+            size: 0,
+            last: false
+        })
+    );
+    assert!(matches!(parse(b"BDAT"), Err(ParseError::Syntax(_))));
+    assert!(matches!(parse(b"BDAT -1"), Err(ParseError::Syntax(_))));
+    assert!(matches!(parse(b"BDAT 1 FIRST"), Err(ParseError::Syntax(_))));
+    assert!(matches!(
+        parse(b"BDAT 99999999999999999999999"),
+        Err(ParseError::Syntax(_))
+    ));
+}
+
+#[test]
+fn garbage() {
+    assert_eq!(parse(b""), Err(ParseError::Unrecognized));
+    assert_eq!(parse(b"XYZZY"), Err(ParseError::Unrecognized));
+    assert_eq!(parse(b"\xff\xfe"), Err(ParseError::Unrecognized));
+    assert!(matches!(
+        parse(b"MAIL FROM:<\xff@b>"),
+        Err(ParseError::Syntax(_))
+    ));
+    assert!(matches!(parse(b"VRFY a\x00b"), Err(ParseError::Syntax(_))));
+    assert!(matches!(
+        parse(b"MAIL FROM:<a@b\x01>"),
+        Err(ParseError::Syntax(_))
+    ));
+    // A control character in a local part parses; the directory refuses it as a name.
+    assert!(matches!(
+        parse(b"MAIL FROM:<a\x00@b>"),
+        Ok(Command::Mail { .. })
+    ));
+}
+
+#[test]
+fn an_unquoted_local_part_cannot_contain_at() {
+    // RFC 5321 §4.1.2: Dot-string has no `@`; before, the last `@` split the address and
+    // `alice@evil.test` became a local part (and a mailbox file in catch-all mode).
+    for line in [
+        "RCPT TO:<alice@evil.test@example.com>",
+        "RCPT TO:alice@evil.test@example.com",
+        "MAIL FROM:<a@b@c.test>",
+        "RCPT TO:<@hop.test:a@b@c.test>",
+        "RCPT TO:<a@@c.test>",
+    ] {
+        assert_eq!(
+            parse(line.as_bytes()),
+            Err(ParseError::Syntax(
+                "an unquoted local part cannot contain @"
+            )),
+            "{line}"
+        );
+    }
+    // Quoted, `@` is part of the local part.
+    assert_eq!(
+        parse(b"RCPT TO:<\"a@b\"@x.org>"),
+        Ok(Command::Rcpt {
+            to: addr("\"a@b\"", Some("x.org")),
+            params: vec![]
+        })
+    );
+    assert_eq!(
+        parse(b"RCPT TO:<\"a@b\">"),
+        Ok(Command::Rcpt {
+            to: addr("\"a@b\"", None),
+            params: vec![]
+        })
+    );
+    // A quoted local part ends at its closing quote: what follows must be `@domain`.
+    assert_eq!(
+        parse(b"RCPT TO:<\"a\"b@x.org>"),
+        Err(ParseError::Syntax("text after a quoted local part"))
+    );
+    assert!(matches!(
+        parse(b"RCPT TO:<\"a\"@b@x.org>"),
+        Err(ParseError::Syntax(_))
+    ));
+}
+
+#[test]
+fn helo_names_with_unsafe_characters_are_syntax_errors() {
+    for name in [
+        "ok\u{2028}X-Injected-Helo:yes",
+        "ok\u{2029}x",
+        "a\u{85}b",
+        "a\u{9b}31m",
+        "\u{202e}tset.elpmaxe",
+        "exa\u{200b}mple.test",
+        "\u{feff}example.test",
+        "a\u{e0041}b",
+        "a\u{1b}[2Jb",
+    ] {
+        for verb in ["HELO", "EHLO"] {
+            let line = format!("{verb} {name}");
+            assert!(
+                matches!(parse(line.as_bytes()), Err(ParseError::Syntax(_))),
+                "{line:?}"
+            );
+        }
+    }
+    // Non-ASCII names without such characters are taken as given (RFC 5321 §4.1.4).
+    assert_eq!(
+        parse("EHLO bücher.example".as_bytes()),
+        Ok(Command::Ehlo("bücher.example".into()))
+    );
+    // So are the arguments of the other commands that are not paths.
+    assert!(matches!(
+        parse("VRFY ali\u{200b}ce".as_bytes()),
+        Err(ParseError::Syntax(_))
+    ));
+    assert!(matches!(
+        parse("HELP \u{2028}".as_bytes()),
+        Err(ParseError::Syntax(_))
+    ));
+}
+
+#[test]
+fn paths_with_unsafe_characters_parse_for_the_session_to_refuse() {
+    // The session answers 553 5.1.3 for these (session/params.rs): the parser decides syntax.
+    assert_eq!(
+        parse(
+            "MAIL FROM:<\"x\u{2028}Bcc: victim@example.test\"@attacker.test> SMTPUTF8".as_bytes()
+        ),
+        Ok(Command::Mail {
+            verb: MailVerb::Mail,
+            from: Some(addr(
+                "\"x\u{2028}Bcc: victim@example.test\"",
+                Some("attacker.test")
+            )),
+            params: vec![Param {
+                key: "SMTPUTF8".into(),
+                value: None
+            }],
+        })
+    );
+    assert!(matches!(
+        parse("RCPT TO:<a@exa\u{85}mple.test>".as_bytes()),
+        Ok(Command::Rcpt { .. })
+    ));
+    // An ASCII control in a domain is outside the domain grammar: 501.
+    assert!(matches!(
+        parse(b"RCPT TO:<a@exa\x1bmple.test>"),
+        Err(ParseError::Syntax("malformed domain"))
+    ));
+}

@@ -1,0 +1,255 @@
+//! Forged headers and look-alike mailboxes, over real TCP sockets on 127.0.0.1: the rows of
+//! issue 8's attack table about names. A HELO name, a local part or a domain holding a line
+//! separator, NEL, a C1 control, a bidi override or an invisible character is refused (501 for
+//! HELO/EHLO, 553 5.1.3 for an address), so nothing of it reaches `Received:`, `Return-Path:`
+//! or a file name; in catch-all mode the spellings of one name reach one mailbox file or are
+//! refused, never several files; an unquoted local part holding `@` is a syntax error (501).
+//! Each test checks the mail directory holds exactly the files it should.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Client, TestServer, mbox_entries, output_within};
+
+/// Every file in the mail directory (none when it was never created).
+fn files(server: &TestServer) -> BTreeSet<String> {
+    std::fs::read_dir(server.mail_dir())
+        .map(|dir| {
+            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The reply's code and enhanced code, as in `553 5.1.3`.
+fn code(c: &mut Client, line: &str) -> String {
+    let r = c.cmd(line);
+    let enhanced = r.text().split(' ').next().unwrap_or_default().to_string();
+    format!("{} {enhanced}", r.code)
+}
+
+/// Ends a transaction: DATA with a small message if some recipient was accepted, else RSET.
+fn finish(c: &mut Client, accepted: bool) {
+    if accepted {
+        c.expect("DATA", 354);
+        c.send(b"Subject: t\r\n\r\nbody\r\n.\r\n");
+        assert_eq!(c.read_reply().code, 250);
+    } else {
+        c.expect("RSET", 250);
+    }
+}
+
+#[test]
+fn ehlo_with_a_line_separator_is_501_and_cannot_reach_received() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    for line in [
+        "EHLO ok\u{2028}X-Injected-Helo:yes",
+        "HELO ok\u{2029}X-Injected-Helo:yes",
+        "EHLO ok\u{85}X-Injected-Helo:yes",
+        "EHLO ok\u{9b}31mX",
+        "EHLO \u{202e}tset.tneilc",
+    ] {
+        assert_eq!(c.cmd(line).code, 501, "{line:?}");
+    }
+    // No name was taken: the session still wants HELO or EHLO.
+    assert_eq!(c.cmd("MAIL FROM:<a@b.test>").code, 503);
+    c.expect("EHLO client.test", 250);
+    assert_eq!(c.cmd("EHLO ok\u{2028}X-Injected-Helo:yes").code, 501);
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], "Subject: s\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250);
+    let text = server.mbox_text("jones");
+    let [entry] = &mbox_entries(&text)[..] else {
+        panic!("{text:?}")
+    };
+    assert!(
+        entry.contains("Received: from client.test (127.0.0.1)\n"),
+        "{entry}"
+    );
+    assert!(
+        !entry.contains("Injected") && !entry.contains('\u{2028}'),
+        "{entry}"
+    );
+    python_sees_only_mboxd_headers(&server, "jones", &["Return-Path", "Received", "Subject"]);
+}
+
+/// Python's email package (which re-serialises U+2028 as a line break) sees exactly `headers`
+/// in every message of the mailbox.
+fn python_sees_only_mboxd_headers(server: &TestServer, user: &str, headers: &[&str]) {
+    let script = "import mailbox, sys\n\
+                  for m in mailbox.mbox(sys.argv[1]):\n    print('|'.join(m.keys()))\n";
+    let have_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_python {
+        println!("skipped: python3 not found, so Python's email package cannot read the mbox");
+        return;
+    }
+    let out = output_within(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(server.mail_dir().join(user)),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{out:?}");
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        assert_eq!(line, headers.join("|"));
+    }
+}
+
+#[test]
+fn mail_from_with_a_forged_header_in_a_quoted_local_part_is_553() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO attacker.test", 250);
+    assert_eq!(
+        code(
+            &mut c,
+            "MAIL FROM:<\"x\u{2028}Bcc: victim@example.test\"@attacker.test> SMTPUTF8"
+        ),
+        "553 5.1.3"
+    );
+    // Not an encoding matter: without SMTPUTF8 it is 5.1.3 too, not 5.6.7.
+    assert_eq!(
+        code(
+            &mut c,
+            "MAIL FROM:<\"x\u{2028}Bcc: victim@example.test\"@attacker.test>"
+        ),
+        "553 5.1.3"
+    );
+    assert_eq!(c.cmd("RCPT TO:<jones@mx.test>").code, 503);
+    assert_eq!(c.cmd("DATA").code, 503);
+    assert_eq!(files(&server), set(&[]));
+}
+
+#[test]
+fn nel_csi_and_bidi_overrides_in_domains_are_553() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    for domain in [
+        "exa\u{85}mple.test",
+        "exa\u{9b}mple.test",
+        "\u{202e}tset.elpmaxe",
+        "exa\u{2066}mple\u{2069}.test",
+        "exa\u{200b}mple.test",
+    ] {
+        assert_eq!(
+            code(&mut c, &format!("MAIL FROM:<a@{domain}> SMTPUTF8")),
+            "553 5.1.3",
+            "{domain:?}"
+        );
+    }
+    c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
+    for domain in ["mx.test\u{85}", "mx\u{9b}.test", "\u{202e}mx.test"] {
+        assert_eq!(
+            code(&mut c, &format!("RCPT TO:<jones@{domain}>")),
+            "553 5.1.3",
+            "{domain:?}"
+        );
+    }
+    assert_eq!(c.cmd("DATA").code, 554);
+    assert_eq!(files(&server), set(&[]));
+}
+
+#[test]
+fn invisible_spellings_of_alice_reach_one_mailbox_or_none() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    for local in [
+        "alice",
+        "alice\u{200b}",
+        "\u{feff}alice",
+        "a\u{180e}lice",
+        "ALICE",
+    ] {
+        c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
+        let r = code(&mut c, &format!("RCPT TO:<{local}@mx.test>"));
+        let accepted = r == "250 2.1.5";
+        assert!(accepted || r == "553 5.1.3", "{local:?}: {r}");
+        // The plain spellings are accepted, the invisible ones refused.
+        assert_eq!(accepted, local.is_ascii(), "{local:?}: {r}");
+        finish(&mut c, accepted);
+    }
+    assert_eq!(files(&server), set(&["alice"]));
+    assert_eq!(mbox_entries(&server.mbox_text("alice")).len(), 2);
+}
+
+#[test]
+fn composed_and_decomposed_jose_are_one_mailbox() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    for local in ["jos\u{e9}", "jose\u{301}", "JOSE\u{301}"] {
+        c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
+        assert_eq!(
+            code(&mut c, &format!("RCPT TO:<{local}@mx.test>")),
+            "250 2.1.5",
+            "{local:?}"
+        );
+        finish(&mut c, true);
+    }
+    assert_eq!(files(&server), set(&["jos\u{e9}"]));
+    assert_eq!(mbox_entries(&server.mbox_text("jos\u{e9}")).len(), 3);
+}
+
+#[test]
+fn a_configured_user_meets_every_spelling_of_its_name() {
+    let server = TestServer::with(|c| c.add_user("Jos\u{e9}").unwrap());
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    for local in ["jos\u{e9}", "jose\u{301}"] {
+        c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
+        assert_eq!(
+            code(&mut c, &format!("RCPT TO:<{local}@mx.test>")),
+            "250 2.1.5",
+            "{local:?}"
+        );
+        finish(&mut c, true);
+    }
+    assert_eq!(
+        c.cmd("VRFY jose\u{301}").text(),
+        "2.1.5 <jos\u{e9}@mx.test>"
+    );
+    assert_eq!(files(&server), set(&["jos\u{e9}"]));
+}
+
+#[test]
+fn a_name_that_displays_reversed_is_refused() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
+    assert_eq!(code(&mut c, "RCPT TO:<\u{202e}ecila@mx.test>"), "553 5.1.3");
+    assert_eq!(c.cmd("DATA").code, 554);
+    assert_eq!(files(&server), set(&[]));
+}
+
+#[test]
+fn an_unquoted_local_part_with_at_is_501_and_makes_no_file() {
+    let server = TestServer::with(|c| c.add_domain("example.com").unwrap());
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    assert_eq!(
+        code(&mut c, "RCPT TO:<alice@evil.test@example.com>"),
+        "501 5.5.4"
+    );
+    assert_eq!(c.cmd("DATA").code, 503);
+    // The same local part, quoted, is a name, and not a safe file name: 553.
+    assert_eq!(
+        code(&mut c, "RCPT TO:<\"alice@evil.test\"@example.com>"),
+        "553 5.1.3"
+    );
+    c.expect("RSET", 250);
+    assert_eq!(files(&server), set(&[]));
+}
