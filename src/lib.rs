@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod backoff;
 mod command;
 mod config;
 mod connection;

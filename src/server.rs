@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
+use crate::backoff::AcceptBackoff;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
+use crate::os;
 use crate::pool::Pool;
 use crate::reply::{self, Reply, write_reply};
 use crate::session::SessionConfig;
@@ -74,6 +76,7 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
             "at least one address, one worker and one recipient are needed".into(),
         ));
     }
+    raise_descriptor_limit(config);
     prepare_mail_dir(&config.mail_dir)
         .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
     let listeners = config
@@ -157,11 +160,50 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         running.acceptors.push(
             thread::Builder::new()
                 .name(format!("mboxd-accept-{addr}"))
-                .spawn(move || accept(&listener, &waiting, &accept_ctx))
+                .spawn(move || accept(&listener, addr, &waiting, &accept_ctx))
                 .map_err(StartError::Thread)?,
         );
     }
     Ok(running)
+}
+
+/// Raises the soft limit on open descriptors to the hard one (best effort) and logs it, with a
+/// warning when it is below what this configuration can hold open at once: the socket and its
+/// clone (kept so shutdown can wake the session) per worker, a socket per connection waiting for
+/// a worker, the writer's mailboxes (a single job may hold `max_recipients`) and two more, and
+/// a few for the listeners, standard streams and the mail directory.
+fn raise_descriptor_limit(config: &Config) {
+    let needed = 2 * config.workers
+        + WAITING_ROOM
+        + writer::MAX_OPEN_MAILBOXES.max(config.max_recipients)
+        + 2
+        + config.listen.len()
+        + 8;
+    match os::raise_nofile_limit() {
+        Ok(limit) => {
+            if limit.soft > limit.was {
+                log::info!(
+                    "descriptor limit raised from {} to {} (the hard limit)",
+                    limit.was,
+                    limit.soft
+                );
+            } else {
+                log::info!(
+                    "descriptor limit {} (hard limit {})",
+                    limit.soft,
+                    limit.hard
+                );
+            }
+            if limit.soft < needed as u64 {
+                log::warn!(
+                    "descriptor limit {} is below the {needed} this configuration may hold open \
+                     at once; a flood of connections can exhaust it (accept then backs off)",
+                    limit.soft
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read or raise the descriptor limit: {e}"),
+    }
 }
 
 /// Creates the mail directory if needed and checks it is a writable directory.
@@ -244,17 +286,25 @@ fn wake_address(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept(listener: &TcpListener, waiting: &Sender<(TcpStream, Instant)>, ctx: &Context) {
+fn accept(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    waiting: &Sender<(TcpStream, Instant)>,
+    ctx: &Context,
+) {
+    let mut backoff = AcceptBackoff::new(addr);
     loop {
         let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
             Err(e) => {
                 if ctx.shutting_down() {
                     return;
                 }
-                // EMFILE and friends: back off briefly instead of spinning.
-                log::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
+                // Out of descriptors (EMFILE) and the like: wait, logged once, never spin.
+                thread::sleep(backoff.failed(&e));
                 continue;
             }
         };
