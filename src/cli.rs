@@ -42,6 +42,7 @@ usage: mboxd [options]
   --queue-wait SECS        how long a connection waits for a free worker before 421 (default 1)
   --lock-timeout SECS      how long to wait for a locked mailbox before 450 (default 30)
   --max-errors N           rejected commands before the session is closed (default 20)
+  --max-mailboxes N        catch-all only: mailbox files allowed before new names get 452 (default 10000)
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
   -h, --help               this text
   -V, --version            the version
@@ -96,6 +97,7 @@ where
             "--queue-wait" => config.queue_wait = seconds(&flag, &value()?)?,
             "--lock-timeout" => config.lock_timeout = seconds(&flag, &value()?)?,
             "--max-errors" => config.max_errors = positive(&flag, &value()?)?,
+            "--max-mailboxes" => config.max_mailboxes = positive(&flag, &value()?)?,
             "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
             other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
         }
@@ -262,8 +264,10 @@ mod tests {
             "0.5",
             "--max-message-size",
             "1000",
+            "--max-mailboxes=300",
         ])
         .unwrap();
+        assert_eq!(c.max_mailboxes, 300);
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.hostname, "mx.test");
         assert_eq!(c.local_domains(), vec!["a.test".to_string()]);
@@ -280,6 +284,8 @@ mod tests {
             &["--frob"][..],
             &["--workers"],
             &["--workers", "0"],
+            &["--max-mailboxes", "0"],
+            &["--max-mailboxes", "many"],
             &["--timeout", "-1"],
             &["--listen", "nonsense"],
             &["--user", "../x"],
@@ -375,6 +381,7 @@ mod tests {
             "--queue-wait",
             "--lock-timeout",
             "--max-errors",
+            "--max-mailboxes",
             "--help",
             "--version",
         ] {

@@ -52,6 +52,7 @@ mod data;
 mod directory;
 mod escape;
 mod framer;
+mod mailboxes;
 mod mbox;
 mod os;
 mod pool;

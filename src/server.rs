@@ -19,6 +19,7 @@ use crate::backoff::AcceptBackoff;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
+use crate::mailboxes::Mailboxes;
 use crate::os;
 use crate::pool::Pool;
 use crate::reply::{self, Reply, write_reply};
@@ -90,9 +91,19 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         .collect::<io::Result<Vec<_>>>()
         .map_err(StartError::Thread)?;
     let listening: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
-    let who = match &config.users {
-        None => "catch-all: every safe name is accepted".to_string(),
-        Some(users) => format!("{} user(s)", users.len()),
+    // Catch-all mode: the mailbox files there are now, under the bound on how many may be.
+    let (bound, who) = match &config.users {
+        Some(users) => (None, format!("{} user(s)", users.len())),
+        None => {
+            let bound = Mailboxes::scan(&config.mail_dir, config.max_mailboxes)
+                .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
+            let who = format!(
+                "catch-all: every safe name is accepted up to {} mailboxes ({} now)",
+                bound.limit(),
+                bound.len()
+            );
+            (Some(Arc::new(bound)), who)
+        }
     };
     log::info!(
         "listening on {}; domains {}; {who}; {} alias(es); mail in {}",
@@ -101,11 +112,14 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         config.aliases.len(),
         config.mail_dir.display()
     );
-    let directory = Directory::new(
+    let mut directory = Directory::new(
         &config.local_domains(),
         config.users.as_ref(),
         &config.aliases,
     );
+    if let Some(bound) = bound {
+        directory = directory.with_mailbox_bound(bound);
+    }
     let session = Arc::new(SessionConfig {
         hostname: config.hostname.clone(),
         max_message_size: config.max_message_size,
