@@ -29,23 +29,32 @@ const SPREAD: usize = 100;
 /// Messages the unrelated client delivers while the attack runs.
 const GOOD_MESSAGES: usize = 20;
 
-/// The binary under `ulimit -n nofile`, logging at info to a captured stderr; `None` (after
-/// printing `skipped:`) when the shell cannot set that limit.
+/// The binary under `ulimit -n nofile` (soft and hard), logging at info to a captured stderr;
+/// `None` (after printing `skipped:`) when the shell cannot set that limit.
 fn spawn_limited(
     nofile: u64,
     args: &[&str],
 ) -> Option<(ChildGuard, SocketAddr, JoinHandle<String>)> {
-    let script = "ulimit -n \"$0\" || exit 97; exec \"$@\"";
+    spawn_ulimit(&format!("-n {nofile}"), args)
+}
+
+/// The binary under `ulimit <limit>` (`-n 64`, `-S -n 256`), as [`spawn_limited`].
+fn spawn_ulimit(
+    limit: &str,
+    args: &[&str],
+) -> Option<(ChildGuard, SocketAddr, JoinHandle<String>)> {
+    // `$0` unquoted: the limit's words are the arguments of `ulimit`.
+    let script = "ulimit $0 || exit 97; exec \"$@\"";
     let probe = Command::new("sh")
-        .args(["-c", script, &nofile.to_string(), "true"])
+        .args(["-c", script, limit, "true"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        println!("skipped: sh cannot set `ulimit -n {nofile}` here");
+        println!("skipped: sh cannot set `ulimit {limit}` here");
         return None;
     }
     let mut child = ChildGuard(
         Command::new("sh")
-            .args(["-c", script, &nofile.to_string(), BIN])
+            .args(["-c", script, limit, BIN])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -480,11 +489,12 @@ fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
         log.contains("out of descriptors opening mailbox"),
         "the writer never ran short: the test did not test it"
     );
+    // One warning per episode, each ended by a recovery line (the last may run into the
+    // shutdown); a warning per failed try (every 50 ms before) would be dozens.
     assert!(
-        (1..=5).contains(&episodes),
-        "{episodes} accept warnings: one per episode is expected"
+        episodes >= 1 && episodes <= recoveries + 1 && episodes <= 20,
+        "{episodes} accept warnings for {recoveries} recoveries: one per episode is expected"
     );
-    assert!(recoveries >= 1, "accept never logged its recovery");
     // Clock ticks are 1/100 s: waiting must not spin a core (a spinning acceptor uses them all).
     let allowed = waited.as_millis() as u64 / 10 / 4 + 5;
     assert!(
@@ -536,4 +546,51 @@ fn new_mailboxes_past_the_bound_get_452() {
     files.sort();
     assert_eq!(files, ["jones", "one", "postmaster", "three", "two"]);
     server.stop();
+}
+
+/// The limits on open files of process `pid`: (soft, hard), from `/proc/<pid>/limits`.
+fn nofile_limits(pid: &str) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+/// A soft limit below the hard one is raised to it at start, and the log says so.
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
+    let (_, hard) = nofile_limits("self");
+    if !hard.parse::<u64>().is_ok_and(|h| h > 256) {
+        println!("skipped: the hard descriptor limit here is {hard}, not over 256");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--mail-dir",
+        mail.to_str().unwrap(),
+    ];
+    let Some((mut child, _, log)) = spawn_ulimit("-S -n 256", &args) else {
+        return;
+    };
+    let (soft_now, hard_now) = nofile_limits(&child.id().to_string());
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert_eq!(
+        (soft_now.as_str(), hard_now.as_str()),
+        (hard.as_str(), hard.as_str())
+    );
+    assert!(
+        log.contains(&format!("descriptor limit raised from 256 to {hard}")),
+        "{log}"
+    );
 }
