@@ -3,23 +3,23 @@
 //! the writer out of descriptors nor makes an unrelated delivery fail, and creates no more
 //! mailbox files than `--max-mailboxes` allows.
 //!
-//! The binary is started as `sh -c 'ulimit -n N || exit 97; exec mboxd ...'`, so the limit is
-//! both soft and hard and mboxd cannot raise it; a connection flood also runs it under a limit of
-//! 64. Where the shell cannot set the limit, the tests print `skipped:` and pass.
+//! The binary runs under `ulimit -n 1024` (soft and hard; see `tests/limited/`); where the shell
+//! cannot set it, the tests print `skipped:` and pass. A connection flood that takes every
+//! descriptor is in `tests/exhaustion.rs`.
 
+mod limited;
 mod support;
 
 use std::fs;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use support::{BIN, ChildGuard, Client, read_lines_within, signal, wait_bounded};
+use limited::{open_descriptors, spawn_limited};
+use support::{Client, signal, wait_bounded};
 
 /// The limit of the issue's attack.
 const NOFILE: u64 = 1024;
@@ -28,62 +28,6 @@ const SESSIONS: usize = 20;
 const SPREAD: usize = 100;
 /// Messages the unrelated client delivers while the attack runs.
 const GOOD_MESSAGES: usize = 20;
-
-/// The binary under `ulimit -n nofile` (soft and hard), logging at info to a captured stderr;
-/// `None` (after printing `skipped:`) when the shell cannot set that limit.
-fn spawn_limited(
-    nofile: u64,
-    args: &[&str],
-) -> Option<(ChildGuard, SocketAddr, JoinHandle<String>)> {
-    spawn_ulimit(&format!("-n {nofile}"), args)
-}
-
-/// The binary under `ulimit <limit>` (`-n 64`, `-S -n 256`), as [`spawn_limited`].
-fn spawn_ulimit(
-    limit: &str,
-    args: &[&str],
-) -> Option<(ChildGuard, SocketAddr, JoinHandle<String>)> {
-    // `$0` unquoted: the limit's words are the arguments of `ulimit`.
-    let script = "ulimit $0 || exit 97; exec \"$@\"";
-    let probe = Command::new("sh")
-        .args(["-c", script, limit, "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        println!("skipped: sh cannot set `ulimit {limit}` here");
-        return None;
-    }
-    let mut child = ChildGuard(
-        Command::new("sh")
-            .args(["-c", script, limit, BIN])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sh"),
-    );
-    let mut stderr = child.stderr.take().expect("stderr");
-    let log = thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = stderr.read_to_end(&mut text);
-        String::from_utf8_lossy(&text).into_owned()
-    });
-    let stdout = child.stdout.take().expect("stdout");
-    let line = read_lines_within(stdout, 1, Duration::from_secs(10)).remove(0);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .parse()
-        .expect("an address");
-    Some((child, addr, log))
-}
-
-/// Descriptors `pid` has open now (0 once it is gone).
-fn open_descriptors(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
 
 /// Samples a process's descriptor count until stopped; yields the highest seen. A measurement,
 /// not a synchronisation: nothing waits on it.
@@ -119,6 +63,7 @@ struct Tally {
     accepted: AtomicUsize,
     refused_452: AtomicUsize,
     delivered: AtomicUsize,
+    failed: AtomicUsize,
     reconnects: AtomicUsize,
 }
 
@@ -170,9 +115,12 @@ fn attacker(addr: SocketAddr, t: usize, rounds: usize, tally: &Tally) {
             end.code == 250 || end.code / 100 == 4,
             "end of data: {end:?}"
         );
-        if end.code == 250 {
-            tally.delivered.fetch_add(1, Ordering::Relaxed);
-        }
+        let count = if end.code == 250 {
+            &tally.delivered
+        } else {
+            &tally.failed
+        };
+        count.fetch_add(1, Ordering::Relaxed);
     }
     c.expect("QUIT", 221);
 }
@@ -301,7 +249,7 @@ fn attack(bound: Option<usize>, rounds: usize) -> Option<Figures> {
 fn report(what: &str, f: &Figures) {
     println!(
         "{what}: RLIMIT_NOFILE {NOFILE}; {} s; mailbox files {} before, {} after; peak descriptors \
-         {}; attackers: {} RCPT accepted, {} refused 452, {} messages delivered, {} reconnects; \
+         {}; attackers: {} RCPT accepted, {} refused 452, {} messages delivered, {} refused, {} reconnects; \
          unrelated client: {}/{GOOD_MESSAGES} got 250",
         f.elapsed.as_secs_f64(),
         f.pre_existing,
@@ -310,6 +258,7 @@ fn report(what: &str, f: &Figures) {
         f.tally.accepted.load(Ordering::Relaxed),
         f.tally.refused_452.load(Ordering::Relaxed),
         f.tally.delivered.load(Ordering::Relaxed),
+        f.tally.failed.load(Ordering::Relaxed),
         f.tally.reconnects.load(Ordering::Relaxed),
         f.good_250s,
     );
@@ -342,6 +291,11 @@ fn catch_all_spread_under_rlimit_1024_is_bounded() {
         "mailbox files with a bound of {bound}"
     );
     assert!(f.tally.refused_452.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        f.tally.failed.load(Ordering::Relaxed),
+        0,
+        "an attack message failed"
+    );
     assert!(
         f.peak_descriptors <= DESCRIPTOR_CEILING,
         "peak {} descriptors, over {DESCRIPTOR_CEILING}",
@@ -372,6 +326,7 @@ fn catch_all_spread_default_bound_issue_figures() {
         "the unrelated client was refused"
     );
     assert_eq!(f.files_after, f.pre_existing + SESSIONS * SPREAD);
+    assert_eq!(f.tally.delivered.load(Ordering::Relaxed), SESSIONS);
     assert!(
         f.peak_descriptors <= DESCRIPTOR_CEILING,
         "peak {} descriptors, over {DESCRIPTOR_CEILING}",
@@ -381,128 +336,6 @@ fn catch_all_spread_default_bound_issue_figures() {
         !f.log.contains("Too many open files"),
         "a descriptor ran out"
     );
-}
-
-/// CPU time `pid` has used, in clock ticks (utime + stime, fields 14 and 15 of its stat line,
-/// counted after the command name's closing parenthesis).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let (_, rest) = stat.rsplit_once(')').expect("a stat line");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[14 - 3].parse::<u64>().unwrap() + fields[15 - 3].parse::<u64>().unwrap()
-}
-
-/// Waits until `pid` holds `n` descriptors, for at most `limit`; false if it never does.
-fn wait_for_descriptors(pid: u32, n: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if open_descriptors(pid) >= n {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
-
-/// A flood of connections takes every descriptor the server may have. accept backs off (one
-/// log line per episode, no spinning), a delivery in progress waits for a descriptor instead of
-/// failing, and once the flood ends the server serves again.
-#[test]
-fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
-    const LIMIT: usize = 64;
-    let dir = tempfile::tempdir().unwrap();
-    let mail = dir.path().join("mail");
-    let Some((mut child, addr, log)) = spawn_limited(
-        LIMIT as u64,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--hostname",
-            "mx.test",
-            "--domain",
-            "mx.test",
-            "--mail-dir",
-            mail.to_str().unwrap(),
-            "--workers",
-            "2",
-            // Connections waiting for a worker hold their descriptor this long before 421.
-            "--queue-wait",
-            "3",
-        ],
-    ) else {
-        return;
-    };
-    let pid = child.id();
-    // A client inside a message to a new mailbox, before the flood.
-    let mut good = Client::connect_with_timeout(addr, Duration::from_secs(60));
-    assert_eq!(good.read_reply().code, 220);
-    good.expect("EHLO good.test", 250);
-    good.expect("MAIL FROM:<friend@good.test>", 250);
-    good.expect("RCPT TO:<fresh@mx.test>", 250);
-    good.expect("DATA", 354);
-    good.send(b"Subject: through the flood\r\n\r\nstill here\r\n");
-    // The flood: more connections than the server has descriptors (the rest wait in the
-    // listen backlog).
-    let flood: Vec<std::net::TcpStream> = (0..100)
-        .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
-        .collect::<Result<_, _>>()
-        .expect("the backlog takes the flood");
-    assert!(
-        wait_for_descriptors(pid, LIMIT, Duration::from_secs(10)),
-        "the server never used its {LIMIT} descriptors: {}",
-        open_descriptors(pid)
-    );
-    // No descriptor is free for the mailbox: the writer must wait, not fail.
-    let (ticks, since) = (cpu_ticks(pid), Instant::now());
-    good.send(b".\r\n");
-    let end = good.read_reply();
-    let waited = since.elapsed();
-    let used = cpu_ticks(pid) - ticks;
-    assert_eq!(end.code, 250, "the delivery failed: {end:?}");
-    good.expect("QUIT", 221);
-    // The flood ends; a newcomer is served.
-    drop(flood);
-    let mut late = Client::connect_with_timeout(addr, Duration::from_secs(10));
-    assert_eq!(late.read_reply().code, 220);
-    late.expect("EHLO late.test", 250);
-    let r = late.send_mail("a@late.test", &["fresh@mx.test"], "Subject: after\n\nafter");
-    assert_eq!(r.code, 250);
-    late.expect("QUIT", 221);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(20)).code(),
-        Some(0)
-    );
-    let log = log.join().expect("log");
-    let episodes = log
-        .lines()
-        .filter(|l| l.contains("accept") && l.contains("failed"))
-        .count();
-    let recoveries = log.lines().filter(|l| l.contains("works again")).count();
-    println!(
-        "flood under RLIMIT_NOFILE {LIMIT}: the delivery waited {} ms for a descriptor, the server \
-         used {used} CPU ticks meanwhile; {episodes} accept back-off episode(s) logged, \
-         {recoveries} recover(ies)",
-        waited.as_millis()
-    );
-    assert!(
-        log.contains("out of descriptors opening mailbox"),
-        "the writer never ran short: the test did not test it"
-    );
-    // One warning per episode, each ended by a recovery line (the last may run into the
-    // shutdown); a warning per failed try (every 50 ms before) would be dozens.
-    assert!(
-        episodes >= 1 && episodes <= recoveries + 1 && episodes <= 20,
-        "{episodes} accept warnings for {recoveries} recoveries: one per episode is expected"
-    );
-    // Clock ticks are 1/100 s: waiting must not spin a core (a spinning acceptor uses them all).
-    let allowed = waited.as_millis() as u64 / 10 / 4 + 5;
-    assert!(
-        used <= allowed,
-        "{used} ticks of CPU in {waited:?}: more than {allowed}"
-    );
-    let stored = fs::read_to_string(mail.join("fresh")).unwrap();
-    assert!(stored.contains("still here") && stored.contains("\nafter\n"));
 }
 
 /// `--max-mailboxes` over a real socket: new names past the bound get 452 4.3.1, reserved and
@@ -546,51 +379,4 @@ fn new_mailboxes_past_the_bound_get_452() {
     files.sort();
     assert_eq!(files, ["jones", "one", "postmaster", "three", "two"]);
     server.stop();
-}
-
-/// The limits on open files of process `pid`: (soft, hard), from `/proc/<pid>/limits`.
-fn nofile_limits(pid: &str) -> (String, String) {
-    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("a Max open files line");
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    (fields[3].to_string(), fields[4].to_string())
-}
-
-/// A soft limit below the hard one is raised to it at start, and the log says so.
-#[test]
-fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
-    let (_, hard) = nofile_limits("self");
-    if !hard.parse::<u64>().is_ok_and(|h| h > 256) {
-        println!("skipped: the hard descriptor limit here is {hard}, not over 256");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mail = dir.path().join("mail");
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--mail-dir",
-        mail.to_str().unwrap(),
-    ];
-    let Some((mut child, _, log)) = spawn_ulimit("-S -n 256", &args) else {
-        return;
-    };
-    let (soft_now, hard_now) = nofile_limits(&child.id().to_string());
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let log = log.join().expect("log");
-    assert_eq!(
-        (soft_now.as_str(), hard_now.as_str()),
-        (hard.as_str(), hard.as_str())
-    );
-    assert!(
-        log.contains(&format!("descriptor limit raised from 256 to {hard}")),
-        "{log}"
-    );
 }
