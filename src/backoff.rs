@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 /// The first pause of an episode.
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
-/// The longest pause between tries: a descriptor freed is used within this, and shutdown, which
-/// the acceptor checks after each failed try, waits at most this long for it.
+/// The longest pause between tries: once a descriptor is free, accept takes the next connection
+/// within this, and shutdown, which the acceptor checks after each failed try, waits at most
+/// this long for it.
 pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// One acceptor's state between failed accepts.
