@@ -45,6 +45,7 @@ usage: mboxd [options]
   --max-per-peer N         sessions one client address may hold (default: half of --workers;
                            127.0.0.1 and ::1 are never limited)
   --min-data-rate BYTES    slowest average rate of a message after 30 s, in octets/s (default 512)
+  --max-mailboxes N        catch-all only: mailbox files allowed before new names get 452 (default 10000)
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
   -h, --help               this text
   -V, --version            the version
@@ -99,6 +100,7 @@ where
             "--queue-wait" => config.queue_wait = seconds(&flag, &value()?)?,
             "--lock-timeout" => config.lock_timeout = seconds(&flag, &value()?)?,
             "--max-errors" => config.max_errors = positive(&flag, &value()?)?,
+            "--max-mailboxes" => config.max_mailboxes = positive(&flag, &value()?)?,
             "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
             "--max-per-peer" => config.max_per_peer = Some(positive(&flag, &value()?)?),
             "--min-data-rate" => config.min_data_rate = positive(&flag, &value()?)? as u64,
@@ -267,8 +269,10 @@ mod tests {
             "0.5",
             "--max-message-size",
             "1000",
+            "--max-mailboxes=300",
         ])
         .unwrap();
+        assert_eq!(c.max_mailboxes, 300);
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.hostname, "mx.test");
         assert_eq!(c.local_domains(), vec!["a.test".to_string()]);
@@ -299,6 +303,8 @@ mod tests {
             &["--frob"][..],
             &["--workers"],
             &["--workers", "0"],
+            &["--max-mailboxes", "0"],
+            &["--max-mailboxes", "many"],
             &["--timeout", "-1"],
             &["--listen", "nonsense"],
             &["--user", "../x"],
@@ -409,6 +415,7 @@ mod tests {
             "--queue-wait",
             "--lock-timeout",
             "--max-errors",
+            "--max-mailboxes",
             "--help",
             "--version",
         ] {

@@ -65,6 +65,12 @@ pub struct Config {
     /// Rejected commands in one session before it is closed with 421 (Postfix's
     /// `smtpd_hard_error_limit`). Default 20.
     pub max_errors: usize,
+    /// Catch-all mode only: the most mailbox files the mail directory may hold before a RCPT
+    /// naming a new one gets `452 4.3.1`. Without it, a client inventing names creates a file
+    /// for each (issue 8 saw 8 386 from one attack); 10 000 is far more than a small site's
+    /// people and roles, and a few megabytes of names in memory. Existing names, postmaster and
+    /// alias targets are always accepted. Default 10 000.
+    pub max_mailboxes: usize,
 }
 
 impl Default for Config {
@@ -88,6 +94,7 @@ impl Default for Config {
             min_data_rate: 512,
             min_data_rate_grace: Duration::from_secs(30),
             max_errors: 20,
+            max_mailboxes: 10_000,
         }
     }
 }
@@ -195,6 +202,7 @@ mod tests {
             (c.workers, c.max_recipients, c.max_message_size),
             (64, 100, 10 << 20)
         );
+        assert_eq!(c.max_mailboxes, 10_000);
         assert!(c.users.is_none());
         assert_eq!(c.local_domains(), ["localhost".to_string(), c.hostname]);
     }

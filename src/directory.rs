@@ -7,10 +7,15 @@
 //! target's) goes through [`mailbox_name`] (`names.rs`), so two spellings of one name meet, and a
 //! name that reaches the writer is a single path component with no separators, no leading dot
 //! or dash and no unsafe character.
+//! In catch-all mode it also keeps the bound on new mailboxes (`--max-mailboxes`, see
+//! [`Mailboxes`]): a name routed there only by catch-all (not postmaster, not an alias's target)
+//! must be known or fit under the bound, else the RCPT gets 452.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::command::Address;
+use crate::mailboxes::Mailboxes;
 use crate::names::mailbox_name;
 use crate::reply::{self, Reply};
 
@@ -26,6 +31,10 @@ pub(crate) struct Directory {
     domains: Vec<String>,
     users: Option<BTreeSet<String>>,
     aliases: HashMap<String, Vec<String>>,
+    /// Catch-all only: the names that exist or are reserved, and the bound on them.
+    bound: Option<Arc<Mailboxes>>,
+    /// The mailboxes aliases expand to: configured, so never bounded.
+    alias_targets: BTreeSet<String>,
 }
 
 /// Where a recipient's mail goes.
@@ -60,7 +69,25 @@ impl Directory {
                 .iter()
                 .filter_map(|(name, targets)| Some((canonical("alias", name)?, targets.clone())))
                 .collect(),
+            bound: None,
+            alias_targets: BTreeSet::new(),
         }
+    }
+
+    /// Bounds the mailboxes catch-all mode may create by `mailboxes`. Without effect when users
+    /// are configured. Postmaster and the mailboxes aliases expand to are never bounded.
+    pub(crate) fn with_mailbox_bound(mut self, mailboxes: Arc<Mailboxes>) -> Self {
+        if self.users.is_none() {
+            let mut targets = BTreeSet::new();
+            for name in self.aliases.keys() {
+                let mut expansion = Expansion::default();
+                self.expand(name, 0, &mut expansion);
+                targets.extend(expansion.mailboxes);
+            }
+            self.alias_targets = targets;
+            self.bound = Some(mailboxes);
+        }
+        self
     }
 
     /// True when mail for `domain` is delivered here (case-insensitive, a trailing dot ignored).
@@ -90,12 +117,25 @@ impl Directory {
         }
         // RFC 5321 §4.5.1: postmaster is always accepted.
         if mailbox == "postmaster" || self.is_user(&mailbox) {
+            if !self.admits(&mailbox) {
+                return Err(reply::TOO_MANY_MAILBOXES);
+            }
             Ok(Route {
                 mailboxes: vec![mailbox],
                 reply: reply::OK_RECIPIENT,
             })
         } else {
             Err(reply::NO_SUCH_USER)
+        }
+    }
+
+    /// False when `mailbox` is a new name catch-all would create past the bound; true, and the
+    /// name reserved, otherwise.
+    fn admits(&self, mailbox: &str) -> bool {
+        match &self.bound {
+            None => true,
+            Some(_) if mailbox == "postmaster" || self.alias_targets.contains(mailbox) => true,
+            Some(bound) => bound.admit(mailbox),
         }
     }
 
@@ -338,6 +378,30 @@ mod tests {
         }
         assert_eq!(mailbox_name("José"), Some("josé".into()));
         assert_eq!(mailbox_name(&"x".repeat(64)).map(|n| n.len()), Some(64));
+    }
+
+    #[test]
+    fn catch_all_new_mailboxes_are_bounded_and_configured_ones_are_not() {
+        let bound = Arc::new(Mailboxes::new(["old".to_string()], 2));
+        let d = dir(None).with_mailbox_bound(Arc::clone(&bound));
+        let route = |a: &str| d.route(&addr(&format!("{a}@bbn-unix.arpa")));
+        assert!(route("Old").is_ok());
+        assert!(route("new").is_ok());
+        assert_eq!(route("newer"), Err(reply::TOO_MANY_MAILBOXES));
+        // A reserved or existing name is accepted past the bound.
+        assert!(route("new").is_ok() && route("old").is_ok());
+        // Postmaster, aliases and what they expand to are configured: never bounded.
+        for configured in ["postmaster", "staff", "fwd", "jones", "brown"] {
+            assert!(route(configured).is_ok(), "{configured}");
+        }
+        // Relaying and unsafe names are refused as before, and reserve nothing.
+        assert_eq!(route("../x"), Err(reply::NAME_NOT_ALLOWED));
+        assert_eq!(d.route(&addr("x@example.com")), Err(reply::RELAY_DENIED));
+        assert_eq!(bound.len(), 2);
+        // With users configured there is no catch-all, and no bound.
+        let d = dir(Some(&["jones"])).with_mailbox_bound(Arc::new(Mailboxes::new(Vec::new(), 1)));
+        assert!(d.route(&addr("jones")).is_ok() && d.route(&addr("postmaster")).is_ok());
+        assert!(d.bound.is_none());
     }
 
     #[test]

@@ -45,6 +45,7 @@
 #![deny(unsafe_code)]
 
 mod admission;
+mod backoff;
 mod command;
 mod config;
 mod connection;
@@ -52,6 +53,7 @@ mod data;
 mod directory;
 mod escape;
 mod framer;
+mod mailboxes;
 mod mbox;
 mod names;
 mod os;

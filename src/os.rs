@@ -1,13 +1,15 @@
-//! The only module with `unsafe`: the four POSIX calls std does not wrap.
+//! The only module with `unsafe`: the POSIX calls std does not wrap.
 //!
 //! It exists so every other module can do without `unsafe` (both crate roots deny it and only
-//! this module allows it). Each function is a thin, documented wrapper over one libc call with
-//! plain Rust arguments and results, used by the library's writer: an fcntl(2) write lock on a
-//! whole file (the lock Postfix and mail readers use on Linux) and asking whether a process
-//! exists with kill(2) and signal 0; and, used by the binary, blocking then waiting for SIGINT
-//! and SIGTERM with sigwait(3) so that signals arrive in an ordinary thread instead of an
-//! async-signal handler. The binary compiles this same file as its own module (`mod os;` in
-//! src/main.rs), so the signal functions are not part of the library's API.
+//! this module allows it). Each function is a thin, documented wrapper over one or two libc calls
+//! with plain Rust arguments and results, used by the library: an fcntl(2) write lock on a whole
+//! file (the lock Postfix and mail readers use on Linux) and asking whether a process exists with
+//! kill(2) and signal 0, for the writer; raising the soft limit on open descriptors to the hard
+//! one with getrlimit(2) and setrlimit(2), for the server at start; and, used by the binary,
+//! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
+//! ordinary thread instead of an async-signal handler. The binary compiles this same file as its
+//! own module (`mod os;` in src/main.rs), so the signal functions are not part of the library's
+//! API.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -53,6 +55,48 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     // is positive, so it names one process.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// The limit on open descriptors (`RLIMIT_NOFILE`), soft and hard, after [`raise_nofile_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NofileLimit {
+    /// The soft limit before the call.
+    pub was: u64,
+    /// The soft limit now: what this process may open.
+    pub soft: u64,
+    /// The hard limit, the most the soft one can be raised to without privilege.
+    pub hard: u64,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as far as the system lets it, and says what
+/// the limits are. The soft limit is often 1024 for the sake of select(2), which mboxd does not
+/// use, while the hard one is far higher. Where setrlimit refuses the hard limit (a hard limit
+/// of `RLIM_INFINITY`, which Linux refuses above `fs.nr_open`), the soft limit is left as it was.
+pub(crate) fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    // SAFETY: `rlimit` is a plain C struct for which all-zero bytes are a valid value.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `limit` is a valid, writable `rlimit` that getrlimit fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let was = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid `rlimit` that setrlimit only reads; a soft limit equal to
+        // the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit.rlim_cur = limit.rlim_max;
+    }
+    Ok(NofileLimit {
+        was,
+        soft: limit.rlim_cur,
+        hard: limit.rlim_max,
+    })
 }
 
 fn shutdown_signals() -> libc::sigset_t {

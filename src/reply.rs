@@ -136,6 +136,11 @@ pub(crate) const LOCAL_ERROR: Reply = Reply::fixed(
     "Requested action aborted: local error in processing",
 );
 pub(crate) const TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3", "Too many recipients");
+/// Catch-all mode holds `--max-mailboxes` mailboxes: a new name is refused for now. A 4yz reply
+/// is transient, so the client tries again later (RFC 5321 §4.2.1); 452 is "insufficient system
+/// storage" (§4.2.3) and RFC 3463's 4.3.1 "mail system full".
+pub(crate) const TOO_MANY_MAILBOXES: Reply =
+    Reply::fixed(452, "4.3.1", "Too many mailboxes here; try again later");
 pub(crate) const INSUFFICIENT_STORAGE: Reply = Reply::fixed(
     452,
     "4.3.1",

@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::admission::{Arrival, Peers};
+use crate::backoff::AcceptBackoff;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
+use crate::mailboxes::Mailboxes;
+use crate::os;
 use crate::pool::Pool;
 use crate::reply::{self, Reply, write_reply};
 use crate::session::SessionConfig;
@@ -75,6 +78,7 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
             "at least one address, one worker and one recipient are needed".into(),
         ));
     }
+    raise_descriptor_limit(config);
     prepare_mail_dir(&config.mail_dir)
         .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
     let listeners = config
@@ -88,9 +92,19 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         .collect::<io::Result<Vec<_>>>()
         .map_err(StartError::Thread)?;
     let listening: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
-    let who = match &config.users {
-        None => "catch-all: every safe name is accepted".to_string(),
-        Some(users) => format!("{} user(s)", users.len()),
+    // Catch-all mode: the mailbox files there are now, under the bound on how many may be.
+    let (bound, who) = match &config.users {
+        Some(users) => (None, format!("{} user(s)", users.len())),
+        None => {
+            let bound = Mailboxes::scan(&config.mail_dir, config.max_mailboxes)
+                .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
+            let who = format!(
+                "catch-all: every safe name is accepted up to {} mailboxes ({} now)",
+                bound.limit(),
+                bound.len()
+            );
+            (Some(Arc::new(bound)), who)
+        }
     };
     log::info!(
         "listening on {}; domains {}; {who}; {} alias(es); mail in {}",
@@ -99,11 +113,14 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         config.aliases.len(),
         config.mail_dir.display()
     );
-    let directory = Directory::new(
+    let mut directory = Directory::new(
         &config.local_domains(),
         config.users.as_ref(),
         &config.aliases,
     );
+    if let Some(bound) = bound {
+        directory = directory.with_mailbox_bound(bound);
+    }
     let session = Arc::new(SessionConfig {
         hostname: config.hostname.clone(),
         max_message_size: config.max_message_size,
@@ -155,11 +172,50 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         running.acceptors.push(
             thread::Builder::new()
                 .name(format!("mboxd-accept-{addr}"))
-                .spawn(move || accept(&listener, &waiting, &accept_ctx, &peers))
+                .spawn(move || accept(&listener, addr, &waiting, &accept_ctx, &peers))
                 .map_err(StartError::Thread)?,
         );
     }
     Ok(running)
+}
+
+/// Raises the soft limit on open descriptors to the hard one (best effort) and logs it, with a
+/// warning when it is below what this configuration can hold open at once: the socket and its
+/// clone (kept so shutdown can wake the session) per worker, a socket per connection waiting for
+/// a worker, the writer's mailboxes (a single job may hold `max_recipients`) and two more, and
+/// a few for the listeners, standard streams and the mail directory.
+fn raise_descriptor_limit(config: &Config) {
+    let needed = 2 * config.workers
+        + WAITING_ROOM
+        + writer::MAX_OPEN_MAILBOXES.max(config.max_recipients)
+        + 2
+        + config.listen.len()
+        + 8;
+    match os::raise_nofile_limit() {
+        Ok(limit) => {
+            if limit.soft > limit.was {
+                log::info!(
+                    "descriptor limit raised from {} to {} (the hard limit)",
+                    limit.was,
+                    limit.soft
+                );
+            } else {
+                log::info!(
+                    "descriptor limit {} (hard limit {})",
+                    limit.soft,
+                    limit.hard
+                );
+            }
+            if limit.soft < needed as u64 {
+                log::warn!(
+                    "descriptor limit {} is below the {needed} this configuration may hold open \
+                     at once; a flood of connections can exhaust it (accept then backs off)",
+                    limit.soft
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read or raise the descriptor limit: {e}"),
+    }
 }
 
 /// Creates the mail directory if needed and checks it is a writable directory.
@@ -242,17 +298,26 @@ fn wake_address(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept(listener: &TcpListener, waiting: &Sender<Arrival>, ctx: &Context, peers: &Arc<Peers>) {
+fn accept(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    waiting: &Sender<Arrival>,
+    ctx: &Context,
+    peers: &Arc<Peers>,
+) {
+    let mut backoff = AcceptBackoff::new(addr);
     loop {
         let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
             Err(e) => {
                 if ctx.shutting_down() {
                     return;
                 }
-                // EMFILE and friends: back off briefly instead of spinning.
-                log::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
+                // Out of descriptors (EMFILE) and the like: wait, logged once, never spin.
+                thread::sleep(backoff.failed(&e));
                 continue;
             }
         };

@@ -13,10 +13,19 @@
 //! of this commit, before the new entry. A mailbox locked by another program does not stall the
 //! others: its job waits in a retry list until the lock timeout.
 //!
+//! The writer's descriptors are bounded: one group commit holds at most [`MAX_OPEN_MAILBOXES`]
+//! mailboxes open, so a batch that touches more is split, in order, into several commits, each
+//! one whole (lock, append, sync, directory sync, unlock, acknowledge). A job is never split: one
+//! whose own mailboxes number more than the bound is committed alone with all of them open, so
+//! it stays all-or-nothing; its size is bounded by the configuration (`--max-recipients`, 100 by
+//! default, times what aliases expand to). Running out of descriptors while opening a mailbox
+//! (other threads hold them: sessions, connections waiting for a worker) is waited out like a
+//! lock held by another program, until the lock timeout, instead of failing the job at once.
+//!
 //! This file holds the thread and the group commit; `mailbox` opens one mailbox under its locks,
 //! `lock` takes dotlocks and judges the ones it finds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -33,8 +42,14 @@ mod mailbox;
 
 use mailbox::{Mailbox, OpenError};
 
-/// How many queued jobs one group commit takes at most.
+/// How many queued jobs one batch takes at most.
 const MAX_BATCH: usize = 256;
+/// How many mailboxes one group commit holds open at most (a single job with more is committed
+/// alone). Each open mailbox is one descriptor, its file: its dotlock is a name, created,
+/// written, closed and linked, and its fcntl lock belongs to that file. Opening the next mailbox
+/// uses at most two more for a moment (the dotlock's private file, or a dotlock being judged),
+/// and the directory sync one, so the writer holds at most this many plus two.
+pub(crate) const MAX_OPEN_MAILBOXES: usize = 64;
 /// How often a job waiting for a locked mailbox tries again.
 const LOCK_RETRY: Duration = Duration::from_millis(50);
 
@@ -159,6 +174,7 @@ pub(crate) fn spawn_with(
                 // An earlier process may have created a file and died before syncing the
                 // directory: the first commit syncs it before acknowledging anything.
                 dir_unsynced: true,
+                starved: false,
             }
             .run(&jobs)
         })
@@ -172,6 +188,8 @@ struct Writer {
     owner: lock::Owner,
     /// A file may have been created in the mail directory since its last successful sync.
     dir_unsynced: bool,
+    /// Opening a mailbox last failed for want of descriptors: logged once until one opens.
+    starved: bool,
 }
 
 /// A job whose mailbox was locked by someone else, and until when it may wait.
@@ -218,7 +236,9 @@ impl Writer {
                         deadline: now + self.lock_timeout,
                     }),
             );
-            waiting = self.commit(batch);
+            for group in groups(batch, MAX_OPEN_MAILBOXES) {
+                waiting.extend(self.commit(group));
+            }
         }
         log::debug!("writer: job channel closed and drained; exiting");
     }
@@ -253,6 +273,10 @@ impl Writer {
                     &mut self.dir_unsynced,
                 ) {
                     Ok(mailbox) => {
+                        if self.starved {
+                            log::info!("descriptors available again: mailboxes open");
+                            self.starved = false;
+                        }
                         boxes.insert(entry.mailbox.clone(), mailbox);
                     }
                     Err(OpenError::Busy) if Instant::now() < item.deadline => {
@@ -266,6 +290,21 @@ impl Writer {
                             entry.mailbox
                         );
                         answer(&item.job, Outcome::Busy);
+                        continue 'jobs;
+                    }
+                    Err(OpenError::Io(e))
+                        if out_of_descriptors(&e) && Instant::now() < item.deadline =>
+                    {
+                        if !self.starved {
+                            log::warn!(
+                                "{}: out of descriptors opening mailbox {:?} ({e}): deliveries wait \
+                                 until some are free, for up to the lock timeout",
+                                item.job.id,
+                                entry.mailbox
+                            );
+                            self.starved = true;
+                        }
+                        waiting.push(item);
                         continue 'jobs;
                     }
                     Err(OpenError::Io(e)) => {
@@ -382,6 +421,38 @@ fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
     result
 }
 
+/// Splits a batch, in order, into groups that each touch at most `bound` distinct mailboxes. A
+/// job is never split: one that alone touches more than `bound` is a group of its own.
+fn groups(batch: Vec<Waiting>, bound: usize) -> Vec<Vec<Waiting>> {
+    let mut sizes = Vec::new();
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut jobs_in_group = 0;
+    for item in &batch {
+        let mailboxes = || item.job.entries.iter().map(|e| e.mailbox.as_str());
+        let new: HashSet<&str> = mailboxes().filter(|m| !names.contains(m)).collect();
+        if jobs_in_group > 0 && names.len() + new.len() > bound {
+            sizes.push(jobs_in_group);
+            jobs_in_group = 0;
+            names.clear();
+        }
+        names.extend(mailboxes());
+        jobs_in_group += 1;
+    }
+    if jobs_in_group > 0 {
+        sizes.push(jobs_in_group);
+    }
+    let mut jobs = batch.into_iter();
+    sizes
+        .into_iter()
+        .map(|n| jobs.by_ref().take(n).collect())
+        .collect()
+}
+
+/// EMFILE (this process) or ENFILE (the system): no descriptor to open a file with, for now.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 fn answer(job: &Job, outcome: Outcome) {
     // A worker that gave up waiting is no error of the writer's.
     let _ = job.ack.send(outcome);
@@ -395,6 +466,8 @@ fn classify(e: &io::Error) -> Outcome {
     }
 }
 
+#[cfg(test)]
+mod bound_tests;
 #[cfg(test)]
 mod lock_tests;
 #[cfg(test)]

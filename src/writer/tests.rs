@@ -107,7 +107,7 @@ impl MboxFile for Faulty {
     }
 }
 
-fn job(mailboxes: &[&str], text: &str) -> (Job, crossbeam_channel::Receiver<Outcome>) {
+pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, crossbeam_channel::Receiver<Outcome>) {
     let (ack, outcome) = crossbeam_channel::bounded(1);
     let body: Arc<[u8]> = text.as_bytes().into();
     let entries = mailboxes
@@ -130,7 +130,7 @@ fn job(mailboxes: &[&str], text: &str) -> (Job, crossbeam_channel::Receiver<Outc
 
 /// Queues `jobs` (so that they form one group commit), runs a writer over `dir` until it has
 /// answered them all, and stops it.
-fn run_writer(dir: &Path, disk: Arc<dyn Disk>, jobs: Vec<Job>) {
+pub(super) fn run_writer(dir: &Path, disk: Arc<dyn Disk>, jobs: Vec<Job>) {
     let (tx, rx) = crossbeam_channel::bounded(jobs.len());
     for job in jobs {
         tx.send(job).unwrap();

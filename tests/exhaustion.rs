@@ -1,0 +1,151 @@
+//! Running out of descriptors (issue 8, item 3), against the binary under a small
+//! `RLIMIT_NOFILE` (see `tests/limited/`): a connection flood that takes every descriptor is
+//! waited out by accept and by the writer, and a soft limit below the hard one is raised.
+
+mod limited;
+mod support;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use limited::{
+    cpu_ticks, nofile_limits, open_descriptors, spawn_limited, spawn_ulimit, wait_for_descriptors,
+};
+use support::{Client, signal, wait_bounded};
+
+/// A flood of connections takes every descriptor the server may have. accept backs off (one
+/// log line per episode, no spinning), a delivery in progress waits for a descriptor instead of
+/// failing, and once the flood ends the server serves again.
+#[test]
+fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
+    const LIMIT: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let Some((mut child, addr, log)) = spawn_limited(
+        LIMIT as u64,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--hostname",
+            "mx.test",
+            "--domain",
+            "mx.test",
+            "--mail-dir",
+            mail.to_str().unwrap(),
+            "--workers",
+            "2",
+            // Connections waiting for a worker hold their descriptor this long before 421.
+            "--queue-wait",
+            "3",
+        ],
+    ) else {
+        return;
+    };
+    let pid = child.id();
+    // A client inside a message to a new mailbox, before the flood.
+    let mut good = Client::connect_with_timeout(addr, Duration::from_secs(60));
+    assert_eq!(good.read_reply().code, 220);
+    good.expect("EHLO good.test", 250);
+    good.expect("MAIL FROM:<friend@good.test>", 250);
+    good.expect("RCPT TO:<fresh@mx.test>", 250);
+    good.expect("DATA", 354);
+    good.send(b"Subject: through the flood\r\n\r\nstill here\r\n");
+    // The flood: more connections than the server has descriptors (the rest wait in the
+    // listen backlog).
+    let flood: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .collect::<Result<_, _>>()
+        .expect("the backlog takes the flood");
+    assert!(
+        wait_for_descriptors(pid, LIMIT, Duration::from_secs(10)),
+        "the server never used its {LIMIT} descriptors: {}",
+        open_descriptors(pid)
+    );
+    // No descriptor is free for the mailbox: the writer must wait, not fail.
+    let (ticks, since) = (cpu_ticks(pid), Instant::now());
+    good.send(b".\r\n");
+    let end = good.read_reply();
+    let waited = since.elapsed();
+    let used = cpu_ticks(pid) - ticks;
+    assert_eq!(end.code, 250, "the delivery failed: {end:?}");
+    good.expect("QUIT", 221);
+    // The flood ends; a newcomer is served.
+    drop(flood);
+    let mut late = Client::connect_with_timeout(addr, Duration::from_secs(10));
+    assert_eq!(late.read_reply().code, 220);
+    late.expect("EHLO late.test", 250);
+    let r = late.send_mail("a@late.test", &["fresh@mx.test"], "Subject: after\n\nafter");
+    assert_eq!(r.code, 250);
+    late.expect("QUIT", 221);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    let episodes = log
+        .lines()
+        .filter(|l| l.contains("accept") && l.contains("failed"))
+        .count();
+    let recoveries = log.lines().filter(|l| l.contains("works again")).count();
+    println!(
+        "flood under RLIMIT_NOFILE {LIMIT}: the delivery waited {} ms for a descriptor, the server \
+         used {used} CPU ticks meanwhile; {episodes} accept back-off episode(s) logged, \
+         {recoveries} recover(ies)",
+        waited.as_millis()
+    );
+    assert!(
+        log.contains("out of descriptors opening mailbox"),
+        "the writer never ran short: the test did not test it"
+    );
+    // One warning per episode, each ended by a recovery line (the last may run into the
+    // shutdown); a warning per failed try (every 50 ms before) would be dozens.
+    assert!(
+        episodes >= 1 && episodes <= recoveries + 1 && episodes <= 20,
+        "{episodes} accept warnings for {recoveries} recoveries: one per episode is expected"
+    );
+    // Clock ticks are 1/100 s: waiting must not spin a core (a spinning acceptor uses them all).
+    let allowed = waited.as_millis() as u64 / 10 / 4 + 5;
+    assert!(
+        used <= allowed,
+        "{used} ticks of CPU in {waited:?}: more than {allowed}"
+    );
+    let stored = fs::read_to_string(mail.join("fresh")).unwrap();
+    assert!(stored.contains("still here") && stored.contains("\nafter\n"));
+}
+
+/// A soft limit below the hard one is raised to it at start, and the log says so.
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
+    let (_, hard) = nofile_limits("self");
+    if !hard.parse::<u64>().is_ok_and(|h| h > 256) {
+        println!("skipped: the hard descriptor limit here is {hard}, not over 256");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--mail-dir",
+        mail.to_str().unwrap(),
+    ];
+    let Some((mut child, _, log)) = spawn_ulimit("-S -n 256", &args) else {
+        return;
+    };
+    let (soft_now, hard_now) = nofile_limits(&child.id().to_string());
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert_eq!(
+        (soft_now.as_str(), hard_now.as_str()),
+        (hard.as_str(), hard.as_str())
+    );
+    assert!(
+        log.contains(&format!("descriptor limit raised from 256 to {hard}")),
+        "{log}"
+    );
+}
