@@ -26,6 +26,15 @@ deps:
 	  fi; \
 	done
 	@command -v python3 >/dev/null 2>&1 || echo "python3 not found: the smtplib/mailbox and fcntl-lock tests will be skipped"
+	@# Unicode's DerivedCoreProperties.txt, to check the unsafe-character set against.
+	@if [ ! -f /usr/share/unicode/DerivedCoreProperties.txt ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq >/dev/null 2>&1 || true); \
+	    apt-get install -y -qq unicode-data >/dev/null 2>&1 || echo "could not install unicode-data: its cross-check will be skipped"; \
+	  else \
+	    echo "unicode-data not installed (needs root and apt-get): its cross-check will be skipped"; \
+	  fi; \
+	fi
 
 # LazyFS for the power-loss test (tests/powerloss/): the binary named by LAZYFS=, or the one
 # ../shared/tools/lazyfs/build.sh builds (about a minute, once) when running as root with
