@@ -168,7 +168,7 @@ mod tests {
         let Event::Deliver(envelope) = p.poll() else {
             panic!("no delivery")
         };
-        assert_eq!(envelope.message, b"hello\r\n");
+        assert_eq!(&envelope.body[..], b"hello\n\n");
         // The writer's verdict, then the pipelined QUIT.
         p.reply(&Reply::new(250, "2.0.0", "OK"));
         assert_eq!(p.poll(), Event::Close);
