@@ -7,13 +7,18 @@
 //! [`STEP`] bytes, never per byte; the [`Reservation`] travels with the buffer (into the writer's
 //! job) and gives its bytes back when the last copy of the message is dropped. A message that
 //! cannot reserve is refused (`452 4.3.1`, RFC 5321 §4.2.5 and RFC 3463: insufficient system
-//! storage, a transient failure) while smaller ones keep flowing.
+//! storage, a transient failure) while smaller ones keep flowing: a message's first step may use
+//! the whole budget, but growing past it must leave an eighth of the budget free, so a few large
+//! (or slow) messages can never fill it up to the last byte and starve the small ones.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reservations are made in multiples of this many bytes.
 pub(crate) const STEP: u64 = 64 * 1024;
+
+/// The share of the budget (one part in this many) that only a message's first step may use.
+const HEADROOM: u64 = 8;
 
 /// A shared limit on bytes held by messages, and what is held now.
 #[derive(Debug)]
@@ -43,11 +48,17 @@ impl Budget {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Takes `n` bytes if they fit under the limit; false (taking nothing) if not.
-    fn take(&self, n: u64) -> bool {
+    /// Takes `n` bytes if they fit under the limit (under the limit less the headroom unless
+    /// `first`); false, taking nothing, if not.
+    fn take(&self, n: u64, first: bool) -> bool {
+        let ceiling = if first {
+            self.limit
+        } else {
+            self.limit - self.limit / HEADROOM
+        };
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&total| total <= self.limit)
+                used.checked_add(n).filter(|&total| total <= ceiling)
             })
             .is_ok()
     }
@@ -91,7 +102,7 @@ impl Reservation {
         }
         let target = n.div_ceil(STEP).saturating_mul(STEP);
         let more = target - self.bytes;
-        if !self.budget.take(more) {
+        if !self.budget.take(more, target <= STEP) {
             return false;
         }
         self.bytes = target;
@@ -117,7 +128,7 @@ mod tests {
 
     #[test]
     fn reserves_in_steps_and_gives_back_on_drop() {
-        let budget = Budget::new(4 * STEP);
+        let budget = Budget::new(8 * STEP);
         let mut a = Reservation::new(&budget);
         assert!(a.cover(1));
         assert_eq!((a.bytes(), budget.used()), (STEP, STEP));
@@ -127,18 +138,23 @@ mod tests {
         assert!(a.cover(STEP + 1));
         assert_eq!(budget.used(), 2 * STEP);
         let mut b = Reservation::new(&budget);
-        assert!(b.cover(2 * STEP));
-        // Full: a refusal takes nothing and changes nothing.
-        assert!(!b.cover(2 * STEP + 1));
+        assert!(b.cover(5 * STEP));
+        // Growth stops an eighth short of the limit; a refusal takes nothing, changes nothing.
+        assert!(!b.cover(5 * STEP + 1));
         assert!(!a.cover(3 * STEP));
         assert_eq!(
             (a.bytes(), b.bytes(), budget.used()),
-            (2 * STEP, 2 * STEP, 4 * STEP)
+            (2 * STEP, 5 * STEP, 7 * STEP)
         );
+        // A new message's first step may use that last eighth; then nothing fits.
+        let mut c = Reservation::new(&budget);
+        assert!(c.cover(100));
+        assert!(!Reservation::new(&budget).cover(1));
         drop(a);
-        assert_eq!(budget.used(), 2 * STEP);
-        assert!(b.cover(4 * STEP));
+        assert_eq!(budget.used(), 6 * STEP);
+        assert!(b.cover(6 * STEP));
         b.release();
+        c.release();
         assert_eq!((b.bytes(), budget.used()), (0, 0));
         drop(b);
         assert_eq!(budget.used(), 0);
@@ -151,6 +167,7 @@ mod tests {
         assert!(!r.cover(STEP + 1));
         assert!(!r.cover(u64::MAX));
         assert_eq!(budget.used(), 0);
+        assert!(r.cover(STEP));
         let unlimited = Budget::unlimited();
         let mut r = Reservation::new(&unlimited);
         assert!(r.cover(1 << 40));
@@ -166,7 +183,7 @@ mod tests {
                     let mut won = 0;
                     for _ in 0..1000 {
                         let mut r = Reservation::new(&budget);
-                        if r.cover(3 * STEP) {
+                        if r.cover(1) && r.cover(3 * STEP) {
                             won += 1;
                             assert!(budget.used() <= 10 * STEP);
                         }

@@ -56,7 +56,9 @@ pub struct Config {
     /// Bytes that all messages being received or waiting for the writer may hold in memory
     /// together (their stored form, counted in 64 KiB steps). A message that would pass it is
     /// read to its end and refused with `452 4.3.1` (insufficient system storage, RFC 3463), so
-    /// memory stays bounded however many clients send at once. Default 128 MiB.
+    /// memory stays bounded however many clients send at once. Growing past its first 64 KiB, a
+    /// message must leave an eighth of the budget free, so small messages keep flowing while
+    /// large ones fill the rest. Default 128 MiB.
     pub max_inflight_bytes: u64,
     /// What a bare CR or bare LF inside a message does (RFC 5321 §2.3.8: only CRLF ends a line;
     /// bare ones are how header injection and SMTP smuggling begin). Default

@@ -10,6 +10,8 @@
 
 mod help;
 mod message;
+#[cfg(test)]
+mod message_tests;
 mod params;
 #[cfg(test)]
 mod tests;
