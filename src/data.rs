@@ -80,6 +80,8 @@ mod tests {
     use super::*;
     use crate::budget::{Budget, Reservation};
     use crate::config::BareNewline;
+    use crate::framer::{Frame, Framer, Mode, Status};
+    use proptest::prelude::*;
 
     fn decoder(limit: u64) -> DataDecoder {
         let encoder = Encoder::new(
@@ -155,5 +157,100 @@ mod tests {
         assert_eq!(body.unwrap(), b"0123456789\n\n");
         let (_, body) = decode(&[b"0123456789\r\n", b".\r\n"], 11);
         assert_eq!(body, Err(Refusal::TooBig));
+    }
+
+    /// Dot-stuffs `message` as a client does (RFC 5321 §4.5.2) and appends the end-of-data
+    /// line: `dot_stuff` in tests/support.
+    fn dot_stuff(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in message.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b".") {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    /// The DATA input through the framer and the decoder as a session reads it: into a buffer
+    /// of the protocol's size, `reads` bytes at a time. The stored body, and how much input
+    /// was left after the end-of-data line.
+    fn receive(input: &[u8], reads: &[usize]) -> (Result<Vec<u8>, Refusal>, usize) {
+        let mut framer = Framer::default();
+        let mut d = decoder(1 << 20);
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut rest = input;
+        let mut sizes = reads.iter().cycle();
+        loop {
+            let n = rest
+                .len()
+                .min(crate::protocol::INPUT_BUFFER - buffer.len())
+                .min(sizes.next().map_or(usize::MAX, |&n| n.max(1)));
+            buffer.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            let mut start = 0;
+            while let Status::Complete { frame, used } = framer.frame(&buffer[start..], Mode::Text)
+            {
+                let Frame::Text(piece) = frame else {
+                    panic!("{frame:?}")
+                };
+                start += used;
+                if d.push(piece) == DataStatus::Done {
+                    let left = buffer.len() - start + rest.len();
+                    return (d.finish().map(|b| b.to_vec()), left);
+                }
+            }
+            buffer.drain(..start);
+            assert!(
+                !rest.is_empty(),
+                "the input ended before the end-of-data line"
+            );
+        }
+    }
+
+    /// Lines without CR or LF, often starting with `.` or `From `, long ones too, with CRLF.
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        let line = (
+            prop_oneof![
+                Just(&b""[..]),
+                Just(&b"."[..]),
+                Just(&b".."[..]),
+                Just(&b">From "[..])
+            ],
+            prop::collection::vec(
+                any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
+                0..8,
+            ),
+            prop_oneof![4 => Just(0usize), 1 => 1usize..9000],
+        )
+            .prop_map(|(start, rest, long)| {
+                let mut line = start.to_vec();
+                line.extend_from_slice(&rest);
+                line.resize(line.len() + long, b'.');
+                line.extend_from_slice(b"\r\n");
+                line
+            });
+        prop::collection::vec(line, 0..10).prop_map(|lines| lines.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Dot-stuffing then decoding through the framer gives the message back (as stored:
+        /// quoted, LF line ends), however the reads split it; nothing after the end is taken.
+        #[test]
+        fn dot_stuffing_then_decoding_is_the_identity(
+            message in message(),
+            reads in prop::collection::vec(1usize..5000, 1..6),
+            after in prop::collection::vec(any::<u8>(), 0..20),
+        ) {
+            prop_assume!(!message.starts_with(b" ") && !message.starts_with(b"\t"));
+            let mut input = dot_stuff(&message);
+            input.extend_from_slice(&after);
+            let (body, left) = receive(&input, &reads);
+            prop_assert_eq!(left, after.len());
+            prop_assert_eq!(crate::fuzz::unquote(&body.unwrap()), message);
+        }
     }
 }
