@@ -11,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mboxd::{Config, ConfigError};
+use mboxd::{BareNewline, Config, ConfigError};
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -37,6 +37,13 @@ usage: mboxd [options]
   --workers N              worker threads = concurrent sessions (default 64)
   --max-message-size BYTES largest message (default 10485760)
   --max-recipients N       recipients per message (default 100)
+  --max-inflight-bytes BYTES
+                           memory all messages in progress may hold together; a message that
+                           does not fit gets 452 4.3.1 (default 134217728, 128 MiB)
+  --bare-newline normalize|reject
+                           a CR or LF in a message that is not part of CRLF: normalize stores it
+                           as a space in the header section and a line end in the body; reject
+                           refuses the message with 550 5.5.2 (default normalize)
   --timeout SECS           time for each command line to arrive whole (default 300)
   --data-timeout SECS      timeout for each read inside a message (default 600)
   --queue-wait SECS        how long a connection waits for a free worker before 421 (default 1)
@@ -95,6 +102,10 @@ where
             "--workers" => config.workers = positive(&flag, &value()?)?,
             "--max-message-size" => config.max_message_size = positive(&flag, &value()?)? as u64,
             "--max-recipients" => config.max_recipients = positive(&flag, &value()?)?,
+            "--max-inflight-bytes" => {
+                config.max_inflight_bytes = positive(&flag, &value()?)? as u64
+            }
+            "--bare-newline" => config.bare_newline = bare_newline(&value()?)?,
             "--timeout" => config.timeout = seconds(&flag, &value()?)?,
             "--data-timeout" => config.data_timeout = seconds(&flag, &value()?)?,
             "--queue-wait" => config.queue_wait = seconds(&flag, &value()?)?,
@@ -140,6 +151,16 @@ fn positive(flag: &str, v: &str) -> Result<usize, ConfigError> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(ConfigError(format!(
             "{flag} needs a positive whole number, not {v:?}"
+        ))),
+    }
+}
+
+fn bare_newline(v: &str) -> Result<BareNewline, ConfigError> {
+    match v {
+        "normalize" => Ok(BareNewline::Normalize),
+        "reject" => Ok(BareNewline::Reject),
+        _ => Err(ConfigError(format!(
+            "--bare-newline needs normalize or reject, not {v:?}"
         ))),
     }
 }
@@ -247,6 +268,10 @@ mod tests {
                 d.shutdown_grace
             )
         );
+        assert_eq!(
+            (c.max_inflight_bytes, c.bare_newline),
+            (d.max_inflight_bytes, d.bare_newline)
+        );
         assert!(c.users.is_none());
         assert_eq!(c.local_domains()[0], "localhost");
     }
@@ -295,6 +320,35 @@ mod tests {
         );
         assert!(run(&["--max-per-peer", "0"]).is_err());
         assert!(run(&["--min-data-rate", "x"]).is_err());
+    }
+
+    #[test]
+    fn message_memory_and_bare_newline_flags() {
+        let c = run(&[
+            "--max-inflight-bytes",
+            "1048576",
+            "--bare-newline",
+            "reject",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.max_inflight_bytes, c.bare_newline),
+            (1 << 20, BareNewline::Reject)
+        );
+        let c = run(&["--bare-newline=normalize"]).unwrap();
+        assert_eq!(c.bare_newline, BareNewline::Normalize);
+        for args in [
+            &["--bare-newline", "strip"][..],
+            &["--bare-newline"],
+            &["--max-inflight-bytes", "0"],
+            &["--max-inflight-bytes", "-5"],
+        ] {
+            assert!(run(args).is_err(), "{args:?}");
+        }
+        assert_eq!(
+            run(&["--bare-newline", "Reject"]).unwrap_err().0,
+            "--bare-newline needs normalize or reject, not \"Reject\""
+        );
     }
 
     #[test]
@@ -410,6 +464,8 @@ mod tests {
             "--workers",
             "--max-message-size",
             "--max-recipients",
+            "--max-inflight-bytes",
+            "--bare-newline",
             "--timeout",
             "--data-timeout",
             "--queue-wait",

@@ -71,6 +71,28 @@ pub struct Config {
     /// people and roles, and a few megabytes of names in memory. Existing names, postmaster and
     /// alias targets are always accepted. Default 10 000.
     pub max_mailboxes: usize,
+    /// Bytes that all messages being received or waiting for the writer may hold in memory
+    /// together (their stored form, counted in 64 KiB steps). A message that would pass it is
+    /// read to its end and refused with `452 4.3.1` (insufficient system storage, RFC 3463), so
+    /// memory stays bounded however many clients send at once. Growing past its first 64 KiB, a
+    /// message must leave an eighth of the budget free, so small messages keep flowing while
+    /// large ones fill the rest. Default 128 MiB.
+    pub max_inflight_bytes: u64,
+    /// What a bare CR or bare LF inside a message does (RFC 5321 §2.3.8: only CRLF ends a line;
+    /// bare ones are how header injection and SMTP smuggling begin). Default
+    /// [`BareNewline::Normalize`], as Postfix 3.9's `smtpd_forbid_bare_newline`.
+    pub bare_newline: BareNewline,
+}
+
+/// What to do with a CR or LF inside a message that is not part of a CRLF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BareNewline {
+    /// Store the message, with each one a space inside the header section (so a reader sees
+    /// exactly the header lines sent on the wire) and a line end in the body. No CR is stored.
+    #[default]
+    Normalize,
+    /// Read the message to its end and refuse it with `550 5.5.2`; nothing is stored.
+    Reject,
 }
 
 impl Default for Config {
@@ -95,6 +117,8 @@ impl Default for Config {
             min_data_rate_grace: Duration::from_secs(30),
             max_errors: 20,
             max_mailboxes: 10_000,
+            max_inflight_bytes: 128 * 1024 * 1024,
+            bare_newline: BareNewline::Normalize,
         }
     }
 }
@@ -204,6 +228,10 @@ mod tests {
         );
         assert_eq!(c.max_mailboxes, 10_000);
         assert!(c.users.is_none());
+        assert_eq!(
+            (c.max_inflight_bytes, c.bare_newline),
+            (128 << 20, BareNewline::Normalize)
+        );
         assert_eq!(c.local_domains(), ["localhost".to_string(), c.hostname]);
     }
 

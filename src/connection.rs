@@ -472,14 +472,14 @@ fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label
         id,
         time: mbox::now(),
     };
-    let body: Arc<[u8]> = mbox::body(&envelope.message).into();
     let entries = envelope
         .recipients
         .iter()
         .map(|(mailbox, rcpt)| Entry {
             mailbox: mailbox.clone(),
             header: mbox::header(&trace, rcpt),
-            body: Arc::clone(&body),
+            // The one stored copy, shared: its budget is given back when the last one drops.
+            body: Arc::clone(&envelope.body),
         })
         .collect();
     let (ack, outcome) = crossbeam_channel::bounded(1);
@@ -497,7 +497,7 @@ fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label
         .map(|(m, _)| Escaped(m).to_string())
         .collect();
     let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
-    let bytes = envelope.message.len();
+    let bytes = envelope.size;
     let to = to.join(",");
     match outcome {
         Outcome::Delivered => {

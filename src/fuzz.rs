@@ -4,18 +4,22 @@
 //!
 //! It exists so a fuzz crash is a production crash: [`session`] drives the same [`Protocol`]
 //! (input buffer, framer, session) that `connection.rs` drives, splitting the input into reads of
-//! fuzzer-chosen sizes as a socket would; [`message`] runs the same DATA and BDAT decoding and mbox
-//! formatting a delivery runs; [`command`] the command parser. Each checks the invariants the rest
-//! of the server relies on and panics only if the core has a bug.
+//! fuzzer-chosen sizes as a socket would; [`message`] runs the same DATA decoding and streaming
+//! mbox encoding a session runs, on input split at fuzzer-chosen places; [`command`] the command
+//! parser. Each checks the invariants the rest of the server relies on and panics only if the
+//! core has a bug.
 
 use std::sync::Arc;
 
+use crate::budget::{Budget, Reservation};
+use crate::config::BareNewline;
+use crate::data::{DataDecoder, DataStatus};
 use crate::directory::Directory;
 use crate::framer::{Frame, Framer, Mode, Status};
+use crate::mbox::{Encoder, Refusal};
 use crate::protocol::{Event, Protocol};
 use crate::session::{Session, SessionConfig};
 use crate::writer::Outcome;
-use crate::{data, mbox};
 
 /// A catch-all session configuration for `mx.test` with small limits and one alias, `list`.
 pub(crate) fn config() -> Arc<SessionConfig> {
@@ -33,6 +37,8 @@ pub(crate) fn config() -> Arc<SessionConfig> {
         max_recipients: 5,
         max_errors: 50,
         directory,
+        budget: Budget::unlimited(),
+        bare_newline: BareNewline::Normalize,
     })
 }
 
@@ -53,9 +59,7 @@ pub fn session(data: &[u8]) {
             }
             Event::Deliver(envelope) => {
                 assert!(!envelope.recipients.is_empty());
-                let body = mbox::body(&envelope.message);
-                // After the header's last line, the body makes the entry end in a blank line.
-                assert!(body == b"\n" || body.ends_with(b"\n\n"));
+                check_entry(&envelope.body);
                 core.reply(&Outcome::Delivered.reply("fuzz"));
                 continue;
             }
@@ -84,35 +88,196 @@ pub fn command(data: &[u8]) {
     let _ = crate::command::parse(data);
 }
 
-/// Decodes arbitrary bytes as DATA text (through the framer, as a session does) and as one BDAT
-/// message, and formats each result as an mbox entry, checking that no stored line can be taken
-/// for a `From ` separator and that the entry ends cleanly.
+/// Encodes arbitrary bytes as a BDAT message and decodes them as DATA text (through the framer,
+/// as a session does), under both bare-newline policies, the input split where the first byte
+/// says. Checks that the stored bytes do not depend on the split; that the DATA result is the
+/// encoding of the text a reference unstuffer finds; and [`check_stored`] on every result.
 pub fn message(data: &[u8]) {
-    let mut framer = Framer::default();
-    let mut decoder = data::DataDecoder::new(1 << 20);
+    let Some((&seed, data)) = data.split_first() else {
+        return;
+    };
+    for policy in [BareNewline::Normalize, BareNewline::Reject] {
+        let whole = encode(policy, &[data]);
+        assert_eq!(
+            encode(policy, &split(data, seed)),
+            whole,
+            "split changed the body"
+        );
+        check_stored(policy, data, &whole);
+        let decoded = decode_data(policy, data);
+        match unstuff(data) {
+            Some(text) => {
+                let expected = encode(policy, &[&text]);
+                assert_eq!(decoded, Some(expected.clone()));
+                check_stored(policy, &text, &expected);
+            }
+            None => assert_eq!(decoded, None, "DATA ended where the reference did not"),
+        }
+    }
+}
+
+/// Runs `pieces` through one encoder with an unlimited budget.
+pub(crate) fn encode(policy: BareNewline, pieces: &[&[u8]]) -> Result<Vec<u8>, Refusal> {
+    let mut encoder = Encoder::new(policy, Reservation::new(&Budget::unlimited()));
+    for piece in pieces {
+        encoder.push(piece);
+    }
+    encoder.finish().map(|body| body.to_vec())
+}
+
+/// `data` cut into pieces of 0 to 63 bytes, sizes drawn from `seed`.
+pub(crate) fn split(data: &[u8], seed: u8) -> Vec<&[u8]> {
+    let mut state = u32::from(seed) | 1;
+    let mut pieces = Vec::new();
     let mut rest = data;
-    let mut done = false;
+    while !rest.is_empty() {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let n = rest.len().min((state >> 16) as usize % 64);
+        let (piece, tail) = rest.split_at(n);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+/// DATA text through the framer and the decoder: the result once the end-of-data line is
+/// seen, `None` if the input ends first.
+fn decode_data(policy: BareNewline, data: &[u8]) -> Option<Result<Vec<u8>, Refusal>> {
+    let mut framer = Framer::default();
+    let encoder = Encoder::new(policy, Reservation::new(&Budget::unlimited()));
+    let mut decoder = DataDecoder::new(encoder, 1 << 20);
+    let mut rest = data;
     while let Status::Complete { frame, used } = framer.frame(rest, Mode::Text) {
         let Frame::Text(piece) = frame else {
             panic!("text mode gave {frame:?}")
         };
         assert!(used > 0 && used <= rest.len());
         rest = &rest[used..];
-        if decoder.push(piece) == data::DataStatus::Done {
-            done = true;
+        if decoder.push(piece) == DataStatus::Done {
+            return Some(decoder.finish().map(|body| body.to_vec()));
+        }
+    }
+    None
+}
+
+/// The reference unstuffer (RFC 5321 §4.5.2), byte by byte: the message text before the first
+/// `.` line after a CRLF (or the start), a leading dot removed from every other such line.
+/// `None` if there is no end-of-data line.
+pub(crate) fn unstuff(data: &[u8]) -> Option<Vec<u8>> {
+    let mut text = Vec::new();
+    let mut i = 0;
+    let line_start = |i: usize| i == 0 || (i >= 2 && data.get(i - 2..i) == Some(b"\r\n"));
+    while i < data.len() {
+        if line_start(i) && data.get(i..i + 3) == Some(b".\r\n") {
+            return Some(text);
+        }
+        if !(line_start(i) && data[i] == b'.') {
+            text.push(data[i]);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A CR not followed by LF or a LF not preceded by CR anywhere in `text`.
+pub(crate) fn has_bare_newline(text: &[u8]) -> bool {
+    text.iter().enumerate().any(|(i, &b)| {
+        (b == b'\r' && text.get(i + 1) != Some(&b'\n'))
+            || (b == b'\n' && (i == 0 || text[i - 1] != b'\r'))
+    })
+}
+
+/// Undoes mboxrd storage: one `>` off every line matching `^>+From `, LF back to CRLF, and the
+/// entry's closing blank line dropped.
+pub(crate) fn unquote(stored: &[u8]) -> Vec<u8> {
+    let stored = stored.strip_suffix(b"\n").unwrap_or(stored);
+    let mut text = Vec::new();
+    for line in stored.split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let quotes = line.iter().take_while(|&&b| b == b'>').count();
+        let quoted = quotes > 0 && line[quotes..].starts_with(b"From ");
+        text.extend_from_slice(if quoted { &line[1..] } else { line });
+        text.extend_from_slice(b"\r\n");
+    }
+    text
+}
+
+/// What the stored form of `input` must be under `policy`, whatever the split.
+pub(crate) fn check_stored(policy: BareNewline, input: &[u8], stored: &Result<Vec<u8>, Refusal>) {
+    let folds = match input {
+        [b' ' | b'\t', ..] => true,
+        // Under normalize, a bare CR or LF first becomes a space.
+        [b'\n', ..] | [b'\r'] => policy == BareNewline::Normalize,
+        [b'\r', next, ..] => *next != b'\n' && policy == BareNewline::Normalize,
+        [] => false,
+        [_, ..] => false,
+    };
+    let bare = has_bare_newline(input);
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(Refusal::Folds) => return assert!(folds, "refused as folding: {input:?}"),
+        Err(Refusal::BareNewline) => {
+            return assert!(policy == BareNewline::Reject && bare, "{input:?}");
+        }
+        Err(why) => panic!("unexpected refusal {why:?}"),
+    };
+    assert!(!folds, "a folding first line was stored: {input:?}");
+    assert!(policy == BareNewline::Normalize || !bare);
+    check_entry(stored);
+    if !bare {
+        // Quoting then unquoting is the identity; the last line gains its CRLF.
+        let mut canonical = input.to_vec();
+        if !canonical.is_empty() && !canonical.ends_with(b"\r\n") {
+            canonical.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(unquote(stored), canonical);
+    }
+    // The header lines as sent on the wire (only CRLF ends one), a bare CR or LF a space.
+    let mut lines = stored.split(|&b| b == b'\n');
+    for sent in crlf_lines(input) {
+        let expected: Vec<u8> = sent
+            .iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+            .collect();
+        let got = lines.next().expect("a stored line per header line");
+        let quotes = got.iter().take_while(|&&b| b == b'>').count();
+        let got = if quotes > 0 && got[quotes..].starts_with(b"From ") {
+            &got[1..]
+        } else {
+            got
+        };
+        assert_eq!(got, &expected[..], "header line changed");
+        if sent.is_empty() {
             break;
         }
     }
-    if done && let Ok(text) = decoder.finish() {
-        assert!(text.len() <= data.len());
-        check_entry(&mbox::body(&text));
-    }
-    // BDAT: the octets are the message, as they are.
-    check_entry(&mbox::body(data));
 }
 
+/// The lines of `text` as the wire cuts them (at CRLF only), up to and including the first
+/// empty one: the header section. An unterminated last line counts.
+fn crlf_lines(text: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.windows(2).position(|w| w == b"\r\n");
+        let (line, next) = match end {
+            Some(i) => (&rest[..i], &rest[i + 2..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        lines.push(line);
+        if line.is_empty() {
+            break;
+        }
+        rest = next;
+    }
+    lines
+}
+
+/// A stored body ends the entry cleanly and holds no line a reader could take for a `From `
+/// separator, whether it splits lines at CR, LF or CRLF: it has no CR at all.
 fn check_entry(entry: &[u8]) {
     assert!(entry.ends_with(b"\n\n") || entry == b"\n");
+    assert!(!entry.contains(&b'\r'), "a CR was stored");
     for line in entry.split(|&b| b == b'\n') {
         assert!(!line.starts_with(b"From "), "unquoted From line");
     }

@@ -37,15 +37,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods)
-//! and [`StartError`]. The `fuzz` module exists only for fuzzing (`cargo fuzz`, or the `fuzzing`
-//! feature) and is not a stable API. The command line, its files and the signal handling belong
-//! to the `mboxd` binary.
+//! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods
+//! and [`BareNewline`] for one of its settings) and [`StartError`]. The `fuzz` module exists only
+//! for fuzzing (`cargo fuzz`, or the `fuzzing` feature) and is not a stable API. The command
+//! line, its files and the signal handling belong to the `mboxd` binary.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod admission;
 mod backoff;
+mod budget;
 mod command;
 mod config;
 mod connection;
@@ -66,7 +67,7 @@ mod writer;
 
 use std::net::SocketAddr;
 
-pub use config::{Config, ConfigError};
+pub use config::{BareNewline, Config, ConfigError};
 pub use server::StartError;
 
 /// A running server. Dropping it, or calling [`Server::shutdown`], stops it in order.

@@ -1,16 +1,17 @@
 //! The `mboxd` command: flags in, a running server out, until SIGINT or SIGTERM.
 //!
-//! It exists only to turn the command line into a [`mboxd::Config`] (`cli`), set up logging,
-//! print the bound addresses for whoever started it, wait for a shutdown signal (`os`), and map
-//! every failure to an exit code: 0 after a clean shutdown, 1 for a failure while running, 2 for
-//! a bad command line or an unusable mail directory or address (nothing is bound then).
+//! It exists only to turn the command line into a [`mboxd::Config`] (`cli`), set up logging and
+//! the allocator (`os`), print the bound addresses for whoever started it, wait for a shutdown
+//! signal (`os`), and map every failure to an exit code: 0 after a clean shutdown, 1 for a
+//! failure while running, 2 for a bad command line or an unusable mail directory or address
+//! (nothing is bound then).
 // Denied, not forbidden, so that `os` (and only it) can allow it.
 #![deny(unsafe_code)]
 
 mod cli;
 // The same file, src/os.rs, that the library compiles as its own private `os` module: the one
-// place with `unsafe`. The binary calls only its signal functions; the fcntl lock in it is the
-// library's, hence the allow.
+// place with `unsafe`. The binary calls only its signal and allocator functions; the fcntl lock
+// in it is the library's, hence the allow.
 #[allow(dead_code)]
 mod os;
 
@@ -19,6 +20,10 @@ use std::process::ExitCode;
 
 use cli::Invocation;
 use mboxd::Server;
+
+/// Allocations from this size up get a mapping of their own (glibc's default starting value,
+/// fixed so that glibc does not raise it).
+const MMAP_THRESHOLD: usize = 128 * 1024;
 
 /// A failure and the exit code it maps to.
 struct Failure {
@@ -50,6 +55,11 @@ fn run() -> Result<(), Failure> {
             return Ok(());
         }
     };
+    // Message buffers (see --max-inflight-bytes) each get their own mapping and are returned to
+    // the system when freed, so resident memory follows the in-flight budget.
+    if !os::fix_mmap_threshold(MMAP_THRESHOLD) {
+        log::debug!("cannot fix the malloc mmap threshold (not glibc)");
+    }
     // Before any thread starts, so every thread inherits the mask and only sigwait sees them.
     os::block_shutdown_signals().map_err(|e| Failure {
         code: 1,

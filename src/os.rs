@@ -1,4 +1,4 @@
-//! The only module with `unsafe`: the POSIX calls std does not wrap.
+//! The only module with `unsafe`: the POSIX and glibc calls std does not wrap.
 //!
 //! It exists so every other module can do without `unsafe` (both crate roots deny it and only
 //! this module allows it). Each function is a thin, documented wrapper over one or two libc calls
@@ -7,9 +7,10 @@
 //! kill(2) and signal 0, for the writer; raising the soft limit on open descriptors to the hard
 //! one with getrlimit(2) and setrlimit(2), for the server at start; and, used by the binary,
 //! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
-//! ordinary thread instead of an async-signal handler. The binary compiles this same file as its
-//! own module (`mod os;` in src/main.rs), so the signal functions are not part of the library's
-//! API.
+//! ordinary thread instead of an async-signal handler, and fixing glibc's mmap threshold with
+//! mallopt(3) so message buffers go back to the system when freed. The binary compiles this same
+//! file as its own module (`mod os;` in src/main.rs), so the signal and allocator functions are
+//! not part of the library's API.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -137,5 +138,30 @@ pub(crate) fn wait_for_shutdown_signal() -> io::Result<i32> {
         Ok(signal)
     } else {
         Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Fixes glibc's mmap threshold at `bytes`: every allocation at least that large then gets a
+/// mapping of its own, which realloc(3) grows with mremap(2) (no copy) and free(3) gives back to
+/// the system at once. Left alone, glibc raises the threshold after each large free (up to 32 MiB)
+/// and then serves message buffers from per-thread heaps, whose freed memory stays resident: the
+/// peak resident size then overshoots the in-flight budget. False where it cannot be set (not
+/// glibc), which costs only that overshoot.
+// The library never calls it; the binary, which compiles this file too, does.
+#[allow(dead_code)]
+pub(crate) fn fix_mmap_threshold(bytes: usize) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let Ok(bytes) = libc::c_int::try_from(bytes) else {
+            return false;
+        };
+        // SAFETY: mallopt only sets one malloc parameter; M_MMAP_THRESHOLD takes a byte count,
+        // and glibc allows it to be set at any time.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = bytes;
+        false
     }
 }

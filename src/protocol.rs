@@ -178,7 +178,7 @@ mod tests {
         let Event::Deliver(envelope) = p.poll() else {
             panic!("no delivery")
         };
-        assert_eq!(envelope.message, b"hello\r\n");
+        assert_eq!(&envelope.body[..], b"hello\n\n");
         // The writer's verdict, then the pipelined QUIT.
         p.reply(&Reply::new(250, "2.0.0", "OK"));
         assert_eq!(p.poll(), Event::Close);
@@ -251,7 +251,7 @@ mod properties {
             match core.poll() {
                 Event::Deliver(e) => {
                     let to = e.recipients.iter().map(|(m, _)| m.clone()).collect();
-                    stored.push((e.sender, to, e.message));
+                    stored.push((e.sender, to, e.body.to_vec()));
                     core.reply(&Reply::new(250, "2.0.0", "stored"));
                     continue;
                 }

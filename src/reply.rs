@@ -194,6 +194,16 @@ pub(crate) const BAD_SEQUENCE_RCPT: Reply =
 pub(crate) const UNKNOWN_HELP_TOPIC: Reply =
     Reply::fixed(504, "5.5.4", "HELP topic not recognized");
 pub(crate) const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user here");
+pub(crate) const BARE_NEWLINE_IN_MESSAGE: Reply = Reply::fixed(
+    550,
+    "5.5.2",
+    "Message refused: a bare CR or LF in the text; lines must end with <CRLF>",
+);
+pub(crate) const FIRST_LINE_FOLDS: Reply = Reply::fixed(
+    550,
+    "5.6.0",
+    "Message refused: its first line starts with white space, which would continue a header",
+);
 pub(crate) const RELAY_DENIED: Reply = Reply::fixed(550, "5.7.1", "Relaying denied");
 pub(crate) const NOT_A_LIST: Reply = Reply::fixed(550, "5.1.1", "Not a mailing list here");
 pub(crate) const MESSAGE_TOO_BIG: Reply = Reply::fixed(

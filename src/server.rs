@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::admission::{Arrival, Peers};
 use crate::backoff::AcceptBackoff;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
@@ -127,6 +128,8 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         max_recipients: config.max_recipients,
         max_errors: config.max_errors,
         directory,
+        budget: Budget::new(config.max_inflight_bytes),
+        bare_newline: config.bare_newline,
     });
     let (deliveries, jobs) = crossbeam_channel::bounded::<Job>(DELIVERY_QUEUE);
     let mut running = Running {

@@ -3,10 +3,18 @@
 //! It exists to keep the message phase of the state machine (RFC 5321 §4.1.1.4 for DATA,
 //! RFC 3030 for BDAT) apart from the command half in `mod.rs`. These are the helpers the one
 //! transition function calls for the states that read a message; they decide nothing about
-//! which command is legal.
+//! which command is legal. The message goes into an mbox [`Encoder`] as it arrives, so what a
+//! session holds is already the stored form, the one copy that is handed to the writer. A message
+//! the encoder refuses (too big, no room in the in-flight budget, a bare CR or LF under
+//! `--bare-newline reject`, a first line that would fold into `Received:`) is still read to its
+//! end (DATA) or to the end of its chunk (BDAT, RFC 3030 §2: the transaction then fails), and
+//! nothing of it is stored.
+
+use std::sync::Arc;
 
 use super::{Action, Hello, Session, State, Transaction};
 use crate::data::{DataDecoder, DataStatus};
+use crate::mbox::{Body, Encoder, Refusal};
 use crate::reply::{self, Reply};
 
 /// An accepted BDAT chunk being read into the message (RFC 3030).
@@ -15,7 +23,7 @@ pub(crate) struct Chunk {
     pub(super) hello: Hello,
     pub(super) tx: Transaction,
     /// The message so far, this chunk's bytes included.
-    pub(super) message: Vec<u8>,
+    pub(super) message: Encoder,
     /// Octets of this chunk still to come; never 0.
     pub(super) remaining: u64,
     /// The chunk's announced size, for its 250.
@@ -64,8 +72,11 @@ pub(crate) struct Envelope {
     pub sender: Option<String>,
     /// Each mailbox once, with the recipient address that led to it.
     pub recipients: Vec<(String, String)>,
-    /// The message text, dot-unstuffed, with its CRLF line endings.
-    pub message: Vec<u8>,
+    /// The message in its stored form, shared with the writer's entries without a copy; it
+    /// holds its part of the in-flight budget until the last copy is dropped.
+    pub body: Arc<Body>,
+    /// Octets the client sent (dot-unstuffed for DATA), as the size limit counts them.
+    pub size: u64,
     /// The name the client gave in HELO or EHLO.
     pub helo: String,
     /// How the message came.
@@ -83,9 +94,10 @@ impl Session {
         if decoder.push(text) == DataStatus::Partial {
             return (State::Data(hello, tx, decoder), Action::Continue);
         }
+        let size = decoder.received();
         match decoder.finish() {
-            Ok(message) => self.envelope(hello, tx, message),
-            Err(_) => self.refuse_message(State::Ready(hello), reply::MESSAGE_TOO_BIG),
+            Ok(body) => self.envelope(hello, tx, body, size),
+            Err(why) => self.refuse_message(State::Ready(hello), refusal(why)),
         }
     }
 
@@ -93,11 +105,11 @@ impl Session {
         &mut self,
         hello: Hello,
         tx: Transaction,
-        message: Vec<u8>,
+        message: Encoder,
         size: u64,
         last: bool,
     ) -> (State, Action) {
-        if (message.len() as u64).saturating_add(size) > self.config.max_message_size {
+        if message.received().saturating_add(size) > self.config.max_message_size {
             // RFC 3030 §2 and RFC 1870: over the limit the transaction fails; the chunk is
             // still read, and nothing of the message is kept.
             return self.start_discard(State::Ready(hello), size, reply::MESSAGE_TOO_BIG);
@@ -121,7 +133,7 @@ impl Session {
         let n = octets
             .len()
             .min(usize::try_from(chunk.remaining).unwrap_or(usize::MAX));
-        chunk.message.extend_from_slice(&octets[..n]);
+        chunk.message.push(octets.get(..n).unwrap_or(octets));
         chunk.remaining -= n as u64;
         if chunk.remaining == 0 {
             self.end_of_chunk(chunk)
@@ -131,8 +143,16 @@ impl Session {
     }
 
     pub(super) fn end_of_chunk(&mut self, chunk: Chunk) -> (State, Action) {
+        if let Some(why) = chunk.message.refused() {
+            // RFC 3030 §2: a refused chunk ends the transaction; later chunks get 503.
+            return self.refuse_message(State::Ready(chunk.hello), refusal(why));
+        }
         if chunk.last {
-            return self.envelope(chunk.hello, chunk.tx, chunk.message);
+            let size = chunk.message.received();
+            return match chunk.message.finish() {
+                Ok(body) => self.envelope(chunk.hello, chunk.tx, body, size),
+                Err(why) => self.refuse_message(State::Ready(chunk.hello), refusal(why)),
+            };
         }
         let r = Reply::new(250, "2.0.0", format!("{} octets received", chunk.size));
         (
@@ -171,7 +191,8 @@ impl Session {
         &mut self,
         hello: Hello,
         tx: Transaction,
-        message: Vec<u8>,
+        body: Body,
+        size: u64,
     ) -> (State, Action) {
         let mut recipients: Vec<(String, String)> = Vec::new();
         for rcpt in tx.recipients {
@@ -189,10 +210,22 @@ impl Session {
         let envelope = Envelope {
             sender: tx.from.map(|a| a.to_string()),
             recipients,
-            message,
+            // Moves the buffer into the Arc: no copy.
+            body: Arc::new(body),
+            size,
             helo: hello.name.clone(),
             protocol,
         };
         (State::Ready(hello), Action::Deliver(envelope))
+    }
+}
+
+/// The reply to a message the encoder refused.
+fn refusal(why: Refusal) -> Reply {
+    match why {
+        Refusal::TooBig => reply::MESSAGE_TOO_BIG,
+        Refusal::NoRoom => reply::INSUFFICIENT_STORAGE,
+        Refusal::BareNewline => reply::BARE_NEWLINE_IN_MESSAGE,
+        Refusal::Folds => reply::FIRST_LINE_FOLDS,
     }
 }

@@ -11,6 +11,8 @@
 mod help;
 mod message;
 #[cfg(test)]
+mod message_tests;
+#[cfg(test)]
 mod names_tests;
 mod params;
 #[cfg(test)]
@@ -18,11 +20,14 @@ mod tests;
 
 use std::sync::Arc;
 
+use crate::budget::{Budget, Reservation};
 use crate::command::{self, Address, Command, MailVerb, ParseError};
+use crate::config::BareNewline;
 use crate::data::DataDecoder;
 use crate::directory::Directory;
 use crate::escape::Escaped;
 use crate::framer::{Frame, Mode};
+use crate::mbox::Encoder;
 pub(crate) use message::{Chunk, Discard, Envelope};
 
 use crate::reply::{self, Reply};
@@ -40,6 +45,11 @@ pub(crate) struct SessionConfig {
     pub max_errors: usize,
     /// Local domains, users and aliases.
     pub directory: Directory,
+    /// The server-wide budget for message bytes in flight; a message that cannot reserve from
+    /// it is refused with `452 4.3.1`.
+    pub budget: Arc<Budget>,
+    /// What a bare CR or LF inside a message does.
+    pub bare_newline: BareNewline,
 }
 
 /// What the client said in HELO or EHLO.
@@ -82,7 +92,7 @@ pub(crate) enum State {
     /// Reading an accepted BDAT chunk.
     Chunk(Chunk),
     /// Between BDAT chunks: at least one accepted, LAST not yet seen; the message so far.
-    Chunked(Hello, Transaction, Vec<u8>),
+    Chunked(Hello, Transaction, Encoder),
     /// Reading and dropping a refused BDAT chunk.
     Discard(Discard),
     /// QUIT answered, or the session was closed for too many errors.
@@ -315,7 +325,7 @@ impl Session {
             (S::Mail(h, tx), Input::Command(C::Data)) => match not_ready_for_message(&tx) {
                 Some(r) => self.refuse_message(S::Mail(h, tx), r),
                 None => {
-                    let decoder = DataDecoder::new(self.config.max_message_size);
+                    let decoder = DataDecoder::new(self.encoder(), self.config.max_message_size);
                     (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
                 }
             },
@@ -346,13 +356,24 @@ impl Session {
             (S::Mail(h, tx), Input::Command(C::Bdat { size, last })) => {
                 match not_ready_for_message(&tx) {
                     Some(r) => self.start_discard(S::Mail(h, tx), size, r),
-                    None => self.start_chunk(h, tx, Vec::new(), size, last),
+                    None => {
+                        let encoder = self.encoder();
+                        self.start_chunk(h, tx, encoder, size, last)
+                    }
                 }
             }
             (S::Chunked(h, tx, message), Input::Command(C::Bdat { size, last })) => {
                 self.start_chunk(h, tx, message, size, last)
             }
         }
+    }
+
+    /// A new message's encoder, holding nothing of the budget yet.
+    fn encoder(&self) -> Encoder {
+        Encoder::new(
+            self.config.bare_newline,
+            Reservation::new(&self.config.budget),
+        )
     }
 
     fn hello(&mut self, name: String, extended: bool) -> (State, Action) {

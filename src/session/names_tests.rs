@@ -16,6 +16,8 @@ fn session() -> Session {
             max_recipients: 10,
             max_errors: 1000,
             directory,
+            budget: crate::budget::Budget::unlimited(),
+            bare_newline: crate::config::BareNewline::Normalize,
         }),
         "test".into(),
     )

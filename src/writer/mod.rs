@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::mbox::Body;
 use crate::reply::{self, Reply};
 
 mod lock;
@@ -85,8 +86,8 @@ pub(crate) struct Entry {
     pub mailbox: String,
     /// The `From ` line and trace headers for this recipient.
     pub header: Vec<u8>,
-    /// The stored message text, shared by all recipients.
-    pub body: Arc<[u8]>,
+    /// The stored message text, shared by all recipients (and holding its in-flight budget).
+    pub body: Arc<Body>,
 }
 
 /// A message to deliver, all-or-nothing, and where to send the outcome.

@@ -109,7 +109,7 @@ impl MboxFile for Faulty {
 
 pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, crossbeam_channel::Receiver<Outcome>) {
     let (ack, outcome) = crossbeam_channel::bounded(1);
-    let body: Arc<[u8]> = text.as_bytes().into();
+    let body = Arc::new(Body::stored(text.as_bytes()));
     let entries = mailboxes
         .iter()
         .map(|m| Entry {

@@ -6,7 +6,12 @@
 //! (`Return-Path:` and `Received:`), the message with CRLF turned into LF and every line matching
 //! `^>*From ` quoted with one more `>`, and one blank line. Every entry therefore ends in `\n\n`,
 //! so the next entry starts a `From ` line after a blank line (the writer pads a mailbox that
-//! ends otherwise).
+//! ends otherwise). This file writes the per-recipient header; `body` converts the message as it
+//! arrives, once for all recipients.
+
+mod body;
+
+pub(crate) use body::{Body, Encoder, Refusal};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -82,29 +87,6 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
         t.second
     ));
     out.into_bytes()
-}
-
-/// The message text as stored: CRLF becomes LF, `^>*From ` lines get one more `>`, the last line
-/// is terminated and one blank line ends the entry.
-pub(crate) fn body(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 16);
-    let mut rest = message;
-    while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let unquoted = &line[line.iter().take_while(|&&b| b == b'>').count()..];
-        if unquoted.starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        rest = next;
-    }
-    out.push(b'\n');
-    out
 }
 
 /// A UTC calendar time, computed without a date library.
@@ -209,19 +191,5 @@ mod tests {
         );
         let c = Civil::from_unix(-1);
         assert_eq!((c.year, c.month, c.day, c.hour), (1969, 12, 31, 23));
-    }
-
-    #[test]
-    fn body_converts_and_quotes() {
-        assert_eq!(
-            body(b"a\r\nFrom me\r\n>From x\r\nFromage\r\n"),
-            b"a\n>From me\n>>From x\nFromage\n\n"
-        );
-        assert_eq!(body(b"no newline"), b"no newline\n\n");
-        assert_eq!(body(b""), b"\n");
-        assert_eq!(
-            body(b"8bit \xe9\xff\r\nbare\rcr\n"),
-            b"8bit \xe9\xff\nbare\rcr\n\n"
-        );
     }
 }

@@ -1,0 +1,346 @@
+//! The streaming body encoder: message octets in, in any split, the stored mboxrd text out, into
+//! one buffer that becomes the body every recipient's entry shares.
+//!
+//! It exists so a message is held in memory once, in the form it is stored in, while it arrives:
+//! DATA text (dot-unstuffed) and BDAT octets are converted as they come, and the buffer grows
+//! against the in-flight [`Budget`](crate::budget::Budget), so the converted copy is the only one.
+//! Converting needs the start of every line (for `^>*From ` quoting) and the byte after every CR
+//! (is it CRLF?), so the encoder keeps that little state between pieces and gives the same bytes
+//! however its input is split. It also decides what no later stage can: whether the message may
+//! be stored at all (a bare CR or LF under `--bare-newline reject`, a first line that would fold
+//! into mboxd's `Received:` header, no room in the budget).
+//!
+//! On the wire only CRLF ends a line (RFC 5321 §2.3.8). Stored, CRLF becomes LF. A bare CR or
+//! bare LF is, under [`BareNewline::Normalize`], a space inside the header section (so a reader
+//! that breaks lines at CR, LF or CRLF sees exactly the header lines sent on the wire) and a line
+//! end in the body (as Postfix's `smtpd_forbid_bare_newline = normalize` does), the new line being
+//! quoted like any other. No CR is ever stored, so no splitting of the stored text at CR, LF or
+//! CRLF can meet an unquoted `From ` line. The header section ends at the first empty line on the
+//! wire (RFC 5322 §2.1).
+
+use std::fmt;
+use std::ops::Deref;
+
+use crate::budget::{Reservation, STEP};
+use crate::config::BareNewline;
+
+const FROM: &[u8] = b"From ";
+
+/// Why a message is not stored. Once refused, an encoder keeps nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Larger than the size limit (RFC 1870 §6.3).
+    TooBig,
+    /// The in-flight budget had no room for it.
+    NoRoom,
+    /// A bare CR or bare LF, under [`BareNewline::Reject`].
+    BareNewline,
+    /// Its first line starts with a space or tab, so it would continue mboxd's `Received:`
+    /// header (RFC 5322 §2.2.3 folding).
+    Folds,
+}
+
+/// A message in its stored form, shared by the entries of every recipient. It holds its part of
+/// the in-flight budget until the last copy is dropped.
+pub(crate) struct Body {
+    text: Vec<u8>,
+    _reservation: Reservation,
+}
+
+impl Body {
+    /// A body from text already in stored form, holding no budget: for tests.
+    #[cfg(test)]
+    pub(crate) fn stored(text: &[u8]) -> Body {
+        Body {
+            text: text.to_vec(),
+            _reservation: Reservation::new(&crate::budget::Budget::unlimited()),
+        }
+    }
+}
+
+impl Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Body {}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 256;
+        let shown = self.text.get(..SHOWN).unwrap_or(&self.text);
+        write!(
+            f,
+            "Body({} bytes: {:?}{})",
+            self.text.len(),
+            String::from_utf8_lossy(shown),
+            if shown.len() < self.text.len() {
+                "..."
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// One unit of the message after line ends are recognised.
+#[derive(Clone, Copy)]
+enum Event {
+    /// An octet that is neither CR nor LF.
+    Octet(u8),
+    /// CRLF.
+    LineEnd,
+    /// A CR not followed by LF, or a LF not preceded by CR.
+    Bare,
+}
+
+/// Where the current stored line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// Quoting is not decided yet: `quotes` `>` were seen, then the first `matched` octets of
+    /// `From `. Nothing of the line has been written.
+    Start { quotes: u64, matched: usize },
+    /// Quoting is decided and what came so far is written.
+    Middle,
+}
+
+const EMPTY_LINE: Line = Line::Start {
+    quotes: 0,
+    matched: 0,
+};
+
+/// The push encoder from message octets to the stored mboxrd body.
+#[derive(Debug)]
+pub(crate) struct Encoder {
+    out: Vec<u8>,
+    /// Covers `out`'s capacity.
+    reservation: Reservation,
+    policy: BareNewline,
+    /// Octets pushed, kept or not.
+    received: u64,
+    refused: Option<Refusal>,
+    /// The last octet was a CR whose LF may come next.
+    cr: bool,
+    /// Some event has been seen: the first line has begun.
+    started: bool,
+    /// No empty line yet: still in the header section.
+    header: bool,
+    line: Line,
+}
+
+impl Encoder {
+    /// An encoder applying `policy`, growing its buffer against `reservation`.
+    pub(crate) fn new(policy: BareNewline, reservation: Reservation) -> Encoder {
+        Encoder {
+            out: Vec::new(),
+            reservation,
+            policy,
+            received: 0,
+            refused: None,
+            cr: false,
+            started: false,
+            header: true,
+            line: EMPTY_LINE,
+        }
+    }
+
+    /// Octets pushed so far, counted as sent (after dot-unstuffing for DATA), whether or not
+    /// they were kept: what the size limit counts.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Why the message will not be stored, once that is known.
+    pub(crate) fn refused(&self) -> Option<Refusal> {
+        self.refused
+    }
+
+    /// Refuses the message: what was kept is dropped, and its budget given back. The first
+    /// refusal is the one reported.
+    pub(crate) fn refuse(&mut self, why: Refusal) {
+        if self.refused.is_none() {
+            self.refused = Some(why);
+        }
+        self.out = Vec::new();
+        self.reservation.release();
+    }
+
+    /// Takes the next octets of the message, split anywhere.
+    pub(crate) fn push(&mut self, mut input: &[u8]) {
+        self.received = self.received.saturating_add(input.len() as u64);
+        while self.refused.is_none() {
+            if !self.cr && self.line == Line::Middle {
+                // The common case: copy up to the next CR or LF at once.
+                let n = input
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .unwrap_or(input.len());
+                if n > 0 {
+                    let (run, rest) = input.split_at(n);
+                    self.write(run);
+                    input = rest;
+                    continue;
+                }
+            }
+            let Some((&b, rest)) = input.split_first() else {
+                return;
+            };
+            input = rest;
+            self.octet(b);
+        }
+    }
+
+    /// The stored body: the last line terminated, then the blank line that ends an entry. Or
+    /// why the message is refused.
+    pub(crate) fn finish(mut self) -> Result<Body, Refusal> {
+        if self.cr {
+            self.cr = false;
+            self.event(Event::Bare);
+        }
+        if self.line != EMPTY_LINE {
+            self.end_line();
+        }
+        self.write(b"\n");
+        match self.refused {
+            Some(why) => Err(why),
+            None => Ok(Body {
+                text: self.out,
+                _reservation: self.reservation,
+            }),
+        }
+    }
+
+    fn octet(&mut self, b: u8) {
+        match (self.cr, b) {
+            (true, b'\n') => {
+                self.cr = false;
+                self.event(Event::LineEnd);
+            }
+            // The earlier CR was bare; this one may still start a CRLF.
+            (true, b'\r') => self.event(Event::Bare),
+            (true, _) => {
+                self.cr = false;
+                self.event(Event::Bare);
+                self.event(Event::Octet(b));
+            }
+            (false, b'\r') => self.cr = true,
+            (false, b'\n') => self.event(Event::Bare),
+            (false, _) => self.event(Event::Octet(b)),
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        if self.refused.is_some() {
+            return;
+        }
+        let event = match (event, self.policy) {
+            (Event::Bare, BareNewline::Reject) => return self.refuse(Refusal::BareNewline),
+            // Inside the header section only CRLF may end a line: what the client sent as one
+            // line stays one line.
+            (Event::Bare, BareNewline::Normalize) if self.header => Event::Octet(b' '),
+            (Event::Bare, BareNewline::Normalize) => Event::LineEnd,
+            (event, _) => event,
+        };
+        let first = !self.started;
+        self.started = true;
+        match event {
+            Event::Octet(b' ' | b'\t') if first => self.refuse(Refusal::Folds),
+            Event::Octet(b) => self.text(b),
+            Event::LineEnd | Event::Bare => {
+                if self.line == EMPTY_LINE {
+                    // RFC 5322 §2.1: the first empty line ends the header section.
+                    self.header = false;
+                }
+                self.end_line();
+            }
+        }
+    }
+
+    /// One octet of line content.
+    fn text(&mut self, b: u8) {
+        let Line::Start { quotes, matched } = self.line else {
+            return self.write(&[b]);
+        };
+        if matched == 0 && b == b'>' {
+            self.line = Line::Start {
+                quotes: quotes.saturating_add(1),
+                matched,
+            };
+        } else if FROM.get(matched) == Some(&b) {
+            if matched + 1 < FROM.len() {
+                self.line = Line::Start {
+                    quotes,
+                    matched: matched + 1,
+                };
+            } else {
+                // RFC 4155 mboxrd: a line matching `^>*From ` gets one more `>`.
+                self.write(b">");
+                self.write_start(quotes, FROM.len());
+                self.line = Line::Middle;
+            }
+        } else {
+            self.write_start(quotes, matched);
+            self.write(&[b]);
+            self.line = Line::Middle;
+        }
+    }
+
+    /// Ends the current line, writing what its start held back.
+    fn end_line(&mut self) {
+        if let Line::Start { quotes, matched } = self.line {
+            self.write_start(quotes, matched);
+        }
+        self.write(b"\n");
+        self.line = EMPTY_LINE;
+    }
+
+    /// Writes `quotes` `>` and the first `matched` octets of `From `.
+    fn write_start(&mut self, quotes: u64, matched: usize) {
+        let quotes = usize::try_from(quotes).unwrap_or(usize::MAX);
+        if quotes > 0 && self.room(quotes) {
+            self.out.resize(self.out.len() + quotes, b'>');
+        }
+        self.write(FROM.get(..matched).unwrap_or(FROM));
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.room(bytes.len()) {
+            self.out.extend_from_slice(bytes);
+        }
+    }
+
+    /// Makes room for `n` more bytes, reserving the grown capacity from the budget first; false
+    /// (having refused the message) if the budget has no room.
+    fn room(&mut self, n: usize) -> bool {
+        if self.refused.is_some() {
+            return false;
+        }
+        let len = self.out.len();
+        let needed = len.saturating_add(n);
+        if needed <= self.out.capacity() {
+            return true;
+        }
+        // Grow by an eighth (at least a step): few reallocations, little unused capacity.
+        let wanted = needed.max(len.saturating_add((len / 8).max(STEP as usize)));
+        if !self.reservation.cover(wanted as u64) {
+            self.refuse(Refusal::NoRoom);
+            return false;
+        }
+        // The reservation is whole steps; the buffer may use all of it.
+        let capacity = usize::try_from(self.reservation.bytes()).unwrap_or(wanted);
+        self.out.reserve_exact(capacity - len);
+        true
+    }
+}
+
+#[cfg(test)]
+#[path = "body_tests.rs"]
+mod tests;
