@@ -5,6 +5,15 @@
 //! in one pure function that is tested with byte literals and fuzzed, and so that the state machine
 //! works on types, never on text. It decides syntax only: whether an address is local, safe or
 //! known is the directory's question, asked later by the session.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 use std::fmt;
 
@@ -91,10 +100,9 @@ pub(crate) enum ParseError {
 
 /// Parses one command line, given without its terminating CRLF.
 pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
-    let (verb, rest) = match line.iter().position(|&b| b == b' ') {
-        Some(i) => (&line[..i], &line[i + 1..]),
-        None => (line, &line[line.len()..]),
-    };
+    let mut words = line.splitn(2, |&b| b == b' ');
+    let verb = words.next().unwrap_or_default();
+    let rest = words.next().unwrap_or_default();
     let verb = verb.to_ascii_uppercase();
     let known = matches!(
         verb.as_slice(),
@@ -211,22 +219,23 @@ fn mail(verb: MailVerb, rest: &str) -> Result<Command, ParseError> {
 
 /// Strips a case-insensitive keyword such as `FROM:`; spaces after the colon are tolerated.
 fn strip_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
-    let head = rest.get(..keyword.len())?;
+    let (head, tail) = rest.split_at_checked(keyword.len())?;
     head.eq_ignore_ascii_case(keyword)
-        .then(|| rest[keyword.len()..].trim_start_matches(' '))
+        .then(|| tail.trim_start_matches(' '))
 }
 
 /// Splits `<path> PARAM=VALUE ...` into the address (None for `<>`) and its parameters.
 fn path_and_params(s: &str) -> Result<(Option<Address>, Vec<Param>), ParseError> {
     let (path, rest) = if let Some(inner) = s.strip_prefix('<') {
-        let end = closing_bracket(inner).ok_or(ParseError::Syntax("unterminated <path>"))?;
-        (&inner[..end], &inner[end + 1..])
+        let (path, rest) = closing_bracket(inner)
+            .and_then(|end| inner.split_at_checked(end))
+            .ok_or(ParseError::Syntax("unterminated <path>"))?;
+        (path, rest.strip_prefix('>').unwrap_or(rest))
     } else {
         // Lenient: a bare address without angle brackets, as many test clients send.
-        match s.find(' ') {
-            Some(i) => (&s[..i], &s[i..]),
-            None => (s, ""),
-        }
+        s.find(' ')
+            .and_then(|i| s.split_at_checked(i))
+            .unwrap_or((s, ""))
     };
     if !rest.is_empty() && !rest.starts_with(' ') {
         return Err(ParseError::Syntax("expected a space after the path"));
@@ -265,17 +274,16 @@ fn strip_source_route(path: &str) -> Result<&str, ParseError> {
     if !path.starts_with('@') {
         return Ok(path);
     }
-    let colon = path
-        .find(':')
+    let (route, mailbox) = path
+        .split_once(':')
         .ok_or(ParseError::Syntax("malformed source route"))?;
-    let route = &path[..colon];
-    if route
-        .split(',')
-        .any(|hop| hop.len() < 2 || !hop.starts_with('@') || !valid_domain(&hop[1..]))
-    {
+    if route.split(',').any(|hop| {
+        hop.strip_prefix('@')
+            .is_none_or(|domain| !valid_domain(domain))
+    }) {
         return Err(ParseError::Syntax("malformed source route"));
     }
-    Ok(&path[colon + 1..])
+    Ok(mailbox)
 }
 
 fn address(s: &str) -> Result<Address, ParseError> {
@@ -294,7 +302,7 @@ fn address(s: &str) -> Result<Address, ParseError> {
             .find(|&(_, found)| found)
             .map(|(i, _)| i + 1)
             .ok_or(ParseError::Syntax("unterminated quoted local part"))?;
-        let after = &s[close + 1..];
+        let after = s.get(close + 1..).unwrap_or_default();
         if !after.is_empty() && !after.starts_with('@') {
             return Err(ParseError::Syntax("text after a quoted local part"));
         }
@@ -306,8 +314,8 @@ fn address(s: &str) -> Result<Address, ParseError> {
     } else {
         s.find('@')
     };
-    let (local, domain) = match at {
-        Some(at) => (&s[..at], Some(&s[at + 1..])),
+    let (local, domain) = match at.and_then(|at| s.split_at_checked(at)) {
+        Some((local, rest)) => (local, Some(rest.strip_prefix('@').unwrap_or(rest))),
         None => (s, None),
     };
     if local.is_empty() {

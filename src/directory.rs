@@ -10,6 +10,15 @@
 //! In catch-all mode it also keeps the bound on new mailboxes (`--max-mailboxes`, see
 //! [`Mailboxes`]): a name routed there only by catch-all (not postmaster, not an alias's target)
 //! must be known or fit under the bound, else the RCPT gets 452.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -244,7 +253,7 @@ impl Directory {
     /// `Full Name <name@domain>`; `None` when it names a mailbox elsewhere.
     fn lookup_arg<'a>(&self, arg: &'a str) -> Option<&'a str> {
         let inner = match (arg.rfind('<'), arg.rfind('>')) {
-            (Some(open), Some(close)) if open < close => &arg[open + 1..close],
+            (Some(open), Some(close)) if open < close => arg.get(open + 1..close).unwrap_or(arg),
             _ => arg.trim(),
         };
         match inner.rsplit_once('@') {

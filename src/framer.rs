@@ -8,6 +8,15 @@
 //! the bytes buffered so far and answers [`Status::Complete`] with one frame and the number of
 //! bytes it used, or [`Status::Partial`] when it needs more input. What the next unit is (a command,
 //! text or chunk bytes) is the session's state, passed in as a [`Mode`].
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;
@@ -89,11 +98,11 @@ impl Framer {
                 None => return Status::Partial { used: input.len() },
             }
         }
-        let rest = &input[skipped..];
-        let window = &rest[..rest.len().min(MAX_COMMAND_LINE)];
+        let rest = suffix(input, skipped);
+        let window = prefix(rest, MAX_COMMAND_LINE);
         match find_lf(window) {
             Some(end) => Status::Complete {
-                frame: Frame::Command(&rest[..end]),
+                frame: Frame::Command(prefix(window, end)),
                 used: skipped + end,
             },
             None if rest.len() >= MAX_COMMAND_LINE => {
@@ -109,14 +118,14 @@ impl Framer {
 }
 
 fn text(input: &[u8]) -> Status<'_> {
-    let window = &input[..input.len().min(TEXT_PIECE)];
+    let window = prefix(input, TEXT_PIECE);
     let end = match find_lf(window) {
         Some(end) => end,
         None if input.len() >= TEXT_PIECE => TEXT_PIECE,
         None => return Status::Partial { used: 0 },
     };
     Status::Complete {
-        frame: Frame::Text(&input[..end]),
+        frame: Frame::Text(prefix(input, end)),
         used: end,
     }
 }
@@ -129,9 +138,19 @@ fn chunk(input: &[u8], remaining: u64) -> Status<'_> {
         .len()
         .min(usize::try_from(remaining).unwrap_or(usize::MAX));
     Status::Complete {
-        frame: Frame::Chunk(&input[..n]),
+        frame: Frame::Chunk(prefix(input, n)),
         used: n,
     }
+}
+
+/// The first `n` bytes, or all of them if there are fewer.
+fn prefix(bytes: &[u8], n: usize) -> &[u8] {
+    bytes.get(..n).unwrap_or(bytes)
+}
+
+/// What follows the first `n` bytes (nothing if there are fewer).
+fn suffix(bytes: &[u8], n: usize) -> &[u8] {
+    bytes.get(n..).unwrap_or_default()
 }
 
 /// The offset just past the first LF, if there is one.

@@ -7,6 +7,15 @@
 //! commands pile up in the output until the next step would wait for the client: that is the one
 //! moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
 //! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 use crate::framer::{Framer, Status, TEXT_PIECE};
 use crate::reply::{Reply, write_reply};
@@ -64,7 +73,8 @@ impl Protocol {
             self.end -= self.start;
             self.start = 0;
         }
-        &mut self.input[self.end..]
+        // `end` never passes the buffer's length (see `received`).
+        self.input.get_mut(self.end..).unwrap_or_default()
     }
 
     /// Records that `n` bytes were written at the start of [`Protocol::space`].
@@ -80,7 +90,8 @@ impl Protocol {
                 return Event::Close;
             }
             let mode = self.session.mode();
-            let status = self.framer.frame(&self.input[self.start..self.end], mode);
+            let unread = self.input.get(self.start..self.end).unwrap_or_default();
+            let status = self.framer.frame(unread, mode);
             let (frame, used) = match status {
                 Status::Partial { used } => {
                     self.start += used;

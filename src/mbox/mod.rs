@@ -8,6 +8,15 @@
 //! so the next entry starts a `From ` line after a blank line (the writer pads a mailbox that
 //! ends otherwise). This file writes the per-recipient header; `body` converts the message as it
 //! arrives, once for all recipients.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 mod body;
 
@@ -127,13 +136,19 @@ impl Civil {
     }
 
     fn weekday_name(&self) -> &'static str {
-        ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][self.weekday as usize]
+        const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+        DAYS.get(self.weekday as usize).copied().unwrap_or("???")
     }
 
     fn month_name(&self) -> &'static str {
-        [
+        const MONTHS: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ][self.month as usize - 1]
+        ];
+        (self.month as usize)
+            .checked_sub(1)
+            .and_then(|i| MONTHS.get(i))
+            .copied()
+            .unwrap_or("???")
     }
 }
 
