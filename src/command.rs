@@ -5,15 +5,6 @@
 //! in one pure function that is tested with byte literals and fuzzed, and so that the state machine
 //! works on types, never on text. It decides syntax only: whether an address is local, safe or
 //! known is the directory's question, asked later by the session.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use std::fmt;
 

@@ -7,15 +7,6 @@
 //! A bare LF or a bare CR never ends the message: it goes on, with the rest of the unstuffed
 //! text, to the mbox [`Encoder`], which stores the message as it arrives and applies the
 //! bare-newline policy.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use crate::mbox::{Body, Encoder, Refusal};
 

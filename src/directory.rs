@@ -10,15 +10,6 @@
 //! In catch-all mode it also keeps the bound on new mailboxes (`--max-mailboxes`, see
 //! [`Mailboxes`]): a name routed there only by catch-all (not postmaster, not an alias's target)
 //! must be known or fit under the bound, else the RCPT gets 452.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

@@ -9,15 +9,6 @@
 //! invisible (default-ignorable) characters could make one name display as another. In a log
 //! line each such character is written as `\u{XXXX}`, and a backslash as `\\`, so the escaping
 //! is unambiguous.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use std::fmt;
 

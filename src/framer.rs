@@ -8,15 +8,6 @@
 //! the bytes buffered so far and answers [`Status::Complete`] with one frame and the number of
 //! bytes it used, or [`Status::Partial`] when it needs more input. What the next unit is (a command,
 //! text or chunk bytes) is the session's state, passed in as a [`Mode`].
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;

@@ -42,6 +42,17 @@
 //! for fuzzing (`cargo fuzz`, or the `fuzzing` feature) and is not a stable API. The command
 //! line, its files and the signal handling belong to the `mboxd` binary.
 #![deny(missing_docs)]
+// No panic by construction: no indexing or slicing that can go out of bounds, no unwrap or
+// expect, anywhere in the library outside its tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 #![deny(unsafe_code)]
 
 mod admission;

@@ -7,6 +7,15 @@
 //! (nothing is bound then).
 // Denied, not forbidden, so that `os` (and only it) can allow it.
 #![deny(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 mod cli;
 // The same file, src/os.rs, that the library compiles as its own private `os` module: the one

@@ -26,15 +26,6 @@
 //! Not folded: letters of different scripts that look alike (Latin `a` and Cyrillic `а`, which
 //! needs the confusables data of UTS #39), and case beyond lower-casing (`ß` stays `ß`, final
 //! `ς` stays `ς`).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::{is_combining_mark, is_public_assigned};

@@ -7,15 +7,6 @@
 //! commands pile up in the output until the next step would wait for the client: that is the one
 //! moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
 //! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use crate::framer::{Framer, Status, TEXT_PIECE};
 use crate::reply::{Reply, write_reply};

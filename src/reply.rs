@@ -4,15 +4,6 @@
 //! [`Reply::new`] around a computed text. [`write_reply`] is the only code that turns a reply into
 //! bytes: it owns the CRLF line ending, the `250-` continuation framing of multi-line replies
 //! (RFC 5321 §4.2.1) and the enhanced status code prefix of RFC 2034.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use std::borrow::Cow;
 

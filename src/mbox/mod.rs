@@ -8,15 +8,6 @@
 //! so the next entry starts a `From ` line after a blank line (the writer pads a mailbox that
 //! ends otherwise). This file writes the per-recipient header; `body` converts the message as it
 //! arrives, once for all recipients.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 mod body;
 

@@ -7,15 +7,6 @@
 //! (state, input) that yields the next state and an [`Action`]: a reply to write, a reply after
 //! which to close, or an envelope to deliver. An illegal command gets its error reply and leaves
 //! the state exactly as it was.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 mod help;
 mod message;
