@@ -53,6 +53,7 @@ usage: mboxd [options]
                            127.0.0.1 and ::1 are never limited)
   --min-data-rate BYTES    slowest average rate of a message after 30 s, in octets/s (default 512)
   --max-mailboxes N        catch-all only: mailbox files allowed before new names get 452 (default 10000)
+  --ready-file PATH        once listening, write PATH atomically with one bound address per line
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
   -h, --help               this text
   -V, --version            the version
@@ -112,6 +113,7 @@ where
             "--lock-timeout" => config.lock_timeout = seconds(&flag, &value()?)?,
             "--max-errors" => config.max_errors = positive(&flag, &value()?)?,
             "--max-mailboxes" => config.max_mailboxes = positive(&flag, &value()?)?,
+            "--ready-file" => config.ready_file = Some(PathBuf::from(value()?)),
             "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
             "--max-per-peer" => config.max_per_peer = Some(positive(&flag, &value()?)?),
             "--min-data-rate" => config.min_data_rate = positive(&flag, &value()?)? as u64,

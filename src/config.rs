@@ -71,6 +71,10 @@ pub struct Config {
     /// people and roles, and a few megabytes of names in memory. Existing names, postmaster and
     /// alias targets are always accepted. Default 10 000.
     pub max_mailboxes: usize,
+    /// Where to announce readiness: once every listener is bound and accepting, this file is
+    /// written atomically (a temporary file in the same directory, then rename(2)) with one
+    /// bound address per line, so a test harness in any language can wait for it. Default none.
+    pub ready_file: Option<PathBuf>,
     /// Bytes that all messages being received or waiting for the writer may hold in memory
     /// together (their stored form, counted in 64 KiB steps). A message that would pass it is
     /// read to its end and refused with `452 4.3.1` (insufficient system storage, RFC 3463), so
@@ -117,6 +121,7 @@ impl Default for Config {
             min_data_rate_grace: Duration::from_secs(30),
             max_errors: 20,
             max_mailboxes: 10_000,
+            ready_file: None,
             max_inflight_bytes: 128 * 1024 * 1024,
             bare_newline: BareNewline::Normalize,
         }

@@ -57,6 +57,8 @@ pub enum StartError {
     Thread(io::Error),
     /// The configuration is not usable.
     Config(String),
+    /// The ready file cannot be written.
+    ReadyFile(std::path::PathBuf, io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -66,6 +68,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             StartError::Config(why) => f.write_str(why),
+            StartError::ReadyFile(path, e) => write!(f, "ready file {}: {e}", path.display()),
         }
     }
 }
@@ -179,7 +182,27 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
                 .map_err(StartError::Thread)?,
         );
     }
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, running.addrs())
+            .map_err(|e| StartError::ReadyFile(path.clone(), e))?;
+    }
     Ok(running)
+}
+
+/// Writes the bound addresses, one per line, to `path` atomically: a temporary file beside it,
+/// then rename(2), so a reader sees either no file or the whole list.
+fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<()> {
+    let mut text = String::new();
+    for addr in addrs {
+        text.push_str(&format!("{addr}\n"));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Raises the soft limit on open descriptors to the hard one (best effort) and logs it, with a

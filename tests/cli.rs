@@ -98,6 +98,14 @@ fn bad_command_lines_exit_2_with_one_line() {
             dir.path().to_str().unwrap(),
         ],
         vec!["--users", "/nonexistent/users"],
+        vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+            "--ready-file",
+            "/nonexistent/dir/ready",
+        ],
     ] {
         let (code, stderr) = exit_code(&args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
@@ -151,5 +159,43 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(
         wait_bounded(&mut child, Duration::from_secs(10)).code(),
         Some(1)
+    );
+}
+
+#[test]
+fn the_ready_file_lists_every_bound_address_once_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let (mut child, addrs) = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().join("mail").to_str().unwrap(),
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ],
+        2,
+    );
+    // The file is written before the `listening on` lines are printed, whole (by rename).
+    let text = std::fs::read_to_string(&ready).expect("the ready file exists");
+    let listed: Vec<std::net::SocketAddr> = text.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(listed, addrs);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // And the address in it serves.
+    let mut c = Client::connect(listed[1]);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("QUIT", 221);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
     );
 }
