@@ -26,6 +26,10 @@ deps:
 	  fi; \
 	done
 	@command -v python3 >/dev/null 2>&1 || echo "python3 not found: the smtplib/mailbox and fcntl-lock tests will be skipped"
+	@# pytest, for the Python example (examples/python/) that tests/examples.rs runs.
+	@if command -v python3 >/dev/null 2>&1 && ! python3 -m pytest --version >/dev/null 2>&1; then \
+	  python3 -m pip install -q pytest >/dev/null 2>&1 || echo "could not install pytest: the Python example will be skipped"; \
+	fi
 	@# Unicode's DerivedCoreProperties.txt, to check the unsafe-character set against.
 	@if [ ! -f /usr/share/unicode/DerivedCoreProperties.txt ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
