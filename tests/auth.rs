@@ -370,3 +370,48 @@ fn builder_and_config_fields_agree() {
     assert!(c.auth.enabled() && c.auth_required);
     assert!(!format!("{c:?}").contains("s3cret"));
 }
+
+#[test]
+fn swaks_logs_in_with_plain_and_login() {
+    if Command::new("swaks").arg("--version").output().is_err() {
+        println!("skipped: swaks not found (make deps installs it), so its AUTH is not tested");
+        return;
+    }
+    let server = with_users(true);
+    let port = server.addr.port().to_string();
+    let swaks = |mechanism: &str, password: &str| {
+        let mut cmd = Command::new("swaks");
+        cmd.args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--from",
+            "app@b.test",
+        ])
+        .args([
+            "--to",
+            "jones@mx.test",
+            "--auth",
+            mechanism,
+            "--auth-user",
+            "jones",
+        ])
+        .args(["--auth-password", password, "--timeout", "10"]);
+        output_within(&mut cmd, Duration::from_secs(60))
+    };
+    for mechanism in ["PLAIN", "LOGIN"] {
+        let out = swaks(mechanism, "s3cret");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let out = swaks(mechanism, "wrong");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("535 5.7.8"));
+    }
+    let entries = mbox_entries(&server.mbox_text("jones"));
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e.contains("with ESMTPA id")));
+}
