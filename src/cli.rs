@@ -61,7 +61,7 @@ usage: mboxd [options]
   --auth-accept-any        offer AUTH PLAIN LOGIN and accept any credentials (tests only: no TLS)
   --auth-file FILE         offer AUTH PLAIN LOGIN for the `user:password` lines of FILE (repeatable;
                            # comment lines); wrong credentials get 535 (tests only: no TLS)
-  --auth-required         MAIL before a successful AUTH gets 530 5.7.0
+  --auth-required          MAIL before a successful AUTH gets 530 5.7.0
   -h, --help               this text
   -V, --version            the version
 Logging: RUST_LOG=debug|info|warn (default info), to stderr.

@@ -105,8 +105,8 @@ pub(crate) enum State {
     Chunked(Hello, Transaction, Encoder),
     /// Reading and dropping a refused BDAT chunk.
     Discard(Discard),
-    /// AUTH accepted for now: a 334 challenge sent, the client's response is next. The
-    /// session was in `Ready` and returns there (`auth.rs`).
+    /// An AUTH exchange in progress: a 334 challenge sent, the client's response is next. The
+    /// session was in `Ready` and returns there, authenticated or not (`auth.rs`).
     Auth(Hello, Sasl),
     /// QUIT answered, or the session was closed for too many errors.
     Closed,
