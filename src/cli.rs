@@ -11,7 +11,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mboxd::{BareNewline, Config, ConfigError};
+use mboxd::{Auth, BareNewline, Config, ConfigError};
+
+use auth::{AUTH_EXCLUSIVE, load_auth};
+
+mod auth;
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -55,6 +59,10 @@ usage: mboxd [options]
   --max-mailboxes N        catch-all only: mailbox files allowed before new names get 452 (default 10000)
   --ready-file PATH        once listening, write PATH atomically with one bound address per line
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
+  --auth-accept-any        offer AUTH PLAIN LOGIN and accept any credentials (tests only: no TLS)
+  --auth-file FILE         offer AUTH PLAIN LOGIN for the `user:password` lines of FILE (repeatable;
+                           # comment lines); wrong credentials get 535 (tests only: no TLS)
+  --auth-required          MAIL before a successful AUTH gets 530 5.7.0
   -h, --help               this text
   -V, --version            the version
 Logging: RUST_LOG=debug|info|warn (default info), to stderr.
@@ -117,11 +125,31 @@ where
             "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
             "--max-per-peer" => config.max_per_peer = Some(positive(&flag, &value()?)?),
             "--min-data-rate" => config.min_data_rate = positive(&flag, &value()?)? as u64,
+            "--auth-accept-any" => {
+                if matches!(config.auth, Auth::Users(_)) {
+                    return Err(ConfigError(AUTH_EXCLUSIVE.to_string()));
+                }
+                config = config.auth_accept_any();
+            }
+            "--auth-file" => {
+                if config.auth == Auth::AcceptAny {
+                    return Err(ConfigError(AUTH_EXCLUSIVE.to_string()));
+                }
+                config = load_auth(Path::new(&value()?), config)?;
+            }
+            "--auth-required" => config = config.auth_required(true),
             other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
         }
     }
     if !listen.is_empty() {
         config.listen = listen;
+    }
+    if config.auth_required && !config.auth.enabled() {
+        return Err(ConfigError(
+            "--auth-required needs --auth-accept-any or --auth-file: without them no client \
+             could ever send"
+                .to_string(),
+        ));
     }
     if config.hostname.is_empty() || config.hostname.contains(char::is_whitespace) {
         return Err(ConfigError(format!(
@@ -474,6 +502,9 @@ mod tests {
             "--lock-timeout",
             "--max-errors",
             "--max-mailboxes",
+            "--auth-accept-any",
+            "--auth-file",
+            "--auth-required",
             "--help",
             "--version",
         ] {

@@ -78,6 +78,12 @@ pub(crate) enum Command {
     Noop,
     Quit,
     Turn,
+    /// `AUTH mechanism [initial-response]` (RFC 4954 §4): the mechanism upper-cased, the
+    /// initial response as sent (base64, or `=` for an empty one); the session decodes it.
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
 }
 
 /// Why a line is not a command.
@@ -113,6 +119,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
             | b"NOOP"
             | b"QUIT"
             | b"TURN"
+            | b"AUTH"
     );
     if !known {
         return Err(ParseError::Unrecognized);
@@ -170,6 +177,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"NOOP" => Ok(Command::Noop),
         b"QUIT" => no_args(Command::Quit),
         b"TURN" => no_args(Command::Turn),
+        b"AUTH" => auth(rest),
         _ => Err(ParseError::Unrecognized),
     }
 }
@@ -182,6 +190,26 @@ fn domain_arg(rest: &str) -> Result<String, ParseError> {
         return Err(ParseError::Syntax("expected a domain name"));
     }
     Ok(rest.to_string())
+}
+
+fn auth(rest: &str) -> Result<Command, ParseError> {
+    const USAGE: ParseError = ParseError::Syntax("expected AUTH <mechanism> [initial-response]");
+    let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
+    // RFC 4954 §4: sasl-mech = 1*20(UPPER-ALPHA / DIGIT / "-" / "_"), taken in any case.
+    let mechanism = words
+        .next()
+        .filter(|m| {
+            m.len() <= 20
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .ok_or(USAGE)?
+        .to_ascii_uppercase();
+    let initial = words.next().map(str::to_string);
+    if words.next().is_some() {
+        return Err(USAGE);
+    }
+    Ok(Command::Auth { mechanism, initial })
 }
 
 fn bdat(rest: &str) -> Result<Command, ParseError> {

@@ -7,7 +7,7 @@
 //! the binary's flag and file parser (`src/cli.rs`) adds names through [`Config::add_domain`],
 //! [`Config::add_user`] and [`Config::add_alias`] like any other caller.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs;
 use std::net::SocketAddr;
@@ -86,6 +86,66 @@ pub struct Config {
     /// bare ones are how header injection and SMTP smuggling begin). Default
     /// [`BareNewline::Normalize`], as Postfix 3.9's `smtpd_forbid_bare_newline`.
     pub bare_newline: BareNewline,
+    /// SMTP AUTH (RFC 4954) with PLAIN and LOGIN, for test suites whose applications are
+    /// configured with credentials. There is no TLS here, so passwords cross the connection in
+    /// the clear: for tests only. Default [`Auth::Off`]: AUTH is neither offered nor accepted.
+    pub auth: Auth,
+    /// MAIL before a successful AUTH gets `530 5.7.0` (RFC 4954 §6). Only useful with `auth`
+    /// on: with [`Auth::Off`] no client could ever send (the command line refuses that).
+    /// Default false.
+    pub auth_required: bool,
+}
+
+/// Which credentials AUTH accepts (see [`Config::auth`]).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// AUTH is not offered; the command gets `502 5.5.1`.
+    #[default]
+    Off,
+    /// Any user name and password get `235 2.7.0`.
+    AcceptAny,
+    /// Only these user names (compared exactly, case-sensitive) with these passwords; other
+    /// credentials get `535 5.7.8`.
+    Users(HashMap<String, String>),
+}
+
+impl Auth {
+    /// True unless [`Auth::Off`].
+    pub fn enabled(&self) -> bool {
+        !matches!(self, Auth::Off)
+    }
+
+    /// True when `user` may log in with `password`. The password is compared in time that does
+    /// not depend on where it first differs.
+    pub(crate) fn check(&self, user: &str, password: &str) -> bool {
+        match self {
+            Auth::Off => false,
+            Auth::AcceptAny => true,
+            Auth::Users(users) => users.get(user).is_some_and(|expected| {
+                expected.len() == password.len()
+                    && expected
+                        .bytes()
+                        .zip(password.bytes())
+                        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                        == 0
+            }),
+        }
+    }
+}
+
+/// Shows the user names, never the passwords, so a logged or printed `Config` leaks none.
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Off => f.write_str("Off"),
+            Auth::AcceptAny => f.write_str("AcceptAny"),
+            Auth::Users(users) => {
+                let mut names: Vec<&String> = users.keys().collect();
+                names.sort();
+                f.debug_tuple("Users").field(&names).finish()
+            }
+        }
+    }
 }
 
 /// What to do with a CR or LF inside a message that is not part of a CRLF.
@@ -124,6 +184,8 @@ impl Default for Config {
             ready_file: None,
             max_inflight_bytes: 128 * 1024 * 1024,
             bare_newline: BareNewline::Normalize,
+            auth: Auth::Off,
+            auth_required: false,
         }
     }
 }
@@ -206,6 +268,32 @@ impl Config {
         self.aliases.push((alias, targets));
         Ok(())
     }
+
+    /// Offers AUTH and accepts any credentials with `235 2.7.0` (for tests only: no TLS).
+    pub fn auth_accept_any(mut self) -> Self {
+        self.auth = Auth::AcceptAny;
+        self
+    }
+
+    /// Offers AUTH and accepts `user` with `password` (and the other users added so); other
+    /// credentials get `535 5.7.8`. Replaces [`Auth::AcceptAny`] and [`Auth::Off`]. The name is
+    /// compared exactly; an empty one, or one with a control character, can never log in (the
+    /// session refuses such a name before checking it).
+    pub fn auth_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        if !matches!(self.auth, Auth::Users(_)) {
+            self.auth = Auth::Users(HashMap::new());
+        }
+        if let Auth::Users(users) = &mut self.auth {
+            users.insert(user.into(), password.into());
+        }
+        self
+    }
+
+    /// With `true`, MAIL before a successful AUTH gets `530 5.7.0` (see [`Config::auth_required`]).
+    pub fn auth_required(mut self, required: bool) -> Self {
+        self.auth_required = required;
+        self
+    }
 }
 
 /// The system's host name, or `localhost`.
@@ -237,7 +325,30 @@ mod tests {
             (c.max_inflight_bytes, c.bare_newline),
             (128 << 20, BareNewline::Normalize)
         );
+        assert_eq!((&c.auth, c.auth_required), (&Auth::Off, false));
         assert_eq!(c.local_domains(), ["localhost".to_string(), c.hostname]);
+    }
+
+    #[test]
+    fn auth_builders_and_checks() {
+        let c = Config::default().auth_accept_any().auth_required(true);
+        assert!(c.auth.enabled() && c.auth_required);
+        assert!(c.auth.check("anyone", ""));
+        let c = c.auth_user("jones", "s3cret").auth_user("brown", "pw");
+        assert!(c.auth.check("jones", "s3cret") && c.auth.check("brown", "pw"));
+        for (user, password) in [
+            ("jones", "s3cre"),
+            ("jones", "s3cret!"),
+            ("Jones", "s3cret"),
+        ] {
+            assert!(!c.auth.check(user, password), "{user} {password}");
+        }
+        assert!(!c.auth.check("nobody", ""));
+        assert!(!Auth::Off.check("jones", "s3cret"));
+        // Debug output names users, never passwords.
+        let shown = format!("{c:?}");
+        assert!(shown.contains("Users([\"brown\", \"jones\"])"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -499,12 +499,18 @@ fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label
     let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
     let bytes = envelope.size;
     let to = to.join(",");
+    // The user a successful AUTH named, never a password (none is kept past AUTH).
+    let auth = envelope
+        .user
+        .as_deref()
+        .map(|user| format!(" auth=<{}>", Escaped(user)))
+        .unwrap_or_default();
     match outcome {
         Outcome::Delivered => {
-            log::info!("{label}: {id} delivered: from=<{sender}> to={to} bytes={bytes}")
+            log::info!("{label}: {id} delivered: from=<{sender}> to={to} bytes={bytes}{auth}")
         }
         refused => log::info!(
-            "{label}: {id} message refused: {}: from=<{sender}> to={to} bytes={bytes}",
+            "{label}: {id} message refused: {}: from=<{sender}> to={to} bytes={bytes}{auth}",
             refused.reply(id).code_text()
         ),
     }

@@ -21,7 +21,8 @@ use crate::protocol::{Event, Protocol};
 use crate::session::{Session, SessionConfig};
 use crate::writer::Outcome;
 
-/// A catch-all session configuration for `mx.test` with small limits and one alias, `list`.
+/// A catch-all session configuration for `mx.test` with small limits, one alias, `list`, and
+/// AUTH accepting any credentials (so the SASL exchange is fuzzed too).
 pub(crate) fn config() -> Arc<SessionConfig> {
     let directory = Directory::new(
         &["mx.test".to_string()],
@@ -39,6 +40,10 @@ pub(crate) fn config() -> Arc<SessionConfig> {
         directory,
         budget: Budget::unlimited(),
         bare_newline: BareNewline::Normalize,
+        auth: crate::session::Policy {
+            accounts: crate::config::Auth::AcceptAny,
+            required: false,
+        },
     })
 }
 
@@ -341,6 +346,12 @@ mod tests {
         b"HELP mail\r\n",
         b"NOOP\r\n",
         b"TURN\r\n",
+        b"AUTH PLAIN\r\n",
+        b"AUTH PLAIN AGEAYg==\r\n",
+        b"AUTH LOGIN YQ==\r\n",
+        b"AUTH LOGIN\r\n",
+        b"*\r\n",
+        b"AGEAYg==\r\n",
         b"SEND FROM:<a@b>\r\n",
         b"SOML FROM:<a@b>\r\n",
         b"\r\n",

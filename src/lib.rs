@@ -38,7 +38,7 @@
 //! ```
 //!
 //! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods
-//! and [`BareNewline`] for one of its settings) and [`StartError`]. The `fuzz` module exists only
+//! and [`BareNewline`] and [`Auth`] for two of its settings) and [`StartError`]. The `fuzz` module exists only
 //! for fuzzing (`cargo fuzz`, or the `fuzzing` feature) and is not a stable API. The command
 //! line, its files and the signal handling belong to the `mboxd` binary.
 #![deny(missing_docs)]
@@ -78,7 +78,7 @@ mod writer;
 
 use std::net::SocketAddr;
 
-pub use config::{BareNewline, Config, ConfigError};
+pub use config::{Auth, BareNewline, Config, ConfigError};
 pub use server::StartError;
 
 /// A running server. Dropping it, or calling [`Server::shutdown`], stops it in order.

@@ -84,6 +84,8 @@ pub(crate) const CANNOT_VRFY: Reply = Reply::fixed(
     "2.5.2",
     "Cannot VRFY user, but will accept message and attempt delivery",
 );
+/// RFC 4954 §6: the AUTH exchange succeeded.
+pub(crate) const AUTH_OK: Reply = Reply::fixed(235, "2.7.0", "Authentication successful");
 // 3xx: positive intermediate.
 pub(crate) const START_DATA: Reply =
     Reply::fixed_plain(354, "Start mail input; end with <CRLF>.<CRLF>");
@@ -191,6 +193,46 @@ pub(crate) const BAD_SEQUENCE_CHUNKING: Reply = Reply::fixed(
 );
 pub(crate) const BAD_SEQUENCE_RCPT: Reply =
     Reply::fixed(503, "5.5.1", "Bad sequence of commands: send RCPT first");
+/// AUTH is not offered (no `--auth-accept-any` or `--auth-file`): the verb is known, the
+/// command is not implemented here (RFC 5321 §4.2.4).
+pub(crate) const NO_AUTH: Reply = Reply::fixed(
+    502,
+    "5.5.1",
+    "AUTH not available: authentication is not enabled on this server",
+);
+/// RFC 4954 §4: AUTH needs EHLO, is refused inside a transaction and after a successful AUTH.
+pub(crate) const BAD_SEQUENCE_AUTH_EHLO: Reply =
+    Reply::fixed(503, "5.5.1", "Bad sequence of commands: AUTH needs EHLO");
+pub(crate) const BAD_SEQUENCE_AUTH_TWICE: Reply = Reply::fixed(
+    503,
+    "5.5.1",
+    "Bad sequence of commands: already authenticated",
+);
+pub(crate) const BAD_SEQUENCE_AUTH_MAIL: Reply = Reply::fixed(
+    503,
+    "5.5.1",
+    "Bad sequence of commands: AUTH is not allowed inside a mail transaction",
+);
+/// RFC 4954 §4: a mechanism this server does not offer.
+pub(crate) const UNKNOWN_MECHANISM: Reply = Reply::fixed(
+    504,
+    "5.5.4",
+    "Unrecognized authentication type: use PLAIN or LOGIN",
+);
+/// RFC 4954 §4: a client response that is not base64 is 501 (§6: 5.5.2).
+pub(crate) const AUTH_BAD_BASE64: Reply =
+    Reply::fixed(501, "5.5.2", "Cannot decode the response: it is not base64");
+/// A response that decodes but is not a PLAIN or LOGIN message (no NULs, not UTF-8, no name).
+pub(crate) const AUTH_MALFORMED: Reply =
+    Reply::fixed(501, "5.5.2", "Malformed authentication response");
+/// RFC 4954 §4: the client cancelled the exchange with `*`.
+pub(crate) const AUTH_CANCELLED: Reply =
+    Reply::fixed(501, "5.7.0", "Authentication cancelled by the client");
+/// RFC 4954 §6: MAIL before AUTH where authentication is required.
+pub(crate) const AUTH_REQUIRED: Reply = Reply::fixed(530, "5.7.0", "Authentication required");
+/// RFC 4954 §6: wrong user name or password.
+pub(crate) const AUTH_INVALID: Reply =
+    Reply::fixed(535, "5.7.8", "Authentication credentials invalid");
 pub(crate) const UNKNOWN_HELP_TOPIC: Reply =
     Reply::fixed(504, "5.5.4", "HELP topic not recognized");
 pub(crate) const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user here");

@@ -25,7 +25,7 @@ use crate::mailboxes::Mailboxes;
 use crate::os;
 use crate::pool::Pool;
 use crate::reply::{self, Reply, write_reply};
-use crate::session::SessionConfig;
+use crate::session::{Policy, SessionConfig};
 use crate::writer::{self, Job};
 
 /// Connections accepted but not yet handed to a worker, at most.
@@ -133,6 +133,10 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         directory,
         budget: Budget::new(config.max_inflight_bytes),
         bare_newline: config.bare_newline,
+        auth: Policy {
+            accounts: config.auth.clone(),
+            required: config.auth_required,
+        },
     });
     let (deliveries, jobs) = crossbeam_channel::bounded::<Job>(DELIVERY_QUEUE);
     let mut running = Running {

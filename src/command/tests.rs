@@ -154,6 +154,41 @@ fn simple_verbs() {
 }
 
 #[test]
+fn auth_forms() {
+    let auth = |m: &str, i: Option<&str>| {
+        Ok(Command::Auth {
+            mechanism: m.into(),
+            initial: i.map(str::to_string),
+        })
+    };
+    assert_eq!(parse(b"AUTH PLAIN"), auth("PLAIN", None));
+    assert_eq!(parse(b"auth login"), auth("LOGIN", None));
+    assert_eq!(
+        parse(b"AUTH PLAIN AGEAYg=="),
+        auth("PLAIN", Some("AGEAYg=="))
+    );
+    assert_eq!(parse(b"AUTH PLAIN ="), auth("PLAIN", Some("=")));
+    assert_eq!(
+        parse(b"AUTH X-SOME_MECH  x"),
+        auth("X-SOME_MECH", Some("x"))
+    );
+    for bad in [
+        &b"AUTH"[..],
+        b"AUTH ",
+        b"AUTH PLAIN a b",
+        b"AUTH PL:AIN",
+        b"AUTH ABCDEFGHIJKLMNOPQRSTU",
+        b"AUTH PLAIN a\x01",
+    ] {
+        assert!(
+            matches!(parse(bad), Err(ParseError::Syntax(_))),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
 fn bdat_forms() {
     assert_eq!(
         parse(b"BDAT 100 LAST"),

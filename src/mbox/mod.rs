@@ -26,7 +26,7 @@ pub(crate) struct Trace<'a> {
     pub peer: &'a str,
     /// This server's name.
     pub hostname: &'a str,
-    /// `SMTP` or `ESMTP` (RFC 3848).
+    /// `SMTP`, `ESMTP`, `ESMTPA` (RFC 3848), `UTF8SMTP` or `UTF8SMTPA` (RFC 6531 §3.7.7).
     pub protocol: &'a str,
     /// The message id used in logs.
     pub id: &'a str,

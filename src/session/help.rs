@@ -39,6 +39,10 @@ const HELP_TOPICS: &[(&str, &str)] = &[
         "SAML",
         "SAML FROM:<sender>: as MAIL (no user is at a terminal here)",
     ),
+    (
+        "AUTH",
+        "AUTH PLAIN|LOGIN [initial-response]: authenticate, where the server offers AUTH",
+    ),
     ("SEND", "SEND FROM:<sender>: not implemented, use MAIL"),
     (
         "TURN",

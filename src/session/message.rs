@@ -52,6 +52,10 @@ pub(crate) enum Protocol {
     Esmtp,
     /// After EHLO, with `MAIL ... SMTPUTF8`.
     Utf8Smtp,
+    /// After EHLO and a successful AUTH (RFC 3848 §2).
+    EsmtpA,
+    /// After EHLO and a successful AUTH, with `MAIL ... SMTPUTF8` (RFC 6531 §3.7.7).
+    Utf8SmtpA,
 }
 
 impl Protocol {
@@ -61,6 +65,8 @@ impl Protocol {
             Protocol::Smtp => "SMTP",
             Protocol::Esmtp => "ESMTP",
             Protocol::Utf8Smtp => "UTF8SMTP",
+            Protocol::EsmtpA => "ESMTPA",
+            Protocol::Utf8SmtpA => "UTF8SMTPA",
         }
     }
 }
@@ -81,6 +87,8 @@ pub(crate) struct Envelope {
     pub helo: String,
     /// How the message came.
     pub protocol: Protocol,
+    /// The user a successful AUTH named, for the log (never in the stored message).
+    pub user: Option<String>,
 }
 
 impl Session {
@@ -202,10 +210,14 @@ impl Session {
                 }
             }
         }
-        let protocol = match (tx.utf8, hello.extended) {
-            (true, _) => Protocol::Utf8Smtp,
-            (false, true) => Protocol::Esmtp,
-            (false, false) => Protocol::Smtp,
+        // RFC 3848 has no authenticated form of plain SMTP: AUTH needs EHLO, and a HELO after
+        // it is SMTP again.
+        let protocol = match (tx.utf8, hello.extended, hello.user.is_some()) {
+            (true, _, false) => Protocol::Utf8Smtp,
+            (true, _, true) => Protocol::Utf8SmtpA,
+            (false, true, false) => Protocol::Esmtp,
+            (false, true, true) => Protocol::EsmtpA,
+            (false, false, _) => Protocol::Smtp,
         };
         let envelope = Envelope {
             sender: tx.from.map(|a| a.to_string()),
@@ -215,6 +227,7 @@ impl Session {
             size,
             helo: hello.name.clone(),
             protocol,
+            user: hello.user.clone(),
         };
         (State::Ready(hello), Action::Deliver(envelope))
     }

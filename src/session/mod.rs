@@ -8,6 +8,9 @@
 //! which to close, or an envelope to deliver. An illegal command gets its error reply and leaves
 //! the state exactly as it was.
 
+mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod help;
 mod message;
 #[cfg(test)]
@@ -28,6 +31,8 @@ use crate::directory::Directory;
 use crate::escape::Escaped;
 use crate::framer::{Frame, Mode};
 use crate::mbox::Encoder;
+pub(crate) use auth::Policy;
+use auth::Sasl;
 pub(crate) use message::{Chunk, Discard, Envelope};
 
 use crate::reply::{self, Reply};
@@ -50,6 +55,8 @@ pub(crate) struct SessionConfig {
     pub budget: Arc<Budget>,
     /// What a bare CR or LF inside a message does.
     pub bare_newline: BareNewline,
+    /// Whether AUTH is offered, whom it accepts, and whether MAIL needs it.
+    pub auth: Policy,
 }
 
 /// What the client said in HELO or EHLO.
@@ -59,6 +66,9 @@ pub(crate) struct Hello {
     name: String,
     /// True after EHLO: extensions and enhanced status codes are on (RFC 2034).
     extended: bool,
+    /// The user a successful AUTH named (RFC 4954). A later HELO or EHLO keeps it: RFC 4954
+    /// forgets it only when a security layer starts, and this server negotiates none.
+    user: Option<String>,
 }
 
 /// A mail transaction between MAIL and the end of the message.
@@ -95,6 +105,9 @@ pub(crate) enum State {
     Chunked(Hello, Transaction, Encoder),
     /// Reading and dropping a refused BDAT chunk.
     Discard(Discard),
+    /// An AUTH exchange in progress: a 334 challenge sent, the client's response is next. The
+    /// session was in `Ready` and returns there, authenticated or not (`auth.rs`).
+    Auth(Hello, Sasl),
     /// QUIT answered, or the session was closed for too many errors.
     Closed,
 }
@@ -122,6 +135,8 @@ enum Input<'a> {
     Text(&'a [u8]),
     /// BDAT chunk octets.
     Octets(&'a [u8]),
+    /// A line inside an AUTH exchange (RFC 4954 §4), with its line ending: never a command.
+    Response(&'a [u8]),
 }
 
 /// One SMTP session, from greeting to close.
@@ -195,6 +210,7 @@ impl Session {
     /// Takes one frame, cut by the framer in this session's [`Session::mode`].
     pub(crate) fn handle(&mut self, frame: Frame<'_>) -> Action {
         let input = match frame {
+            Frame::Command(line) if matches!(self.state, State::Auth(..)) => Input::Response(line),
             Frame::Command(line) => parse_line(line),
             Frame::TooLong => Input::Invalid(reply::LINE_TOO_LONG),
             Frame::Text(text) => Input::Text(text),
@@ -221,6 +237,15 @@ impl Session {
             // text or octets never reach a command state; either would be ignored.
             (state @ (S::Data(..) | S::Chunk(_) | S::Discard(_) | S::Closed), _)
             | (state, Input::Text(_) | Input::Octets(_)) => (state, Action::Continue),
+
+            // The AUTH exchange (`auth.rs`): every line is a response; a line too long or
+            // without CRLF ends it. `handle` sends no command and no response elsewhere.
+            (S::Auth(h, sasl), Input::Response(line)) => self.sasl_response(h, sasl, line),
+            (S::Auth(h, sasl), Input::Invalid(r)) => self.sasl_abort(h, sasl, None, r),
+            (S::Auth(h, sasl), Input::Command(_)) => {
+                self.sasl_abort(h, sasl, None, reply::AUTH_MALFORMED)
+            }
+            (state, Input::Response(_)) => (state, Action::Continue),
 
             // Lines that are not commands.
             (state, Input::Invalid(r)) => self.refuse(state, r),
@@ -259,12 +284,40 @@ impl Session {
                 }),
             ) => self.refuse(state, reply::NO_SEND),
             // RFC 5321 §4.1.4: HELO or EHLO resets any transaction, like RSET.
-            (_, Input::Command(C::Helo(name))) => self.hello(name, false),
-            (_, Input::Command(C::Ehlo(name))) => self.hello(name, true),
+            (state, Input::Command(C::Helo(name))) => self.hello(name, false, user_of(state)),
+            (state, Input::Command(C::Ehlo(name))) => self.hello(name, true, user_of(state)),
             // RFC 5321 §4.1.1.5: RSET clears the transaction, not the HELO.
             (S::Greeted, Input::Command(C::Rset)) => (S::Greeted, Action::Reply(reply::OK_RESET)),
             (S::Ready(h) | S::Mail(h, _) | S::Chunked(h, ..), Input::Command(C::Rset)) => {
                 (S::Ready(h), Action::Reply(reply::OK_RESET))
+            }
+
+            // AUTH (RFC 4954 §4): offered only when configured; after EHLO, outside a
+            // transaction, and once.
+            (state, Input::Command(C::Auth { .. })) if !self.config.auth.accounts.enabled() => {
+                self.refuse(state, reply::NO_AUTH)
+            }
+            (
+                state @ (S::Greeted
+                | S::Ready(Hello {
+                    extended: false, ..
+                })),
+                Input::Command(C::Auth { .. }),
+            ) => self.refuse(state, reply::BAD_SEQUENCE_AUTH_EHLO),
+            (state @ S::Ready(Hello { user: Some(_), .. }), Input::Command(C::Auth { .. })) => {
+                self.refuse(state, reply::BAD_SEQUENCE_AUTH_TWICE)
+            }
+            (S::Ready(h), Input::Command(C::Auth { mechanism, initial })) => {
+                self.auth(h, mechanism, initial)
+            }
+            (state @ (S::Mail(..) | S::Chunked(..)), Input::Command(C::Auth { .. })) => {
+                self.refuse(state, reply::BAD_SEQUENCE_AUTH_MAIL)
+            }
+            // RFC 4954 §6: with --auth-required, no transaction before a successful AUTH.
+            (state @ S::Ready(Hello { user: None, .. }), Input::Command(C::Mail { from, .. }))
+                if self.config.auth.required =>
+            {
+                self.refuse_logged(state, "MAIL", from.as_ref(), reply::AUTH_REQUIRED)
             }
 
             // MAIL (and SOML, SAML: no user is ever at a terminal here, so they deliver to the
@@ -376,9 +429,13 @@ impl Session {
         )
     }
 
-    fn hello(&mut self, name: String, extended: bool) -> (State, Action) {
+    fn hello(&mut self, name: String, extended: bool, user: Option<String>) -> (State, Action) {
         let greeting = format!("{} Hello {}", self.config.hostname, name);
-        let hello = Hello { name, extended };
+        let hello = Hello {
+            name,
+            extended,
+            user,
+        };
         if !extended {
             return (
                 State::Ready(hello),
@@ -386,7 +443,7 @@ impl Session {
             );
         }
         // RFC 5321 §4.1.1.1: the EHLO reply lists the extensions, one per line.
-        let extensions = [
+        let mut extensions = vec![
             greeting,
             "PIPELINING".to_string(),
             format!("SIZE {}", self.config.max_message_size),
@@ -396,6 +453,10 @@ impl Session {
             "CHUNKING".to_string(),
             "HELP".to_string(),
         ];
+        if self.config.auth.accounts.enabled() {
+            // RFC 4954 §3, for tests only: without TLS the password crosses in the clear.
+            extensions.push("AUTH PLAIN LOGIN".to_string());
+        }
         (
             State::Ready(hello),
             Action::Reply(Reply::plain(250, extensions.join("\n"))),
@@ -474,9 +535,21 @@ impl Session {
 fn hello_of(state: &State) -> Option<&Hello> {
     match state {
         State::Greeted | State::Closed => None,
-        State::Ready(h) | State::Mail(h, _) | State::Data(h, ..) | State::Chunked(h, ..) => Some(h),
+        State::Ready(h)
+        | State::Mail(h, _)
+        | State::Data(h, ..)
+        | State::Chunked(h, ..)
+        | State::Auth(h, _) => Some(h),
         State::Chunk(c) => Some(&c.hello),
         State::Discard(d) => hello_of(&d.after),
+    }
+}
+
+/// The user a state's successful AUTH named, if any.
+fn user_of(state: State) -> Option<String> {
+    match state {
+        State::Ready(h) | State::Mail(h, _) | State::Chunked(h, ..) => h.user,
+        _ => None,
     }
 }
 

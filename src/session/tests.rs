@@ -29,6 +29,7 @@ fn session(users: Option<&[&str]>) -> Session {
             directory,
             budget: Budget::unlimited(),
             bare_newline: BareNewline::Normalize,
+            auth: Default::default(),
         }),
         "test".into(),
     )
