@@ -328,3 +328,34 @@ fn remove_temp_dir(dir: &Path) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This process's temporary mail directories now. No other test of the library's own
+    /// test binary creates them, so the count is exact here.
+    fn temp_dirs() -> usize {
+        let prefix = format!("mboxd-{}-", std::process::id());
+        fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    }
+
+    #[test]
+    fn a_failed_start_removes_its_temporary_directory_and_says_why() {
+        let before = temp_dirs();
+        let err = Server::start(Config::for_tests().workers(0)).unwrap_err();
+        assert!(matches!(err, StartError::Config(_)), "{err}");
+        let err = Server::start(Config::for_tests().hostname("two words")).unwrap_err();
+        assert!(err.to_string().contains("hostname"), "{err}");
+        // Binding a port already bound fails after the directory was made.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err =
+            Server::start(Config::for_tests().listen(taken.local_addr().unwrap())).unwrap_err();
+        assert!(matches!(err, StartError::Bind(..)), "{err}");
+        assert_eq!(temp_dirs(), before);
+    }
+}
