@@ -158,7 +158,7 @@ impl Server {
     /// fails with [`WaitError::Timeout`] (which holds what did arrive) after `timeout`.
     ///
     /// It returns as soon as the count is reached: it sleeps on the writer's signal, sent
-    /// after each commit, and reads the mailbox once per commit, never on a timer.
+    /// after each commit, and reads the mailbox at most once per commit, never on a timer.
     pub fn wait_for(
         &self,
         user: &str,

@@ -34,7 +34,6 @@
 //! )?;
 //! let addr = server.local_addr();
 //! // ... the code under test sends mail for jones@app.test to `addr` ...
-//! # mboxd::mbox::Mailbox::parse(b"")?;
 //! let mail = server.messages("jones")?; // or wait_for("jones", 1, Duration::from_secs(5))
 //! assert!(mail.is_empty());
 //! server.shutdown(); // or drop it
