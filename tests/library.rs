@@ -276,3 +276,30 @@ fn a_thousand_messages_in_one_file() {
     assert_eq!(file.messages(), &mail[..]);
     println!("1000 messages from {SENDERS} sessions delivered and read back in {took:?}");
 }
+
+#[test]
+fn messages_stop_at_the_last_commit() {
+    let server = Server::for_tests().unwrap();
+    send(
+        &server,
+        "a@b.test",
+        &["jones@localhost"],
+        "Subject: whole\r\n\r\nhi\r\n",
+    );
+    // What a reader could see while the writer appends the next entry: a part of it.
+    let path = server.mail_dir().join("jones");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"From x@y.test Sun Nov 22 07:33:49 2026\nSubject: par",
+    )
+    .unwrap();
+    let mail = server.messages("jones").unwrap();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].subject(), Some("whole"));
+    // The file as a whole has the part too.
+    assert_eq!(Mailbox::open(&path).unwrap().len(), 2);
+}

@@ -67,3 +67,14 @@ fn odd_entries() {
     assert_eq!(ms[2].raw(), b"S: 2\n");
     assert_eq!(ms[2].from_line(), "From b x");
 }
+
+#[test]
+fn invalid_utf8_is_replaced_and_raw_is_kept() {
+    let file = b"From a_b@c Sun Nov 22 07:33:49 2026\nSubject: \xff\xfe\n\n\xff\n\n";
+    let m = &parse(file)[0];
+    assert_eq!(m.sender(), Some("a_b@c"));
+    assert_eq!(m.subject(), Some("\u{fffd}\u{fffd}"));
+    assert_eq!(m.raw(), b"Subject: \xff\xfe\n\n\xff\n");
+    assert_eq!(m.body(), b"\xff\n");
+    assert_eq!(m.as_sent(), m.raw());
+}
