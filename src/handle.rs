@@ -148,7 +148,8 @@ impl Server {
     /// recipient is (lower-cased, NFKC), so `Jones` and `jones@localhost` name one mailbox.
     /// An alias is not expanded: ask for its targets. The file is read up to the end of the
     /// last commit this server made to it, so a message being written at that moment is never
-    /// seen in part. Fails for a name that cannot be a mailbox, a file that cannot be read, or
+    /// seen in part, and every message whose `250` a client has received is seen (the writer
+    /// records a commit before it acknowledges it). Fails for a name that cannot be a mailbox, a file that cannot be read, or
     /// one that is not an mbox.
     pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
         self.read(user).map(|(_, messages)| messages)

@@ -303,3 +303,18 @@ fn messages_stop_at_the_last_commit() {
     // The file as a whole has the part too.
     assert_eq!(Mailbox::open(&path).unwrap().len(), 2);
 }
+
+#[test]
+fn a_message_is_readable_as_soon_as_its_250_is() {
+    let server = Server::for_tests().unwrap();
+    let mut c = client(&server);
+    for n in 1..=50 {
+        let message = format!("Subject: {n}\r\n\r\nx\r\n");
+        assert_eq!(
+            c.send_mail("a@b.test", &["jones@localhost"], &message).code,
+            250
+        );
+        let mail = server.messages("jones").unwrap();
+        assert_eq!(mail.len(), n, "after the 250 of message {n}");
+    }
+}

@@ -104,7 +104,7 @@ pub(crate) struct Job {
 
 /// Starts the writer thread over `mail_dir`. It runs until every sender of `jobs` is dropped,
 /// then finishes the jobs it holds and exits. Each successful commit is recorded in `commits`
-/// after its jobs are acknowledged.
+/// once its files are synced and unlocked, just before its jobs are acknowledged.
 pub(crate) fn spawn(
     mail_dir: PathBuf,
     lock_timeout: Duration,
@@ -371,12 +371,14 @@ impl Writer {
             .map(|(name, mailbox)| (name.clone(), mailbox.len))
             .collect();
         drop(boxes);
-        for job in &written {
-            answer(job, failure.unwrap_or(Outcome::Delivered));
-        }
+        // Recorded before the acknowledgements: a reader that starts after a client has its
+        // 250 must be given the new length, or it would cut the new entry off.
         if failure.is_none() && !written.is_empty() {
             self.commits
                 .record(lengths.iter().map(|(name, len)| (name.as_str(), *len)));
+        }
+        for job in &written {
+            answer(job, failure.unwrap_or(Outcome::Delivered));
         }
         waiting
     }
