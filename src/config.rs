@@ -18,7 +18,9 @@ use crate::command::valid_domain;
 use crate::escape::has_unsafe;
 use crate::names::mailbox_name;
 
-/// Everything a server needs to start. [`Config::default`] gives the defaults of the command line.
+/// Everything a server needs to start. [`Config::default`] (or [`Config::new`]) gives the
+/// defaults of the command line, [`Config::for_tests`] those of a test; each setting has a
+/// builder method of its name (see `builder.rs`).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Addresses to listen on; port 0 picks a free port. Default `127.0.0.1:2525`.
@@ -27,6 +29,13 @@ pub struct Config {
     pub hostname: String,
     /// Where the mbox files are. Default `./mail`, created if missing.
     pub mail_dir: PathBuf,
+    /// Instead of `mail_dir`, deliver into a fresh directory created at start under
+    /// [`std::env::temp_dir`] (named `mboxd-<pid>-<nanoseconds>-<counter>`, mode 0700), and
+    /// remove it with everything in it when the server stops, unless `keep_mail_dir` is set.
+    /// [`crate::Server::mail_dir`] says where it is. Set by [`Config::for_tests`]; default false.
+    pub temp_mail_dir: bool,
+    /// Keep the directory of `temp_mail_dir` when the server stops. Default false.
+    pub keep_mail_dir: bool,
     /// Domains delivered here. Empty means `localhost` and the hostname.
     pub domains: Vec<String>,
     /// Known mailboxes; `None` accepts every safe local part at a local domain (catch-all).
@@ -165,6 +174,8 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
             hostname: system_hostname(),
             mail_dir: PathBuf::from("./mail"),
+            temp_mail_dir: false,
+            keep_mail_dir: false,
             domains: Vec::new(),
             users: None,
             aliases: Vec::new(),

@@ -19,28 +19,33 @@
 //!                                             worker gets the ack ─▶ "250" (or 450/451/452)
 //! ```
 //!
-//! Use it from a test:
+//! Use it from a test: one call starts a server on a free port of 127.0.0.1 with a temporary
+//! mail directory (removed when the server is dropped), and the mail is read back, parsed,
+//! without polling:
 //!
-//! ```no_run
-//! let dir = std::env::temp_dir().join("mboxd-doc");
-//! let mut config = mboxd::Config {
-//!     listen: vec!["127.0.0.1:0".parse().unwrap()],
-//!     mail_dir: dir.clone(),
-//!     ..mboxd::Config::default()
-//! };
-//! config.add_domain("app.test")?;
-//! config.add_user("jones")?;
-//! let server = mboxd::Server::start(config)?;
-//! let addr = server.local_addrs()[0];
-//! // ... send mail to `addr`, then read `dir/<user>` ...
-//! server.shutdown();
+//! ```
+//! use std::time::Duration;
+//!
+//! let server = mboxd::Server::start(
+//!     mboxd::Config::for_tests()
+//!         .domain("app.test")?
+//!         .user("jones")?
+//!         .max_recipients(10),
+//! )?;
+//! let addr = server.local_addr();
+//! // ... the code under test sends mail for jones@app.test to `addr` ...
+//! let mail = server.messages("jones")?; // or wait_for("jones", 1, Duration::from_secs(5))
+//! assert!(mail.is_empty());
+//! server.shutdown(); // or drop it
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods
-//! and [`BareNewline`] and [`Auth`] for two of its settings) and [`StartError`]. The `fuzz` module exists only
-//! for fuzzing (`cargo fuzz`, or the `fuzzing` feature) and is not a stable API. The command
-//! line, its files and the signal handling belong to the `mboxd` binary.
+//! That is the whole API: [`Server`] (with [`WaitError`] from [`Server::wait_for`]),
+//! [`Config`] and its builder methods (with [`ConfigError`] from the checked ones, and
+//! [`BareNewline`] and [`Auth`] for two settings), [`StartError`], and the mbox reader in
+//! [`mbox`]. The `fuzz` module exists only for fuzzing (`cargo fuzz`, or the `fuzzing` feature)
+//! and is not a stable API. The command line, its files and the signal handling belong to the
+//! `mboxd` binary.
 #![deny(missing_docs)]
 // No panic by construction: no indexing or slicing that can go out of bounds, no unwrap or
 // expect, anywhere in the library outside its tests.
@@ -58,15 +63,18 @@
 mod admission;
 mod backoff;
 mod budget;
+mod builder;
 mod command;
+mod commits;
 mod config;
 mod connection;
 mod data;
 mod directory;
 mod escape;
 mod framer;
+mod handle;
 mod mailboxes;
-mod mbox;
+pub mod mbox;
 mod names;
 mod os;
 mod pool;
@@ -76,41 +84,9 @@ mod server;
 mod session;
 mod writer;
 
-use std::net::SocketAddr;
-
 pub use config::{Auth, BareNewline, Config, ConfigError};
+pub use handle::{Server, WaitError};
 pub use server::StartError;
-
-/// A running server. Dropping it, or calling [`Server::shutdown`], stops it in order.
-pub struct Server {
-    running: server::Running,
-}
-
-impl Server {
-    /// Creates the mail directory, binds every address of `config` and starts serving.
-    pub fn start(config: Config) -> Result<Server, StartError> {
-        Ok(Server {
-            running: server::start(&config)?,
-        })
-    }
-
-    /// The addresses actually bound (port 0 replaced by the port the system chose).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        self.running.addrs()
-    }
-
-    /// Sessions in progress now.
-    pub fn live_connections(&self) -> usize {
-        self.running.live_connections()
-    }
-
-    /// Stops accepting, answers idle sessions `421`, lets sessions inside a message finish it
-    /// within [`Config::shutdown_grace`] (then answers them `421` too), waits for every queued
-    /// message to be written and synced, and returns when every thread is joined.
-    pub fn shutdown(mut self) {
-        self.running.shutdown();
-    }
-}
 
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub mod fuzz;

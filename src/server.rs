@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use crate::admission::{Arrival, Peers};
 use crate::backoff::AcceptBackoff;
 use crate::budget::Budget;
+use crate::commits::Commits;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
@@ -75,8 +76,9 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Checks the configuration, binds every address and starts every thread.
-pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
+/// Checks the configuration, binds every address and starts every thread. The writer records
+/// each commit in `commits`.
+pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, StartError> {
     if config.listen.is_empty() || config.workers == 0 || config.max_recipients == 0 {
         return Err(StartError::Config(
             "at least one address, one worker and one recipient are needed".into(),
@@ -150,7 +152,7 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
     };
     // From here on, an error drops `running`, which shuts down what was started.
     running.writer = Some(
-        writer::spawn(config.mail_dir.clone(), config.lock_timeout, jobs)
+        writer::spawn(config.mail_dir.clone(), config.lock_timeout, jobs, commits)
             .map_err(StartError::Thread)?,
     );
     let ctx = Arc::new(Context::new(session, deliveries, config));

@@ -1,17 +1,21 @@
-//! The mbox format: how one accepted message becomes the bytes appended to one mailbox.
+//! The mbox format (RFC 4155 "mboxrd", as mutt, s-nail and Python's `mailbox` read it): the
+//! public reader, [`Mailbox`], and, private to the server, how one accepted message becomes the
+//! bytes appended to one mailbox.
 //!
-//! It exists so the on-disk format (RFC 4155 "mboxrd", as read by mutt, s-nail and Python's
-//! `mailbox`) is decided by pure functions, separate from the writer that does the I/O. An entry
-//! is a `From ` separator line, the trace headers RFC 5321 §4.4 requires of a delivering server
-//! (`Return-Path:` and `Received:`), the message with CRLF turned into LF and every line matching
-//! `^>*From ` quoted with one more `>`, and one blank line. Every entry therefore ends in `\n\n`,
-//! so the next entry starts a `From ` line after a blank line (the writer pads a mailbox that
-//! ends otherwise). This file writes the per-recipient header; `body` converts the message as it
-//! arrives, once for all recipients.
+//! An entry is a `From ` separator line (`From <sender> <date>`, the null sender written
+//! `MAILER-DAEMON`), the trace fields RFC 5321 §4.4 requires of a delivering server
+//! (`Return-Path:` and `Received:`), the message with CRLF turned into LF and every line
+//! matching `^>*From ` quoted with one more `>`, and one empty line. Every entry therefore ends
+//! in `\n\n`, so the next entry starts a `From ` line after an empty line (the writer pads a
+//! mailbox that ends otherwise). The reader (`reader.rs`) undoes exactly this. The writer side
+//! is kept apart from the I/O as pure functions: this file writes the per-recipient header;
+//! `body` converts the message as it arrives, once for all recipients.
 
 mod body;
+mod reader;
 
 pub(crate) use body::{Body, Encoder, Refusal};
+pub use reader::{Header, Mailbox, Message, ParseError};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

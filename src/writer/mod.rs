@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::commits::Commits;
 use crate::mbox::Body;
 use crate::reply::{self, Reply};
 
@@ -102,13 +103,15 @@ pub(crate) struct Job {
 }
 
 /// Starts the writer thread over `mail_dir`. It runs until every sender of `jobs` is dropped,
-/// then finishes the jobs it holds and exits.
+/// then finishes the jobs it holds and exits. Each successful commit is recorded in `commits`
+/// once its files are synced and unlocked, just before its jobs are acknowledged.
 pub(crate) fn spawn(
     mail_dir: PathBuf,
     lock_timeout: Duration,
     jobs: Receiver<Job>,
+    commits: Arc<Commits>,
 ) -> io::Result<JoinHandle<()>> {
-    spawn_with(mail_dir, lock_timeout, jobs, Arc::new(RealDisk))
+    spawn_with(mail_dir, lock_timeout, jobs, Arc::new(RealDisk), commits)
 }
 
 /// The file operations the writer does on an open, locked mailbox, as [`Disk::mailbox`] wraps
@@ -163,6 +166,7 @@ pub(crate) fn spawn_with(
     lock_timeout: Duration,
     jobs: Receiver<Job>,
     disk: Arc<dyn Disk>,
+    commits: Arc<Commits>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("mboxd-writer".into())
@@ -176,6 +180,7 @@ pub(crate) fn spawn_with(
                 // directory: the first commit syncs it before acknowledging anything.
                 dir_unsynced: true,
                 starved: false,
+                commits,
             }
             .run(&jobs)
         })
@@ -191,6 +196,8 @@ struct Writer {
     dir_unsynced: bool,
     /// Opening a mailbox last failed for want of descriptors: logged once until one opens.
     starved: bool,
+    /// Told of every successful commit, for readers that wait for mail (`Server::wait_for`).
+    commits: Arc<Commits>,
 }
 
 /// A job whose mailbox was locked by someone else, and until when it may wait.
@@ -358,7 +365,18 @@ impl Writer {
             }
         }
         // Unlock before acknowledging: once a client has its 250, the mailbox is free.
+        let lengths: Vec<(String, u64)> = boxes
+            .iter()
+            .filter(|(_, mailbox)| mailbox.len != mailbox.start)
+            .map(|(name, mailbox)| (name.clone(), mailbox.len))
+            .collect();
         drop(boxes);
+        // Recorded before the acknowledgements: a reader that starts after a client has its
+        // 250 must be given the new length, or it would cut the new entry off.
+        if failure.is_none() && !written.is_empty() {
+            self.commits
+                .record(lengths.iter().map(|(name, len)| (name.as_str(), *len)));
+        }
         for job in &written {
             answer(job, failure.unwrap_or(Outcome::Delivered));
         }

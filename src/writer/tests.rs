@@ -136,7 +136,14 @@ pub(super) fn run_writer(dir: &Path, disk: Arc<dyn Disk>, jobs: Vec<Job>) {
         tx.send(job).unwrap();
     }
     drop(tx);
-    let writer = spawn_with(dir.to_path_buf(), Duration::from_secs(1), rx, disk).unwrap();
+    let writer = spawn_with(
+        dir.to_path_buf(),
+        Duration::from_secs(1),
+        rx,
+        disk,
+        Default::default(),
+    )
+    .unwrap();
     writer.join().unwrap();
 }
 
@@ -371,8 +378,14 @@ impl WatchedWriter {
             fail_dir: AtomicBool::new(false),
         });
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let thread =
-            spawn_with(dir.to_path_buf(), Duration::from_secs(1), rx, disk.clone()).unwrap();
+        let thread = spawn_with(
+            dir.to_path_buf(),
+            Duration::from_secs(1),
+            rx,
+            disk.clone(),
+            Default::default(),
+        )
+        .unwrap();
         WatchedWriter {
             disk,
             jobs: Some(tx),

@@ -1,0 +1,94 @@
+//! The writer's commit signal: a counter of successful commits, and the length each mailbox had
+//! at the end of the last one, behind a mutex with a condition variable.
+//!
+//! It exists so a test can wait for mail without polling ([`crate::Server::wait_for`] sleeps on
+//! the condition variable until the writer reports a commit) and can read a mailbox without
+//! racing the writer: a reader cuts the file at the length recorded here, so an entry being
+//! appended at that moment is never seen half written.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+/// Successful commits so far and the committed length of each mailbox written.
+#[derive(Debug, Default)]
+pub(crate) struct Commits {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    count: u64,
+    lengths: HashMap<String, u64>,
+}
+
+impl Commits {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is a counter and a map, each updated in one step: a panic elsewhere
+        // cannot leave it half changed, so a poisoned lock is still sound to use.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a commit that left each named mailbox at the given length, then wakes every
+    /// waiter. Called by the writer once the commit is synced and unlocked, before it
+    /// acknowledges the commit's jobs (so a read that follows a 250 sees the new length).
+    pub(crate) fn record<'a>(&self, lengths: impl IntoIterator<Item = (&'a str, u64)>) {
+        let mut state = self.state();
+        state.count = state.count.wrapping_add(1);
+        for (name, len) in lengths {
+            state.lengths.insert(name.to_string(), len);
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// The commits so far, and the committed length of `mailbox` if this server wrote it.
+    pub(crate) fn committed(&self, mailbox: &str) -> (u64, Option<u64>) {
+        let state = self.state();
+        (state.count, state.lengths.get(mailbox).copied())
+    }
+
+    /// Waits until the commit count differs from `seen` or `deadline` passes; returns the
+    /// count then.
+    pub(crate) fn wait_past(&self, seen: u64, deadline: Instant) -> u64 {
+        let mut state = self.state();
+        while state.count == seen {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_record_wakes_a_waiter_and_lengths_are_kept() {
+        let commits = Arc::new(Commits::default());
+        assert_eq!(commits.committed("jones"), (0, None));
+        let c = Arc::clone(&commits);
+        let waiter =
+            std::thread::spawn(move || c.wait_past(0, Instant::now() + Duration::from_secs(10)));
+        commits.record([("jones", 120)]);
+        assert_eq!(waiter.join().unwrap(), 1);
+        assert_eq!(commits.committed("jones"), (1, Some(120)));
+        // Nothing new: the wait ends at its deadline.
+        let began = Instant::now();
+        assert_eq!(
+            commits.wait_past(1, Instant::now() + Duration::from_millis(50)),
+            1
+        );
+        assert!(began.elapsed() >= Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,362 @@
+//! The running server as a library user holds it: start, addresses, mail directory, reading the
+//! mail back, waiting for it, and stopping.
+//!
+//! It exists so a test needs one call to get a server ([`Server::for_tests`]) and no polling or
+//! sleeping to see what arrived ([`Server::wait_for`] wakes on the writer's commit signal), and
+//! so the temporary mail directory of such a server lives exactly as long as the server.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::commits::Commits;
+use crate::config::Config;
+use crate::mbox::{Mailbox, Message};
+use crate::names::mailbox_name;
+use crate::server::{self, StartError};
+
+/// A running server. [`Server::shutdown`], or dropping it, stops it in order and joins every
+/// thread; a temporary mail directory ([`Config::for_tests`]) is then removed unless it was
+/// kept with [`Config::keep_mail_dir`].
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let server = mboxd::Server::for_tests()?;
+/// // ... the application under test sends to `server.local_addr()` ...
+/// # send(server.local_addr());
+/// let mail = server.wait_for("jones", 1, Duration::from_secs(10))?;
+/// assert_eq!(mail[0].subject(), Some("hello"));
+/// assert_eq!(mail[0].sender(), Some("app@example.com"));
+/// server.shutdown();
+/// # fn send(addr: std::net::SocketAddr) {
+/// #     use std::io::{BufRead, BufReader, Write};
+/// #     let mut s = std::net::TcpStream::connect(addr).unwrap();
+/// #     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// #     let mut r = BufReader::new(s.try_clone().unwrap());
+/// #     let mut line = String::new();
+/// #     for cmd in ["HELO app.test", "MAIL FROM:<app@example.com>", "RCPT TO:<jones@localhost>",
+/// #                 "DATA", "Subject: hello\r\n\r\nhi\r\n.", "QUIT"] {
+/// #         line.clear(); r.read_line(&mut line).unwrap();
+/// #         write!(s, "{cmd}\r\n").unwrap();
+/// #     }
+/// #     line.clear(); r.read_line(&mut line).unwrap();
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server {
+    running: server::Running,
+    local_addr: SocketAddr,
+    mail_dir: PathBuf,
+    /// The temporary mail directory to remove when the server stops.
+    remove: Option<PathBuf>,
+    commits: Arc<Commits>,
+}
+
+impl Server {
+    /// Creates the mail directory, binds every address of `config` and starts serving.
+    ///
+    /// Fails with [`StartError::Config`] for an unusable setting (no address, no worker, a
+    /// recipient limit of 0, an empty host name or one with white space), and with the
+    /// other variants when the mail directory, an address or a thread cannot be had.
+    pub fn start(mut config: Config) -> Result<Server, StartError> {
+        if config.hostname.is_empty() || config.hostname.contains(char::is_whitespace) {
+            return Err(StartError::Config(format!(
+                "hostname {:?} is not usable",
+                config.hostname
+            )));
+        }
+        let temp = if config.temp_mail_dir {
+            let dir =
+                create_temp_dir().map_err(|e| StartError::MailDir(std::env::temp_dir(), e))?;
+            config.mail_dir = dir.clone();
+            Some(dir)
+        } else {
+            None
+        };
+        let commits = Arc::new(Commits::default());
+        let started = server::start(&config, Arc::clone(&commits)).and_then(|running| {
+            let local_addr =
+                running.addrs().first().copied().ok_or_else(|| {
+                    StartError::Config("at least one address is needed".to_string())
+                })?;
+            Ok((running, local_addr))
+        });
+        let (running, local_addr) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                if let Some(dir) = &temp {
+                    remove_temp_dir(dir);
+                }
+                return Err(e);
+            }
+        };
+        Ok(Server {
+            running,
+            local_addr,
+            mail_dir: config.mail_dir,
+            remove: temp.filter(|_| !config.keep_mail_dir),
+            commits,
+        })
+    }
+
+    /// A server for a test: [`Config::for_tests`], started. It listens on a free port of
+    /// 127.0.0.1, accepts mail for every safe name at `localhost` and the host name, and
+    /// delivers into a temporary directory removed when the server stops.
+    ///
+    /// ```
+    /// let server = mboxd::Server::for_tests()?;
+    /// assert_eq!(server.local_addr().ip().to_string(), "127.0.0.1");
+    /// assert!(server.mail_dir().is_dir());
+    /// let dir = server.mail_dir().to_path_buf();
+    /// drop(server);
+    /// assert!(!dir.exists());
+    /// # Ok::<(), mboxd::StartError>(())
+    /// ```
+    pub fn for_tests() -> Result<Server, StartError> {
+        Server::start(Config::for_tests())
+    }
+
+    /// The first address bound (port 0 replaced by the port the system chose).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Every address bound, in the order of [`Config::listen`].
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.running.addrs()
+    }
+
+    /// The directory the mbox files are in (the temporary one, for [`Config::for_tests`]).
+    pub fn mail_dir(&self) -> &Path {
+        &self.mail_dir
+    }
+
+    /// Sessions in progress now.
+    pub fn live_connections(&self) -> usize {
+        self.running.live_connections()
+    }
+
+    /// The messages in `user`'s mailbox now, oldest first; none if it does not exist yet.
+    ///
+    /// `user` is a local name or an address (its local part is used); it is normalised as a
+    /// recipient is (lower-cased, NFKC), so `Jones` and `jones@localhost` name one mailbox.
+    /// An alias is not expanded: ask for its targets. The file is read up to the end of the
+    /// last commit this server made to it, so a message being written at that moment is never
+    /// seen in part, and every message whose `250` a client has received is seen (the writer
+    /// records a commit before it acknowledges it). Fails for a name that cannot be a mailbox, a file that cannot be read, or
+    /// one that is not an mbox.
+    pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
+        self.read(user).map(|(_, messages)| messages)
+    }
+
+    /// Waits until `user`'s mailbox holds at least `count` messages and returns them all, or
+    /// fails with [`WaitError::Timeout`] (which holds what did arrive) after `timeout`.
+    ///
+    /// It returns as soon as the count is reached: it sleeps on the writer's signal, sent
+    /// after each commit, and reads the mailbox at most once per commit, never on a timer.
+    pub fn wait_for(
+        &self,
+        user: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, WaitError> {
+        let began = Instant::now();
+        let deadline = began + timeout;
+        loop {
+            // The count first: a commit after it wakes the wait below at once.
+            let (seen, messages) = self.read(user).map_err(WaitError::Read)?;
+            if messages.len() >= count {
+                return Ok(messages);
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitError::Timeout {
+                    user: user.to_string(),
+                    wanted: count,
+                    waited: began.elapsed(),
+                    arrived: messages,
+                });
+            }
+            self.commits.wait_past(seen, deadline);
+        }
+    }
+
+    /// The commit count, then the mailbox read up to its committed length.
+    fn read(&self, user: &str) -> io::Result<(u64, Vec<Message>)> {
+        let local = user.rsplit_once('@').map_or(user, |(local, _)| local);
+        let name = mailbox_name(local).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{user:?} is not a mailbox name"),
+            )
+        })?;
+        let (seen, committed) = self.commits.committed(&name);
+        let bytes = match fs::read(self.mail_dir.join(&name)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let end = committed
+            .and_then(|len| usize::try_from(len).ok())
+            .unwrap_or(bytes.len());
+        let bytes = bytes.get(..end).unwrap_or(&bytes);
+        let mailbox = Mailbox::parse(bytes).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("mailbox {name:?}: {e}"))
+        })?;
+        Ok((seen, mailbox.into_messages()))
+    }
+
+    /// Stops accepting, answers idle sessions `421`, lets sessions inside a message finish it
+    /// within [`Config::shutdown_grace`] (then answers them `421` too), waits for every queued
+    /// message to be written and synced, returns when every thread is joined, and removes a
+    /// temporary mail directory that was not kept. Dropping the server does the same.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.running.shutdown();
+        if let Some(dir) = self.remove.take() {
+            remove_temp_dir(&dir);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs())
+            .field("mail_dir", &self.mail_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`Server::wait_for`] returned without the messages.
+#[derive(Debug)]
+pub enum WaitError {
+    /// Fewer messages than wanted arrived in time.
+    Timeout {
+        /// The user waited for, as given.
+        user: String,
+        /// How many messages were wanted.
+        wanted: usize,
+        /// How long it waited.
+        waited: Duration,
+        /// The messages that did arrive.
+        arrived: Vec<Message>,
+    },
+    /// The mailbox could not be read (see [`Server::messages`]).
+    Read(io::Error),
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::Timeout {
+                user,
+                wanted,
+                waited,
+                arrived,
+            } => {
+                write!(
+                    f,
+                    "waited {waited:.1?} for {wanted} message(s) for {user:?}; {} arrived",
+                    arrived.len()
+                )?;
+                for (i, m) in arrived.iter().enumerate() {
+                    let sep = if i == 0 { ": " } else { ", " };
+                    match m.subject() {
+                        Some(subject) => write!(f, "{sep}{subject:?}")?,
+                        None => write!(f, "{sep}(no subject)")?,
+                    }
+                }
+                Ok(())
+            }
+            WaitError::Read(e) => write!(f, "cannot read the mailbox: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WaitError::Read(e) => Some(e),
+            WaitError::Timeout { .. } => None,
+        }
+    }
+}
+
+/// Creates a fresh directory `mboxd-<pid>-<nanoseconds>-<counter>` under the system's
+/// temporary directory, mode 0700 (only this user may read the mail). `create_dir` fails if the
+/// name exists, so a directory is never shared; a clash is retried with the next counter.
+fn create_temp_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..16 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("mboxd-{}-{nanos}-{n}", std::process::id()));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no unique temporary directory name")))
+}
+
+/// Removes a temporary mail directory; a failure is logged, not fatal.
+fn remove_temp_dir(dir: &Path) {
+    if let Err(e) = fs::remove_dir_all(dir) {
+        log::warn!(
+            "cannot remove the temporary mail directory {}: {e}",
+            dir.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This process's temporary mail directories now. No other test of the library's own
+    /// test binary creates them, so the count is exact here.
+    fn temp_dirs() -> usize {
+        let prefix = format!("mboxd-{}-", std::process::id());
+        fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    }
+
+    #[test]
+    fn a_failed_start_removes_its_temporary_directory_and_says_why() {
+        let before = temp_dirs();
+        let err = Server::start(Config::for_tests().workers(0)).unwrap_err();
+        assert!(matches!(err, StartError::Config(_)), "{err}");
+        let err = Server::start(Config::for_tests().hostname("two words")).unwrap_err();
+        assert!(err.to_string().contains("hostname"), "{err}");
+        // Binding a port already bound fails after the directory was made.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err =
+            Server::start(Config::for_tests().listen(taken.local_addr().unwrap())).unwrap_err();
+        assert!(matches!(err, StartError::Bind(..)), "{err}");
+        assert_eq!(temp_dirs(), before);
+    }
+}

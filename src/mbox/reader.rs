@@ -1,0 +1,340 @@
+//! The mbox reader: an mbox file's bytes in, its messages out, each with its envelope sender,
+//! its header fields unfolded, its body, and its text with the mboxrd quoting undone.
+//!
+//! It exists so a test reads back what mboxd stored with the exact inverse of what the writer
+//! does (`body.rs` quotes every line matching `^>*From ` with one more `>`; this removes one),
+//! so a message comes back byte for byte, line ends aside: the writer stores CRLF as LF.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+const FROM: &[u8] = b"From ";
+
+/// The messages of one mbox file, in file order.
+///
+/// An entry begins with a `From ` line at the start of the file or after an empty line, as
+/// mboxd writes them (RFC 4155); the empty line before the next entry belongs to neither.
+///
+/// ```
+/// use mboxd::mbox::Mailbox;
+///
+/// let file = b"From a@b.test Sun Nov 22 07:33:49 2026\n\
+///     Subject: one\n\nhello\n>From here\n\n\
+///     From MAILER-DAEMON Sun Nov 22 07:33:50 2026\n\
+///     Subject: two\n\nbounce\n\n";
+/// let mailbox = Mailbox::parse(file)?;
+/// assert_eq!(mailbox.len(), 2);
+/// assert_eq!(mailbox.messages()[0].sender(), Some("a@b.test"));
+/// assert_eq!(mailbox.messages()[0].body(), b"hello\nFrom here\n");
+/// assert_eq!(mailbox.messages()[1].sender(), None);
+/// # Ok::<(), mboxd::mbox::ParseError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mailbox {
+    messages: Vec<Message>,
+}
+
+/// Why bytes are not an mbox file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// The file is not empty and does not begin with a `From ` line.
+    NoFromLine,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::NoFromLine => {
+                f.write_str("not an mbox file: it does not begin with a From line")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl Mailbox {
+    /// Parses the bytes of an mbox file. Empty bytes are an empty mailbox.
+    pub fn parse(bytes: &[u8]) -> Result<Mailbox, ParseError> {
+        if bytes.is_empty() {
+            return Ok(Mailbox::default());
+        }
+        if !bytes.starts_with(FROM) {
+            return Err(ParseError::NoFromLine);
+        }
+        let mut messages = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let end = next_entry(rest);
+            let (entry, next) = rest.split_at(end);
+            messages.push(Message::from_entry(entry));
+            rest = next;
+        }
+        Ok(Mailbox { messages })
+    }
+
+    /// Reads and parses an mbox file; a file that is not an mbox is an
+    /// [`io::ErrorKind::InvalidData`] error.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("mboxd-doc-open-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// std::fs::write(dir.join("jones"), "From a@b.test Sun Nov 22 07:33:49 2026\n\nhi\n\n")?;
+    /// let mailbox = mboxd::mbox::Mailbox::open(dir.join("jones"))?;
+    /// assert_eq!(mailbox.messages()[0].body(), b"hi\n");
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Mailbox> {
+        let bytes = std::fs::read(path)?;
+        Mailbox::parse(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// The messages, in file order.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The messages, owned.
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+
+    /// How many messages there are.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Where the entry that `bytes` begins with ends: at the next `From ` line that follows an
+/// empty line, or at the end.
+fn next_entry(bytes: &[u8]) -> usize {
+    // The first newline ends the last line, the second is the empty line.
+    find(bytes, b"\n\nFrom ").map_or(bytes.len(), |found| found + 2)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One header field, unfolded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The field name as written (compare it case-insensitively).
+    pub name: String,
+    /// The value: the folded lines joined (each line break before white space removed, RFC
+    /// 5322 §2.2.3), with the white space around it trimmed. Invalid UTF-8 is replaced by
+    /// U+FFFD.
+    pub value: String,
+}
+
+/// One message of an mbox file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    from_line: String,
+    sender: Option<String>,
+    raw: Vec<u8>,
+    headers: Vec<Header>,
+    /// Where the body starts in `raw`.
+    body: usize,
+    /// Where the message starts in `raw` without the delivering server's trace fields.
+    sent: usize,
+}
+
+impl Message {
+    fn from_entry(entry: &[u8]) -> Message {
+        let (first, content) = match find(entry, b"\n") {
+            Some(nl) => (
+                entry.get(..nl).unwrap_or_default(),
+                entry.get(nl + 1..).unwrap_or_default(),
+            ),
+            None => (entry, &[][..]),
+        };
+        // The empty line that separates this entry from the next, or ends the file.
+        let content = if content == b"\n" || content.ends_with(b"\n\n") {
+            content.get(..content.len() - 1).unwrap_or(content)
+        } else {
+            content
+        };
+        let raw = unquote(content);
+        let from_line = String::from_utf8_lossy(first).into_owned();
+        let sender = first
+            .strip_prefix(FROM)
+            .and_then(|s| s.split(|&b| b == b' ').next())
+            .filter(|s| !s.is_empty() && *s != b"MAILER-DAEMON")
+            .map(|s| String::from_utf8_lossy(s).into_owned());
+        let (headers, body, sent) = parse_headers(&raw);
+        Message {
+            from_line,
+            sender,
+            raw,
+            headers,
+            body,
+            sent,
+        }
+    }
+
+    /// The envelope sender from the `From ` line (RFC 5321 reverse path; mboxd writes spaces
+    /// in it as `_`), or `None` for the null sender, written `MAILER-DAEMON`.
+    pub fn sender(&self) -> Option<&str> {
+        self.sender.as_deref()
+    }
+
+    /// The `From ` line that begins the entry, without its newline.
+    pub fn from_line(&self) -> &str {
+        &self.from_line
+    }
+
+    /// The message as stored after its `From ` line, with the mboxrd quoting undone (a line
+    /// `>From ` in the file is `From ` here, `>>From ` is `>From `): the trace fields the
+    /// delivering server put on top (`Return-Path:`, `Received:`), then the message as sent,
+    /// lines ending in LF. Without the empty line that separates entries.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The message as the client sent it: [`Message::raw`] without the `Return-Path:` field
+    /// and the one `Received:` field after it that mboxd puts on top, lines ending in LF.
+    pub fn as_sent(&self) -> &[u8] {
+        self.raw.get(self.sent..).unwrap_or_default()
+    }
+
+    /// [`Message::as_sent`] with every LF turned into CRLF: for a message sent with CRLF line
+    /// ends only (as SMTP requires), exactly the octets sent (after DATA's dot-unstuffing).
+    pub fn as_sent_crlf(&self) -> Vec<u8> {
+        let sent = self.as_sent();
+        let mut out = Vec::with_capacity(sent.len() + sent.len() / 32);
+        for &b in sent {
+            if b == b'\n' {
+                out.push(b'\r');
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    /// Every header field in order, trace fields included, unfolded.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The value of the first field named `name` (case-insensitively).
+    ///
+    /// ```
+    /// let m = &mboxd::mbox::Mailbox::parse(
+    ///     b"From a@b Sun Nov 22 07:33:49 2026\nSUBJECT: a\n  long one\n\nbody\n\n",
+    /// )?.into_messages()[0];
+    /// assert_eq!(m.header("subject"), Some("a  long one"));
+    /// # Ok::<(), mboxd::mbox::ParseError>(())
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// The values of every field named `name` (case-insensitively), in order.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// The `Subject:` value, if there is one.
+    pub fn subject(&self) -> Option<&str> {
+        self.header("Subject")
+    }
+
+    /// The body: what follows the first empty line (empty if there is none).
+    pub fn body(&self) -> &[u8] {
+        self.raw.get(self.body..).unwrap_or_default()
+    }
+
+    /// The body as text, invalid UTF-8 replaced by U+FFFD.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(self.body()).into_owned()
+    }
+}
+
+/// Undoes mboxrd quoting: one `>` less on every line matching `^>+From `.
+fn unquote(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len());
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        let quotes = line.iter().take_while(|&&b| b == b'>').count();
+        let after = line.get(quotes..).unwrap_or_default();
+        match line.split_first() {
+            Some((b'>', unquoted)) if quotes > 0 && after.starts_with(FROM) => {
+                out.extend_from_slice(unquoted)
+            }
+            _ => out.extend_from_slice(line),
+        }
+    }
+    out
+}
+
+/// The header fields of `raw`, where its body starts, and where it starts without mboxd's
+/// trace fields.
+fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
+    let mut headers: Vec<Header> = Vec::new();
+    // Each field with the offset just past its last line.
+    let mut ends: Vec<usize> = Vec::new();
+    let mut at = 0;
+    let mut body = raw.len();
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let next = at + line.len();
+        let text = line.strip_suffix(b"\n".as_slice()).unwrap_or(line);
+        if text.is_empty() {
+            body = next;
+            break;
+        }
+        match (text.first(), headers.last_mut(), ends.last_mut()) {
+            (Some(b' ' | b'\t'), Some(last), Some(end)) => {
+                // RFC 5322 §2.2.3: unfolding removes the line break, keeping the white space.
+                last.value.push_str(&String::from_utf8_lossy(text));
+                *end = next;
+            }
+            _ => {
+                if let Some(colon) = text.iter().position(|&b| b == b':') {
+                    let (name, value) = text.split_at(colon);
+                    headers.push(Header {
+                        name: String::from_utf8_lossy(name).trim_end().to_string(),
+                        value: String::from_utf8_lossy(value.get(1..).unwrap_or_default())
+                            .into_owned(),
+                    });
+                    ends.push(next);
+                }
+                // A line that is neither a field nor a continuation is skipped.
+            }
+        }
+        at = next;
+    }
+    for h in &mut headers {
+        let trimmed = h.value.trim_matches([' ', '\t']);
+        if trimmed.len() != h.value.len() {
+            h.value = trimmed.to_string();
+        }
+    }
+    let is = |i: usize, name: &str| {
+        headers
+            .get(i)
+            .is_some_and(|h| h.name.eq_ignore_ascii_case(name))
+    };
+    let sent = if is(0, "Return-Path") && is(1, "Received") {
+        ends.get(1).copied().unwrap_or(0)
+    } else {
+        0
+    };
+    (headers, body, sent)
+}
+
+#[cfg(test)]
+#[path = "reader_tests.rs"]
+mod tests;

@@ -1,0 +1,80 @@
+use super::*;
+
+const FIRST: &str = "From a@b.test Sun Nov 22 07:33:49 2026\n";
+
+fn parse(text: &[u8]) -> Vec<Message> {
+    Mailbox::parse(text).unwrap().into_messages()
+}
+
+#[test]
+fn empty_and_not_an_mbox() {
+    assert!(Mailbox::parse(b"").unwrap().is_empty());
+    assert_eq!(Mailbox::parse(b"Subject: x\n"), Err(ParseError::NoFromLine));
+}
+
+#[test]
+fn quoting_is_undone_by_one_level() {
+    let file = format!("{FIRST}S: x\n\n>From a\n>>From b\n>From\nFrom c\n>x\n\n");
+    let m = &parse(file.as_bytes())[0];
+    assert_eq!(m.body(), b"From a\n>From b\n>From\nFrom c\n>x\n");
+}
+
+#[test]
+fn a_from_line_starts_an_entry_only_after_an_empty_line() {
+    let file =
+        format!("{FIRST}S: x\n\na\nFrom inside\n\nFrom b@c Mon Jan  1 00:00:00 2024\n\nz\n\n");
+    let ms = parse(file.as_bytes());
+    assert_eq!(ms.len(), 2);
+    assert_eq!(ms[0].body(), b"a\nFrom inside\n");
+    assert_eq!(ms[1].sender(), Some("b@c"));
+    assert_eq!(ms[1].body(), b"z\n");
+}
+
+#[test]
+fn headers_unfolded_and_trace_fields_apart() {
+    let file = format!(
+        "{FIRST}Return-Path: <a@b.test>\nReceived: from x (127.0.0.1)\n\tby y (mboxd) with SMTP id 1\n\
+         \tfor <j@y>; Sun, 22 Nov 2026 07:33:49 +0000\nSubject: folded\n  twice\n\tand more \nX: 1\nx: 2\n\nbody\n\n"
+    );
+    let m = &parse(file.as_bytes())[0];
+    assert_eq!(m.subject(), Some("folded  twice\tand more"));
+    assert_eq!(m.header_all("X").collect::<Vec<_>>(), ["1", "2"]);
+    assert!(
+        m.header("received")
+            .unwrap()
+            .contains("(mboxd) with SMTP id 1\tfor <j@y>")
+    );
+    assert_eq!(
+        m.as_sent(),
+        b"Subject: folded\n  twice\n\tand more \nX: 1\nx: 2\n\nbody\n"
+    );
+    assert_eq!(
+        m.as_sent_crlf(),
+        b"Subject: folded\r\n  twice\r\n\tand more \r\nX: 1\r\nx: 2\r\n\r\nbody\r\n"
+    );
+    assert_eq!(m.headers().len(), 5);
+}
+
+#[test]
+fn odd_entries() {
+    // No body, no trailing empty line, an empty entry, the null sender.
+    let ms = parse(b"From MAILER-DAEMON x\n\nFrom a x\nS: 1\n\nFrom b x\nS: 2\n");
+    assert_eq!(ms.len(), 3);
+    assert_eq!(ms[0].sender(), None);
+    assert_eq!(ms[0].raw(), b"");
+    assert_eq!(ms[1].raw(), b"S: 1\n");
+    assert_eq!(ms[1].body(), b"");
+    assert_eq!(ms[2].raw(), b"S: 2\n");
+    assert_eq!(ms[2].from_line(), "From b x");
+}
+
+#[test]
+fn invalid_utf8_is_replaced_and_raw_is_kept() {
+    let file = b"From a_b@c Sun Nov 22 07:33:49 2026\nSubject: \xff\xfe\n\n\xff\n\n";
+    let m = &parse(file)[0];
+    assert_eq!(m.sender(), Some("a_b@c"));
+    assert_eq!(m.subject(), Some("\u{fffd}\u{fffd}"));
+    assert_eq!(m.raw(), b"Subject: \xff\xfe\n\n\xff\n");
+    assert_eq!(m.body(), b"\xff\n");
+    assert_eq!(m.as_sent(), m.raw());
+}
