@@ -11,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mboxd::{BareNewline, Config, ConfigError};
+use mboxd::{BareNewline, Config, ConfigError, FailRule};
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -54,6 +54,10 @@ usage: mboxd [options]
   --min-data-rate BYTES    slowest average rate of a message after 30 s, in octets/s (default 512)
   --max-mailboxes N        catch-all only: mailbox files allowed before new names get 452 (default 10000)
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
+  --fail RULE              fail on purpose (repeatable): STAGE[:PATTERN]=ACTION[,count=N][,p=P],
+                           STAGE connect|helo|mail|rcpt|data|data-end, PATTERN a glob with *,
+                           ACTION a 4xx/5xx code with optional text, drop, or delay:500ms|5s
+  --fail-seed N            seed for the p= draws of --fail rules, so runs repeat (default 0)
   -h, --help               this text
   -V, --version            the version
 Logging: RUST_LOG=debug|info|warn (default info), to stderr.
@@ -115,6 +119,13 @@ where
             "--shutdown-grace" => config.shutdown_grace = seconds(&flag, &value()?)?,
             "--max-per-peer" => config.max_per_peer = Some(positive(&flag, &value()?)?),
             "--min-data-rate" => config.min_data_rate = positive(&flag, &value()?)? as u64,
+            "--fail" => config.fail.push(FailRule::parse(&value()?)?),
+            "--fail-seed" => {
+                let v = value()?;
+                config.fail_seed = v.parse().map_err(|_| {
+                    ConfigError(format!("--fail-seed needs a whole number, not {v:?}"))
+                })?;
+            }
             other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
         }
     }
@@ -452,6 +463,27 @@ mod tests {
     }
 
     #[test]
+    fn fail_flags() {
+        let c = run(&[
+            "--fail",
+            "rcpt:busy-*@*=450",
+            "--fail=connect=421",
+            "--fail-seed",
+            "42",
+        ])
+        .unwrap();
+        assert_eq!(c.fail.len(), 2);
+        assert_eq!(c.fail[1].to_string(), "connect=421");
+        assert_eq!((c.fail_seed, run(&[]).unwrap().fail_seed), (42, 0));
+        assert_eq!(
+            run(&["--fail", "rcpt=250"]).unwrap_err().0,
+            "--fail \"rcpt=250\": code 250 is not a failure: use a 4xx or 5xx code, drop or delay"
+        );
+        assert!(run(&["--fail-seed", "-1"]).is_err());
+        assert!(run(&["--fail"]).is_err());
+    }
+
+    #[test]
     fn usage_names_every_flag_parse_knows() {
         for flag in [
             "--listen",
@@ -472,6 +504,8 @@ mod tests {
             "--lock-timeout",
             "--max-errors",
             "--max-mailboxes",
+            "--fail ",
+            "--fail-seed",
             "--help",
             "--version",
         ] {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::command::valid_domain;
 use crate::escape::has_unsafe;
+use crate::fail::FailRule;
 use crate::names::mailbox_name;
 
 /// Everything a server needs to start. [`Config::default`] gives the defaults of the command line.
@@ -82,6 +83,13 @@ pub struct Config {
     /// bare ones are how header injection and SMTP smuggling begin). Default
     /// [`BareNewline::Normalize`], as Postfix 3.9's `smtpd_forbid_bare_newline`.
     pub bare_newline: BareNewline,
+    /// Rules that make the server fail on purpose (`--fail`, see [`FailRule`]), consulted in
+    /// this order at each stage of every session. Default none: a test suite turns them on to
+    /// exercise its application's error handling.
+    pub fail: Vec<FailRule>,
+    /// Seed of the generator that rules with `p=` draw from (`--fail-seed`), so that a run
+    /// repeats. Default 0.
+    pub fail_seed: u64,
 }
 
 /// What to do with a CR or LF inside a message that is not part of a CRLF.
@@ -119,6 +127,8 @@ impl Default for Config {
             max_mailboxes: 10_000,
             max_inflight_bytes: 128 * 1024 * 1024,
             bare_newline: BareNewline::Normalize,
+            fail: Vec::new(),
+            fail_seed: 0,
         }
     }
 }

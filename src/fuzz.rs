@@ -39,6 +39,7 @@ pub(crate) fn config() -> Arc<SessionConfig> {
         directory,
         budget: Budget::unlimited(),
         bare_newline: BareNewline::Normalize,
+        faults: Default::default(),
     })
 }
 
@@ -53,6 +54,7 @@ pub fn session(data: &[u8]) {
     loop {
         match core.poll() {
             Event::NeedInput => {}
+            Event::Delay(_) => continue,
             Event::Close => {
                 check_replies(core.output());
                 return;

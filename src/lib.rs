@@ -37,10 +37,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods
-//! and [`BareNewline`] for one of its settings) and [`StartError`]. The `fuzz` module exists only
-//! for fuzzing (`cargo fuzz`, or the `fuzzing` feature) and is not a stable API. The command
-//! line, its files and the signal handling belong to the `mboxd` binary.
+//! That is the whole API: [`Server`], [`Config`] (with [`ConfigError`] from its `add_*` methods,
+//! and [`BareNewline`] and [`FailRule`] for its settings) and [`StartError`]. The `fuzz` module
+//! exists only for fuzzing (`cargo fuzz`, or the `fuzzing` feature) and is not a stable API. The
+//! command line, its files and the signal handling belong to the `mboxd` binary.
 #![deny(missing_docs)]
 // No panic by construction: no indexing or slicing that can go out of bounds, no unwrap or
 // expect, anywhere in the library outside its tests.
@@ -64,6 +64,7 @@ mod connection;
 mod data;
 mod directory;
 mod escape;
+mod fail;
 mod framer;
 mod mailboxes;
 mod mbox;
@@ -79,6 +80,7 @@ mod writer;
 use std::net::SocketAddr;
 
 pub use config::{BareNewline, Config, ConfigError};
+pub use fail::FailRule;
 pub use server::StartError;
 
 /// A running server. Dropping it, or calling [`Server::shutdown`], stops it in order.

@@ -21,6 +21,7 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
+use crate::fail::Faults;
 use crate::mailboxes::Mailboxes;
 use crate::os;
 use crate::pool::Pool;
@@ -130,6 +131,7 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         directory,
         budget: Budget::new(config.max_inflight_bytes),
         bare_newline: config.bare_newline,
+        faults: Faults::new(config),
     });
     let (deliveries, jobs) = crossbeam_channel::bounded::<Job>(DELIVERY_QUEUE);
     let mut running = Running {

@@ -19,6 +19,7 @@ fn session(budget: &Arc<Budget>, bare_newline: BareNewline) -> Session {
             directory,
             budget: Arc::clone(budget),
             bare_newline,
+            faults: Default::default(),
         }),
         "test".into(),
     )

@@ -8,6 +8,7 @@
 //! which to close, or an envelope to deliver. An illegal command gets its error reply and leaves
 //! the state exactly as it was.
 
+mod fault;
 mod help;
 mod message;
 #[cfg(test)]
@@ -19,6 +20,7 @@ mod params;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::budget::{Budget, Reservation};
 use crate::command::{self, Address, Command, MailVerb, ParseError};
@@ -26,6 +28,7 @@ use crate::config::BareNewline;
 use crate::data::DataDecoder;
 use crate::directory::Directory;
 use crate::escape::Escaped;
+use crate::fail::{Fault, Faults, Stage};
 use crate::framer::{Frame, Mode};
 use crate::mbox::Encoder;
 pub(crate) use message::{Chunk, Discard, Envelope};
@@ -50,6 +53,8 @@ pub(crate) struct SessionConfig {
     pub budget: Arc<Budget>,
     /// What a bare CR or LF inside a message does.
     pub bare_newline: BareNewline,
+    /// The `--fail` rules, consulted at each stage.
+    pub faults: Faults,
 }
 
 /// What the client said in HELO or EHLO.
@@ -70,6 +75,13 @@ pub(crate) struct Transaction {
     rejected: usize,
     /// The client said SMTPUTF8 on MAIL (RFC 6531).
     utf8: bool,
+}
+
+impl Transaction {
+    /// The recipients' addresses, for `--fail` patterns.
+    fn addresses(&self) -> Vec<&str> {
+        self.recipients.iter().map(|r| r.address.as_str()).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +107,9 @@ pub(crate) enum State {
     Chunked(Hello, Transaction, Encoder),
     /// Reading and dropping a refused BDAT chunk.
     Discard(Discard),
+    /// The greeting was a refusal other than 421: only QUIT is answered, every other command
+    /// gets 503 (RFC 5321 §3.1).
+    Rejected,
     /// QUIT answered, or the session was closed for too many errors.
     Closed,
 }
@@ -110,6 +125,10 @@ pub(crate) enum Action {
     Close(Reply),
     /// Deliver this message, then write the writer's verdict on it.
     Deliver(Envelope),
+    /// Close the connection without a reply (a `--fail` drop).
+    Drop,
+    /// Wait this long (a `--fail` delay), then carry out the action.
+    Delayed(Duration, Box<Action>),
 }
 
 /// A frame turned into what the transition function matches on.
@@ -134,6 +153,8 @@ pub(crate) struct Session {
     errors: usize,
     /// Names the connection in log lines (its id and peer).
     label: String,
+    /// `--fail` delays fired by the current frame, put before its action.
+    delay: Duration,
 }
 
 impl Session {
@@ -145,6 +166,7 @@ impl Session {
             state: State::Greeted,
             errors: 0,
             label,
+            delay: Duration::ZERO,
         }
     }
 
@@ -205,7 +227,7 @@ impl Session {
         let state = std::mem::replace(&mut self.state, State::Closed);
         let (state, action) = self.transition(state, input);
         self.state = state;
-        action
+        self.delayed(action)
     }
 
     /// The transition function: every input in every state, in one match.
@@ -213,6 +235,9 @@ impl Session {
         use Command as C;
         use State as S;
         match (state, input) {
+            // RFC 5321 §3.1: after a refused greeting, QUIT or 503.
+            (S::Rejected, Input::Command(C::Quit)) => self.quit(),
+            (state @ S::Rejected, _) => self.refuse(state, reply::BAD_SEQUENCE_REFUSED),
             // Message text and chunk octets, in the states whose mode asks for them.
             (S::Data(hello, tx, decoder), Input::Text(text)) => self.text(hello, tx, decoder, text),
             (S::Chunk(chunk), Input::Octets(octets)) => self.octets(chunk, octets),
@@ -239,17 +264,7 @@ impl Session {
                 let r = self.config.directory.expn(&arg);
                 self.answer(state, r)
             }
-            (_, Input::Command(C::Quit)) => (
-                S::Closed,
-                Action::Close(Reply::new(
-                    221,
-                    "2.0.0",
-                    format!(
-                        "{} Service closing transmission channel",
-                        self.config.hostname
-                    ),
-                )),
-            ),
+            (_, Input::Command(C::Quit)) => self.quit(),
             (state, Input::Command(C::Turn)) => self.refuse(state, reply::NO_TURN),
             (
                 state,
@@ -259,8 +274,8 @@ impl Session {
                 }),
             ) => self.refuse(state, reply::NO_SEND),
             // RFC 5321 §4.1.4: HELO or EHLO resets any transaction, like RSET.
-            (_, Input::Command(C::Helo(name))) => self.hello(name, false),
-            (_, Input::Command(C::Ehlo(name))) => self.hello(name, true),
+            (state, Input::Command(C::Helo(name))) => self.hello(state, name, false),
+            (state, Input::Command(C::Ehlo(name))) => self.hello(state, name, true),
             // RFC 5321 §4.1.1.5: RSET clears the transaction, not the HELO.
             (S::Greeted, Input::Command(C::Rset)) => (S::Greeted, Action::Reply(reply::OK_RESET)),
             (S::Ready(h) | S::Mail(h, _) | S::Chunked(h, ..), Input::Command(C::Rset)) => {
@@ -273,6 +288,10 @@ impl Session {
                 self.refuse_logged(S::Greeted, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_HELO)
             }
             (S::Ready(h), Input::Command(C::Mail { from, params, .. })) => {
+                let sender = from.as_ref().map(Address::to_string).unwrap_or_default();
+                if let Some(f) = self.fault(Stage::Mail, &[&sender]) {
+                    return self.faulted(S::Ready(h), f);
+                }
                 match params::mail(
                     h.extended,
                     self.config.max_message_size,
@@ -303,7 +322,12 @@ impl Session {
                 self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_MAIL)
             }
             (S::Mail(h, mut tx), Input::Command(C::Rcpt { to, params })) => {
-                match self.rcpt(&mut tx, &to, &params) {
+                let result = match self.fault(Stage::Rcpt, &[&to.to_string()]) {
+                    Some(Fault::Refuse(r)) => Err(r),
+                    Some(f) => return self.faulted(S::Mail(h, tx), f),
+                    None => self.rcpt(&mut tx, &to, &params),
+                };
+                match result {
                     Ok(r) => (S::Mail(h, tx), Action::Reply(r)),
                     Err(r) => {
                         tx.rejected += 1;
@@ -324,10 +348,14 @@ impl Session {
             }
             (S::Mail(h, tx), Input::Command(C::Data)) => match not_ready_for_message(&tx) {
                 Some(r) => self.refuse_message(S::Mail(h, tx), r),
-                None => {
-                    let decoder = DataDecoder::new(self.encoder(), self.config.max_message_size);
-                    (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
-                }
+                None => match self.fault(Stage::Data, &tx.addresses()) {
+                    Some(f) => self.faulted(S::Mail(h, tx), f),
+                    None => {
+                        let decoder =
+                            DataDecoder::new(self.encoder(), self.config.max_message_size);
+                        (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
+                    }
+                },
             },
             // RFC 3030 §2: BDAT and DATA cannot be mixed in one transaction.
             (state @ S::Chunked(..), Input::Command(C::Data)) => {
@@ -356,10 +384,15 @@ impl Session {
             (S::Mail(h, tx), Input::Command(C::Bdat { size, last })) => {
                 match not_ready_for_message(&tx) {
                     Some(r) => self.start_discard(S::Mail(h, tx), size, r),
-                    None => {
-                        let encoder = self.encoder();
-                        self.start_chunk(h, tx, encoder, size, last)
-                    }
+                    None => match self.fault(Stage::Data, &tx.addresses()) {
+                        // RFC 3030 §2: a refused chunk is still read.
+                        Some(Fault::Refuse(r)) => self.start_discard(S::Mail(h, tx), size, r),
+                        Some(f) => self.faulted(S::Mail(h, tx), f),
+                        None => {
+                            let encoder = self.encoder();
+                            self.start_chunk(h, tx, encoder, size, last)
+                        }
+                    },
                 }
             }
             (S::Chunked(h, tx, message), Input::Command(C::Bdat { size, last })) => {
@@ -376,7 +409,19 @@ impl Session {
         )
     }
 
-    fn hello(&mut self, name: String, extended: bool) -> (State, Action) {
+    /// The 221 to QUIT, and the end of the session.
+    fn quit(&self) -> (State, Action) {
+        let text = format!(
+            "{} Service closing transmission channel",
+            self.config.hostname
+        );
+        (State::Closed, Action::Close(Reply::new(221, "2.0.0", text)))
+    }
+
+    fn hello(&mut self, state: State, name: String, extended: bool) -> (State, Action) {
+        if let Some(f) = self.fault(Stage::Helo, &[&name]) {
+            return self.faulted(state, f);
+        }
         let greeting = format!("{} Hello {}", self.config.hostname, name);
         let hello = Hello { name, extended };
         if !extended {
@@ -473,7 +518,7 @@ impl Session {
 /// The HELO or EHLO a state carries, if any.
 fn hello_of(state: &State) -> Option<&Hello> {
     match state {
-        State::Greeted | State::Closed => None,
+        State::Greeted | State::Rejected | State::Closed => None,
         State::Ready(h) | State::Mail(h, _) | State::Data(h, ..) | State::Chunked(h, ..) => Some(h),
         State::Chunk(c) => Some(&c.hello),
         State::Discard(d) => hello_of(&d.after),

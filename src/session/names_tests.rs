@@ -18,6 +18,7 @@ fn session() -> Session {
             directory,
             budget: crate::budget::Budget::unlimited(),
             bare_newline: crate::config::BareNewline::Normalize,
+            faults: Default::default(),
         }),
         "test".into(),
     )

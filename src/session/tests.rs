@@ -29,6 +29,7 @@ fn session(users: Option<&[&str]>) -> Session {
             directory,
             budget: Budget::unlimited(),
             bare_newline: BareNewline::Normalize,
+            faults: Default::default(),
         }),
         "test".into(),
     )
@@ -39,6 +40,7 @@ fn code(action: &Action) -> u16 {
         Action::Reply(r) | Action::Close(r) => r.code,
         Action::Continue => 0,
         Action::Deliver(_) => 1,
+        Action::Drop | Action::Delayed(..) => 2,
     }
 }
 
