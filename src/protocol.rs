@@ -6,7 +6,8 @@
 //! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
 //! commands pile up in the output until the next step would wait for the client: that is the one
 //! moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
-//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input).
+//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input); the only other
+//! is before a `--fail` delay ([`Event::Delay`]), which is a wait of the server's own.
 
 use std::time::Duration;
 

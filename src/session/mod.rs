@@ -5,8 +5,9 @@
 //! `Frame::Command(b"helo a.domain\r\n")`. Every piece of per-session protocol state lives in
 //! [`State`]; [`Session::handle`] turns one frame into an input and makes one `match` on
 //! (state, input) that yields the next state and an [`Action`]: a reply to write, a reply after
-//! which to close, or an envelope to deliver. An illegal command gets its error reply and leaves
-//! the state exactly as it was.
+//! which to close, or an envelope to deliver (or, for a `--fail` rule, a close without a reply or
+//! a delay before the action; see `fault.rs`). An illegal command gets its error reply and leaves
+//! the state exactly as it was, and so does a command refused by a `--fail` rule.
 
 mod fault;
 mod help;
@@ -158,8 +159,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A new session; the caller sends [`Session::greeting`] first. `label` names the connection
-    /// in log lines.
+    /// A new session; the caller carries out [`Session::open`] (the greeting) first. `label`
+    /// names the connection in log lines.
     pub(crate) fn new(config: Arc<SessionConfig>, label: String) -> Self {
         Session {
             config,
