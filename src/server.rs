@@ -115,6 +115,9 @@ pub(crate) fn start(config: &Config) -> Result<Running, StartError> {
         config.aliases.len(),
         config.mail_dir.display()
     );
+    for rule in &config.fail {
+        log::warn!("failing on purpose: --fail {:?}", rule.to_string());
+    }
     let mut directory = Directory::new(
         &config.local_domains(),
         config.users.as_ref(),

@@ -256,6 +256,25 @@ fn a_421_in_a_session_closes_it() {
 }
 
 #[test]
+fn shutdown_cuts_a_delay_short() {
+    let mut s = server(&["rcpt=delay:60s"]);
+    let mut c = s.client();
+    c.expect("EHLO c.test", 250);
+    c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\n");
+    // The replies due are sent before the delay begins.
+    assert_eq!(c.read_reply().code, 250);
+    let start = Instant::now();
+    s.stop();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let codes: Vec<u16> = c.replies_until_close().iter().map(|r| r.code).collect();
+    assert_eq!(codes, [250, 421]);
+}
+
+#[test]
 fn count_example_fires_once_per_server() {
     let s = server(&["rcpt:*=451,count=1"]);
     let mut c = in_transaction(&s);
