@@ -203,6 +203,12 @@ impl Config {
         self
     }
 
+    /// A file written atomically with the bound addresses once listening (`--ready-file`).
+    pub fn ready_file(mut self, path: impl Into<PathBuf>) -> Config {
+        self.ready_file = Some(path.into());
+        self
+    }
+
     /// Bytes all messages in progress may hold in memory together (`--max-inflight-bytes`).
     pub fn max_inflight_bytes(mut self, bytes: u64) -> Config {
         self.max_inflight_bytes = bytes;

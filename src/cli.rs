@@ -11,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mboxd::{Auth, BareNewline, Config, ConfigError};
+use mboxd::{Auth, BareNewline, Config, ConfigError, FailRule};
 
 use auth::{AUTH_EXCLUSIVE, load_auth};
 
@@ -63,6 +63,10 @@ usage: mboxd [options]
   --auth-file FILE         offer AUTH PLAIN LOGIN for the `user:password` lines of FILE (repeatable;
                            # comment lines); wrong credentials get 535 (tests only: no TLS)
   --auth-required          MAIL before a successful AUTH gets 530 5.7.0
+  --fail RULE              fail on purpose (repeatable): STAGE[:PATTERN]=ACTION[,count=N][,p=P],
+                           STAGE connect|helo|mail|rcpt|data|data-end, PATTERN a glob with *,
+                           ACTION a 4xx/5xx code with optional text, drop, or delay:500ms|5s
+  --fail-seed N            seed for the p= draws of --fail rules, so runs repeat (default 0)
   -h, --help               this text
   -V, --version            the version
 Logging: RUST_LOG=debug|info|warn (default info), to stderr.
@@ -138,6 +142,13 @@ where
                 config = load_auth(Path::new(&value()?), config)?;
             }
             "--auth-required" => config = config.auth_required(true),
+            "--fail" => config.fail.push(FailRule::parse(&value()?)?),
+            "--fail-seed" => {
+                let v = value()?;
+                config.fail_seed = v.parse().map_err(|_| {
+                    ConfigError(format!("--fail-seed needs a whole number, not {v:?}"))
+                })?;
+            }
             other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
         }
     }
@@ -482,6 +493,27 @@ mod tests {
     }
 
     #[test]
+    fn fail_flags() {
+        let c = run(&[
+            "--fail",
+            "rcpt:busy-*@*=450",
+            "--fail=connect=421",
+            "--fail-seed",
+            "42",
+        ])
+        .unwrap();
+        assert_eq!(c.fail.len(), 2);
+        assert_eq!(c.fail[1].to_string(), "connect=421");
+        assert_eq!((c.fail_seed, run(&[]).unwrap().fail_seed), (42, 0));
+        assert_eq!(
+            run(&["--fail", "rcpt=250"]).unwrap_err().0,
+            "--fail \"rcpt=250\": code 250 is not a failure: use a 4xx or 5xx code, drop or delay"
+        );
+        assert!(run(&["--fail-seed", "-1"]).is_err());
+        assert!(run(&["--fail"]).is_err());
+    }
+
+    #[test]
     fn usage_names_every_flag_parse_knows() {
         for flag in [
             "--listen",
@@ -505,6 +537,8 @@ mod tests {
             "--auth-accept-any",
             "--auth-file",
             "--auth-required",
+            "--fail ",
+            "--fail-seed",
             "--help",
             "--version",
         ] {

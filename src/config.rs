@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::command::valid_domain;
 use crate::escape::has_unsafe;
+use crate::fail::FailRule;
 use crate::names::mailbox_name;
 
 /// Everything a server needs to start. [`Config::default`] (or [`Config::new`]) gives the
@@ -103,6 +104,13 @@ pub struct Config {
     /// on: with [`Auth::Off`] no client could ever send (the command line refuses that).
     /// Default false.
     pub auth_required: bool,
+    /// Rules that make the server fail on purpose (`--fail`, see [`FailRule`]), consulted in
+    /// this order at each stage of every session. Default none: a test suite turns them on to
+    /// exercise its application's error handling.
+    pub fail: Vec<FailRule>,
+    /// Seed of the generator that rules with `p=` draw from (`--fail-seed`), so that a run
+    /// repeats. Default 0.
+    pub fail_seed: u64,
 }
 
 /// Which credentials AUTH accepts (see [`Config::auth`]).
@@ -197,6 +205,8 @@ impl Default for Config {
             bare_newline: BareNewline::Normalize,
             auth: Auth::Off,
             auth_required: false,
+            fail: Vec::new(),
+            fail_seed: 0,
         }
     }
 }

@@ -116,7 +116,10 @@ impl Context {
     /// and answer 421; sessions inside a message may finish it first.
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for conn in self.live().values() {
+        let live = self.live();
+        // Wakes sessions in a `--fail` delay (see `pause`: it checks the flag under this lock).
+        self.ended.notify_all();
+        for conn in live.values() {
             if !conn.flags.in_message.load(Ordering::SeqCst) {
                 let _ = conn.stream.shutdown(Shutdown::Read);
             }
@@ -186,6 +189,23 @@ impl Context {
         }
         for conn in live.values() {
             let _ = conn.stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// Waits `pause` (a `--fail` delay), or until shutdown begins.
+    fn pause(&self, pause: Duration) {
+        let deadline = Instant::now() + pause;
+        let mut live = self.live();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.shutting_down() {
+                return;
+            }
+            live = self
+                .ended
+                .wait_timeout(live, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -299,6 +319,14 @@ fn run(
         match core.poll() {
             Event::NeedInput => {}
             Event::Close => return flush(stream, &mut core),
+            Event::Delay(pause) => {
+                // A `--fail` delay: what is answered so far goes out first; the session is not
+                // idle meanwhile, so it is not evicted.
+                flush(stream, &mut core)?;
+                flags.waiting_since.store(0, Ordering::SeqCst);
+                ctx.pause(pause);
+                continue;
+            }
             Event::Deliver(envelope) => {
                 let id = ctx.message_id();
                 let outcome = deliver(ctx, &envelope, &id, peer, label);

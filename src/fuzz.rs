@@ -44,6 +44,7 @@ pub(crate) fn config() -> Arc<SessionConfig> {
             accounts: crate::config::Auth::AcceptAny,
             required: false,
         },
+        faults: Default::default(),
     })
 }
 
@@ -58,6 +59,7 @@ pub fn session(data: &[u8]) {
     loop {
         match core.poll() {
             Event::NeedInput => {}
+            Event::Delay(_) => continue,
             Event::Close => {
                 check_replies(core.output());
                 return;

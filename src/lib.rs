@@ -42,10 +42,10 @@
 //!
 //! That is the whole API: [`Server`] (with [`WaitError`] from [`Server::wait_for`]),
 //! [`Config`] and its builder methods (with [`ConfigError`] from the checked ones, and
-//! [`BareNewline`] and [`Auth`] for two settings), [`StartError`], and the mbox reader in
-//! [`mbox`]. The `fuzz` module exists only for fuzzing (`cargo fuzz`, or the `fuzzing` feature)
-//! and is not a stable API. The command line, its files and the signal handling belong to the
-//! `mboxd` binary.
+//! [`BareNewline`], [`Auth`] and [`FailRule`] for three settings), [`StartError`], and the mbox
+//! reader in [`mbox`]. The `fuzz` module exists only for fuzzing (`cargo fuzz`, or the `fuzzing`
+//! feature) and is not a stable API. The command line, its files and the signal handling belong
+//! to the `mboxd` binary.
 #![deny(missing_docs)]
 // No panic by construction: no indexing or slicing that can go out of bounds, no unwrap or
 // expect, anywhere in the library outside its tests.
@@ -71,6 +71,7 @@ mod connection;
 mod data;
 mod directory;
 mod escape;
+mod fail;
 mod framer;
 mod handle;
 mod mailboxes;
@@ -85,6 +86,7 @@ mod session;
 mod writer;
 
 pub use config::{Auth, BareNewline, Config, ConfigError};
+pub use fail::FailRule;
 pub use handle::{Server, WaitError};
 pub use server::StartError;
 

@@ -6,7 +6,10 @@
 //! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
 //! commands pile up in the output until the next step would wait for the client: that is the one
 //! moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
-//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input).
+//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input); the only other
+//! is before a `--fail` delay ([`Event::Delay`]), which is a wait of the server's own.
+
+use std::time::Duration;
 
 use crate::framer::{Framer, Status, TEXT_PIECE};
 use crate::reply::{Reply, write_reply};
@@ -25,6 +28,8 @@ pub(crate) enum Event {
     Deliver(Envelope),
     /// Write the output, then close the connection.
     Close,
+    /// Write the output, wait this long (a `--fail` delay), then poll again.
+    Delay(Duration),
 }
 
 /// One session's protocol core with its buffers.
@@ -39,21 +44,24 @@ pub(crate) struct Protocol {
     output: Vec<u8>,
     /// Frames handled so far.
     progress: u64,
+    /// An action still to carry out (after a delay, or the session's first), and whether the
+    /// session used EHLO when it was made.
+    pending: Option<(Action, bool)>,
 }
 
 impl Protocol {
-    /// A core for `session`, with its greeting already in the output.
-    pub(crate) fn new(session: Session) -> Self {
-        let mut output = Vec::with_capacity(512);
-        write_reply(&mut output, &session.greeting(), false);
+    /// A core for `session`; the first [`Protocol::poll`] puts its greeting in the output.
+    pub(crate) fn new(mut session: Session) -> Self {
+        let first = session.open();
         Protocol {
             session,
             framer: Framer::default(),
             input: vec![0; INPUT_BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
-            output,
+            output: Vec::with_capacity(512),
             progress: 0,
+            pending: Some((first, false)),
         }
     }
 
@@ -76,6 +84,11 @@ impl Protocol {
     /// Runs the framer and the session over the buffered input until a delivery, the close, or
     /// the need for more input.
     pub(crate) fn poll(&mut self) -> Event {
+        if let Some((action, enhanced)) = self.pending.take()
+            && let Some(event) = self.act(action, enhanced)
+        {
+            return event;
+        }
         loop {
             if self.session.is_closed() {
                 return Event::Close;
@@ -94,15 +107,32 @@ impl Protocol {
             let action = self.session.handle(frame);
             self.start += used;
             self.progress += 1;
-            match action {
-                Action::Continue => {}
-                Action::Reply(r) => self.reply(&r),
-                Action::Close(r) => {
-                    // The closed session has forgotten its EHLO; the last reply has not.
-                    write_reply(&mut self.output, &r, enhanced);
-                    return Event::Close;
-                }
-                Action::Deliver(envelope) => return Event::Deliver(envelope),
+            if let Some(event) = self.act(action, enhanced) {
+                return event;
+            }
+        }
+    }
+
+    /// Carries out what the session asked for; the event for the caller, if there is one.
+    /// `enhanced`: the session used EHLO before the frame that led to `action`.
+    fn act(&mut self, action: Action, enhanced: bool) -> Option<Event> {
+        match action {
+            Action::Continue => None,
+            Action::Reply(r) => {
+                self.reply(&r);
+                None
+            }
+            Action::Close(r) => {
+                // The closed session has forgotten its EHLO; the last reply has not.
+                write_reply(&mut self.output, &r, enhanced);
+                Some(Event::Close)
+            }
+            Action::Deliver(envelope) => Some(Event::Deliver(envelope)),
+            // The session is closed: no reply is added.
+            Action::Drop => Some(Event::Close),
+            Action::Delayed(pause, action) => {
+                self.pending = Some((*action, enhanced));
+                Some(Event::Delay(pause))
             }
         }
     }
@@ -258,6 +288,7 @@ mod properties {
                     continue;
                 }
                 Event::Close => break,
+                Event::Delay(_) => continue,
                 Event::NeedInput => {}
             }
             replies.extend_from_slice(core.output());

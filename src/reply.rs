@@ -191,6 +191,11 @@ pub(crate) const BAD_SEQUENCE_CHUNKING: Reply = Reply::fixed(
     "5.5.1",
     "Bad sequence of commands: finish the message with BDAT LAST, or RSET",
 );
+pub(crate) const BAD_SEQUENCE_REFUSED: Reply = Reply::fixed(
+    503,
+    "5.5.1",
+    "Bad sequence of commands: service was refused at connection; send QUIT",
+);
 pub(crate) const BAD_SEQUENCE_RCPT: Reply =
     Reply::fixed(503, "5.5.1", "Bad sequence of commands: send RCPT first");
 /// AUTH is not offered (no `--auth-accept-any` or `--auth-file`): the verb is known, the

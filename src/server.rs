@@ -22,6 +22,7 @@ use crate::commits::Commits;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::directory::Directory;
+use crate::fail::Faults;
 use crate::mailboxes::Mailboxes;
 use crate::os;
 use crate::pool::Pool;
@@ -119,6 +120,9 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
         config.aliases.len(),
         config.mail_dir.display()
     );
+    for rule in &config.fail {
+        log::warn!("failing on purpose: --fail {:?}", rule.to_string());
+    }
     let mut directory = Directory::new(
         &config.local_domains(),
         config.users.as_ref(),
@@ -139,6 +143,7 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
             accounts: config.auth.clone(),
             required: config.auth_required,
         },
+        faults: Faults::new(config),
     });
     let (deliveries, jobs) = crossbeam_channel::bounded::<Job>(DELIVERY_QUEUE);
     let mut running = Running {

@@ -17,6 +17,7 @@ fn session(accounts: Auth, required: bool) -> Session {
             budget: Budget::unlimited(),
             bare_newline: BareNewline::Normalize,
             auth: Policy { accounts, required },
+            faults: Default::default(),
         }),
         "test".into(),
     )

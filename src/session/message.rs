@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::{Action, Hello, Session, State, Transaction};
 use crate::data::{DataDecoder, DataStatus};
+use crate::fail::Stage;
 use crate::mbox::{Body, Encoder, Refusal};
 use crate::reply::{self, Reply};
 
@@ -202,6 +203,10 @@ impl Session {
         body: Body,
         size: u64,
     ) -> (State, Action) {
+        // A fault here fires instead of the delivery: nothing is stored.
+        if let Some(f) = self.fault(Stage::DataEnd, &tx.addresses()) {
+            return self.faulted(State::Ready(hello), f);
+        }
         let mut recipients: Vec<(String, String)> = Vec::new();
         for rcpt in tx.recipients {
             for mailbox in rcpt.mailboxes {

@@ -20,6 +20,7 @@ fn session(budget: &Arc<Budget>, bare_newline: BareNewline) -> Session {
             budget: Arc::clone(budget),
             bare_newline,
             auth: Default::default(),
+            faults: Default::default(),
         }),
         "test".into(),
     )

@@ -5,12 +5,15 @@
 //! `Frame::Command(b"helo a.domain\r\n")`. Every piece of per-session protocol state lives in
 //! [`State`]; [`Session::handle`] turns one frame into an input and makes one `match` on
 //! (state, input) that yields the next state and an [`Action`]: a reply to write, a reply after
-//! which to close, or an envelope to deliver. An illegal command gets its error reply and leaves
-//! the state exactly as it was.
+//! which to close, or an envelope to deliver (or, for a `--fail` rule, a close without a reply or
+//! a delay before the action; see `fault.rs`). An illegal command gets its error reply and leaves
+//! the state exactly as it was, and so does a command refused by a `--fail` rule.
 
 mod auth;
 #[cfg(test)]
 mod auth_tests;
+mod fault;
+mod hello;
 mod help;
 mod message;
 #[cfg(test)]
@@ -22,6 +25,7 @@ mod params;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::budget::{Budget, Reservation};
 use crate::command::{self, Address, Command, MailVerb, ParseError};
@@ -29,6 +33,7 @@ use crate::config::BareNewline;
 use crate::data::DataDecoder;
 use crate::directory::Directory;
 use crate::escape::Escaped;
+use crate::fail::{Fault, Faults, Stage};
 use crate::framer::{Frame, Mode};
 use crate::mbox::Encoder;
 pub(crate) use auth::Policy;
@@ -57,6 +62,8 @@ pub(crate) struct SessionConfig {
     pub bare_newline: BareNewline,
     /// Whether AUTH is offered, whom it accepts, and whether MAIL needs it.
     pub auth: Policy,
+    /// The `--fail` rules, consulted at each stage.
+    pub faults: Faults,
 }
 
 /// What the client said in HELO or EHLO.
@@ -80,6 +87,13 @@ pub(crate) struct Transaction {
     rejected: usize,
     /// The client said SMTPUTF8 on MAIL (RFC 6531).
     utf8: bool,
+}
+
+impl Transaction {
+    /// The recipients' addresses, for `--fail` patterns.
+    fn addresses(&self) -> Vec<&str> {
+        self.recipients.iter().map(|r| r.address.as_str()).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +122,9 @@ pub(crate) enum State {
     /// An AUTH exchange in progress: a 334 challenge sent, the client's response is next. The
     /// session was in `Ready` and returns there, authenticated or not (`auth.rs`).
     Auth(Hello, Sasl),
+    /// The greeting was a refusal other than 421: only QUIT is answered, every other command
+    /// gets 503 (RFC 5321 §3.1).
+    Rejected,
     /// QUIT answered, or the session was closed for too many errors.
     Closed,
 }
@@ -123,6 +140,10 @@ pub(crate) enum Action {
     Close(Reply),
     /// Deliver this message, then write the writer's verdict on it.
     Deliver(Envelope),
+    /// Close the connection without a reply (a `--fail` drop).
+    Drop,
+    /// Wait this long (a `--fail` delay), then carry out the action.
+    Delayed(Duration, Box<Action>),
 }
 
 /// A frame turned into what the transition function matches on.
@@ -149,17 +170,20 @@ pub(crate) struct Session {
     errors: usize,
     /// Names the connection in log lines (its id and peer).
     label: String,
+    /// `--fail` delays fired by the current frame, put before its action.
+    delay: Duration,
 }
 
 impl Session {
-    /// A new session; the caller sends [`Session::greeting`] first. `label` names the connection
-    /// in log lines.
+    /// A new session; the caller carries out [`Session::open`] (the greeting) first. `label`
+    /// names the connection in log lines.
     pub(crate) fn new(config: Arc<SessionConfig>, label: String) -> Self {
         Session {
             config,
             state: State::Greeted,
             errors: 0,
             label,
+            delay: Duration::ZERO,
         }
     }
 
@@ -221,7 +245,7 @@ impl Session {
         let state = std::mem::replace(&mut self.state, State::Closed);
         let (state, action) = self.transition(state, input);
         self.state = state;
-        action
+        self.delayed(action)
     }
 
     /// The transition function: every input in every state, in one match.
@@ -229,6 +253,9 @@ impl Session {
         use Command as C;
         use State as S;
         match (state, input) {
+            // RFC 5321 §3.1: after a refused greeting, QUIT or 503.
+            (S::Rejected, Input::Command(C::Quit)) => self.quit(),
+            (state @ S::Rejected, _) => self.refuse(state, reply::BAD_SEQUENCE_REFUSED),
             // Message text and chunk octets, in the states whose mode asks for them.
             (S::Data(hello, tx, decoder), Input::Text(text)) => self.text(hello, tx, decoder, text),
             (S::Chunk(chunk), Input::Octets(octets)) => self.octets(chunk, octets),
@@ -264,17 +291,7 @@ impl Session {
                 let r = self.config.directory.expn(&arg);
                 self.answer(state, r)
             }
-            (_, Input::Command(C::Quit)) => (
-                S::Closed,
-                Action::Close(Reply::new(
-                    221,
-                    "2.0.0",
-                    format!(
-                        "{} Service closing transmission channel",
-                        self.config.hostname
-                    ),
-                )),
-            ),
+            (_, Input::Command(C::Quit)) => self.quit(),
             (state, Input::Command(C::Turn)) => self.refuse(state, reply::NO_TURN),
             (
                 state,
@@ -284,8 +301,8 @@ impl Session {
                 }),
             ) => self.refuse(state, reply::NO_SEND),
             // RFC 5321 §4.1.4: HELO or EHLO resets any transaction, like RSET.
-            (state, Input::Command(C::Helo(name))) => self.hello(name, false, user_of(state)),
-            (state, Input::Command(C::Ehlo(name))) => self.hello(name, true, user_of(state)),
+            (state, Input::Command(C::Helo(name))) => self.hello(state, name, false),
+            (state, Input::Command(C::Ehlo(name))) => self.hello(state, name, true),
             // RFC 5321 §4.1.1.5: RSET clears the transaction, not the HELO.
             (S::Greeted, Input::Command(C::Rset)) => (S::Greeted, Action::Reply(reply::OK_RESET)),
             (S::Ready(h) | S::Mail(h, _) | S::Chunked(h, ..), Input::Command(C::Rset)) => {
@@ -326,6 +343,10 @@ impl Session {
                 self.refuse_logged(S::Greeted, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_HELO)
             }
             (S::Ready(h), Input::Command(C::Mail { from, params, .. })) => {
+                let sender = from.as_ref().map(Address::to_string).unwrap_or_default();
+                if let Some(f) = self.fault(Stage::Mail, &[&sender]) {
+                    return self.faulted(S::Ready(h), f);
+                }
                 match params::mail(
                     h.extended,
                     self.config.max_message_size,
@@ -356,7 +377,12 @@ impl Session {
                 self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_MAIL)
             }
             (S::Mail(h, mut tx), Input::Command(C::Rcpt { to, params })) => {
-                match self.rcpt(&mut tx, &to, &params) {
+                let result = match self.fault(Stage::Rcpt, &[&to.to_string()]) {
+                    Some(Fault::Refuse(r)) => Err(r),
+                    Some(f) => return self.faulted(S::Mail(h, tx), f),
+                    None => self.rcpt(&mut tx, &to, &params),
+                };
+                match result {
                     Ok(r) => (S::Mail(h, tx), Action::Reply(r)),
                     Err(r) => {
                         tx.rejected += 1;
@@ -377,10 +403,14 @@ impl Session {
             }
             (S::Mail(h, tx), Input::Command(C::Data)) => match not_ready_for_message(&tx) {
                 Some(r) => self.refuse_message(S::Mail(h, tx), r),
-                None => {
-                    let decoder = DataDecoder::new(self.encoder(), self.config.max_message_size);
-                    (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
-                }
+                None => match self.fault(Stage::Data, &tx.addresses()) {
+                    Some(f) => self.faulted(S::Mail(h, tx), f),
+                    None => {
+                        let decoder =
+                            DataDecoder::new(self.encoder(), self.config.max_message_size);
+                        (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
+                    }
+                },
             },
             // RFC 3030 §2: BDAT and DATA cannot be mixed in one transaction.
             (state @ S::Chunked(..), Input::Command(C::Data)) => {
@@ -409,10 +439,15 @@ impl Session {
             (S::Mail(h, tx), Input::Command(C::Bdat { size, last })) => {
                 match not_ready_for_message(&tx) {
                     Some(r) => self.start_discard(S::Mail(h, tx), size, r),
-                    None => {
-                        let encoder = self.encoder();
-                        self.start_chunk(h, tx, encoder, size, last)
-                    }
+                    None => match self.fault(Stage::Data, &tx.addresses()) {
+                        // RFC 3030 §2: a refused chunk is still read.
+                        Some(Fault::Refuse(r)) => self.start_discard(S::Mail(h, tx), size, r),
+                        Some(f) => self.faulted(S::Mail(h, tx), f),
+                        None => {
+                            let encoder = self.encoder();
+                            self.start_chunk(h, tx, encoder, size, last)
+                        }
+                    },
                 }
             }
             (S::Chunked(h, tx, message), Input::Command(C::Bdat { size, last })) => {
@@ -427,60 +462,6 @@ impl Session {
             self.config.bare_newline,
             Reservation::new(&self.config.budget),
         )
-    }
-
-    fn hello(&mut self, name: String, extended: bool, user: Option<String>) -> (State, Action) {
-        let greeting = format!("{} Hello {}", self.config.hostname, name);
-        let hello = Hello {
-            name,
-            extended,
-            user,
-        };
-        if !extended {
-            return (
-                State::Ready(hello),
-                Action::Reply(Reply::plain(250, greeting)),
-            );
-        }
-        // RFC 5321 §4.1.1.1: the EHLO reply lists the extensions, one per line.
-        let mut extensions = vec![
-            greeting,
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.config.max_message_size),
-            "8BITMIME".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "SMTPUTF8".to_string(),
-            "CHUNKING".to_string(),
-            "HELP".to_string(),
-        ];
-        if self.config.auth.accounts.enabled() {
-            // RFC 4954 §3, for tests only: without TLS the password crosses in the clear.
-            extensions.push("AUTH PLAIN LOGIN".to_string());
-        }
-        (
-            State::Ready(hello),
-            Action::Reply(Reply::plain(250, extensions.join("\n"))),
-        )
-    }
-
-    /// Checks a recipient and adds it to `tx`; the RCPT reply, or the refusal.
-    fn rcpt(
-        &self,
-        tx: &mut Transaction,
-        to: &Address,
-        params: &[command::Param],
-    ) -> Result<Reply, Reply> {
-        params::rcpt(tx.utf8, to, params)?;
-        if tx.recipients.len() >= self.config.max_recipients {
-            // RFC 5321 §4.5.3.1.10: too many recipients is a temporary 452.
-            return Err(reply::TOO_MANY_RECIPIENTS);
-        }
-        let route = self.config.directory.route(to)?;
-        tx.recipients.push(Recipient {
-            address: to.to_string(),
-            mailboxes: route.mailboxes,
-        });
-        Ok(route.reply)
     }
 
     /// Answers `r`, counting it as an error if it is one.
@@ -534,7 +515,7 @@ impl Session {
 /// The HELO or EHLO a state carries, if any.
 fn hello_of(state: &State) -> Option<&Hello> {
     match state {
-        State::Greeted | State::Closed => None,
+        State::Greeted | State::Rejected | State::Closed => None,
         State::Ready(h)
         | State::Mail(h, _)
         | State::Data(h, ..)

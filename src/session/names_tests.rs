@@ -19,6 +19,7 @@ fn session() -> Session {
             budget: crate::budget::Budget::unlimited(),
             bare_newline: crate::config::BareNewline::Normalize,
             auth: Default::default(),
+            faults: Default::default(),
         }),
         "test".into(),
     )

@@ -30,6 +30,7 @@ fn session(users: Option<&[&str]>) -> Session {
             budget: Budget::unlimited(),
             bare_newline: BareNewline::Normalize,
             auth: Default::default(),
+            faults: Default::default(),
         }),
         "test".into(),
     )
@@ -40,6 +41,7 @@ fn code(action: &Action) -> u16 {
         Action::Reply(r) | Action::Close(r) => r.code,
         Action::Continue => 0,
         Action::Deliver(_) => 1,
+        Action::Drop | Action::Delayed(..) => 2,
     }
 }
 
