@@ -30,6 +30,10 @@ deps:
 	@if command -v python3 >/dev/null 2>&1 && ! python3 -m pytest --version >/dev/null 2>&1; then \
 	  python3 -m pip install -q pytest >/dev/null 2>&1 || echo "could not install pytest: the Python example will be skipped"; \
 	fi
+	@# nodemailer, for the Node example (examples/node/) that tests/examples.rs runs.
+	@if command -v npm >/dev/null 2>&1 && [ ! -d examples/node/node_modules/nodemailer ]; then \
+	  (cd examples/node && npm ci --no-audit --no-fund >/dev/null 2>&1) || echo "could not install nodemailer: the Node example will be skipped"; \
+	fi
 	@# Unicode's DerivedCoreProperties.txt, to check the unsafe-character set against.
 	@if [ ! -f /usr/share/unicode/DerivedCoreProperties.txt ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -1,5 +1,6 @@
 //! The README's examples from other languages, run against the built binary: a pytest fixture
-//! (examples/python/) and a shell script with curl (examples/shell/). Each is skipped with a
+//! (examples/python/), nodemailer (examples/node/) and a shell script with curl
+//! (examples/shell/), each with a failure rule, and AUTH where the client logs in. Each is skipped with a
 //! printed reason when its interpreter or client is missing. The README quotes each file whole,
 //! and this test checks that it still does.
 
@@ -47,7 +48,7 @@ fn the_python_pytest_example_passes() {
         "pytest failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert!(stdout.contains("3 passed"), "{stdout}");
 }
 
 #[test]
@@ -73,4 +74,35 @@ fn the_shell_curl_example_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("delivered to"), "{stdout}");
+    assert!(stdout.contains("refused with 452"), "{stdout}");
+}
+
+#[test]
+fn the_node_nodemailer_example_passes() {
+    readme_quotes("examples/node/send.mjs");
+    let modules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/node/node_modules/nodemailer"
+    );
+    if !have("node", &["--version"]) || !std::path::Path::new(modules).exists() {
+        println!("skipped: node or nodemailer not found (make test installs nodemailer with npm)");
+        return;
+    }
+    let out = output_within(
+        Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/node/send.mjs"
+            ))
+            .env("MBOXD", BIN)
+            .env("RUST_LOG", "warn"),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "send.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("the failure rule gave 550"), "{stdout}");
 }

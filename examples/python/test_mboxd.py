@@ -13,25 +13,30 @@ MBOXD = os.environ.get("MBOXD", "mboxd")
 
 
 @pytest.fixture
-def mboxd(tmp_path):
-    """Yields (host, port, mail_dir) of a server that is stopped after the test."""
-    mail = tmp_path / "mail"
-    proc = subprocess.Popen(
-        [MBOXD, "--listen", "127.0.0.1:0", "--mail-dir", str(mail)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+def start_mboxd(tmp_path):
+    """Starts mboxd with extra flags; returns (host, port, mail_dir). Stopped after the test."""
+    procs = []
+
+    def start(*flags):
+        mail = tmp_path / "mail"
+        proc = subprocess.Popen(
+            [MBOXD, "--listen", "127.0.0.1:0", "--mail-dir", str(mail), *flags],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
         line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT", once it accepts
         host, port = line.split()[-1].rsplit(":", 1)
-        yield host, int(port), mail
-    finally:
+        return host, int(port), mail
+
+    yield start
+    for proc in procs:
         proc.terminate()  # SIGTERM: every acknowledged message is already on disk
         assert proc.wait(timeout=10) == 0
 
 
-def test_the_application_sends_a_welcome_mail(mboxd):
-    host, port, mail = mboxd
+def test_the_application_sends_a_welcome_mail(start_mboxd):
+    host, port, mail = start_mboxd()
     with smtplib.SMTP(host, port) as smtp:
         smtp.sendmail(
             "app@example.com",
@@ -44,3 +49,21 @@ def test_the_application_sends_a_welcome_mail(mboxd):
     assert messages[0]["Subject"] == "Welcome"
     # (Python's mailbox reads mboxo: a body line starting "From " would come back ">From ".)
     assert messages[0].get_payload() == "Hello, and welcome.\n"
+
+
+def test_the_application_logs_in(start_mboxd):
+    host, port, mail = start_mboxd("--auth-accept-any", "--auth-required")
+    with smtplib.SMTP(host, port) as smtp:
+        smtp.login("app", "any password")
+        smtp.sendmail("app@example.com", ["alice@localhost"], "Subject: Hi\r\n\r\nHi\r\n")
+    assert len(mailbox.mbox(mail / "alice")) == 1
+
+
+def test_a_busy_mailbox_is_reported(start_mboxd):
+    # A failure rule: every recipient whose address starts with "busy" gets 450.
+    host, port, mail = start_mboxd("--fail", "rcpt:busy*@*=450 mailbox busy")
+    with smtplib.SMTP(host, port) as smtp:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            smtp.sendmail("app@example.com", ["busy@localhost"], "Subject: x\r\n\r\nx\r\n")
+    assert refused.value.recipients["busy@localhost"][0] == 450
+    assert not (mail / "busy").exists()

@@ -1,20 +1,37 @@
 #!/bin/sh
-# Starts mboxd on a free port, sends one message with curl, and checks the mbox with grep.
+# Starts mboxd on a free port, sends one message with curl and checks the mbox with grep; then
+# shows a failure rule: with --fail 'data-end:*=452' the same upload fails and nothing is stored.
 # Run: MBOXD=/path/to/mboxd sh examples/shell/send.sh
 set -eu
 dir=$(mktemp -d)
+pid=
 trap 'kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
-"${MBOXD:-mboxd}" --listen 127.0.0.1:0 --mail-dir "$dir/mail" --ready-file "$dir/ready" >/dev/null &
-pid=$!
-# Wait (at most 10 s) for the ready file, written atomically once mboxd accepts.
-i=0
-while [ ! -s "$dir/ready" ]; do
-  i=$((i + 1)); [ "$i" -le 100 ] || { echo "mboxd did not start" >&2; exit 1; }
-  sleep 0.1
-done
-addr=$(head -n 1 "$dir/ready")
+
+start() { # start mboxd with extra flags; sets $addr once the ready file is written
+  rm -f "$dir/ready"
+  "${MBOXD:-mboxd}" --listen 127.0.0.1:0 --mail-dir "$dir/mail" --ready-file "$dir/ready" "$@" >/dev/null &
+  pid=$!
+  i=0 # wait (at most 10 s) for the ready file, written atomically once mboxd accepts
+  while [ ! -s "$dir/ready" ]; do
+    i=$((i + 1)); [ "$i" -le 100 ] || { echo "mboxd did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  addr=$(head -n 1 "$dir/ready")
+}
+
+send() { # send $dir/message to $1@localhost with curl
+  curl --silent --show-error --max-time 10 "smtp://$addr" \
+    --mail-from app@example.com --mail-rcpt "$1@localhost" --upload-file "$dir/message"
+}
+
 printf 'Subject: Report\r\n\r\nAll done.\r\n' > "$dir/message"
-curl --silent --show-error --max-time 10 "smtp://$addr" \
-  --mail-from app@example.com --mail-rcpt bob@localhost --upload-file "$dir/message"
+start
+send bob
 grep -q '^Subject: Report$' "$dir/mail/bob"
 echo "delivered to $dir/mail/bob"
+kill "$pid"; wait "$pid" || true
+
+start --fail 'data-end:*=452'
+if send carol 2>/dev/null; then echo "the failure rule did not fire" >&2; exit 1; fi
+[ ! -e "$dir/mail/carol" ]
+echo "refused with 452 as the rule says; nothing stored"
