@@ -242,6 +242,9 @@ fn message(opts: &Options, id: &str) -> Vec<u8> {
     m
 }
 
+/// How a session stopped by another's failure ends; never reported as the cause.
+const STOPPED: &str = "stopped because another session failed";
+
 /// What one session sent: octets of content and one latency per message.
 type SessionResult = Result<(u64, Vec<Duration>), String>;
 
@@ -345,7 +348,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     }
     let mut bytes = 0;
     let mut latencies = Vec::with_capacity(opts.messages);
-    let mut first_error = None;
+    let mut first_error: Option<String> = None;
     for handle in handles {
         match handle.join() {
             Ok(Ok((b, l))) => {
@@ -353,9 +356,14 @@ pub fn run(opts: &Options) -> Result<Report, String> {
                 latencies.extend(l);
             }
             Ok(Err(e)) => {
-                // The first real cause, not the sessions it stopped.
-                if first_error.is_none() || !e.contains("another session failed") {
-                    first_error.get_or_insert(e);
+                // The first real cause, not a session it stopped.
+                let stopped = |e: &str| e.contains(STOPPED);
+                let replace = match &first_error {
+                    None => true,
+                    Some(f) => stopped(f) && !stopped(&e),
+                };
+                if replace {
+                    first_error = Some(e);
                 }
             }
             Err(_) => {
@@ -654,7 +662,10 @@ fn suite(argv: &[String]) -> Result<(), String> {
         }
     }
     println!();
-    println!("median of {rounds} alternating rounds; pipelining on, 1 recipient; MB = 10^6 octets");
+    println!(
+        "median of {rounds} alternating rounds; pipelining on, 1 recipient; MB = 10^6 octets;"
+    );
+    println!("ratio = median mboxd msg/s / median smtp-sink msg/s");
     println!(
         "| case | mboxd msg/s | MB/s | p50 ms | p99 ms | smtp-sink msg/s | MB/s | p50 ms | p99 ms | ratio msg/s |"
     );
@@ -662,7 +673,8 @@ fn suite(argv: &[String]) -> Result<(), String> {
     for (&(name, sessions, messages, size), (m, s)) in cases.iter().zip(&results) {
         let [mr, mb, m50, m99] = medians(m);
         let label = format!(
-            "{name}: {sessions} session(s), {messages} × {} KiB",
+            "{name}: {sessions} session{}, {messages} × {} KiB",
+            if sessions == 1 { "" } else { "s" },
             size / 1024
         );
         if s.is_empty() {
