@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:2525
 MAIL_DIR ?= ./mail
 
-.PHONY: all build run test deps lazyfs lint ci soak fuzz clean
+.PHONY: all build run test deps lazyfs lint ci soak bench fuzz clean
 
 all: build
 
@@ -81,6 +81,25 @@ ci: lint test
 # message is stored exactly once and nothing leaks. Figures are in README.md.
 soak:
 	$(CARGO) run --release --example soak -- --connections 200 --messages 50000 --seconds 180
+
+# Performance (issue 10): cases A, B, C against a fresh release mboxd on 127.0.0.1:0 (every
+# message checked in the mbox) and, alternating, against Postfix's smtp-sink, which stores
+# nothing; prints the medians and the ratio mboxd/smtp-sink. Not part of `make test`.
+# smtp-sink comes from Debian's postfix package, installed here "No configuration" (no daemon
+# is set up) when running as root; without it the comparison prints "skipped: <reason>".
+BENCH_ROUNDS ?= 5
+bench:
+	$(CARGO) build --release --bin mboxd --example bench
+	@if ! command -v smtp-sink >/dev/null 2>&1 && [ ! -x /usr/sbin/smtp-sink ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postfix for smtp-sink"; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1; } \
+	    || echo "could not install postfix"; \
+	  fi; \
+	fi
+	./target/release/examples/bench suite --mboxd ./target/release/mboxd --rounds $(BENCH_ROUNDS)
 
 # Coverage-guided fuzzing of the protocol core (needs `cargo install cargo-fuzz` and nightly).
 FUZZ_SECONDS ?= 60
