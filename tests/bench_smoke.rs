@@ -3,7 +3,7 @@
 //! when a reply is not the one expected or a message is missing from the mbox.
 
 #[allow(dead_code)]
-#[path = "../examples/bench.rs"]
+#[path = "../examples/bench/main.rs"]
 mod bench;
 
 use std::time::Duration;
