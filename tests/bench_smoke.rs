@@ -1,4 +1,4 @@
-//! Keeps the load generator of `make bench` (examples/bench.rs) from rotting: it runs its logic
+//! Keeps the load generator of `make bench` (examples/bench/) from rotting: it runs its logic
 //! for a few messages against an in-process server and checks what it counts, and that it fails
 //! when a reply is not the one expected or a message is missing from the mbox.
 
