@@ -281,7 +281,8 @@ fn load_aliases(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+    /// Parses `args` as the command line, expecting a configuration to run.
+    pub(super) fn run(args: &[&str]) -> Result<Config, ConfigError> {
         match parse(args.iter().copied())? {
             Invocation::Run(c) => Ok(*c),
             other => panic!("{other:?}"),

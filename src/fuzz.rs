@@ -33,18 +33,11 @@ pub(crate) fn config() -> Arc<SessionConfig> {
         )],
     );
     Arc::new(SessionConfig {
-        hostname: "mx.test".into(),
-        max_message_size: 1000,
-        max_recipients: 5,
-        max_errors: 50,
-        directory,
-        budget: Budget::unlimited(),
-        bare_newline: BareNewline::Normalize,
         auth: crate::session::Policy {
             accounts: crate::config::Auth::AcceptAny,
             required: false,
         },
-        faults: Default::default(),
+        ..SessionConfig::for_tests("mx.test", directory)
     })
 }
 

@@ -47,14 +47,7 @@ pub(crate) fn load_auth(path: &Path, mut config: Config) -> Result<Config, Confi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Invocation, parse};
-
-    fn run(args: &[&str]) -> Result<Config, ConfigError> {
-        match parse(args.iter().copied())? {
-            Invocation::Run(c) => Ok(*c),
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::cli::tests::run;
 
     #[test]
     fn auth_flags_and_file() {

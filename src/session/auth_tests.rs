@@ -9,15 +9,8 @@ fn session(accounts: Auth, required: bool) -> Session {
     let directory = Directory::new(&["mx.test".into()], None, &[]);
     Session::new(
         Arc::new(SessionConfig {
-            hostname: "mx.test".into(),
-            max_message_size: 1000,
-            max_recipients: 5,
-            max_errors: 50,
-            directory,
-            budget: Budget::unlimited(),
-            bare_newline: BareNewline::Normalize,
             auth: Policy { accounts, required },
-            faults: Default::default(),
+            ..SessionConfig::for_tests("mx.test", directory)
         }),
         "test".into(),
     )

@@ -12,15 +12,12 @@ fn session(budget: &Arc<Budget>, bare_newline: BareNewline) -> Session {
     let directory = Directory::new(&["mx.test".into()], None, &[]);
     Session::new(
         Arc::new(SessionConfig {
-            hostname: "mx.test".into(),
             max_message_size: 10 << 20,
             max_recipients: 10,
             max_errors: 100,
-            directory,
             budget: Arc::clone(budget),
             bare_newline,
-            auth: Default::default(),
-            faults: Default::default(),
+            ..SessionConfig::for_tests("mx.test", directory)
         }),
         "test".into(),
     )

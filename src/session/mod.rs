@@ -66,6 +66,27 @@ pub(crate) struct SessionConfig {
     pub faults: Faults,
 }
 
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+impl SessionConfig {
+    /// A configuration for unit tests and fuzzing, named `hostname`: a 1000-octet message
+    /// limit, 5 recipients, 50 errors, no budget, bare newlines normalised, no AUTH and no
+    /// failure rules. Callers change what they test with struct update syntax, so a new field
+    /// is added here once.
+    pub(crate) fn for_tests(hostname: &str, directory: Directory) -> SessionConfig {
+        SessionConfig {
+            hostname: hostname.into(),
+            max_message_size: 1000,
+            max_recipients: 5,
+            max_errors: 50,
+            directory,
+            budget: Budget::unlimited(),
+            bare_newline: BareNewline::Normalize,
+            auth: Policy::default(),
+            faults: Faults::default(),
+        }
+    }
+}
+
 /// What the client said in HELO or EHLO.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hello {

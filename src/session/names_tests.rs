@@ -11,15 +11,9 @@ fn session() -> Session {
     let directory = Directory::new(&["mx.test".into()], None, &[]);
     Session::new(
         Arc::new(SessionConfig {
-            hostname: "mx.test".into(),
-            max_message_size: 1000,
             max_recipients: 10,
             max_errors: 1000,
-            directory,
-            budget: crate::budget::Budget::unlimited(),
-            bare_newline: crate::config::BareNewline::Normalize,
-            auth: Default::default(),
-            faults: Default::default(),
+            ..SessionConfig::for_tests("mx.test", directory)
         }),
         "test".into(),
     )

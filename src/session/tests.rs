@@ -22,15 +22,10 @@ fn session(users: Option<&[&str]>) -> Session {
     );
     Session::new(
         Arc::new(SessionConfig {
-            hostname: "BBN-UNIX.ARPA".into(),
             max_message_size: 100,
             max_recipients: 3,
             max_errors: 10,
-            directory,
-            budget: Budget::unlimited(),
-            bare_newline: BareNewline::Normalize,
-            auth: Default::default(),
-            faults: Default::default(),
+            ..SessionConfig::for_tests("BBN-UNIX.ARPA", directory)
         }),
         "test".into(),
     )
