@@ -31,7 +31,7 @@ impl Commits {
     }
 
     /// Records a commit that left each named mailbox at the given length, then wakes every
-    /// waiter. Called by the writer once the commit is synced and unlocked, before it
+    /// waiter. Called by the writer once the commit is synced, before it
     /// acknowledges the commit's jobs (so a read that follows a 250 sees the new length).
     pub(crate) fn record<'a>(&self, lengths: impl IntoIterator<Item = (&'a str, u64)>) {
         let mut state = self.state();

@@ -510,13 +510,13 @@ fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label
             body: Arc::clone(&envelope.body),
         })
         .collect();
-    let (ack, outcome) = crossbeam_channel::bounded(1);
+    let (ack, awaited) = crate::writer::ack::pair();
     let outcome = match ctx.deliveries.send(Job {
         id: id.to_string(),
         entries,
         ack,
     }) {
-        Ok(()) => outcome.recv().unwrap_or(Outcome::Failed),
+        Ok(()) => awaited.wait(),
         Err(_) => Outcome::Failed,
     };
     let to: Vec<String> = envelope

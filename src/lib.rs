@@ -14,7 +14,7 @@
 //!                                                                  ▼
 //!                           writer thread ◀──(channel of Job { entries, ack })
 //!           lock → append → fdatasync each file once (and the mail dir after creating a file)
-//!                                  → unlock → ack all
+//!             → unlock (unless more jobs are already queued) → ack all
 //!                                                                  │
 //!                                             worker gets the ack ─▶ "250" (or 450/451/452)
 //! ```

@@ -67,8 +67,8 @@ struct Counted {
 }
 
 impl MboxFile for Counted {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
+    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        super::write_all_parts(&mut self.file, parts)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
@@ -113,7 +113,7 @@ fn peak_open(dir: &Path, jobs: &[Vec<String>]) -> usize {
         .collect();
     run_writer(dir, disk.clone(), jobs);
     for outcome in outcomes {
-        assert_eq!(outcome.recv().unwrap(), Outcome::Delivered);
+        assert_eq!(outcome.wait(), Outcome::Delivered);
     }
     assert_eq!(disk.open.load(Ordering::SeqCst), 0);
     disk.peak.load(Ordering::SeqCst)

@@ -29,7 +29,7 @@ fn deliver_after(old: &[u8]) -> Vec<u8> {
     fs::write(dir.path().join("m"), old).unwrap();
     let (job, outcome) = job(&["m"], "new\n\n");
     run_writer(dir.path(), Arc::new(RealDisk), vec![job]);
-    assert_eq!(outcome.recv().unwrap(), Outcome::Delivered);
+    assert_eq!(outcome.wait(), Outcome::Delivered);
     fs::read(dir.path().join("m")).unwrap()
 }
 
@@ -87,10 +87,11 @@ struct Faulty {
 }
 
 impl MboxFile for Faulty {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let bytes = parts.concat();
         let left = self.budget.fetch_sub(bytes.len() as i64, Ordering::SeqCst);
         if left >= bytes.len() as i64 {
-            return self.file.write_all(bytes);
+            return self.file.write_all(&bytes);
         }
         // A short write, then the error: the worst case for truncation.
         self.file.write_all(&bytes[..left.max(0) as usize])?;
@@ -107,8 +108,8 @@ impl MboxFile for Faulty {
     }
 }
 
-pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, crossbeam_channel::Receiver<Outcome>) {
-    let (ack, outcome) = crossbeam_channel::bounded(1);
+pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, ack::Awaited) {
+    let (ack, outcome) = ack::pair();
     let body = Arc::new(Body::stored(text.as_bytes()));
     let entries = mailboxes
         .iter()
@@ -181,7 +182,7 @@ fn faulty(budget: i64, errno: i32, fail_sync: bool) -> Arc<dyn Disk> {
 fn deliver_with_fault(dir: &Path, budget: i64, errno: i32, fail_sync: bool, text: &str) -> Outcome {
     let (job, outcome) = job(&["a", "b"], text);
     run_writer(dir, faulty(budget, errno, fail_sync), vec![job]);
-    outcome.recv().unwrap()
+    outcome.wait()
 }
 
 #[test]
@@ -286,8 +287,8 @@ fn a_failed_job_truncates_to_its_own_start_not_the_commits() {
         faulty(one.len() as i64 + 10, libc::ENOSPC, false),
         vec![first, second],
     );
-    assert_eq!(first_outcome.recv().unwrap(), Outcome::Delivered);
-    assert_eq!(second_outcome.recv().unwrap(), Outcome::NoSpace);
+    assert_eq!(first_outcome.wait(), Outcome::Delivered);
+    assert_eq!(second_outcome.wait(), Outcome::NoSpace);
     // The second job's bytes are gone; the first job's padding and entry stay, once.
     assert_eq!(
         fs::read(dir.path().join("m")).unwrap(),
@@ -300,7 +301,7 @@ fn a_failed_job_truncates_to_its_own_start_not_the_commits() {
 struct Watched {
     mail_dir: PathBuf,
     events: Arc<Mutex<Vec<String>>>,
-    in_flight: Mutex<Option<crossbeam_channel::Receiver<Outcome>>>,
+    in_flight: Mutex<Option<ack::Awaited>>,
     fail_dir: AtomicBool,
 }
 
@@ -312,8 +313,8 @@ struct Recorded {
 }
 
 impl MboxFile for Recorded {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
+    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        write_all_parts(&mut self.file, parts)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
@@ -346,7 +347,7 @@ impl Disk for Watched {
             .lock()
             .unwrap()
             .as_ref()
-            .is_some_and(|outcome| !outcome.is_empty());
+            .is_some_and(|outcome| outcome.is_answered());
         events.push(
             if answered {
                 "sync dir after the ack"
@@ -398,7 +399,7 @@ impl WatchedWriter {
         let (job, outcome) = job(mailboxes, "m\n\n");
         *self.disk.in_flight.lock().unwrap() = Some(outcome.clone());
         self.jobs.as_ref().unwrap().send(job).unwrap();
-        let outcome = outcome.recv().unwrap();
+        let outcome = outcome.wait();
         (
             outcome,
             std::mem::take(&mut *self.disk.events.lock().unwrap()),
@@ -484,10 +485,63 @@ fn the_writer_removes_orphaned_lock_files_when_it_starts() {
     fs::write(dir.path().join(".brown.lock.mboxd-4194305-99"), "").unwrap();
     let (job, outcome) = job(&["smith"], "m\n\n");
     run_writer(dir.path(), Arc::new(RealDisk), vec![job]);
-    assert_eq!(outcome.recv().unwrap(), Outcome::Delivered);
+    assert_eq!(outcome.wait(), Outcome::Delivered);
     let names: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["smith"]);
+}
+
+/// A writer that takes at most 3 bytes per call and is interrupted every other call.
+struct Dribble {
+    out: Vec<u8>,
+    calls: usize,
+}
+
+impl Write for Dribble {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.calls += 1;
+        if self.calls % 2 == 1 {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        let n = first.len().min(3);
+        self.out.extend_from_slice(&first[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn parts_are_written_whole_and_in_order_across_short_writes_and_interruptions() {
+    let mut out = Dribble {
+        out: Vec::new(),
+        calls: 0,
+    };
+    write_all_parts(&mut out, &[b"\n", b"", b"From a\n", b"body\n\n"]).unwrap();
+    assert_eq!(out.out, b"\nFrom a\nbody\n\n");
+}
+
+#[test]
+fn a_write_of_nothing_is_an_error_not_a_loop() {
+    struct Full;
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let e = write_all_parts(&mut Full, &[b"x"]).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WriteZero);
 }
