@@ -210,3 +210,28 @@ fn smtp_source_runs_are_counted_and_a_refusal_fails() {
     assert!(err.contains("smtp-source failed"), "{err}");
     server.shutdown();
 }
+
+#[test]
+fn the_largest_growth_point_fits_the_default_limit() {
+    let largest = bench::growth::size_points()
+        .into_iter()
+        .max_by_key(|p| p.size)
+        .expect("points");
+    assert_eq!(largest.label, "4 sessions, 8 × 10 MiB");
+    assert_eq!(
+        largest.size as u64,
+        mboxd::Config::default().max_message_size
+    );
+    let server = mboxd::Server::for_tests().expect("server");
+    let mut opts = options(&server);
+    opts.sessions = 1;
+    opts.messages = 1;
+    opts.size = largest.size;
+    let report = bench::run(&opts).expect("a message of exactly the limit is accepted");
+    assert_eq!(report.bytes, largest.size as u64);
+    // One octet more is refused: the point sits exactly at the limit.
+    opts.size += 1;
+    let err = bench::run(&opts).unwrap_err();
+    assert!(err.contains("got \"552"), "{err}");
+    server.shutdown();
+}

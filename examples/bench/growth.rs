@@ -61,7 +61,7 @@ fn print_sizes(points: &[Point], results: &Results, rounds: usize) {
     );
     println!();
     println!(
-        "This generator, {SIZE_SESSIONS} sessions, pipelining on, 1 recipient; median of {rounds} alternating rounds; \
+        "This generator, {SIZE_SESSIONS} sessions, pipelining on, 1 recipient; median of {rounds} alternating round(s); \
          MB = 10^6 octets of message; every mboxd run checked in the mbox; ratio = mboxd MB/s / smtp-sink MB/s."
     );
     println!();
@@ -91,7 +91,7 @@ fn print_sessions(points: &[Point], results: &Results, rounds: usize) {
     );
     println!();
     println!(
-        "This generator, pipelining on, 1 recipient; median of {rounds} alternating rounds; \
+        "This generator, pipelining on, 1 recipient; median of {rounds} alternating round(s); \
          every mboxd run checked in the mbox; ratio = mboxd msg/s / smtp-sink msg/s."
     );
     println!();

@@ -256,7 +256,7 @@ fn print_cases(points: &[Point], results: &Results, rounds: usize) {
     );
     println!();
     println!(
-        "Median of {rounds} alternating rounds; pipelining on, 1 recipient; MB = 10^6 octets; \
+        "Median of {rounds} alternating round(s); pipelining on, 1 recipient; MB = 10^6 octets; \
          latency from sending the final `.` to reading its 250; \
          ratio = median mboxd msg/s / median smtp-sink msg/s."
     );
@@ -331,8 +331,8 @@ fn source_cases(
     );
     println!();
     println!(
-        "Median of {rounds} alternating rounds of `{} -d -s SESSIONS -m MESSAGES -l SIZE -f bench@localhost -t USER@localhost 127.0.0.1:PORT` \
-         (no pipelining: smtp-source has none; SIZE is the body, smtp-source adds about 150 octets of headers), \
+        "Median of {rounds} alternating round(s) of `{} -d -s SESSIONS -m MESSAGES -l SIZE -f bench@localhost -t USER@localhost 127.0.0.1:PORT` \
+         (no pipelining: smtp-source has none; SIZE is the body, to which smtp-source adds its own From, To, Date and Message-Id headers), \
          each whole run timed from spawn to exit; after each mboxd run the mailbox must hold exactly MESSAGES messages. \
          ratio = median mboxd msg/s / median smtp-sink msg/s.",
         binary.display()
