@@ -55,3 +55,183 @@ fn an_unexpected_reply_fails_the_run() {
     assert!(err.contains("expected 250, got \"552"), "{err}");
     server.shutdown();
 }
+
+#[test]
+fn messages_are_exactly_their_size() {
+    let mut opts = bench::Options::new("127.0.0.1:1".parse().expect("addr"));
+    for size in (0..400).chain([1024, 100 * 1024, 10 << 20]) {
+        opts.size = size;
+        let m = bench::message(&opts, "x.00001.000000001");
+        let head = m.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+        // Exactly `size` octets, then ".\r\n", unless the headers alone are that long (then the
+        // headers) or one octet short of it (then one empty line more).
+        let expected = if size == head + 1 {
+            head + 2
+        } else {
+            size.max(head)
+        };
+        assert_eq!(m.len() - 3, expected, "size {size}");
+        assert!(m.ends_with(b"\r\n.\r\n"), "size {size}");
+        assert!(
+            m.split(|&b| b == b'\n').all(|l| l.len() <= 78),
+            "size {size}"
+        );
+    }
+}
+
+#[test]
+fn the_suite_alternates_and_checks_every_point() {
+    let server = mboxd::Server::for_tests().expect("server");
+    let points = [
+        bench::suite::Point::new("", "p", 1, 3, 1024),
+        bench::suite::Point::new("", "q", 2, 4, 2048),
+    ];
+    assert_eq!(points[1].label, "2 sessions, 4 × 2 KiB");
+    let results = bench::suite::alternate(
+        &points,
+        2,
+        server.local_addr(),
+        server.mail_dir(),
+        None,
+        false,
+    )
+    .expect("alternate");
+    assert_eq!(results.len(), 2);
+    for ((m, s), p) in results.iter().zip(&points) {
+        assert_eq!(m.len(), 2);
+        assert!(s.is_empty());
+        assert!(m.iter().all(|r| r.messages == p.messages));
+    }
+    // One mailbox per point and round.
+    assert_eq!(server.messages("pr1").expect("read").len(), 3);
+    assert_eq!(server.messages("qr2").expect("read").len(), 4);
+    assert_eq!(bench::suite::thousands(12_800), "12 800");
+    assert_eq!(bench::suite::thousands(500), "500");
+    server.shutdown();
+}
+
+#[test]
+fn idle_sessions_open_and_a_full_pool_fails() {
+    let server = mboxd::Server::start(
+        mboxd::Config::for_tests()
+            .workers(3)
+            .queue_wait(Duration::from_millis(200)),
+    )
+    .expect("server");
+    let open = bench::memory::open_idle(server.local_addr(), 3, Duration::from_secs(10))
+        .expect("three idle sessions");
+    assert_eq!(open.len(), 3);
+    // A fourth waits for a worker that never comes free, and gets 421.
+    let err = match bench::memory::open_idle(server.local_addr(), 1, Duration::from_secs(10)) {
+        Ok(_) => panic!("a fourth session was served by three workers"),
+        Err(e) => e,
+    };
+    assert!(err.contains("expected 220, got \"421"), "{err}");
+    drop(open);
+    server.shutdown();
+}
+
+#[test]
+fn proc_status_date_and_limits_read() {
+    let me = std::process::id();
+    let rss = bench::procs::status_kib(me, "VmRSS").expect("VmRSS");
+    let hwm = bench::procs::status_kib(me, "VmHWM").expect("VmHWM");
+    assert!(rss > 0 && hwm >= rss, "rss {rss} hwm {hwm}");
+    assert!(bench::procs::threads(me).expect("threads") >= 1);
+    assert!(bench::procs::status_kib(me, "NoSuchField").is_err());
+    assert!(bench::procs::open_files_limit().is_none_or(|l| l > 0));
+    assert_eq!(bench::procs::civil_from_days(0), (1970, 1, 1));
+    assert_eq!(bench::procs::civil_from_days(11_016), (2000, 2, 29));
+    assert_eq!(bench::procs::civil_from_days(19_723), (2024, 1, 1));
+    assert_eq!(bench::procs::civil_from_days(20_415), (2025, 11, 23));
+    let date = bench::procs::utc_date();
+    assert!(date.len() == 10 && date.starts_with("20"), "{date}");
+}
+
+/// The binary of this crate, built for integration tests.
+fn mboxd_binary() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_mboxd"))
+}
+
+#[test]
+fn memory_and_start_up_of_the_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = mboxd_binary();
+    let idle = bench::memory::idle_rss(&binary, dir.path(), 8, 8).expect("idle");
+    assert_eq!((idle.sessions, idle.workers), (8, 8));
+    assert!(idle.started_kib > 0 && idle.idle_kib > 0);
+    assert!(idle.threads >= 8, "{} threads", idle.threads);
+    // More sessions than workers: the last one is refused and the measurement fails.
+    let err = bench::memory::idle_rss(&binary, dir.path(), 2, 3).unwrap_err();
+    assert!(err.contains("idle session 2"), "{err}");
+    let mut load = bench::Options::new("127.0.0.1:1".parse().expect("addr"));
+    load.sessions = 2;
+    load.messages = 10;
+    load.size = 100 * 1024;
+    load.timeout = Duration::from_secs(10);
+    let peak = bench::memory::peak_rss(&binary, dir.path(), &load).expect("peak");
+    assert!(peak.peak_kib >= peak.started_kib);
+    let starts = bench::memory::startups(&binary, dir.path(), 2).expect("starts");
+    assert_eq!(starts.len(), 2);
+    assert!(
+        starts
+            .iter()
+            .all(|d| *d > Duration::ZERO && *d < Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn smtp_source_runs_are_counted_and_a_refusal_fails() {
+    let Some(binary) = bench::procs::find_tool("smtp-source") else {
+        println!("skipped: smtp-source not installed (Debian package postfix)");
+        return;
+    };
+    let server =
+        mboxd::Server::start(mboxd::Config::for_tests().max_message_size(4096)).expect("server");
+    let mut run = bench::source::SourceRun {
+        sessions: 2,
+        messages: 7,
+        size: 1024,
+        user: "src".into(),
+        timeout: Duration::from_secs(30),
+    };
+    let rate = bench::source::run_checked(&binary, server.local_addr(), server.mail_dir(), &run)
+        .expect("smtp-source run");
+    assert!(rate > 0.0);
+    assert_eq!(bench::source::count_mbox(server.mail_dir(), "src"), Ok(7));
+    // The same user again: 14 messages now, so the check of a 7-message run fails.
+    let err = bench::source::run_checked(&binary, server.local_addr(), server.mail_dir(), &run)
+        .unwrap_err();
+    assert!(err.contains("14 messages, smtp-source sent 7"), "{err}");
+    // Over the size limit: smtp-source exits non-zero and the run fails.
+    run.user = "big".into();
+    run.size = 8192;
+    let err = bench::source::run_source(&binary, server.local_addr(), &run).unwrap_err();
+    assert!(err.contains("smtp-source failed"), "{err}");
+    server.shutdown();
+}
+
+#[test]
+fn the_largest_growth_point_fits_the_default_limit() {
+    let largest = bench::growth::size_points()
+        .into_iter()
+        .max_by_key(|p| p.size)
+        .expect("points");
+    assert_eq!(largest.label, "4 sessions, 8 × 10 MiB");
+    assert_eq!(
+        largest.size as u64,
+        mboxd::Config::default().max_message_size
+    );
+    let server = mboxd::Server::for_tests().expect("server");
+    let mut opts = options(&server);
+    opts.sessions = 1;
+    opts.messages = 1;
+    opts.size = largest.size;
+    let report = bench::run(&opts).expect("a message of exactly the limit is accepted");
+    assert_eq!(report.bytes, largest.size as u64);
+    // One octet more is refused: the point sits exactly at the limit.
+    opts.size += 1;
+    let err = bench::run(&opts).unwrap_err();
+    assert!(err.contains("got \"552"), "{err}");
+    server.shutdown();
+}

@@ -9,7 +9,10 @@
 //!
 //! `bench suite --mboxd PATH` runs the cases of issue 10 against a fresh `mboxd` and, when
 //! Postfix's `smtp-sink` is installed, against `smtp-sink` too, alternating, and prints a table
-//! with the ratio mboxd/smtp-sink. `tests/bench_smoke.rs` includes this file to keep it working.
+//! with the ratio mboxd/smtp-sink; the same cases sent by Postfix's `smtp-source` (`source.rs`);
+//! throughput as message size and sessions grow (`growth.rs`); resident memory with 1000 idle
+//! sessions and at the peak of case C, and the start-up time (`memory.rs`).
+//! `tests/bench_smoke.rs` includes this file to keep it working.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -19,7 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-mod suite;
+pub mod growth;
+pub mod memory;
+pub mod procs;
+pub mod source;
+pub mod suite;
 
 const USAGE: &str = "\
 usage: bench [options]          one load run against a running server
@@ -33,8 +40,14 @@ usage: bench [options]          one load run against a running server
   --timeout SECS          longest wait for any reply (default 30)
   --user NAME             first recipient's mailbox (default bench)
   --check-mbox DIR        afterwards, check every message of this run is in DIR/NAME once
-       bench suite --mboxd PATH [--rounds N (default 5)] [--smtp-sink PATH|none]
-                          cases A, B, C against a fresh mboxd (and smtp-sink), alternating";
+       bench suite --mboxd PATH [options]   what `make bench` runs
+  --rounds N              rounds of the cases (default 5)
+  --growth-rounds N       rounds of the growth curves (default: rounds, at most 3)
+  --smtp-sink PATH|none   Postfix's smtp-sink to compare with (default: found in PATH, /usr/sbin)
+  --smtp-source PATH|none Postfix's smtp-source as a second generator (default: found likewise)
+  --parts LIST            any of cases,source,growth,memory (default all)
+  --idle-sessions N       idle sessions for the memory table, with --workers N (default 1000)
+  --starts N              mboxd start-ups timed (default 20)";
 
 /// One load run's settings.
 #[derive(Clone, Debug)]
@@ -140,7 +153,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// A client connection that reads whole replies and treats a timeout as a failure.
-struct Client {
+pub struct Client {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
     line: String,
@@ -226,19 +239,44 @@ impl Client {
     }
 }
 
-/// A message of about `size` octets (whole lines, CRLF) with its id header, then `.` CRLF.
-fn message(opts: &Options, id: &str) -> Vec<u8> {
-    let mut m = format!(
+/// The head of a message: its headers, with the run's id, and the blank line.
+fn message_head(opts: &Options, id: &str) -> Vec<u8> {
+    format!(
         "From: <bench@localhost>\r\nTo: <{}@localhost>\r\nSubject: bench\r\nX-Bench-Id: {id}\r\n\r\n",
         opts.user
     )
-    .into_bytes();
-    while m.len() < opts.size {
-        let n = (opts.size - m.len()).clamp(2, 78);
-        m.extend(std::iter::repeat_n(b'x', n - 2));
-        m.extend_from_slice(b"\r\n");
+    .into_bytes()
+}
+
+/// A body of exactly `n` octets in CRLF lines of at most 78 (`n` = 1 gives 2: no line is one
+/// octet long), then the final `.` line.
+fn filler(n: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(n + 3);
+    let mut left = n;
+    while left > 0 {
+        // From 79, a full line would leave one octet, too few for a line: leave two.
+        let line = if left == 79 { 77 } else { left.clamp(2, 78) };
+        body.extend(std::iter::repeat_n(b'x', line - 2));
+        body.extend_from_slice(b"\r\n");
+        left = left.saturating_sub(line);
     }
-    m.extend_from_slice(b".\r\n");
+    body.extend_from_slice(b".\r\n");
+    body
+}
+
+/// The id of message `seq` of session `index`: fixed width, so every head of a run has one
+/// length and one body fits them all.
+fn message_id(tag: &str, index: usize, seq: usize) -> String {
+    format!("{tag}.{index:05}.{seq:09}")
+}
+
+/// A message of `opts.size` octets (whole CRLF lines, headers included), then `.` CRLF; where
+/// the headers alone are that long, just the headers, and one octet short of it, an empty line
+/// more.
+pub fn message(opts: &Options, id: &str) -> Vec<u8> {
+    let mut m = message_head(opts, id);
+    let body = filler(opts.size.saturating_sub(m.len()));
+    m.extend_from_slice(&body);
     m
 }
 
@@ -278,13 +316,21 @@ fn session(
     }
     let mut bytes = 0;
     let mut latencies = Vec::with_capacity(count);
+    let mut body: Option<Vec<u8>> = None;
+    let mut buffer = Vec::new();
     for seq in 0..count {
         if abort.load(Ordering::Relaxed) {
             return Err(format!(
                 "session {index}: stopped because another session failed"
             ));
         }
-        let body = message(opts, &format!("{tag}.{index}.{seq}"));
+        // The body is made once per session (a 10 MiB one costs time to fill); only the head
+        // changes from message to message.
+        let head = message_head(opts, &message_id(tag, index, seq));
+        let body = body.get_or_insert_with(|| filler(opts.size.saturating_sub(head.len())));
+        buffer.clear();
+        buffer.extend_from_slice(&head);
+        buffer.extend_from_slice(body);
         if opts.pipelining {
             c.send(&envelope, "MAIL, RCPT and DATA")?;
             c.expect(250, "MAIL")?;
@@ -302,11 +348,11 @@ fn session(
             c.send(b"DATA\r\n", "DATA")?;
             c.expect(354, "DATA")?;
         }
-        c.send(&body, "the message")?;
+        c.send(&buffer, "the message")?;
         let sent = Instant::now();
         c.expect(250, "the final .")?;
         latencies.push(sent.elapsed());
-        bytes += (body.len() - 3) as u64;
+        bytes += (buffer.len() - 3) as u64;
     }
     c.send(b"QUIT\r\n", "QUIT")?;
     c.expect(221, "QUIT")?;
@@ -465,7 +511,6 @@ fn parse_args(argv: &[String]) -> Result<Options, String> {
     Ok(opts)
 }
 
-/// A child process killed and reaped when dropped, so no server outlives the suite.
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.iter().any(|a| a == "-h" || a == "--help") {
