@@ -21,6 +21,9 @@ pub(crate) struct Commits {
 struct State {
     count: u64,
     lengths: HashMap<String, u64>,
+    /// Threads inside [`Commits::wait_past`]: with none, a commit wakes nobody, and saves the
+    /// futex(2) call a notification always costs.
+    waiters: usize,
 }
 
 impl Commits {
@@ -39,8 +42,11 @@ impl Commits {
         for (name, len) in lengths {
             state.lengths.insert(name.to_string(), len);
         }
+        let waiters = state.waiters;
         drop(state);
-        self.changed.notify_all();
+        if waiters > 0 {
+            self.changed.notify_all();
+        }
     }
 
     /// The commits so far, and the committed length of `mailbox` if this server wrote it.
@@ -53,6 +59,7 @@ impl Commits {
     /// count then.
     pub(crate) fn wait_past(&self, seen: u64, deadline: Instant) -> u64 {
         let mut state = self.state();
+        state.waiters += 1;
         while state.count == seen {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
@@ -63,6 +70,7 @@ impl Commits {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        state.waiters -= 1;
         state.count
     }
 }

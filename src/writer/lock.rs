@@ -182,7 +182,8 @@ fn create_temp(path: &Path, pid: u32) -> io::Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    if let Err(e) = writeln!(file, "{pid}") {
+    // One write(2) for the whole line (`writeln!` on a file makes one per piece).
+    if let Err(e) = file.write_all(format!("{pid}\n").as_bytes()) {
         let _ = fs::remove_file(path);
         return Err(e);
     }
