@@ -489,6 +489,9 @@ fn close_with(stream: &TcpStream, core: &mut Protocol, r: &Reply) -> io::Result<
 }
 
 /// Hands a message to the writer and waits for its outcome.
+// Not inlined into `run`: its locals would then take room in `run`'s frame for the whole
+// session, and an idle worker's stack would reach one page deeper (see `pool::WORKER_STACK`).
+#[inline(never)]
 fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label: &str) -> Outcome {
     let peer_ip = peer.ip().to_string();
     let trace = Trace {

@@ -11,13 +11,20 @@
 
 use std::time::Duration;
 
-use crate::framer::{Framer, Status, TEXT_PIECE};
+use crate::framer::{Framer, MAX_COMMAND_LINE, Mode, Status, TEXT_PIECE};
 use crate::reply::{Reply, write_reply};
 use crate::session::{Action, Envelope, Session};
 
-/// The input buffer's size. Every frame completes within [`TEXT_PIECE`] bytes, so a buffer of
-/// twice that always has room to read into.
+/// The input buffer's size inside a message. Every frame completes within [`TEXT_PIECE`] bytes,
+/// so a buffer of twice that always has room to read into.
 pub(crate) const INPUT_BUFFER: usize = 2 * TEXT_PIECE;
+/// The input buffer's size while commands are read. A command frame completes within
+/// [`MAX_COMMAND_LINE`] bytes, so twice that always has room too. Most sessions spend most of
+/// their time waiting for a command: 1 000 idle sessions then hold 1 MiB of input buffers, not 8.
+pub(crate) const COMMAND_BUFFER: usize = 2 * MAX_COMMAND_LINE;
+
+/// The output capacity kept between replies: an EHLO reply fits.
+const KEPT_OUTPUT: usize = 512;
 
 /// What the caller must do next.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,6 +44,8 @@ pub(crate) enum Event {
 pub(crate) struct Protocol {
     session: Session,
     framer: Framer,
+    /// [`COMMAND_BUFFER`] or [`INPUT_BUFFER`] bytes, sized by [`Protocol::space`] for what the
+    /// session reads next; empty until the first read.
     input: Box<[u8]>,
     /// Unread input is `input[start..end]`.
     start: usize,
@@ -56,20 +65,44 @@ impl Protocol {
         Protocol {
             session,
             framer: Framer::default(),
-            input: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            input: Box::default(),
             start: 0,
             end: 0,
-            output: Vec::with_capacity(512),
+            output: Vec::new(),
             progress: 0,
             pending: Some((first, false)),
         }
     }
 
     /// Where to put the next input bytes; then call [`Protocol::received`]. Never empty.
+    ///
+    /// The buffer is sized here for what comes next: [`INPUT_BUFFER`] inside a message (large
+    /// reads for large messages), [`COMMAND_BUFFER`] otherwise, so an idle session keeps only a
+    /// small one. The resize costs an allocation and a copy of the few unread bytes about twice
+    /// per message, next to a write, an fdatasync and a reply.
     pub(crate) fn space(&mut self) -> &mut [u8] {
-        if self.start > 0 {
+        let unread = self.end - self.start;
+        let size = match self.session.mode() {
+            Mode::Command => COMMAND_BUFFER,
+            Mode::Text | Mode::Chunk(_) => INPUT_BUFFER,
+        };
+        // `poll` stops only when the unread bytes make no whole frame, which in command mode
+        // means fewer than MAX_COMMAND_LINE of them; `max` keeps them all whatever happens.
+        let size = size.max(unread + 1);
+        if self.input.len() != size {
+            let mut input = vec![0; size].into_boxed_slice();
+            if let (Some(to), Some(from)) = (
+                input.get_mut(..unread),
+                self.input.get(self.start..self.end),
+            ) {
+                to.copy_from_slice(from);
+            }
+            self.input = input;
+            self.start = 0;
+            self.end = unread;
+        } else if self.start > 0 {
             self.input.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+            self.end = unread;
             self.start = 0;
         }
         // `end` never passes the buffer's length (see `received`).
@@ -147,9 +180,11 @@ impl Protocol {
         &self.output
     }
 
-    /// Forgets the output once it is written.
+    /// Forgets the output once it is written. A large output (a long pipelined group's
+    /// replies) gives its memory back, so an idle session keeps at most [`KEPT_OUTPUT`] bytes.
     pub(crate) fn clear_output(&mut self) {
         self.output.clear();
+        self.output.shrink_to(KEPT_OUTPUT);
     }
 
     /// How many frames (command lines, text pieces, chunk parts) were handled so far: when it
@@ -239,6 +274,44 @@ mod tests {
             }
         }
         assert_eq!(delivered, Some(e1));
+    }
+
+    #[test]
+    fn the_input_buffer_is_small_between_messages_and_large_inside_one() {
+        let mut p = protocol();
+        assert_eq!(
+            p.input.len(),
+            0,
+            "nothing is allocated before the first read"
+        );
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!(p.space().len(), COMMAND_BUFFER);
+        feed(
+            &mut p,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\nSub",
+        );
+        assert_eq!(p.poll(), Event::NeedInput);
+        // Inside the message: the large buffer, the unread "Sub" kept at its start.
+        assert_eq!(p.space().len(), INPUT_BUFFER - 3);
+        assert_eq!(&p.input[..3], b"Sub");
+        feed(&mut p, b"ject: s\r\n\r\nbody\r\n.\r\nNO");
+        let Event::Deliver(envelope) = p.poll() else {
+            panic!("no delivery")
+        };
+        assert!(envelope.body.starts_with(b"Subject: s\n\nbody\n"));
+        p.reply(&Reply::new(250, "2.0.0", "OK"));
+        assert_eq!(p.poll(), Event::NeedInput);
+        // Back to commands: small again, the unread "NO" kept.
+        assert_eq!(p.space().len(), COMMAND_BUFFER - 2);
+        feed(&mut p, b"OP\r\n");
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert!(take_output(&mut p).ends_with("250 2.0.0 OK\r\n"));
+        // A long reply group gives its memory back once written.
+        for _ in 0..100 {
+            p.reply(&Reply::new(250, "2.0.0", "OK"));
+        }
+        p.clear_output();
+        assert!(p.output.capacity() <= KEPT_OUTPUT);
     }
 
     #[test]
