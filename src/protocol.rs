@@ -19,9 +19,11 @@ use crate::session::{Action, Envelope, Session};
 /// so a buffer of twice that always has room to read into.
 pub(crate) const INPUT_BUFFER: usize = 2 * TEXT_PIECE;
 /// The input buffer's size until a session's first message, while only commands are read. A
-/// command frame completes within [`MAX_COMMAND_LINE`] bytes, so twice that always has room too.
-/// 1 000 idle sessions that have sent no message then hold 1 MiB of input buffers, not 8.
-pub(crate) const COMMAND_BUFFER: usize = 2 * MAX_COMMAND_LINE;
+/// command frame completes within [`MAX_COMMAND_LINE`] bytes, so a buffer that size always has
+/// room for the rest of a partial one. 1 000 idle sessions that have sent no message then hold
+/// half a MiB of input buffers, not 8 MiB; a pipelined group longer than this before the first
+/// message takes a read more per 512 bytes.
+pub(crate) const COMMAND_BUFFER: usize = MAX_COMMAND_LINE;
 
 /// The output capacity kept between replies: an EHLO reply fits.
 const KEPT_OUTPUT: usize = 512;

@@ -154,9 +154,9 @@ fn sixty_four_sessions_of_ten_mib_at_once_stay_within_the_budget() {
 
 /// Idle sessions for the issue 10 test: enough that per-session figures are not noise.
 const IDLE: usize = 200;
-/// Heap and other non-stack memory an idle session may add, in KiB: its input buffer (1 KiB
-/// while commands are read), its output, the session and the connection's records (about 2 KiB
-/// measured). An 8 KiB input buffer per session, as before, would fail it.
+/// Heap and other non-stack memory an idle session may add, in KiB: its input buffer (512 bytes
+/// until its first message), its output, the session and the connection's records (about
+/// 1.5 KiB measured). An 8 KiB input buffer per session, as before, would fail it.
 const IDLE_HEAP_KIB: u64 = 4;
 /// Resident stack of a worker serving an idle session, in KiB: three pages in a release build
 /// (glibc's thread descriptor and TLS take the first; see `WORKER_STACK` in src/pool.rs);
