@@ -2,7 +2,7 @@
 //! deliveries handed to the writer.
 //!
 //! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
-//! knows nothing of sockets: it reads into the core's fixed buffer, writes the replies the core
+//! knows nothing of sockets: it reads into the core's bounded buffer, writes the replies the core
 //! has gathered when the core needs more input (one `write` per pipelined group), and carries out
 //! deliveries, answering only after the writer has acknowledged.
 //!

@@ -1,13 +1,14 @@
 //! The protocol core as one value: input bytes in, reply bytes and deliveries out, no I/O.
 //!
-//! It exists so the connection loop and the fuzz targets run exactly the same code. A
-//! [`Protocol`] owns a fixed input buffer, the [`Framer`] and the [`Session`]; its caller only
-//! copies socket bytes into [`Protocol::space`], calls [`Protocol::poll`], writes
-//! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
-//! commands pile up in the output until the next step would wait for the client: that is the one
-//! moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
-//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input); the only other
-//! is before a `--fail` delay ([`Event::Delay`]), which is a wait of the server's own.
+//! It exists so the connection loop and the fuzz targets run exactly the same code. A [`Protocol`]
+//! owns a bounded input buffer (512 bytes until the first message, then 8 KiB), the [`Framer`] and
+//! the [`Session`]; its caller only copies socket bytes into [`Protocol::space`], calls
+//! [`Protocol::poll`], writes [`Protocol::output`] when told, and carries out deliveries. Replies
+//! to a pipelined group of commands pile up in the output until the next step would wait for the
+//! client: that is the one moment `poll` returns [`Event::NeedInput`], and so the one moment
+//! replies are written (RFC 2920 §3.1: batch replies, but never hold them while waiting for input);
+//! the only other is before a `--fail` delay ([`Event::Delay`]), which is a wait of the server's
+//! own.
 
 use std::time::Duration;
 
