@@ -2,7 +2,7 @@
 //! deliveries handed to the writer.
 //!
 //! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
-//! knows nothing of sockets: it reads into the core's fixed buffer, writes the replies the core
+//! knows nothing of sockets: it reads into the core's bounded buffer, writes the replies the core
 //! has gathered when the core needs more input (one `write` per pipelined group), and carries out
 //! deliveries, answering only after the writer has acknowledged.
 //!
@@ -489,6 +489,9 @@ fn close_with(stream: &TcpStream, core: &mut Protocol, r: &Reply) -> io::Result<
 }
 
 /// Hands a message to the writer and waits for its outcome.
+// Not inlined into `run`: its locals would then take room in `run`'s frame for the whole
+// session, and an idle worker's stack would reach one page deeper (see `pool::WORKER_STACK`).
+#[inline(never)]
 fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label: &str) -> Outcome {
     let peer_ip = peer.ip().to_string();
     let trace = Trace {

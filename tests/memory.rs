@@ -1,16 +1,23 @@
-//! The memory figure of issue 8, over real sockets against the `mboxd` binary with default flags:
-//! 64 sessions each send a 10 MiB message at once. Every message is stored whole (250) or not at
-//! all (452 4.3.1), and the server's peak resident memory (VmHWM) stays under the in-flight
-//! budget (`--max-inflight-bytes`, 128 MiB by default) plus 32 MiB.
+//! The memory figures of issues 8 and 10, over real sockets against the `mboxd` binary.
+//!
+//! Issue 8: with default flags, 64 sessions each send a 10 MiB message at once. Every message is
+//! stored whole (250) or not at all (452 4.3.1), and the server's peak resident memory (VmHWM)
+//! stays under the in-flight budget (`--max-inflight-bytes`, 128 MiB by default) plus 32 MiB.
+//!
+//! Issue 10: idle sessions (greeted, after EHLO) are cheap. What each costs is read from
+//! `/proc/PID/smaps`, split into the workers' stacks (the mappings that hold a worker thread's
+//! stack pointer) and everything else (the heap, mostly), so the bound on each holds in debug
+//! and release builds alike.
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Client, mbox_entries, signal, spawn, wait_bounded};
+use support::{Client, REPLY_TIMEOUT, mbox_entries, signal, spawn, wait_bounded};
 
 const SESSIONS: usize = 64;
 /// Each message: a Subject line, a blank line and this many 1000-octet lines: just under the
@@ -142,5 +149,143 @@ fn sixty_four_sessions_of_ten_mib_at_once_stay_within_the_budget() {
     assert!(
         peak * 1024 < BUDGET + ALLOWANCE,
         "peak RSS {peak} KiB is over the budget plus 32 MiB"
+    );
+}
+
+/// Idle sessions for the issue 10 test: enough that per-session figures are not noise.
+const IDLE: usize = 200;
+/// Heap and other non-stack memory an idle session may add, in KiB: its input buffer (512 bytes
+/// until its first message), its output, the session and the connection's records (about
+/// 1.5 KiB measured). An 8 KiB input buffer per session, as before, would fail it.
+const IDLE_HEAP_KIB: u64 = 4;
+/// Resident stack of a worker serving an idle session, in KiB: three pages in a release build
+/// (glibc's thread descriptor and TLS take the first; see `WORKER_STACK` in src/pool.rs);
+/// unoptimised frames are several times larger, about 52 KiB measured in a debug build.
+const IDLE_STACK_KIB: u64 = if cfg!(debug_assertions) { 64 } else { 12 };
+
+/// What a process holds resident, from `/proc/PID/smaps`, in KiB: the mappings that hold the
+/// stack pointer of a thread whose name starts with `mboxd-worker`, and everything else.
+struct Resident {
+    stacks: u64,
+    worker_stacks: usize,
+    other: u64,
+}
+
+/// Reads [`Resident`], or `None` where `/proc/PID/task/TID/syscall` (which needs the right to
+/// trace the process) cannot be read.
+fn resident(pid: u32) -> Option<Resident> {
+    let mut sps = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        let name = fs::read_to_string(dir.join("comm")).ok()?;
+        if !name.starts_with("mboxd-worker") {
+            continue;
+        }
+        // "nr arg1 .. arg6 sp pc" for a thread blocked in a system call.
+        let syscall = fs::read_to_string(dir.join("syscall")).ok()?;
+        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        let sp = fields.get(fields.len().checked_sub(2)?)?;
+        sps.push(u64::from_str_radix(sp.trim_start_matches("0x"), 16).ok()?);
+    }
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let (mut stacks, mut other) = (0, 0);
+    let mut holding = BTreeSet::new();
+    let mut current = (0, 0);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+        {
+            current = (lo, hi);
+        } else if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+            let held: Vec<usize> = (0..sps.len())
+                .filter(|&i| (current.0..current.1).contains(&sps[i]))
+                .collect();
+            if held.is_empty() {
+                other += kib;
+            } else {
+                stacks += kib;
+                holding.extend(held);
+            }
+        }
+    }
+    Some(Resident {
+        stacks,
+        worker_stacks: holding.len(),
+        other,
+    })
+}
+
+#[test]
+fn idle_sessions_after_ehlo_cost_little_memory_each() {
+    if !std::path::Path::new("/proc/self/smaps").exists() {
+        println!("skipped: no /proc to read resident memory from");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let workers = IDLE.to_string();
+    let (mut child, addrs) = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            mail.to_str().unwrap(),
+            "--workers",
+            &workers,
+        ],
+        1,
+    );
+    let pid = child.id();
+    // Every worker has started and waits for a connection once its stack pointer is readable.
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let before = loop {
+        match resident(pid) {
+            Some(r) if r.worker_stacks == IDLE => break r,
+            None => {
+                println!("skipped: cannot read the workers' stack pointers in /proc/{pid}/task");
+                signal(&child, "TERM");
+                assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
+                return;
+            }
+            Some(r) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {IDLE} workers found",
+                    r.worker_stacks
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    let clients: Vec<Client> = (0..IDLE)
+        .map(|_| {
+            let mut c = Client::connect(addrs[0]);
+            assert_eq!(c.read_reply().code, 220);
+            c.expect("EHLO idle.test", 250);
+            c
+        })
+        .collect();
+    let after = resident(pid).expect("smaps");
+    let heap_per_session = (after.other.saturating_sub(before.other)) as f64 / IDLE as f64;
+    let stack_per_worker = after.stacks as f64 / after.worker_stacks.max(1) as f64;
+    println!(
+        "{IDLE} idle sessions after EHLO: other memory {} -> {} KiB ({heap_per_session:.1} KiB \
+         per session, limit {IDLE_HEAP_KIB}); worker stacks {} -> {} KiB ({stack_per_worker:.1} \
+         KiB resident per worker, limit {IDLE_STACK_KIB})",
+        before.other, after.other, before.stacks, after.stacks
+    );
+    drop(clients);
+    signal(&child, "TERM");
+    assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
+    assert_eq!(after.worker_stacks, IDLE);
+    assert!(
+        heap_per_session <= IDLE_HEAP_KIB as f64,
+        "{heap_per_session:.1} KiB of heap per idle session"
+    );
+    assert!(
+        stack_per_worker <= IDLE_STACK_KIB as f64,
+        "{stack_per_worker:.1} KiB of resident stack per worker"
     );
 }

@@ -38,25 +38,18 @@ impl Session {
                 Action::Reply(Reply::plain(250, greeting)),
             );
         }
-        // RFC 5321 §4.1.1.1: the EHLO reply lists the extensions, one per line.
-        let mut extensions = vec![
-            greeting,
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.config.max_message_size),
-            "8BITMIME".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "SMTPUTF8".to_string(),
-            "CHUNKING".to_string(),
-            "HELP".to_string(),
-        ];
+        // RFC 5321 §4.1.1.1: the EHLO reply lists the extensions, one per line. Built in one
+        // String (no list of Strings to join): fewer allocations, and a shallower stack on the
+        // path every session takes (see `pool::WORKER_STACK`).
+        let mut text = greeting;
+        text.push_str("\nPIPELINING\nSIZE ");
+        text.push_str(&self.config.max_message_size.to_string());
+        text.push_str("\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING\nHELP");
         if self.config.auth.accounts.enabled() {
             // RFC 4954 §3, for tests only: without TLS the password crosses in the clear.
-            extensions.push("AUTH PLAIN LOGIN".to_string());
+            text.push_str("\nAUTH PLAIN LOGIN");
         }
-        (
-            State::Ready(hello),
-            Action::Reply(Reply::plain(250, extensions.join("\n"))),
-        )
+        (State::Ready(hello), Action::Reply(Reply::plain(250, text)))
     }
 
     /// Checks a recipient and adds it to `tx`; the RCPT reply, or the refusal.

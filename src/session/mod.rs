@@ -253,6 +253,9 @@ impl Session {
     }
 
     /// Takes one frame, cut by the framer in this session's [`Session::mode`].
+    // Not inlined into the connection loop: the transition function's locals would then stay
+    // in the loop's frame while it delivers and logs, one page deeper (see `pool::WORKER_STACK`).
+    #[inline(never)]
     pub(crate) fn handle(&mut self, frame: Frame<'_>) -> Action {
         let input = match frame {
             Frame::Command(line) if matches!(self.state, State::Auth(..)) => Input::Response(line),
@@ -569,6 +572,10 @@ fn not_ready_for_message(tx: &Transaction) -> Option<Reply> {
 }
 
 /// A command line (with its line ending) as an input.
+// Not inlined into `handle`: the parser's locals would then stay in its frame below every
+// command's handler, and an idle worker's stack would reach one page deeper (see
+// `pool::WORKER_STACK`).
+#[inline(never)]
 fn parse_line(line: &[u8]) -> Input<'_> {
     // RFC 5321 §2.3.8: only CRLF ends a command line.
     let Some(text) = line.strip_suffix(b"\r\n") else {
