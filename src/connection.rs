@@ -513,15 +513,6 @@ fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label
             body: Arc::clone(&envelope.body),
         })
         .collect();
-    let (ack, awaited) = crate::writer::ack::pair();
-    let outcome = match ctx.deliveries.send(Job {
-        id: id.to_string(),
-        entries,
-        ack,
-    }) {
-        Ok(()) => awaited.wait(),
-        Err(_) => Outcome::Failed,
-    };
     let to: Vec<String> = envelope
         .recipients
         .iter()
@@ -536,14 +527,25 @@ fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label
         .as_deref()
         .map(|user| format!(" auth=<{}>", Escaped(user)))
         .unwrap_or_default();
-    match outcome {
-        Outcome::Delivered => {
-            log::info!("{label}: {id} delivered: from=<{sender}> to={to} bytes={bytes}{auth}")
+    let summary = format!("from=<{sender}> to={to} bytes={bytes}{auth}");
+    let (ack, awaited) = crate::writer::ack::pair();
+    // The writer logs the outcome (`delivered` or `message refused`) as it answers.
+    match ctx.deliveries.send(Job {
+        id: id.to_string(),
+        label: label.to_string(),
+        summary,
+        entries,
+        ack,
+    }) {
+        Ok(()) => awaited.wait(),
+        Err(crossbeam_channel::SendError(job)) => {
+            let failed = Outcome::Failed;
+            log::info!(
+                "{label}: {id} message refused: {}: {} (the writer has stopped)",
+                failed.reply(id).code_text(),
+                job.summary
+            );
+            failed
         }
-        refused => log::info!(
-            "{label}: {id} message refused: {}: from=<{sender}> to={to} bytes={bytes}{auth}",
-            refused.reply(id).code_text()
-        ),
     }
-    outcome
 }

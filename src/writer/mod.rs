@@ -104,6 +104,11 @@ pub(crate) struct Entry {
 pub(crate) struct Job {
     /// The message id, for logs.
     pub id: String,
+    /// The session's log prefix (`conn N [peer]`).
+    pub label: String,
+    /// The rest of the log line about this message, its fields already escaped:
+    /// `from=<...> to=... bytes=...`.
+    pub summary: String,
     /// One entry per mailbox.
     pub entries: Vec<Entry>,
     /// Receives exactly one outcome.
@@ -540,8 +545,27 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
+/// Logs a job's outcome and answers it. The line is written here, by the one writer thread,
+/// rather than by each worker once it is answered: a group commit answers many workers at once,
+/// and as many threads logging at the same moment would queue on the lock of stderr, each wait a
+/// futex(2) call and a context switch. It is written before the answer, so the log tells of a
+/// message before its client does.
 fn answer(job: Job, outcome: Outcome) {
-    job.ack.send(outcome);
+    let Job {
+        id,
+        label,
+        summary,
+        ack,
+        ..
+    } = job;
+    match outcome {
+        Outcome::Delivered => log::info!("{label}: {id} delivered: {summary}"),
+        refused => log::info!(
+            "{label}: {id} message refused: {}: {summary}",
+            refused.reply(&id).code_text()
+        ),
+    }
+    ack.send(outcome);
 }
 
 /// ENOSPC and EDQUOT mean insufficient storage (452); anything else is a local error (451).

@@ -122,6 +122,8 @@ pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, ack::Awaited) {
     (
         Job {
             id: "t".into(),
+            label: "test".into(),
+            summary: text.into(),
             entries,
             ack,
         },
