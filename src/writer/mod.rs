@@ -457,8 +457,21 @@ impl Writer {
             self.commits
                 .record(lengths.iter().map(|(name, len)| (name.as_str(), *len)));
         }
-        for job in written {
-            answer(job, failure.unwrap_or(Outcome::Delivered));
+        // Every worker is woken first; the lines are logged after, so logging never delays a 250.
+        let outcome = failure.unwrap_or(Outcome::Delivered);
+        let told: Vec<Told> = written
+            .into_iter()
+            .map(|job| {
+                job.ack.send(outcome);
+                Told {
+                    id: job.id,
+                    label: job.label,
+                    summary: job.summary,
+                }
+            })
+            .collect();
+        for job in told {
+            job.log(outcome);
         }
         waiting
     }
@@ -545,27 +558,39 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// Logs a job's outcome and answers it. The line is written here, by the one writer thread,
-/// rather than by each worker once it is answered: a group commit answers many workers at once,
-/// and as many threads logging at the same moment would queue on the lock of stderr, each wait a
-/// futex(2) call and a context switch. It is written before the answer, so the log tells of a
-/// message before its client does.
-fn answer(job: Job, outcome: Outcome) {
-    let Job {
-        id,
-        label,
-        summary,
-        ack,
-        ..
-    } = job;
-    match outcome {
-        Outcome::Delivered => log::info!("{label}: {id} delivered: {summary}"),
-        refused => log::info!(
-            "{label}: {id} message refused: {}: {summary}",
-            refused.reply(&id).code_text()
-        ),
+/// What the log line about an answered job needs.
+struct Told {
+    id: String,
+    label: String,
+    summary: String,
+}
+
+impl Told {
+    /// Logs the outcome of a job. The line is written by the one writer thread rather than by
+    /// each worker once answered: a group commit answers many workers at once, and as many
+    /// threads logging at the same moment would queue on the lock of stderr, each wait a futex(2)
+    /// call and a context switch.
+    fn log(&self, outcome: Outcome) {
+        let Told { id, label, summary } = self;
+        match outcome {
+            Outcome::Delivered => log::info!("{label}: {id} delivered: {summary}"),
+            refused => log::info!(
+                "{label}: {id} message refused: {}: {summary}",
+                refused.reply(id).code_text()
+            ),
+        }
     }
-    ack.send(outcome);
+}
+
+/// Answers a job that is not part of a commit (refused, or failed alone) and logs it.
+fn answer(job: Job, outcome: Outcome) {
+    job.ack.send(outcome);
+    Told {
+        id: job.id,
+        label: job.label,
+        summary: job.summary,
+    }
+    .log(outcome);
 }
 
 /// ENOSPC and EDQUOT mean insufficient storage (452); anything else is a local error (451).
