@@ -5,6 +5,7 @@
 use super::tests::{job, run_writer};
 use super::*;
 use std::fs;
+use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn waiting(mailboxes: &[&str]) -> Waiting {

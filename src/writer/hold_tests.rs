@@ -4,7 +4,9 @@
 
 use super::tests::job;
 use super::*;
+use std::fs::File;
 use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -28,8 +28,7 @@
 //! `lock` takes dotlocks and judges the ones it finds.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -42,10 +41,14 @@ use crate::mbox::Body;
 use crate::reply::{self, Reply};
 
 pub(crate) mod ack;
+mod disk;
 mod lock;
 mod mailbox;
 
 use ack::Ack;
+#[cfg(test)]
+use disk::write_all_parts;
+pub(crate) use disk::{Disk, MboxFile, RealDisk};
 
 use mailbox::{Mailbox, OpenError};
 
@@ -126,73 +129,6 @@ pub(crate) fn spawn(
     commits: Arc<Commits>,
 ) -> io::Result<JoinHandle<()>> {
     spawn_with(mail_dir, lock_timeout, jobs, Arc::new(RealDisk), commits)
-}
-
-/// The file operations the writer does on an open, locked mailbox, as [`Disk::mailbox`] wraps
-/// it.
-pub(crate) trait MboxFile: Send {
-    /// Appends all of `parts`, one after the other, or fails having appended a prefix of them.
-    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()>;
-    /// Cuts the file back to `len` bytes.
-    fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Flushes the file's data to stable storage.
-    fn sync(&self) -> io::Result<()>;
-}
-
-impl MboxFile for File {
-    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        write_all_parts(self, parts)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        File::set_len(self, len)
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.sync_data()
-    }
-}
-
-/// Writes every byte of `parts` in as few calls as the kernel allows: one `writev(2)` for an
-/// entry's padding, header and body together, instead of one `write(2)` each. Like `write_all`,
-/// it retries after a short write or `EINTR` and fails on a write of zero bytes.
-pub(crate) fn write_all_parts(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match out.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// The operations the writer's promise rests on, apart from opening and locking: the seam where
-/// tests inject write and sync failures without needing a full disk, and watch which syncs happen
-/// before an acknowledgement.
-pub(crate) trait Disk: Send + Sync {
-    /// Wraps a mailbox file, opened and locked for one commit, given with its mailbox name.
-    fn mailbox(&self, file: File, name: &str) -> Box<dyn MboxFile>;
-    /// Flushes the directory `dir`, and so the names of the files created in it, to stable
-    /// storage (fsync(2): syncing a file does not sync its directory entry).
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-}
-
-/// The disk as it is.
-struct RealDisk;
-
-impl Disk for RealDisk {
-    fn mailbox(&self, file: File, _name: &str) -> Box<dyn MboxFile> {
-        Box::new(file)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
-    }
 }
 
 /// [`spawn`] over a chosen [`Disk`].

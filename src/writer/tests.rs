@@ -5,6 +5,7 @@
 use super::mailbox;
 use super::*;
 use std::fs;
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
