@@ -158,10 +158,11 @@ const IDLE: usize = 200;
 /// until its first message), its output, the session and the connection's records (about
 /// 1.5 KiB measured). An 8 KiB input buffer per session, as before, would fail it.
 const IDLE_HEAP_KIB: u64 = 4;
-/// Resident stack of a worker serving an idle session, in KiB: three pages in a release build
-/// (glibc's thread descriptor and TLS take the first; see `WORKER_STACK` in src/pool.rs);
-/// unoptimised frames are several times larger, about 52 KiB measured in a debug build.
-const IDLE_STACK_KIB: u64 = if cfg!(debug_assertions) { 64 } else { 12 };
+/// Resident stack of a worker serving an idle session, in KiB: two pages in a release build
+/// (glibc's thread descriptor and TLS take the first, and 0.5 KiB of the second; see
+/// `WORKER_STACK` in src/pool.rs); unoptimised frames are several times larger, about 52 KiB
+/// measured in a debug build.
+const IDLE_STACK_KIB: u64 = if cfg!(debug_assertions) { 64 } else { 8 };
 
 /// What a process holds resident, from `/proc/PID/smaps`, in KiB: the mappings that hold the
 /// stack pointer of a thread whose name starts with `mboxd-worker`, and everything else.

@@ -131,13 +131,13 @@ pub(crate) enum State {
     /// Introduced, no mail transaction open.
     Ready(Hello),
     /// MAIL accepted; collecting recipients.
-    Mail(Hello, Transaction),
+    Mail(Hello, Box<Transaction>),
     /// 354 sent; reading the message text.
-    Data(Hello, Transaction, DataDecoder),
+    Data(Hello, Box<Transaction>, Box<DataDecoder>),
     /// Reading an accepted BDAT chunk.
-    Chunk(Chunk),
+    Chunk(Box<Chunk>),
     /// Between BDAT chunks: at least one accepted, LAST not yet seen; the message so far.
-    Chunked(Hello, Transaction, Encoder),
+    Chunked(Hello, Box<Transaction>, Box<Encoder>),
     /// Reading and dropping a refused BDAT chunk.
     Discard(Discard),
     /// An AUTH exchange in progress: a 334 challenge sent, the client's response is next. The
@@ -210,10 +210,12 @@ impl Session {
 
     /// The 220 greeting (RFC 5321 §4.3.1).
     pub(crate) fn greeting(&self) -> Reply {
-        Reply::plain(
-            220,
-            format!("{} ESMTP mboxd Service ready", self.config.hostname),
-        )
+        // Without `format!`, as the EHLO reply (see `Session::hello`).
+        const READY: &str = " ESMTP mboxd Service ready";
+        let mut text = String::with_capacity(self.config.hostname.len() + READY.len());
+        text.push_str(&self.config.hostname);
+        text.push_str(READY);
+        Reply::plain(220, text)
     }
 
     /// True once EHLO was used: replies then carry enhanced status codes (RFC 2034).
@@ -378,12 +380,12 @@ impl Session {
                     &params,
                 ) {
                     Ok(p) => {
-                        let tx = Transaction {
+                        let tx = Box::new(Transaction {
                             from,
                             recipients: Vec::new(),
                             rejected: 0,
                             utf8: p.utf8,
-                        };
+                        });
                         (S::Mail(h, tx), Action::Reply(reply::OK_SENDER))
                     }
                     Err(r) => self.refuse_logged(S::Ready(h), "MAIL", from.as_ref(), r),
@@ -430,8 +432,10 @@ impl Session {
                 None => match self.fault(Stage::Data, &tx.addresses()) {
                     Some(f) => self.faulted(S::Mail(h, tx), f),
                     None => {
-                        let decoder =
-                            DataDecoder::new(self.encoder(), self.config.max_message_size);
+                        let decoder = Box::new(DataDecoder::new(
+                            self.encoder(),
+                            self.config.max_message_size,
+                        ));
                         (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
                     }
                 },
@@ -468,7 +472,7 @@ impl Session {
                         Some(Fault::Refuse(r)) => self.start_discard(S::Mail(h, tx), size, r),
                         Some(f) => self.faulted(S::Mail(h, tx), f),
                         None => {
-                            let encoder = self.encoder();
+                            let encoder = Box::new(self.encoder());
                             self.start_chunk(h, tx, encoder, size, last)
                         }
                     },
