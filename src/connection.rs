@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::admission::Arrival;
-use crate::escape::Escaped;
-use crate::mbox::{self, Trace};
+use crate::handoff::deliver;
+use crate::mbox;
 use crate::protocol::{Event, Protocol};
 use crate::reply::{self, Reply, write_reply};
-use crate::session::{Envelope, Session, SessionConfig};
-use crate::writer::{Entry, Job, Outcome};
+use crate::session::{Session, SessionConfig};
+use crate::writer::Job;
 
 /// What every connection of a server shares.
 pub(crate) struct Context {
@@ -214,7 +214,8 @@ impl Context {
         self.live().len()
     }
 
-    fn message_id(&self) -> String {
+    /// A new message id: the server's start time and a counter, in hex.
+    pub(crate) fn message_id(&self) -> String {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
         format!("{:x}.{n:x}", self.started)
     }
@@ -531,68 +532,4 @@ fn write_out(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
 fn close_with(stream: &TcpStream, core: &mut Protocol, r: &Reply) -> io::Result<()> {
     core.reply(r);
     flush(stream, core)
-}
-
-/// Hands a message to the writer, waits for its outcome and answers it.
-// Not inlined into `run`: its locals would then take room in `run`'s frame for the whole
-// session, and an idle worker's stack would reach one page deeper (see `pool::WORKER_STACK`).
-#[inline(never)]
-fn deliver(ctx: &Context, core: &mut Protocol, envelope: &Envelope, peer: SocketAddr, label: &str) {
-    let id = &ctx.message_id();
-    let peer_ip = peer.ip().to_string();
-    let trace = Trace {
-        sender: envelope.sender.as_deref(),
-        helo: &envelope.helo,
-        peer: &peer_ip,
-        hostname: &ctx.session.hostname,
-        protocol: envelope.protocol.as_str(),
-        id,
-        time: mbox::now(),
-    };
-    let entries = envelope
-        .recipients
-        .iter()
-        .map(|(mailbox, rcpt)| Entry {
-            mailbox: mailbox.clone(),
-            header: mbox::header(&trace, rcpt),
-            // The one stored copy, shared: its budget is given back when the last one drops.
-            body: Arc::clone(&envelope.body),
-        })
-        .collect();
-    let to: Vec<String> = envelope
-        .recipients
-        .iter()
-        .map(|(m, _)| Escaped(m).to_string())
-        .collect();
-    let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
-    let bytes = envelope.size;
-    let to = to.join(",");
-    // The user a successful AUTH named, never a password (none is kept past AUTH).
-    let auth = envelope
-        .user
-        .as_deref()
-        .map(|user| format!(" auth=<{}>", Escaped(user)))
-        .unwrap_or_default();
-    let summary = format!("from=<{sender}> to={to} bytes={bytes}{auth}");
-    let (ack, awaited) = crate::writer::ack::pair();
-    // The writer logs the outcome (`delivered` or `message refused`) as it answers.
-    let outcome = match ctx.deliveries.send(Job {
-        id: id.to_string(),
-        label: label.to_string(),
-        summary,
-        entries,
-        ack,
-    }) {
-        Ok(()) => awaited.wait(),
-        Err(crossbeam_channel::SendError(job)) => {
-            let failed = Outcome::Failed;
-            log::info!(
-                "{label}: {id} message refused: {}: {} (the writer has stopped)",
-                failed.reply(id).code_text(),
-                job.summary
-            );
-            failed
-        }
-    };
-    core.reply(&outcome.reply(id));
 }

@@ -1,5 +1,5 @@
 //! The introductions and endings of a session: HELO and EHLO (with the extension list), QUIT,
-//! and checking one RCPT.
+//! and the envelope: MAIL, RCPT and checking one recipient.
 //!
 //! It exists to keep `mod.rs` to the state machine itself: these are the helpers its one
 //! transition function calls for those commands; they decide nothing about which command is
@@ -7,7 +7,7 @@
 
 use super::{Action, Hello, Recipient, Session, State, Transaction, params, user_of};
 use crate::command::{self, Address};
-use crate::fail::Stage;
+use crate::fail::{Fault, Stage};
 use crate::reply::{self, Reply};
 
 impl Session {
@@ -60,6 +60,58 @@ impl Session {
             user,
         };
         (State::Ready(hello), Action::Reply(Reply::plain(250, text)))
+    }
+
+    /// MAIL in the `Ready` state: a transaction opens, or the command is refused.
+    // This and `recipient` are not inlined into the transition function, so their locals are not
+    // in its frame below every command (see `pool::WORKER_STACK`).
+    #[inline(never)]
+    pub(super) fn mail(
+        &mut self,
+        h: Hello,
+        from: Option<Address>,
+        params: Vec<command::Param>,
+    ) -> (State, Action) {
+        let sender = from.as_ref().map(Address::to_string).unwrap_or_default();
+        if let Some(f) = self.fault(Stage::Mail, &[&sender]) {
+            return self.faulted(State::Ready(h), f);
+        }
+        let max = self.config.max_message_size;
+        match params::mail(h.extended, max, from.as_ref(), &params) {
+            Ok(p) => {
+                let tx = Box::new(Transaction {
+                    from,
+                    recipients: Vec::new(),
+                    rejected: 0,
+                    utf8: p.utf8,
+                });
+                (State::Mail(h, tx), Action::Reply(reply::OK_SENDER))
+            }
+            Err(r) => self.refuse_logged(State::Ready(h), "MAIL", from.as_ref(), r),
+        }
+    }
+
+    /// RCPT in the `Mail` state: the recipient is added, or refused.
+    #[inline(never)]
+    pub(super) fn recipient(
+        &mut self,
+        h: Hello,
+        mut tx: Box<Transaction>,
+        to: Address,
+        params: Vec<command::Param>,
+    ) -> (State, Action) {
+        let result = match self.fault(Stage::Rcpt, &[&to.to_string()]) {
+            Some(Fault::Refuse(r)) => Err(r),
+            Some(f) => return self.faulted(State::Mail(h, tx), f),
+            None => self.rcpt(&mut tx, &to, &params),
+        };
+        match result {
+            Ok(r) => (State::Mail(h, tx), Action::Reply(r)),
+            Err(r) => {
+                tx.rejected += 1;
+                self.refuse_logged(State::Mail(h, tx), "RCPT", Some(&to), r)
+            }
+        }
     }
 
     /// Checks a recipient and adds it to `tx`; the RCPT reply, or the refusal.

@@ -234,7 +234,7 @@ impl Session {
             protocol,
             user: hello.user.clone(),
         };
-        (State::Ready(hello), Action::Deliver(envelope))
+        (State::Ready(hello), Action::Deliver(Box::new(envelope)))
     }
 }
 

@@ -160,7 +160,7 @@ pub(crate) enum Action {
     /// Write this reply, then close the connection.
     Close(Reply),
     /// Deliver this message, then write the writer's verdict on it.
-    Deliver(Envelope),
+    Deliver(Box<Envelope>),
     /// Close the connection without a reply (a `--fail` drop).
     Drop,
     /// Wait this long (a `--fail` delay), then carry out the action.
@@ -369,27 +369,7 @@ impl Session {
                 self.refuse_logged(S::Greeted, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_HELO)
             }
             (S::Ready(h), Input::Command(C::Mail { from, params, .. })) => {
-                let sender = from.as_ref().map(Address::to_string).unwrap_or_default();
-                if let Some(f) = self.fault(Stage::Mail, &[&sender]) {
-                    return self.faulted(S::Ready(h), f);
-                }
-                match params::mail(
-                    h.extended,
-                    self.config.max_message_size,
-                    from.as_ref(),
-                    &params,
-                ) {
-                    Ok(p) => {
-                        let tx = Box::new(Transaction {
-                            from,
-                            recipients: Vec::new(),
-                            rejected: 0,
-                            utf8: p.utf8,
-                        });
-                        (S::Mail(h, tx), Action::Reply(reply::OK_SENDER))
-                    }
-                    Err(r) => self.refuse_logged(S::Ready(h), "MAIL", from.as_ref(), r),
-                }
+                self.mail(h, from, params)
             }
             (state @ (S::Mail(..) | S::Chunked(..)), Input::Command(C::Mail { from, .. })) => {
                 self.refuse_logged(state, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_NESTED)
@@ -402,19 +382,8 @@ impl Session {
             (state @ S::Ready(_), Input::Command(C::Rcpt { to, .. })) => {
                 self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_MAIL)
             }
-            (S::Mail(h, mut tx), Input::Command(C::Rcpt { to, params })) => {
-                let result = match self.fault(Stage::Rcpt, &[&to.to_string()]) {
-                    Some(Fault::Refuse(r)) => Err(r),
-                    Some(f) => return self.faulted(S::Mail(h, tx), f),
-                    None => self.rcpt(&mut tx, &to, &params),
-                };
-                match result {
-                    Ok(r) => (S::Mail(h, tx), Action::Reply(r)),
-                    Err(r) => {
-                        tx.rejected += 1;
-                        self.refuse_logged(S::Mail(h, tx), "RCPT", Some(&to), r)
-                    }
-                }
+            (S::Mail(h, tx), Input::Command(C::Rcpt { to, params })) => {
+                self.recipient(h, tx, to, params)
             }
             (state @ S::Chunked(..), Input::Command(C::Rcpt { to, .. })) => {
                 self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_CHUNKING)
