@@ -160,7 +160,7 @@ const IDLE: usize = 200;
 const IDLE_HEAP_KIB: u64 = 4;
 /// Resident stack of a worker serving an idle session, in KiB: two pages in a release build
 /// (glibc's thread descriptor and TLS take the first, and 0.5 KiB of the second; see
-/// `WORKER_STACK` in src/pool.rs); unoptimised frames are several times larger, about 52 KiB
+/// `WORKER_STACK` in src/pool.rs); unoptimised frames are several times larger, about 28 KiB
 /// measured in a debug build.
 const IDLE_STACK_KIB: u64 = if cfg!(debug_assertions) { 64 } else { 8 };
 
