@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::admission::Arrival;
-use crate::escape::Escaped;
-use crate::mbox::{self, Trace};
+use crate::handoff::deliver;
+use crate::mbox;
 use crate::protocol::{Event, Protocol};
 use crate::reply::{self, Reply, write_reply};
-use crate::session::{Envelope, Session, SessionConfig};
-use crate::writer::{Entry, Job, Outcome};
+use crate::session::{Session, SessionConfig};
+use crate::writer::Job;
 
 /// What every connection of a server shares.
 pub(crate) struct Context {
@@ -214,7 +214,8 @@ impl Context {
         self.live().len()
     }
 
-    fn message_id(&self) -> String {
+    /// A new message id: the server's start time and a counter, in hex.
+    pub(crate) fn message_id(&self) -> String {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
         format!("{:x}.{n:x}", self.started)
     }
@@ -235,37 +236,56 @@ impl Drop for Registration<'_> {
 
 /// Serves one connection to its end. Never panics: a panic inside the session is caught,
 /// logged and answered with 421 on this connection only.
+//
+// What runs before and after the session is in functions of its own (`register`, `ended`,
+// `start`, ...): inlined, their locals would sit in the frame below every step of the session,
+// and an idle worker's stack would reach a page deeper (see `pool::WORKER_STACK`).
 pub(crate) fn serve(arrival: Arrival, ctx: &Context) {
     // The peer's slot is held until the connection ends.
     let Arrival { stream, slot, .. } = arrival;
+    let Some((id, peer, flags, label)) = register(&stream, ctx) else {
+        return;
+    };
+    let _registration = Registration { ctx, id };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| run(&stream, peer, &label, ctx, &flags)));
+    ended(&stream, &label, result);
+    drop(slot);
+}
+
+/// Enters a connection in the live set: its id, peer, flags and log label, or `None` if it is
+/// already gone.
+#[inline(never)]
+fn register(stream: &TcpStream, ctx: &Context) -> Option<(u64, SocketAddr, Arc<Flags>, String)> {
     let id = ctx.next_connection.fetch_add(1, Ordering::Relaxed);
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(e) => {
             log::debug!("connection {id}: gone before it was served: {e}");
-            return;
+            return None;
         }
     };
     let flags = Arc::new(Flags::default());
     match stream.try_clone() {
         Ok(clone) => {
-            ctx.live().insert(
-                id,
-                Live {
-                    stream: clone,
-                    flags: Arc::clone(&flags),
-                },
-            );
+            let live = Live {
+                stream: clone,
+                flags: Arc::clone(&flags),
+            };
+            ctx.live().insert(id, live);
         }
         Err(e) => {
             log::error!("connection {id}: cannot clone socket: {e}");
-            return;
+            return None;
         }
     }
-    let _registration = Registration { ctx, id };
     let label = format!("conn {id} [{peer}]");
     log::info!("{label}: opened");
-    let result = panic::catch_unwind(AssertUnwindSafe(|| run(&stream, peer, &label, ctx, &flags)));
+    Some((id, peer, flags, label))
+}
+
+/// Logs how a session ended; after a panic, answers 421.
+#[inline(never)]
+fn ended(mut stream: &TcpStream, label: &str, result: std::thread::Result<io::Result<()>>) {
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::info!("{label}: {e}"),
@@ -273,11 +293,10 @@ pub(crate) fn serve(arrival: Arrival, ctx: &Context) {
             log::error!("{label}: session panicked; answering 421");
             let mut out = Vec::new();
             write_reply(&mut out, &reply::INTERNAL_ERROR, false);
-            let _ = (&stream).write_all(&out);
+            let _ = stream.write_all(&out);
         }
     }
     log::info!("{label}: closed");
-    drop(slot);
 }
 
 /// Where a session is in time: since when it has waited for its current command, and when its
@@ -297,7 +316,6 @@ fn run(
     flags: &Flags,
 ) -> io::Result<()> {
     stream.set_write_timeout(Some(ctx.timeout))?;
-    let session = Session::new(Arc::clone(&ctx.session), label.to_string());
     if ctx.shutting_down() {
         let mut out = Vec::new();
         write_reply(&mut out, &reply::SHUTTING_DOWN, false);
@@ -309,7 +327,7 @@ fn run(
             .min(ctx.data_timeout)
             .min(ctx.min_data_rate_grace),
     )?;
-    let mut core = Protocol::new(session);
+    let mut core = start(ctx, label);
     let mut clock = Clock {
         progress: core.progress(),
         waiting_since: Instant::now(),
@@ -328,9 +346,7 @@ fn run(
                 continue;
             }
             Event::Deliver(envelope) => {
-                let id = ctx.message_id();
-                let outcome = deliver(ctx, &envelope, &id, peer, label);
-                core.reply(&outcome.reply(&id));
+                deliver(ctx, &mut core, &envelope, peer, label);
                 continue;
             }
         }
@@ -381,41 +397,71 @@ fn run(
         let n = match timer.read(stream, core.space(), deadline) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                log::info!(
-                    "{label}: {}; {}",
-                    match (message, std::ptr::eq(too_slow, &reply::TOO_SLOW)) {
-                        (false, _) => "no whole command within the timeout",
-                        (true, false) => "timeout inside a message",
-                        (true, true) => "message data below the minimum rate",
-                    },
-                    too_slow.code_text()
-                );
-                return close_with(stream, &mut core, too_slow);
+                return timed_out(stream, &mut core, label, message, too_slow);
             }
             Err(e) => return Err(e),
         };
         if n == 0 {
-            // End of file: the client went away, or shutdown or eviction closed our reading side.
-            if flags.evicted.load(Ordering::SeqCst) {
-                log::info!("{label}: closed to make room for a newcomer; 421");
-                return close_with(stream, &mut core, &reply::EVICTED);
-            }
-            if ctx.shutting_down() {
-                if message {
-                    log::info!("{label}: shutting down inside a message; it is discarded; 421");
-                }
-                return close_with(stream, &mut core, &reply::SHUTTING_DOWN);
-            }
-            if message {
-                log::info!("{label}: disconnected inside a message; it is discarded");
-            }
-            return Ok(());
+            return end_of_file(stream, &mut core, label, ctx, flags, message);
         }
         if let Some((_, bytes)) = &mut clock.message {
             *bytes += n as u64;
         }
         core.received(n);
     }
+}
+
+/// The session's core, on the heap: it is 272 bytes, and on the stack it would be in the frame
+/// below every step of the session (see `pool::WORKER_STACK`).
+#[inline(never)]
+fn start(ctx: &Context, label: &str) -> Box<Protocol> {
+    let session = Session::new(Arc::clone(&ctx.session), label.to_string());
+    Box::new(Protocol::new(session))
+}
+
+/// Closes a session whose client sent too little in time with `too_slow` (421).
+#[cold]
+#[inline(never)]
+fn timed_out(
+    stream: &TcpStream,
+    core: &mut Protocol,
+    label: &str,
+    message: bool,
+    too_slow: &Reply,
+) -> io::Result<()> {
+    let why = match (message, std::ptr::eq(too_slow, &reply::TOO_SLOW)) {
+        (false, _) => "no whole command within the timeout",
+        (true, false) => "timeout inside a message",
+        (true, true) => "message data below the minimum rate",
+    };
+    log::info!("{label}: {why}; {}", too_slow.code_text());
+    close_with(stream, core, too_slow)
+}
+
+/// End of file: the client went away, or shutdown or eviction closed our reading side.
+#[inline(never)]
+fn end_of_file(
+    stream: &TcpStream,
+    core: &mut Protocol,
+    label: &str,
+    ctx: &Context,
+    flags: &Flags,
+    message: bool,
+) -> io::Result<()> {
+    if flags.evicted.load(Ordering::SeqCst) {
+        log::info!("{label}: closed to make room for a newcomer; 421");
+        return close_with(stream, core, &reply::EVICTED);
+    }
+    if ctx.shutting_down() {
+        if message {
+            log::info!("{label}: shutting down inside a message; it is discarded; 421");
+        }
+        return close_with(stream, core, &reply::SHUTTING_DOWN);
+    }
+    if message {
+        log::info!("{label}: disconnected inside a message; it is discarded");
+    }
+    Ok(())
 }
 
 /// A socket's read timeout, changed as rarely as possible: reads wait for a deadline, and the
@@ -486,66 +532,4 @@ fn write_out(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
 fn close_with(stream: &TcpStream, core: &mut Protocol, r: &Reply) -> io::Result<()> {
     core.reply(r);
     flush(stream, core)
-}
-
-/// Hands a message to the writer and waits for its outcome.
-// Not inlined into `run`: its locals would then take room in `run`'s frame for the whole
-// session, and an idle worker's stack would reach one page deeper (see `pool::WORKER_STACK`).
-#[inline(never)]
-fn deliver(ctx: &Context, envelope: &Envelope, id: &str, peer: SocketAddr, label: &str) -> Outcome {
-    let peer_ip = peer.ip().to_string();
-    let trace = Trace {
-        sender: envelope.sender.as_deref(),
-        helo: &envelope.helo,
-        peer: &peer_ip,
-        hostname: &ctx.session.hostname,
-        protocol: envelope.protocol.as_str(),
-        id,
-        time: mbox::now(),
-    };
-    let entries = envelope
-        .recipients
-        .iter()
-        .map(|(mailbox, rcpt)| Entry {
-            mailbox: mailbox.clone(),
-            header: mbox::header(&trace, rcpt),
-            // The one stored copy, shared: its budget is given back when the last one drops.
-            body: Arc::clone(&envelope.body),
-        })
-        .collect();
-    let to: Vec<String> = envelope
-        .recipients
-        .iter()
-        .map(|(m, _)| Escaped(m).to_string())
-        .collect();
-    let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
-    let bytes = envelope.size;
-    let to = to.join(",");
-    // The user a successful AUTH named, never a password (none is kept past AUTH).
-    let auth = envelope
-        .user
-        .as_deref()
-        .map(|user| format!(" auth=<{}>", Escaped(user)))
-        .unwrap_or_default();
-    let summary = format!("from=<{sender}> to={to} bytes={bytes}{auth}");
-    let (ack, awaited) = crate::writer::ack::pair();
-    // The writer logs the outcome (`delivered` or `message refused`) as it answers.
-    match ctx.deliveries.send(Job {
-        id: id.to_string(),
-        label: label.to_string(),
-        summary,
-        entries,
-        ack,
-    }) {
-        Ok(()) => awaited.wait(),
-        Err(crossbeam_channel::SendError(job)) => {
-            let failed = Outcome::Failed;
-            log::info!(
-                "{label}: {id} message refused: {}: {} (the writer has stopped)",
-                failed.reply(id).code_text(),
-                job.summary
-            );
-            failed
-        }
-    }
 }

@@ -74,6 +74,7 @@ mod escape;
 mod fail;
 mod framer;
 mod handle;
+mod handoff;
 mod mailboxes;
 pub mod mbox;
 mod names;

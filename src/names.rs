@@ -55,9 +55,17 @@ pub(crate) fn mailbox_name(local: &str) -> Option<String> {
 }
 
 /// `NFKC(lower(NFKC(s)))`.
+///
+/// Each result is collected into a string of the input's length, which it nearly always fits:
+/// no reallocation deep below RCPT's frames (they would take a worker's stack a page deeper;
+/// see `pool::WORKER_STACK`).
 fn fold(s: &str) -> String {
-    let nfkc: String = s.nfkc().collect();
-    nfkc.to_lowercase().nfkc().collect()
+    let mut nfkc = String::with_capacity(s.len());
+    nfkc.extend(s.nfkc());
+    let lower = nfkc.to_lowercase();
+    let mut folded = String::with_capacity(lower.len());
+    folded.extend(lower.nfkc());
+    folded
 }
 
 /// True for a character a mailbox name may contain.

@@ -35,7 +35,7 @@ pub(crate) enum Event {
     /// Write the output, then read more input into [`Protocol::space`].
     NeedInput,
     /// Deliver this message, then give the verdict's reply to [`Protocol::reply`].
-    Deliver(Envelope),
+    Deliver(Box<Envelope>),
     /// Write the output, then close the connection.
     Close,
     /// Write the output, wait this long (a `--fail` delay), then poll again.

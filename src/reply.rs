@@ -280,7 +280,7 @@ pub(crate) const NO_VALID_RECIPIENTS: Reply =
 pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, enhanced: bool) {
     let mut lines = reply.text.split('\n').peekable();
     while let Some(line) = lines.next() {
-        out.extend_from_slice(format!("{:03}", reply.code).as_bytes());
+        push_code(out, reply.code);
         out.push(if lines.peek().is_some() { b'-' } else { b' ' });
         if let (true, Some(code)) = (enhanced, reply.enhanced) {
             out.extend_from_slice(code.as_bytes());
@@ -291,6 +291,18 @@ pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, enhanced: bool) {
                 .map(|b| if b.is_ascii_control() { b' ' } else { b }),
         );
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends a reply code as `format!("{:03}")` would, without the formatting machinery: every
+/// session writes replies, and `core::fmt` took an idle worker's stack 600 bytes deeper (see
+/// `pool::WORKER_STACK`).
+fn push_code(out: &mut Vec<u8>, code: u16) {
+    if code < 1000 {
+        let digit = |n: u16| b'0' + (n % 10) as u8;
+        out.extend_from_slice(&[digit(code / 100), digit(code / 10), digit(code)]);
+    } else {
+        out.extend_from_slice(code.to_string().as_bytes());
     }
 }
 
@@ -323,6 +335,13 @@ mod tests {
     fn control_characters_cannot_break_framing() {
         let r = Reply::new(501, "5.5.4", "bad\rthing\x00");
         assert_eq!(wire(&r, false), "501 bad thing \r\n");
+    }
+
+    #[test]
+    fn codes_are_written_with_three_digits_or_more() {
+        assert_eq!(wire(&Reply::plain(7, "x"), false), "007 x\r\n");
+        assert_eq!(wire(&Reply::plain(421, "x"), false), "421 x\r\n");
+        assert_eq!(wire(&Reply::plain(1234, "x"), false), "1234 x\r\n");
     }
 
     #[test]

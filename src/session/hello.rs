@@ -1,5 +1,5 @@
 //! The introductions and endings of a session: HELO and EHLO (with the extension list), QUIT,
-//! and checking one RCPT.
+//! and the envelope: MAIL, RCPT and checking one recipient.
 //!
 //! It exists to keep `mod.rs` to the state machine itself: these are the helpers its one
 //! transition function calls for those commands; they decide nothing about which command is
@@ -7,7 +7,7 @@
 
 use super::{Action, Hello, Recipient, Session, State, Transaction, params, user_of};
 use crate::command::{self, Address};
-use crate::fail::Stage;
+use crate::fail::{Fault, Stage};
 use crate::reply::{self, Reply};
 
 impl Session {
@@ -26,30 +26,92 @@ impl Session {
         }
         // RSET, HELO and EHLO keep an authentication (RFC 4954 §4).
         let user = user_of(state);
-        let greeting = format!("{} Hello {}", self.config.hostname, name);
+        // RFC 5321 §4.1.1.1: the EHLO reply lists the extensions, one per line. Built in one
+        // String of the right size, with no `format!`: one allocation, and a shallower stack on
+        // the path every session takes (`core::fmt` and a reallocation were the deepest frames
+        // of an idle session; see `pool::WORKER_STACK`).
+        const EXTENSIONS: [&str; 3] = [
+            "\nPIPELINING\nSIZE ",
+            "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING\nHELP",
+            // RFC 4954 §3, for tests only: without TLS the password crosses in the clear.
+            "\nAUTH PLAIN LOGIN",
+        ];
+        let hostname = &self.config.hostname;
+        let mut text = String::with_capacity(
+            hostname.len()
+                + name.len()
+                + 7
+                + EXTENSIONS.iter().map(|e| e.len() + 20).sum::<usize>(),
+        );
+        text.push_str(hostname);
+        text.push_str(" Hello ");
+        text.push_str(&name);
+        if extended {
+            text.push_str(EXTENSIONS[0]);
+            push_decimal(&mut text, self.config.max_message_size);
+            text.push_str(EXTENSIONS[1]);
+            if self.config.auth.accounts.enabled() {
+                text.push_str(EXTENSIONS[2]);
+            }
+        }
         let hello = Hello {
             name,
             extended,
             user,
         };
-        if !extended {
-            return (
-                State::Ready(hello),
-                Action::Reply(Reply::plain(250, greeting)),
-            );
-        }
-        // RFC 5321 §4.1.1.1: the EHLO reply lists the extensions, one per line. Built in one
-        // String (no list of Strings to join): fewer allocations, and a shallower stack on the
-        // path every session takes (see `pool::WORKER_STACK`).
-        let mut text = greeting;
-        text.push_str("\nPIPELINING\nSIZE ");
-        text.push_str(&self.config.max_message_size.to_string());
-        text.push_str("\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING\nHELP");
-        if self.config.auth.accounts.enabled() {
-            // RFC 4954 §3, for tests only: without TLS the password crosses in the clear.
-            text.push_str("\nAUTH PLAIN LOGIN");
-        }
         (State::Ready(hello), Action::Reply(Reply::plain(250, text)))
+    }
+
+    /// MAIL in the `Ready` state: a transaction opens, or the command is refused.
+    // This and `recipient` are not inlined into the transition function, so their locals are not
+    // in its frame below every command (see `pool::WORKER_STACK`).
+    #[inline(never)]
+    pub(super) fn mail(
+        &mut self,
+        h: Hello,
+        from: Option<Address>,
+        params: Vec<command::Param>,
+    ) -> (State, Action) {
+        let sender = from.as_ref().map(Address::to_string).unwrap_or_default();
+        if let Some(f) = self.fault(Stage::Mail, &[&sender]) {
+            return self.faulted(State::Ready(h), f);
+        }
+        let max = self.config.max_message_size;
+        match params::mail(h.extended, max, from.as_ref(), &params) {
+            Ok(p) => {
+                let tx = Box::new(Transaction {
+                    from,
+                    recipients: Vec::new(),
+                    rejected: 0,
+                    utf8: p.utf8,
+                });
+                (State::Mail(h, tx), Action::Reply(reply::OK_SENDER))
+            }
+            Err(r) => self.refuse_logged(State::Ready(h), "MAIL", from.as_ref(), r),
+        }
+    }
+
+    /// RCPT in the `Mail` state: the recipient is added, or refused.
+    #[inline(never)]
+    pub(super) fn recipient(
+        &mut self,
+        h: Hello,
+        mut tx: Box<Transaction>,
+        to: Address,
+        params: Vec<command::Param>,
+    ) -> (State, Action) {
+        let result = match self.fault(Stage::Rcpt, &[&to.to_string()]) {
+            Some(Fault::Refuse(r)) => Err(r),
+            Some(f) => return self.faulted(State::Mail(h, tx), f),
+            None => self.rcpt(&mut tx, &to, &params),
+        };
+        match result {
+            Ok(r) => (State::Mail(h, tx), Action::Reply(r)),
+            Err(r) => {
+                tx.rejected += 1;
+                self.refuse_logged(State::Mail(h, tx), "RCPT", Some(&to), r)
+            }
+        }
     }
 
     /// Checks a recipient and adds it to `tx`; the RCPT reply, or the refusal.
@@ -70,5 +132,17 @@ impl Session {
             mailboxes: route.mailboxes,
         });
         Ok(route.reply)
+    }
+}
+
+/// Appends `n` in decimal, without `core::fmt` (see [`Session::hello`]).
+pub(super) fn push_decimal(out: &mut String, n: u64) {
+    let mut power = 1;
+    while power <= n / 10 {
+        power *= 10;
+    }
+    while power > 0 {
+        out.push(char::from(b'0' + (n / power % 10) as u8));
+        power /= 10;
     }
 }

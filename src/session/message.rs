@@ -22,9 +22,9 @@ use crate::reply::{self, Reply};
 #[derive(Debug)]
 pub(crate) struct Chunk {
     pub(super) hello: Hello,
-    pub(super) tx: Transaction,
+    pub(super) tx: Box<Transaction>,
     /// The message so far, this chunk's bytes included.
-    pub(super) message: Encoder,
+    pub(super) message: Box<Encoder>,
     /// Octets of this chunk still to come; never 0.
     pub(super) remaining: u64,
     /// The chunk's announced size, for its 250.
@@ -96,8 +96,8 @@ impl Session {
     pub(super) fn text(
         &mut self,
         hello: Hello,
-        tx: Transaction,
-        mut decoder: DataDecoder,
+        tx: Box<Transaction>,
+        mut decoder: Box<DataDecoder>,
         text: &[u8],
     ) -> (State, Action) {
         if decoder.push(text) == DataStatus::Partial {
@@ -105,7 +105,7 @@ impl Session {
         }
         let size = decoder.received();
         match decoder.finish() {
-            Ok(body) => self.envelope(hello, tx, body, size),
+            Ok(body) => self.envelope(hello, *tx, body, size),
             Err(why) => self.refuse_message(State::Ready(hello), refusal(why)),
         }
     }
@@ -113,8 +113,8 @@ impl Session {
     pub(super) fn start_chunk(
         &mut self,
         hello: Hello,
-        tx: Transaction,
-        message: Encoder,
+        tx: Box<Transaction>,
+        message: Box<Encoder>,
         size: u64,
         last: bool,
     ) -> (State, Action) {
@@ -134,18 +134,18 @@ impl Session {
         if size == 0 {
             self.end_of_chunk(chunk)
         } else {
-            (State::Chunk(chunk), Action::Continue)
+            (State::Chunk(Box::new(chunk)), Action::Continue)
         }
     }
 
-    pub(super) fn octets(&mut self, mut chunk: Chunk, octets: &[u8]) -> (State, Action) {
+    pub(super) fn octets(&mut self, mut chunk: Box<Chunk>, octets: &[u8]) -> (State, Action) {
         let n = octets
             .len()
             .min(usize::try_from(chunk.remaining).unwrap_or(usize::MAX));
         chunk.message.push(octets.get(..n).unwrap_or(octets));
         chunk.remaining -= n as u64;
         if chunk.remaining == 0 {
-            self.end_of_chunk(chunk)
+            self.end_of_chunk(*chunk)
         } else {
             (State::Chunk(chunk), Action::Continue)
         }
@@ -159,7 +159,7 @@ impl Session {
         if chunk.last {
             let size = chunk.message.received();
             return match chunk.message.finish() {
-                Ok(body) => self.envelope(chunk.hello, chunk.tx, body, size),
+                Ok(body) => self.envelope(chunk.hello, *chunk.tx, body, size),
                 Err(why) => self.refuse_message(State::Ready(chunk.hello), refusal(why)),
             };
         }
@@ -234,7 +234,7 @@ impl Session {
             protocol,
             user: hello.user.clone(),
         };
-        (State::Ready(hello), Action::Deliver(envelope))
+        (State::Ready(hello), Action::Deliver(Box::new(envelope)))
     }
 }
 

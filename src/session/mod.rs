@@ -131,13 +131,13 @@ pub(crate) enum State {
     /// Introduced, no mail transaction open.
     Ready(Hello),
     /// MAIL accepted; collecting recipients.
-    Mail(Hello, Transaction),
+    Mail(Hello, Box<Transaction>),
     /// 354 sent; reading the message text.
-    Data(Hello, Transaction, DataDecoder),
+    Data(Hello, Box<Transaction>, Box<DataDecoder>),
     /// Reading an accepted BDAT chunk.
-    Chunk(Chunk),
+    Chunk(Box<Chunk>),
     /// Between BDAT chunks: at least one accepted, LAST not yet seen; the message so far.
-    Chunked(Hello, Transaction, Encoder),
+    Chunked(Hello, Box<Transaction>, Box<Encoder>),
     /// Reading and dropping a refused BDAT chunk.
     Discard(Discard),
     /// An AUTH exchange in progress: a 334 challenge sent, the client's response is next. The
@@ -160,7 +160,7 @@ pub(crate) enum Action {
     /// Write this reply, then close the connection.
     Close(Reply),
     /// Deliver this message, then write the writer's verdict on it.
-    Deliver(Envelope),
+    Deliver(Box<Envelope>),
     /// Close the connection without a reply (a `--fail` drop).
     Drop,
     /// Wait this long (a `--fail` delay), then carry out the action.
@@ -210,10 +210,12 @@ impl Session {
 
     /// The 220 greeting (RFC 5321 §4.3.1).
     pub(crate) fn greeting(&self) -> Reply {
-        Reply::plain(
-            220,
-            format!("{} ESMTP mboxd Service ready", self.config.hostname),
-        )
+        // Without `format!`, as the EHLO reply (see `Session::hello`).
+        const READY: &str = " ESMTP mboxd Service ready";
+        let mut text = String::with_capacity(self.config.hostname.len() + READY.len());
+        text.push_str(&self.config.hostname);
+        text.push_str(READY);
+        Reply::plain(220, text)
     }
 
     /// True once EHLO was used: replies then carry enhanced status codes (RFC 2034).
@@ -367,27 +369,7 @@ impl Session {
                 self.refuse_logged(S::Greeted, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_HELO)
             }
             (S::Ready(h), Input::Command(C::Mail { from, params, .. })) => {
-                let sender = from.as_ref().map(Address::to_string).unwrap_or_default();
-                if let Some(f) = self.fault(Stage::Mail, &[&sender]) {
-                    return self.faulted(S::Ready(h), f);
-                }
-                match params::mail(
-                    h.extended,
-                    self.config.max_message_size,
-                    from.as_ref(),
-                    &params,
-                ) {
-                    Ok(p) => {
-                        let tx = Transaction {
-                            from,
-                            recipients: Vec::new(),
-                            rejected: 0,
-                            utf8: p.utf8,
-                        };
-                        (S::Mail(h, tx), Action::Reply(reply::OK_SENDER))
-                    }
-                    Err(r) => self.refuse_logged(S::Ready(h), "MAIL", from.as_ref(), r),
-                }
+                self.mail(h, from, params)
             }
             (state @ (S::Mail(..) | S::Chunked(..)), Input::Command(C::Mail { from, .. })) => {
                 self.refuse_logged(state, "MAIL", from.as_ref(), reply::BAD_SEQUENCE_NESTED)
@@ -400,19 +382,8 @@ impl Session {
             (state @ S::Ready(_), Input::Command(C::Rcpt { to, .. })) => {
                 self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_MAIL)
             }
-            (S::Mail(h, mut tx), Input::Command(C::Rcpt { to, params })) => {
-                let result = match self.fault(Stage::Rcpt, &[&to.to_string()]) {
-                    Some(Fault::Refuse(r)) => Err(r),
-                    Some(f) => return self.faulted(S::Mail(h, tx), f),
-                    None => self.rcpt(&mut tx, &to, &params),
-                };
-                match result {
-                    Ok(r) => (S::Mail(h, tx), Action::Reply(r)),
-                    Err(r) => {
-                        tx.rejected += 1;
-                        self.refuse_logged(S::Mail(h, tx), "RCPT", Some(&to), r)
-                    }
-                }
+            (S::Mail(h, tx), Input::Command(C::Rcpt { to, params })) => {
+                self.recipient(h, tx, to, params)
             }
             (state @ S::Chunked(..), Input::Command(C::Rcpt { to, .. })) => {
                 self.refuse_logged(state, "RCPT", Some(&to), reply::BAD_SEQUENCE_CHUNKING)
@@ -430,8 +401,10 @@ impl Session {
                 None => match self.fault(Stage::Data, &tx.addresses()) {
                     Some(f) => self.faulted(S::Mail(h, tx), f),
                     None => {
-                        let decoder =
-                            DataDecoder::new(self.encoder(), self.config.max_message_size);
+                        let decoder = Box::new(DataDecoder::new(
+                            self.encoder(),
+                            self.config.max_message_size,
+                        ));
                         (S::Data(h, tx, decoder), Action::Reply(reply::START_DATA))
                     }
                 },
@@ -468,7 +441,7 @@ impl Session {
                         Some(Fault::Refuse(r)) => self.start_discard(S::Mail(h, tx), size, r),
                         Some(f) => self.faulted(S::Mail(h, tx), f),
                         None => {
-                            let encoder = self.encoder();
+                            let encoder = Box::new(self.encoder());
                             self.start_chunk(h, tx, encoder, size, last)
                         }
                     },
