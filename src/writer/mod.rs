@@ -139,6 +139,9 @@ pub(crate) fn spawn_with(
     disk: Arc<dyn Disk>,
     commits: Arc<Commits>,
 ) -> io::Result<JoinHandle<()>> {
+    // Before the server listens, not in the thread: a private lock file that appears once the
+    // server runs is a live commit's (or one that dies later), never an orphan of this start.
+    lock::remove_orphans(&mail_dir);
     thread::Builder::new()
         .name("mboxd-writer".into())
         .spawn(move || {
@@ -193,7 +196,6 @@ struct Waiting {
 impl Writer {
     fn run(&mut self, jobs: &Receiver<Job>) {
         self.sync_parent();
-        lock::remove_orphans(&self.mail_dir);
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut open = true;
         loop {
