@@ -201,7 +201,7 @@ pub fn report(
                 "| {} | {} | {:.2} ms | {:.2} ms | < 10 ms, binary < 1 MiB |",
                 binary.display(),
                 size.map_or("?".to_string(), |s| format!(
-                    "{} octets ({:.2} MiB)",
+                    "{} octets ({:.3} MiB)",
                     super::suite::thousands(s as usize),
                     s as f64 / 1048576.0
                 )),
