@@ -61,7 +61,8 @@ const MAX_BATCH: usize = 256;
 /// and the directory sync one, so the writer holds at most this many plus two.
 pub(crate) const MAX_OPEN_MAILBOXES: usize = 64;
 /// How long the writer keeps a mailbox locked across back-to-back commits at most (see
-/// [`Writer::held`]) before it lets go, so that a program waiting for the lock gets its turn.
+/// [`Writer::held`]) before it lets go, as between any two commits, which wakes a program blocked
+/// in `fcntl(F_SETLKW)` for it.
 const MAX_HOLD: Duration = Duration::from_millis(200);
 /// How often a job waiting for a locked mailbox tries again.
 const LOCK_RETRY: Duration = Duration::from_millis(50);
