@@ -59,6 +59,11 @@ fn resources() -> (usize, usize, u64) {
     (count("/proc/self/task"), count("/proc/self/fd"), rss)
 }
 
+/// Replies waited for in vain: the server kept the connection open and said nothing for the read
+/// timeout. A closed connection is an answer (the server may close idle or aborted sessions); a
+/// silence is a hang, and fails the soak.
+static SILENT: AtomicUsize = AtomicUsize::new(0);
+
 /// A minimal client: write a command, read one (possibly multi-line) reply code.
 struct Conn {
     stream: TcpStream,
@@ -79,7 +84,15 @@ impl Conn {
     fn reply(&mut self) -> Option<u16> {
         for _ in 0..100 {
             let mut line = String::new();
-            if self.reader.read_line(&mut line).ok()? < 4 {
+            let read = self.reader.read_line(&mut line).map_err(|e| {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    SILENT.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            if read.ok()? < 4 {
                 return None;
             }
             if line.as_bytes()[3] == b' ' {
@@ -228,6 +241,12 @@ fn main() {
     let tally = tally.lock().unwrap();
 
     let mut failures = Vec::new();
+    let silent = SILENT.load(Ordering::SeqCst);
+    if silent > 0 {
+        failures.push(format!(
+            "{silent} replies never came: the server was silent for 30 s on an open connection"
+        ));
+    }
     let mut stored: HashMap<String, HashMap<String, usize>> = HashMap::new();
     for user in 0..20 {
         let name = format!("u{user}");
