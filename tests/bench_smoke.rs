@@ -140,12 +140,12 @@ fn proc_status_date_and_limits_read() {
     assert!(bench::procs::threads(me).expect("threads") >= 1);
     assert!(bench::procs::status_kib(me, "NoSuchField").is_err());
     assert!(bench::procs::open_files_limit().is_none_or(|l| l > 0));
-    assert_eq!(bench::procs::civil_from_days(0), (1970, 1, 1));
-    assert_eq!(bench::procs::civil_from_days(11_016), (2000, 2, 29));
-    assert_eq!(bench::procs::civil_from_days(19_723), (2024, 1, 1));
-    assert_eq!(bench::procs::civil_from_days(20_415), (2025, 11, 23));
     let date = bench::procs::utc_date();
-    assert!(date.len() == 10 && date.starts_with("20"), "{date}");
+    let digits = date.bytes().filter(u8::is_ascii_digit).count();
+    assert!(
+        date.len() == 10 && digits == 8 && date.as_bytes()[4] == b'-',
+        "{date}"
+    );
 }
 
 /// The binary of this crate, built for integration tests.
