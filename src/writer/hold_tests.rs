@@ -2,7 +2,7 @@
 //! kept only while more jobs are queued, opened once for back-to-back commits, released when
 //! the queue empties, and opened afresh if anything changed it meanwhile.
 
-use super::tests::job;
+use super::tests::{LiveWriter, job};
 use super::*;
 use std::fs::File;
 use std::fs::{self, OpenOptions};
@@ -57,10 +57,10 @@ impl Disk for Gated {
 /// A running writer over a [`Gated`] disk.
 struct Rig {
     disk: Arc<Gated>,
-    jobs: Option<crossbeam_channel::Sender<Job>>,
     at_sync: crossbeam_channel::Receiver<()>,
     go: crossbeam_channel::Sender<()>,
-    thread: Option<JoinHandle<()>>,
+    // Dropped before `dir`: the writer is joined before its directory goes.
+    writer: LiveWriter,
     dir: tempfile::TempDir,
 }
 
@@ -74,28 +74,19 @@ impl Rig {
             at_sync: at_sync_tx,
             go: go_rx,
         });
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let thread = spawn_with(
-            dir.path().to_path_buf(),
-            Duration::from_secs(1),
-            rx,
-            disk.clone(),
-            Default::default(),
-        )
-        .unwrap();
+        let writer = LiveWriter::start(dir.path(), disk.clone(), 16);
         Rig {
             disk,
-            jobs: Some(tx),
             at_sync,
             go,
-            thread: Some(thread),
+            writer,
             dir,
         }
     }
 
     fn send(&self, text: &str) -> ack::Awaited {
         let (job, outcome) = job(&["box"], text);
-        self.jobs.as_ref().unwrap().send(job).unwrap();
+        self.writer.send(job);
         outcome
     }
 
@@ -112,15 +103,6 @@ impl Rig {
 
     fn dotlock_exists(&self) -> bool {
         self.dir.path().join("box.lock").exists()
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
     }
 }
 

@@ -132,6 +132,44 @@ pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, ack::Awaited) {
     )
 }
 
+/// A writer thread fed through a queue of `queue` jobs; dropping it closes the queue and joins
+/// the thread, so the writer has answered every job sent.
+pub(super) struct LiveWriter {
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LiveWriter {
+    pub(super) fn start(dir: &Path, disk: Arc<dyn Disk>, queue: usize) -> LiveWriter {
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let thread = spawn_with(
+            dir.to_path_buf(),
+            Duration::from_secs(1),
+            rx,
+            disk,
+            Default::default(),
+        )
+        .unwrap();
+        LiveWriter {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub(super) fn send(&self, job: Job) {
+        self.jobs.as_ref().unwrap().send(job).unwrap();
+    }
+}
+
+impl Drop for LiveWriter {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
 /// Queues `jobs` (so that they form one group commit), runs a writer over `dir` until it has
 /// answered them all, and stops it.
 pub(super) fn run_writer(dir: &Path, disk: Arc<dyn Disk>, jobs: Vec<Job>) {
@@ -369,8 +407,7 @@ impl Disk for Watched {
 /// A writer over a [`Watched`] disk, fed one job at a time.
 struct WatchedWriter {
     disk: Arc<Watched>,
-    jobs: Option<crossbeam_channel::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    writer: LiveWriter,
 }
 
 impl WatchedWriter {
@@ -381,41 +418,20 @@ impl WatchedWriter {
             in_flight: Mutex::new(None),
             fail_dir: AtomicBool::new(false),
         });
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let thread = spawn_with(
-            dir.to_path_buf(),
-            Duration::from_secs(1),
-            rx,
-            disk.clone(),
-            Default::default(),
-        )
-        .unwrap();
-        WatchedWriter {
-            disk,
-            jobs: Some(tx),
-            thread: Some(thread),
-        }
+        let writer = LiveWriter::start(dir, disk.clone(), 1);
+        WatchedWriter { disk, writer }
     }
 
     /// Delivers one message; returns its outcome and the syncs done for it, in order.
     fn deliver(&self, mailboxes: &[&str]) -> (Outcome, Vec<String>) {
         let (job, outcome) = job(mailboxes, "m\n\n");
         *self.disk.in_flight.lock().unwrap() = Some(outcome.clone());
-        self.jobs.as_ref().unwrap().send(job).unwrap();
+        self.writer.send(job);
         let outcome = outcome.wait();
         (
             outcome,
             std::mem::take(&mut *self.disk.events.lock().unwrap()),
         )
-    }
-}
-
-impl Drop for WatchedWriter {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
     }
 }
 
