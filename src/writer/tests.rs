@@ -141,7 +141,15 @@ pub(super) struct LiveWriter {
 
 impl LiveWriter {
     pub(super) fn start(dir: &Path, disk: Arc<dyn Disk>, queue: usize) -> LiveWriter {
-        let (tx, rx) = crossbeam_channel::bounded(queue);
+        LiveWriter::start_with(dir, disk, queue, Vec::new())
+    }
+
+    /// Starts a writer with `queued` already in its queue, so that they form one group commit.
+    fn start_with(dir: &Path, disk: Arc<dyn Disk>, queue: usize, queued: Vec<Job>) -> LiveWriter {
+        let (tx, rx) = crossbeam_channel::bounded(queue.max(queued.len()));
+        for job in queued {
+            tx.send(job).unwrap();
+        }
         let thread = spawn_with(
             dir.to_path_buf(),
             Duration::from_secs(1),
@@ -173,20 +181,7 @@ impl Drop for LiveWriter {
 /// Queues `jobs` (so that they form one group commit), runs a writer over `dir` until it has
 /// answered them all, and stops it.
 pub(super) fn run_writer(dir: &Path, disk: Arc<dyn Disk>, jobs: Vec<Job>) {
-    let (tx, rx) = crossbeam_channel::bounded(jobs.len());
-    for job in jobs {
-        tx.send(job).unwrap();
-    }
-    drop(tx);
-    let writer = spawn_with(
-        dir.to_path_buf(),
-        Duration::from_secs(1),
-        rx,
-        disk,
-        Default::default(),
-    )
-    .unwrap();
-    writer.join().unwrap();
+    drop(LiveWriter::start_with(dir, disk, 1, jobs));
 }
 
 /// A disk whose mailbox files fail as configured once `budget` bytes have been appended (all
