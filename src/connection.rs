@@ -3,8 +3,11 @@
 //!
 //! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
 //! knows nothing of sockets: it reads into the core's bounded buffer, writes the replies the core
-//! has gathered when the core needs more input (one `write` per pipelined group), and carries out
-//! deliveries, answering only after the writer has acknowledged.
+//! has gathered when the core needs more input (one `write` per pipelined group), and hands
+//! deliveries to the writer. The writer sends a message's 250 itself once the message is on disk
+//! (see `crate::handoff`); the session meanwhile reads on, and before it writes anything else it
+//! settles that answer, so replies keep their order. A session whose answer is still with the
+//! writer is waiting for the server, not idle, and is not evicted.
 //!
 //! Time is bounded per unit, not per read, so a client that trickles cannot hold a worker: a
 //! command line must arrive whole within `--timeout` of the moment the server began waiting for
@@ -25,12 +28,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::admission::Arrival;
-use crate::handoff::deliver;
+use crate::handoff::{Pending, deliver};
 use crate::mbox;
 use crate::protocol::{Event, Protocol};
 use crate::reply::{self, Reply, write_reply};
 use crate::session::{Session, SessionConfig};
 use crate::writer::Job;
+use crate::writer::ack::Awaited;
 
 /// What every connection of a server shares.
 pub(crate) struct Context {
@@ -74,6 +78,25 @@ struct Flags {
     waiting_since: AtomicU64,
     /// Set when the session was closed to make room; it then answers 421.
     evicted: AtomicBool,
+    /// The answer to the session's last message: until the writer has given it, the session
+    /// waits for the server, not the client, and is not idle.
+    delivery: Mutex<Option<Awaited>>,
+}
+
+impl Flags {
+    /// How long the session has been idle, waiting for its client's next command, if it is.
+    fn idle_for(&self, now: u64) -> Option<u64> {
+        let since = match self.waiting_since.load(Ordering::SeqCst) {
+            0 => return None,
+            since => now.saturating_sub(since),
+        };
+        let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
+        match delivery.as_ref().map(Awaited::answered_at) {
+            None => Some(since),
+            Some(None) => None,
+            Some(Some(answered)) => Some(since.min(answered.elapsed().as_millis() as u64)),
+        }
+    }
 }
 
 /// How long a session must have waited for a command before it may be evicted: a client
@@ -135,19 +158,11 @@ impl Context {
         let idlest = live
             .values()
             .filter(|conn| !conn.flags.evicted.load(Ordering::SeqCst))
-            .filter_map(
-                |conn| match conn.flags.waiting_since.load(Ordering::SeqCst) {
-                    0 => None,
-                    since => Some((since, conn)),
-                },
-            )
-            .filter(|(since, _)| now.saturating_sub(*since) >= limit)
-            .min_by_key(|(since, _)| *since);
-        if let Some((since, conn)) = idlest {
-            log::info!(
-                "every worker busy: closing a session idle for {} ms to make room",
-                now.saturating_sub(since)
-            );
+            .filter_map(|conn| Some((conn.flags.idle_for(now)?, conn)))
+            .filter(|(idle, _)| *idle >= limit)
+            .max_by_key(|(idle, _)| *idle);
+        if let Some((idle, conn)) = idlest {
+            log::info!("every worker busy: closing a session idle for {idle} ms to make room");
             conn.flags.evicted.store(true, Ordering::SeqCst);
             let _ = conn.stream.shutdown(Shutdown::Read);
         }
@@ -243,6 +258,8 @@ impl Drop for Registration<'_> {
 pub(crate) fn serve(arrival: Arrival, ctx: &Context) {
     // The peer's slot is held until the connection ends.
     let Arrival { stream, slot, .. } = arrival;
+    // Shared with the writer, which may send the reply to the end of a message itself.
+    let stream = Arc::new(stream);
     let Some((id, peer, flags, label)) = register(&stream, ctx) else {
         return;
     };
@@ -309,7 +326,7 @@ struct Clock {
 }
 
 fn run(
-    stream: &TcpStream,
+    stream: &Arc<TcpStream>,
     peer: SocketAddr,
     label: &str,
     ctx: &Context,
@@ -333,20 +350,36 @@ fn run(
         waiting_since: Instant::now(),
         message: None,
     };
+    // The last message handed to the writer, until its answer is settled.
+    let mut pending: Option<Pending> = None;
     loop {
         match core.poll() {
             Event::NeedInput => {}
-            Event::Close => return flush(stream, &mut core),
+            Event::Close => {
+                settle(stream, &mut pending)?;
+                return flush(stream, &mut core, &mut pending);
+            }
             Event::Delay(pause) => {
                 // A `--fail` delay: what is answered so far goes out first; the session is not
                 // idle meanwhile, so it is not evicted.
-                flush(stream, &mut core)?;
+                flush(stream, &mut core, &mut pending)?;
                 flags.waiting_since.store(0, Ordering::SeqCst);
                 ctx.pause(pause);
                 continue;
             }
             Event::Deliver(envelope) => {
-                deliver(ctx, &mut core, &envelope, peer, label);
+                // Everything answered before the end of this message reaches the client before
+                // the writer can answer it: replies to pipelined commands, and the last
+                // message's answer.
+                settle(stream, &mut pending)?;
+                flush(stream, &mut core, &mut pending)?;
+                let enhanced = core.enhanced();
+                let handed = deliver(ctx, stream, enhanced, &envelope, peer, label);
+                *flags
+                    .delivery
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = handed.watch();
+                pending = Some(handed);
                 continue;
             }
         }
@@ -374,9 +407,11 @@ fn run(
         };
         flags.waiting_since.store(waiting, Ordering::SeqCst);
         if !message && ctx.shutting_down() {
-            return close_with(stream, &mut core, &reply::SHUTTING_DOWN);
+            return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
         }
-        flush(stream, &mut core)?;
+        // Only when there is something to say: a message's answer is not waited for before
+        // reading the client's next command.
+        flush(stream, &mut core, &mut pending)?;
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
         let (deadline, too_slow) = match clock.message {
@@ -397,12 +432,12 @@ fn run(
         let n = match timer.read(stream, core.space(), deadline) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return timed_out(stream, &mut core, label, message, too_slow);
+                return timed_out(stream, &mut core, &mut pending, label, message, too_slow);
             }
             Err(e) => return Err(e),
         };
         if n == 0 {
-            return end_of_file(stream, &mut core, label, ctx, flags, message);
+            return end_of_file(stream, &mut core, &mut pending, label, ctx, flags, message);
         }
         if let Some((_, bytes)) = &mut clock.message {
             *bytes += n as u64;
@@ -425,6 +460,7 @@ fn start(ctx: &Context, label: &str) -> Box<Protocol> {
 fn timed_out(
     stream: &TcpStream,
     core: &mut Protocol,
+    pending: &mut Option<Pending>,
     label: &str,
     message: bool,
     too_slow: &Reply,
@@ -435,7 +471,7 @@ fn timed_out(
         (true, true) => "message data below the minimum rate",
     };
     log::info!("{label}: {why}; {}", too_slow.code_text());
-    close_with(stream, core, too_slow)
+    close_with(stream, core, pending, too_slow)
 }
 
 /// End of file: the client went away, or shutdown or eviction closed our reading side.
@@ -443,6 +479,7 @@ fn timed_out(
 fn end_of_file(
     stream: &TcpStream,
     core: &mut Protocol,
+    pending: &mut Option<Pending>,
     label: &str,
     ctx: &Context,
     flags: &Flags,
@@ -450,13 +487,13 @@ fn end_of_file(
 ) -> io::Result<()> {
     if flags.evicted.load(Ordering::SeqCst) {
         log::info!("{label}: closed to make room for a newcomer; 421");
-        return close_with(stream, core, &reply::EVICTED);
+        return close_with(stream, core, pending, &reply::EVICTED);
     }
     if ctx.shutting_down() {
         if message {
             log::info!("{label}: shutting down inside a message; it is discarded; 421");
         }
-        return close_with(stream, core, &reply::SHUTTING_DOWN);
+        return close_with(stream, core, pending, &reply::SHUTTING_DOWN);
     }
     if message {
         log::info!("{label}: disconnected inside a message; it is discarded");
@@ -516,10 +553,24 @@ impl ReadTimer {
     }
 }
 
-fn flush(stream: &TcpStream, core: &mut Protocol) -> io::Result<()> {
+/// Writes the replies the core has gathered, if any, after settling the last message's answer.
+fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>) -> io::Result<()> {
+    if core.output().is_empty() {
+        return Ok(());
+    }
+    settle(stream, pending)?;
     let result = write_out(stream, core.output());
     core.clear_output();
     result
+}
+
+/// Waits for the writer's answer to the last message, if one is outstanding, and sends what of
+/// its reply the writer did not.
+fn settle(stream: &TcpStream, pending: &mut Option<Pending>) -> io::Result<()> {
+    match pending.take() {
+        Some(pending) => pending.settle(stream),
+        None => Ok(()),
+    }
 }
 
 fn write_out(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
@@ -529,7 +580,12 @@ fn write_out(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
     stream.write_all(bytes)
 }
 
-fn close_with(stream: &TcpStream, core: &mut Protocol, r: &Reply) -> io::Result<()> {
+fn close_with(
+    stream: &TcpStream,
+    core: &mut Protocol,
+    pending: &mut Option<Pending>,
+    r: &Reply,
+) -> io::Result<()> {
     core.reply(r);
-    flush(stream, core)
+    flush(stream, core, pending)
 }

@@ -1,56 +1,109 @@
 //! A complete message's way from a session to the writer and back: the writer's job built from
-//! the envelope (a trace header per mailbox, the log summary), handed over, its outcome awaited
-//! and answered.
+//! the envelope (a trace header per mailbox, the log summary), handed over, and its answer
+//! settled.
+//!
+//! The writer sends the reply to the end of the message (250 once it is on disk) to the client
+//! itself when the socket takes it at once, so a worker does not park until the commit and wake
+//! again just to send it: it goes back to reading the client's next command, and settles the
+//! answer (waits for it, and sends what of it the writer could not) before it writes anything
+//! else, so replies stay in order.
 //!
 //! It exists apart from the connection loop so each step has a frame of its own: the job's
 //! formatting and the channel's send are siblings, not nested below each other, and neither is
 //! in the loop's frame below every command. An idle worker that delivered before then keeps two
 //! stack pages resident, not three (see `pool::WORKER_STACK`).
 
-use std::net::SocketAddr;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use crate::connection::Context;
 use crate::escape::Escaped;
 use crate::mbox::{self, Trace};
-use crate::protocol::Protocol;
 use crate::session::Envelope;
-use crate::writer::ack::{self, Ack, Awaited};
+use crate::writer::ack::{self, Ack, Awaited, Direct};
 use crate::writer::{Entry, Job, Outcome};
 
-/// Hands a message to the writer, waits for its outcome and answers it.
+/// A message handed to the writer whose answer the session has not settled yet.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// `None` once settled.
+    awaited: Option<Awaited>,
+    /// How the reply is written, should the worker have to send (the rest of) it.
+    reply: Direct,
+}
+
+impl Pending {
+    /// A handle that watches for the writer's answer without waiting for it.
+    pub(crate) fn watch(&self) -> Option<Awaited> {
+        self.awaited.clone()
+    }
+
+    /// Waits for the writer's answer and sends the part of its reply the writer did not send.
+    pub(crate) fn settle(mut self, mut stream: &TcpStream) -> io::Result<()> {
+        match self.awaited.take() {
+            Some(awaited) => {
+                let answered = awaited.settle();
+                let bytes = self.reply.bytes(answered.outcome);
+                match bytes.get(answered.sent..) {
+                    Some(rest) if !rest.is_empty() => stream.write_all(rest),
+                    _ => Ok(()),
+                }
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// A session that ends without settling (its client went away, or it failed) still waits
+    /// for the writer to be done with its message, so the writer's reply never follows
+    /// something the session's end writes (a 421 after a panic).
+    fn drop(&mut self) {
+        if let Some(awaited) = self.awaited.take() {
+            awaited.settle();
+        }
+    }
+}
+
+/// Hands a message to the writer and returns at once; the writer answers the client itself
+/// where it can (see the module comment). `enhanced`: the reply carries enhanced status codes.
 #[inline(never)]
 pub(crate) fn deliver(
     ctx: &Context,
-    core: &mut Protocol,
+    stream: &Arc<TcpStream>,
+    enhanced: bool,
     envelope: &Envelope,
     peer: SocketAddr,
     label: &str,
-) {
-    let id = &ctx.message_id();
-    let (ack, awaited) = ack::pair();
-    let job = job(ctx, envelope, id, peer, label, ack);
-    let outcome = hand_over(ctx, job, awaited);
-    core.reply(&outcome.reply(id));
+) -> Pending {
+    let id = ctx.message_id();
+    let direct = |id: &str| Direct {
+        stream: Arc::clone(stream),
+        id: id.to_string(),
+        enhanced,
+    };
+    let (ack, awaited) = ack::pair(Some(direct(&id)));
+    let job = job(ctx, envelope, &id, peer, label, ack);
+    hand_over(ctx, job);
+    Pending {
+        awaited: Some(awaited),
+        reply: direct(&id),
+    }
 }
 
-/// Sends `job` to the writer and waits for its outcome. The writer logs it (`delivered` or
-/// `message refused`) as it answers.
+/// Sends `job` to the writer, which logs it (`delivered` or `message refused`) as it answers.
+/// If the writer has stopped, the job is dropped here, which answers it 451.
 #[inline(never)]
-fn hand_over(ctx: &Context, job: Job, awaited: Awaited) -> Outcome {
-    match ctx.deliveries.send(job) {
-        Ok(()) => awaited.wait(),
-        Err(crossbeam_channel::SendError(job)) => {
-            let failed = Outcome::Failed;
-            log::info!(
-                "{}: {} message refused: {}: {} (the writer has stopped)",
-                job.label,
-                job.id,
-                failed.reply(&job.id).code_text(),
-                job.summary
-            );
-            failed
-        }
+fn hand_over(ctx: &Context, job: Job) {
+    if let Err(crossbeam_channel::SendError(job)) = ctx.deliveries.send(job) {
+        log::info!(
+            "{}: {} message refused: {}: {} (the writer has stopped)",
+            job.label,
+            job.id,
+            Outcome::Failed.reply(&job.id).code_text(),
+            job.summary
+        );
     }
 }
 
@@ -104,5 +157,81 @@ fn job(
         summary: format!("from=<{sender}> to={to} bytes={bytes}{auth}"),
         entries,
         ack,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::ack::tests::{connected, fill};
+    use std::io::Read;
+    use std::thread;
+
+    /// What the client reads until the server's end is closed.
+    fn drain(mut client: TcpStream) -> thread::JoinHandle<Vec<u8>> {
+        thread::spawn(move || {
+            let mut all = Vec::new();
+            client
+                .read_to_end(&mut all)
+                .expect("the server closed within 5 s");
+            all
+        })
+    }
+
+    fn pending(stream: &Arc<TcpStream>) -> (Ack, Pending) {
+        let direct = || Direct {
+            stream: Arc::clone(stream),
+            id: "5f.2".into(),
+            enhanced: false,
+        };
+        let (ack, awaited) = ack::pair(Some(direct()));
+        let pending = Pending {
+            awaited: Some(awaited),
+            reply: direct(),
+        };
+        (ack, pending)
+    }
+
+    #[test]
+    fn the_worker_sends_what_the_writer_could_not_exactly_once() {
+        let (server, client) = connected();
+        let filled = fill(&server);
+        let (ack, pending) = pending(&server);
+        ack.send(Outcome::Delivered);
+        let reader = drain(client);
+        pending.settle(&server).unwrap();
+        drop(server);
+        let all = reader.join().unwrap();
+        assert_eq!(all.len(), filled + b"250 OK: delivered as 5f.2\r\n".len());
+        assert!(all.ends_with(b"x250 OK: delivered as 5f.2\r\n"));
+    }
+
+    #[test]
+    fn a_reply_the_writer_sent_is_not_sent_again() {
+        let (server, client) = connected();
+        let (ack, pending) = pending(&server);
+        ack.send(Outcome::Failed);
+        pending.settle(&server).unwrap();
+        drop(server);
+        let all = drain(client).join().unwrap();
+        assert_eq!(
+            all,
+            b"451 Requested action aborted: local error in processing\r\n"
+        );
+    }
+
+    #[test]
+    fn a_dropped_pending_answer_waits_for_the_writer() {
+        let (server, _client) = connected();
+        let (ack, pending) = pending(&server);
+        let watch = pending.watch().unwrap();
+        // The writer answers late; a drop that did not wait would return long before.
+        let writer = thread::spawn(move || {
+            thread::sleep(std::time::Duration::from_millis(100));
+            ack.send(Outcome::Delivered)
+        });
+        drop(pending);
+        assert!(watch.answered_at().is_some());
+        writer.join().unwrap();
     }
 }

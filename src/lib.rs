@@ -14,9 +14,10 @@
 //!                                                                  ▼
 //!                           writer thread ◀──(channel of Job { entries, ack })
 //!           lock → append → fdatasync each file once (and the mail dir after creating a file)
-//!             → unlock (unless more jobs are already queued) → ack all
+//!             → unlock (unless more jobs are already queued) → ack all, each "250" (or
+//!               450/451/452) sent to its client by the writer, without waiting
 //!                                                                  │
-//!                                             worker gets the ack ─▶ "250" (or 450/451/452)
+//!                          the worker reads on; before it writes again it settles the ack
 //! ```
 //!
 //! Use it from a test: one call starts a server on a free port of 127.0.0.1 with a temporary

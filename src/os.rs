@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io;
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
 /// Tries to take an fcntl(2) write lock on the whole of `file` without waiting.
@@ -38,6 +39,34 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     match err.raw_os_error() {
         Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
         _ => Err(err),
+    }
+}
+
+/// Sends what of `bytes` fits in the socket's send buffer now, without waiting and without
+/// SIGPIPE (send(2) with `MSG_DONTWAIT | MSG_NOSIGNAL`): the number of bytes sent, 0 when the
+/// buffer is full. Other threads' blocking reads and writes on the same socket are unaffected,
+/// unlike setting `O_NONBLOCK`, which every clone of the descriptor shares.
+pub(crate) fn send_now(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the descriptor is open while `stream` is borrowed, and `bytes` is valid for
+        // reads of its length.
+        let rc = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if let Ok(sent) = usize::try_from(rc) {
+            return Ok(sent);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(err),
+        }
     }
 }
 

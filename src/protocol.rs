@@ -179,6 +179,11 @@ impl Protocol {
         write_reply(&mut self.output, r, self.session.enhanced());
     }
 
+    /// Whether replies carry enhanced status codes (the session began with EHLO).
+    pub(crate) fn enhanced(&self) -> bool {
+        self.session.enhanced()
+    }
+
     /// The reply bytes waiting to be written.
     pub(crate) fn output(&self) -> &[u8] {
         &self.output

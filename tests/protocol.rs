@@ -422,6 +422,29 @@ fn pipelined_transaction_in_one_write() {
 }
 
 #[test]
+fn a_client_that_stops_sending_after_the_dot_still_gets_its_250() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: last words\r\n\r\nbye\r\n.\r\n");
+    // The client's end of file reaches the session while the writer may still be at work.
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c.read_reply();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(r.text().contains("delivered as"), "{r:?}");
+    // Exactly one reply, then the server closes.
+    c.expect_closed();
+    assert!(
+        server
+            .mbox_text("jones")
+            .contains("Subject: last words\n\nbye\n")
+    );
+}
+
+#[test]
 fn slow_dribbling_client_is_served() {
     let server = TestServer::start();
     let mut c = server.client();

@@ -5,7 +5,8 @@
 //! queued (group commit), locks each mailbox as mail tools do (a `<mbox>.lock` dotlock taken with
 //! liblockfile's link(2) method, then an fcntl write lock), appends each message, syncs each
 //! touched file once, syncs the mail directory if a file was created in it, unlocks, and only then
-//! acknowledges. Under load (more jobs already queued when a commit ends) the mailboxes it wrote
+//! acknowledges (sending the client its 250 itself where the socket takes it at once, see
+//! `ack`). Under load (more jobs already queued when a commit ends) the mailboxes it wrote
 //! stay locked for the next commit instead of being unlocked and locked again at once (see
 //! `Writer::held`). A job is all-or-nothing: if any of its appends fails, what it already wrote
 //! is truncated back and it is answered with a failure. The writer never cuts a byte it did not
@@ -396,7 +397,8 @@ impl Writer {
             self.commits
                 .record(lengths.iter().map(|(name, len)| (name.as_str(), *len)));
         }
-        // Every worker is woken first; the lines are logged after, so logging never delays a 250.
+        // Every client is answered first; the lines are logged after, so logging never delays a
+        // 250.
         let outcome = failure.unwrap_or(Outcome::Delivered);
         let told: Vec<Told> = written
             .into_iter()

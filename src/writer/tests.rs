@@ -110,7 +110,7 @@ impl MboxFile for Faulty {
 }
 
 pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, ack::Awaited) {
-    let (ack, outcome) = ack::pair();
+    let (ack, outcome) = ack::pair(None);
     let body = Arc::new(Body::stored(text.as_bytes()));
     let entries = mailboxes
         .iter()
