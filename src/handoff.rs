@@ -29,8 +29,6 @@ use crate::writer::{Entry, Job, Outcome};
 pub(crate) struct Pending {
     /// `None` once settled.
     awaited: Option<Awaited>,
-    /// How the reply is written, should the worker have to send (the rest of) it.
-    reply: Direct,
 }
 
 impl Pending {
@@ -43,11 +41,11 @@ impl Pending {
     pub(crate) fn settle(mut self, mut stream: &TcpStream) -> io::Result<()> {
         match self.awaited.take() {
             Some(awaited) => {
-                let answered = awaited.settle();
-                let bytes = self.reply.bytes(answered.outcome);
-                match bytes.get(answered.sent..) {
-                    Some(rest) if !rest.is_empty() => stream.write_all(rest),
-                    _ => Ok(()),
+                let unsent = awaited.settle().unsent;
+                if unsent.is_empty() {
+                    Ok(())
+                } else {
+                    stream.write_all(&unsent)
                 }
             }
             None => Ok(()),
@@ -78,17 +76,16 @@ pub(crate) fn deliver(
     label: &str,
 ) -> Pending {
     let id = ctx.message_id();
-    let direct = |id: &str| Direct {
+    let direct = Direct {
         stream: Arc::clone(stream),
-        id: id.to_string(),
+        id: id.clone(),
         enhanced,
     };
-    let (ack, awaited) = ack::pair(Some(direct(&id)));
+    let (ack, awaited) = ack::pair(Some(direct));
     let job = job(ctx, envelope, &id, peer, label, ack);
     hand_over(ctx, job);
     Pending {
         awaited: Some(awaited),
-        reply: direct(&id),
     }
 }
 
@@ -179,15 +176,14 @@ mod tests {
     }
 
     fn pending(stream: &Arc<TcpStream>) -> (Ack, Pending) {
-        let direct = || Direct {
+        let direct = Direct {
             stream: Arc::clone(stream),
             id: "5f.2".into(),
             enhanced: false,
         };
-        let (ack, awaited) = ack::pair(Some(direct()));
+        let (ack, awaited) = ack::pair(Some(direct));
         let pending = Pending {
             awaited: Some(awaited),
-            reply: direct(),
         };
         (ack, pending)
     }

@@ -28,6 +28,8 @@ struct State {
     outcome: Option<Outcome>,
     /// Bytes of the reply the writer sent to the client itself.
     sent: usize,
+    /// Whether that was the whole reply.
+    whole: bool,
     /// Whether the worker is parked on `filled`: the writer wakes it only then.
     waiting: bool,
     /// When the writer answered.
@@ -39,6 +41,8 @@ struct State {
 struct Slot {
     state: Mutex<State>,
     filled: Condvar,
+    /// Where the writer may send the reply itself.
+    direct: Option<Direct>,
 }
 
 impl Slot {
@@ -63,7 +67,7 @@ pub(crate) struct Direct {
 
 impl Direct {
     /// The reply's bytes for `outcome`, exactly as the worker would write them.
-    pub(crate) fn bytes(&self, outcome: Outcome) -> Vec<u8> {
+    fn bytes(&self, outcome: Outcome) -> Vec<u8> {
         let mut out = Vec::new();
         write_reply(&mut out, &outcome.reply(&self.id), self.enhanced);
         out
@@ -74,10 +78,7 @@ impl Direct {
 /// unanswered (the writer gave up on the job), so a worker never waits for an answer that
 /// cannot come.
 #[derive(Debug)]
-pub(crate) struct Ack {
-    slot: Option<Arc<Slot>>,
-    direct: Option<Direct>,
-}
+pub(crate) struct Ack(Option<Arc<Slot>>);
 
 /// The worker's half: [`Awaited::settle`] blocks until the writer answers. A clone watches the
 /// same slot.
@@ -85,25 +86,23 @@ pub(crate) struct Ack {
 pub(crate) struct Awaited(Arc<Slot>);
 
 /// The writer's answer as the worker finds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Answered {
     /// What became of the message.
     pub outcome: Outcome,
-    /// How many bytes of its reply the writer already sent; the worker sends the rest.
-    pub sent: usize,
+    /// What of the reply the writer did not send, for the worker to send; empty when the writer
+    /// sent it all, or when the slot has no [`Direct`] (there is then nothing to send).
+    pub unsent: Vec<u8>,
 }
 
 /// A new, empty answer slot. With `direct`, the writer sends the reply itself when the socket
 /// takes it at once.
 pub(crate) fn pair(direct: Option<Direct>) -> (Ack, Awaited) {
-    let slot = Arc::new(Slot::default());
-    (
-        Ack {
-            slot: Some(Arc::clone(&slot)),
-            direct,
-        },
-        Awaited(slot),
-    )
+    let slot = Arc::new(Slot {
+        direct,
+        ..Slot::default()
+    });
+    (Ack(Some(Arc::clone(&slot))), Awaited(slot))
 }
 
 impl Ack {
@@ -112,23 +111,26 @@ impl Ack {
     /// The send never waits (a client that does not read cannot stall the writer): what the
     /// socket does not take at once, the worker sends, before anything else it has to say.
     pub(crate) fn send(mut self, outcome: Outcome) {
-        let sent = match &self.direct {
-            Some(direct) => {
-                crate::os::send_now(&direct.stream, &direct.bytes(outcome)).unwrap_or(0)
-            }
-            None => 0,
-        };
-        if let Some(slot) = self.slot.take() {
-            fill(&slot, outcome, sent);
+        if let Some(slot) = self.0.take() {
+            let (sent, whole) = match &slot.direct {
+                Some(direct) => {
+                    let bytes = direct.bytes(outcome);
+                    let sent = crate::os::send_now(&direct.stream, &bytes).unwrap_or(0);
+                    (sent, sent == bytes.len())
+                }
+                None => (0, false),
+            };
+            fill(&slot, outcome, sent, whole);
         }
     }
 }
 
-fn fill(slot: &Slot, outcome: Outcome, sent: usize) {
+fn fill(slot: &Slot, outcome: Outcome, sent: usize, whole: bool) {
     let waiting = {
         let mut state = slot.state();
         state.outcome = Some(outcome);
         state.sent = sent;
+        state.whole = whole;
         state.at = Some(Instant::now());
         state.waiting
     };
@@ -141,8 +143,8 @@ fn fill(slot: &Slot, outcome: Outcome, sent: usize) {
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            fill(&slot, Outcome::Failed, 0);
+        if let Some(slot) = self.0.take() {
+            fill(&slot, Outcome::Failed, 0, false);
         }
     }
 }
@@ -152,12 +154,9 @@ impl Awaited {
     /// timeout of taking it, or drops it (which answers [`Outcome::Failed`]).
     pub(crate) fn settle(self) -> Answered {
         let mut state = self.0.state();
-        loop {
+        let (outcome, sent, whole) = loop {
             if let Some(outcome) = state.outcome {
-                return Answered {
-                    outcome,
-                    sent: state.sent,
-                };
+                break (outcome, state.sent, state.whole);
             }
             state.waiting = true;
             state = self
@@ -165,7 +164,13 @@ impl Awaited {
                 .filled
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
-        }
+        };
+        drop(state);
+        let unsent = match &self.0.direct {
+            Some(direct) if !whole => direct.bytes(outcome).split_off(sent),
+            _ => Vec::new(),
+        };
+        Answered { outcome, unsent }
     }
 
     /// When the writer answered, if it has.
@@ -243,7 +248,7 @@ pub(crate) mod tests {
         assert_eq!(got, expected);
         let answered = awaited.clone().settle();
         assert_eq!(answered.outcome, Outcome::Delivered);
-        assert_eq!(answered.sent, expected.len());
+        assert!(answered.unsent.is_empty());
         assert!(awaited.answered_at().is_some());
     }
 
@@ -256,7 +261,9 @@ pub(crate) mod tests {
         ack.send(Outcome::Busy);
         let answered = awaited.settle();
         assert_eq!(answered.outcome, Outcome::Busy);
-        assert!(answered.sent < direct(&server).bytes(Outcome::Busy).len());
+        let whole = direct(&server).bytes(Outcome::Busy);
+        assert!(!answered.unsent.is_empty());
+        assert!(whole.ends_with(&answered.unsent), "{:?}", answered.unsent);
     }
 
     #[test]
