@@ -221,8 +221,8 @@ fn bare_newline(v: &str) -> Result<BareNewline, ConfigError> {
 }
 
 fn seconds(flag: &str, v: &str) -> Result<Duration, ConfigError> {
-    match v.parse::<f64>() {
-        Ok(s) if s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+    match crate::decimal::billionths(v) {
+        Some(n) if n > 0 && n < 1_000_000_000 * 1_000_000_000 => Ok(Duration::from_nanos(n)),
         _ => Err(ConfigError(format!(
             "{flag} needs a positive number of seconds, not {v:?}"
         ))),

@@ -70,6 +70,7 @@ mod commits;
 mod config;
 mod connection;
 mod data;
+mod decimal;
 mod directory;
 mod escape;
 mod fail;

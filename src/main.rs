@@ -18,9 +18,12 @@
 )]
 
 mod cli;
+// The same file, src/decimal.rs, that the library compiles for its `--fail` rules: the flags in
+// seconds are read with it.
+mod decimal;
 // The same file, src/os.rs, that the library compiles as its own private `os` module: the one
 // place with `unsafe`. The binary calls only its signal and allocator functions; the fcntl lock
-// in it is the library's, hence the allow.
+// and the socket send in it are the library's, hence the allow.
 #[allow(dead_code)]
 mod os;
 

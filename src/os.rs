@@ -3,9 +3,10 @@
 //! It exists so every other module can do without `unsafe` (both crate roots deny it and only
 //! this module allows it). Each function is a thin, documented wrapper over one or two libc calls
 //! with plain Rust arguments and results, used by the library: an fcntl(2) write lock on a whole
-//! file (the lock Postfix and mail readers use on Linux) and asking whether a process exists with
-//! kill(2) and signal 0, for the writer; raising the soft limit on open descriptors to the hard
-//! one with getrlimit(2) and setrlimit(2), for the server at start; and, used by the binary,
+//! file (the lock Postfix and mail readers use on Linux), asking whether a process exists with
+//! kill(2) and signal 0, and sending a reply without waiting with send(2), for the writer;
+//! raising the soft limit on open descriptors to the hard one with getrlimit(2) and
+//! setrlimit(2), for the server at start; and, used by the binary,
 //! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
 //! ordinary thread instead of an async-signal handler, and fixing glibc's mmap threshold with
 //! mallopt(3) so message buffers go back to the system when freed. The binary compiles this same

@@ -178,8 +178,8 @@ fn parse_count(v: &str) -> Result<u64, String> {
 }
 
 fn parse_p(v: &str) -> Result<f64, String> {
-    match v.trim().parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+    match crate::decimal::billionths(v.trim()) {
+        Some(p) if p <= 1_000_000_000 => Ok(p as f64 / 1e9),
         _ => Err(format!("p={v}: expected a probability from 0 to 1")),
     }
 }
@@ -223,19 +223,17 @@ fn parse_action(a: &str) -> Result<Effect, String> {
 
 /// `500ms`, `5s`, `1.5s`: at most an hour.
 fn parse_duration(d: &str) -> Result<Duration, String> {
-    let (number, scale) = if let Some(n) = d.strip_suffix("ms") {
-        (n, 0.001)
+    let (number, per_nano) = if let Some(n) = d.strip_suffix("ms") {
+        (n, 1000)
     } else if let Some(n) = d.strip_suffix('s') {
-        (n, 1.0)
+        (n, 1)
     } else {
         return Err(format!(
             "delay {d:?}: expected a number and a unit, as 500ms or 5s"
         ));
     };
-    match number.trim().parse::<f64>().map(|n| n * scale) {
-        Ok(secs) if (0.0..=3600.0).contains(&secs) => {
-            Duration::try_from_secs_f64(secs).map_err(|e| format!("delay {d:?}: {e}"))
-        }
+    match crate::decimal::billionths(number.trim()).map(|n| n / per_nano) {
+        Some(nanos) if nanos <= 3600 * 1_000_000_000 => Ok(Duration::from_nanos(nanos)),
         _ => Err(format!(
             "delay {d:?}: expected a number of ms or s, at most an hour"
         )),
