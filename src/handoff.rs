@@ -80,6 +80,7 @@ pub(crate) fn deliver(
         stream: Arc::clone(stream),
         id: id.clone(),
         enhanced,
+        patience: ctx.timeout,
     };
     let (ack, awaited) = ack::pair(Some(direct));
     let job = job(ctx, envelope, &id, peer, label, ack);
@@ -180,6 +181,7 @@ mod tests {
             stream: Arc::clone(stream),
             id: "5f.2".into(),
             enhanced: false,
+            patience: std::time::Duration::from_secs(5),
         };
         let (ack, awaited) = ack::pair(Some(direct));
         let pending = Pending {
@@ -193,10 +195,12 @@ mod tests {
         let (server, client) = connected();
         let filled = fill(&server);
         let (ack, pending) = pending(&server);
-        ack.send(Outcome::Delivered);
+        // Not tried again: the worker takes it over.
+        let late = ack.send(Outcome::Delivered).expect("the reply did not fit");
         let reader = drain(client);
         pending.settle(&server).unwrap();
-        drop(server);
+        assert!(late.retry(), "taken over");
+        drop((late, server));
         let all = reader.join().unwrap();
         assert_eq!(all.len(), filled + b"250 OK: delivered as 5f.2\r\n".len());
         assert!(all.ends_with(b"x250 OK: delivered as 5f.2\r\n"));

@@ -11,25 +11,31 @@
 //! client itself, without waiting (`MSG_DONTWAIT`), as soon as the message is synced, and the
 //! worker meanwhile reads the client's next command (see `crate::handoff`). That saves each
 //! message a park and a wake-up of its worker (a context switch, and two futex calls) between
-//! the commit and the 250. What the socket does not take at once (its send buffer is full: the
-//! client is not reading), the worker sends, so a client that does not read never stalls the
-//! writer.
+//! the commit and the 250.
+//!
+//! A client that does not read never stalls the writer. What its socket does not take at once
+//! (the send buffer is full) stays in the slot: the writer tries it again each time round its
+//! loop (see [`Late`]), so a client that starts reading gets its reply although its worker is
+//! waiting for the next command; and the worker, when it settles the answer before writing
+//! anything else, takes whatever is still unsent and writes it itself. Both send from the slot
+//! under its lock, so the reply's bytes go out once and in order.
 
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Outcome;
+use crate::os::send_now;
 use crate::reply::write_reply;
 
 /// What the slot holds.
 #[derive(Debug, Default)]
 struct State {
     outcome: Option<Outcome>,
-    /// Bytes of the reply the writer sent to the client itself.
-    sent: usize,
-    /// Whether that was the whole reply.
-    whole: bool,
+    /// The part of the reply not sent yet, in order.
+    rest: Vec<u8>,
+    /// Set when the worker has taken `rest` to write itself: the writer sends no more.
+    taken: bool,
     /// Whether the worker is parked on `filled`: the writer wakes it only then.
     waiting: bool,
     /// When the writer answered.
@@ -51,6 +57,43 @@ impl Slot {
         // still sound to use.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Records the outcome, sends what of `reply` the socket takes at once, keeps the rest for
+    /// a later try or the worker, and wakes the worker if it is parked. True if some is left.
+    fn answer(&self, outcome: Outcome, reply: Vec<u8>) -> bool {
+        let (waiting, left) = {
+            let mut state = self.state();
+            state.outcome = Some(outcome);
+            state.rest = reply;
+            self.send_rest(&mut state);
+            state.at = Some(Instant::now());
+            (state.waiting, !state.rest.is_empty())
+        };
+        // Woken after the lock is released, so the worker does not wake into a held mutex; and
+        // only if it is parked, which it is not while it reads the client's next command.
+        if waiting {
+            self.filled.notify_one();
+        }
+        left
+    }
+
+    /// Sends what the socket takes now of the unsent rest; false when the socket failed (the
+    /// rest is then left for the worker, whose own write will see the same error).
+    fn send_rest(&self, state: &mut State) -> bool {
+        let Some(direct) = &self.direct else {
+            return true;
+        };
+        if state.taken || state.rest.is_empty() {
+            return true;
+        }
+        match send_now(&direct.stream, &state.rest) {
+            Ok(sent) => {
+                state.rest.drain(..sent);
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// Where the writer may send the reply to the end of a message itself, as soon as the message
@@ -63,6 +106,9 @@ pub(crate) struct Direct {
     pub id: String,
     /// Whether the reply carries enhanced status codes (the session began with EHLO).
     pub enhanced: bool,
+    /// How long the writer keeps trying to send a reply the socket did not take at once (the
+    /// session's timeout: its worker, waiting for a command, gives up as late).
+    pub patience: Duration,
 }
 
 impl Direct {
@@ -85,6 +131,26 @@ pub(crate) struct Ack(Option<Arc<Slot>>);
 #[derive(Debug, Clone)]
 pub(crate) struct Awaited(Arc<Slot>);
 
+/// A reply the socket did not take whole: the writer tries the rest again, without waiting, each
+/// time round its loop, until it is sent, the worker has taken it, the socket fails, or the
+/// session's patience runs out.
+#[derive(Debug)]
+pub(crate) struct Late {
+    slot: Arc<Slot>,
+    until: Instant,
+}
+
+impl Late {
+    /// Sends what the socket takes now; true once there is nothing more for the writer to do.
+    pub(crate) fn retry(&self) -> bool {
+        let mut state = self.slot.state();
+        !self.slot.send_rest(&mut state)
+            || state.taken
+            || state.rest.is_empty()
+            || Instant::now() >= self.until
+    }
+}
+
 /// The writer's answer as the worker finds it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Answered {
@@ -106,57 +172,48 @@ pub(crate) fn pair(direct: Option<Direct>) -> (Ack, Awaited) {
 }
 
 impl Ack {
-    /// Gives the worker its outcome, having sent the reply to the client first where it can.
-    ///
-    /// The send never waits (a client that does not read cannot stall the writer): what the
-    /// socket does not take at once, the worker sends, before anything else it has to say.
-    pub(crate) fn send(mut self, outcome: Outcome) {
-        if let Some(slot) = self.0.take() {
-            let (sent, whole) = match &slot.direct {
-                Some(direct) => {
-                    let bytes = direct.bytes(outcome);
-                    let sent = crate::os::send_now(&direct.stream, &bytes).unwrap_or(0);
-                    (sent, sent == bytes.len())
-                }
-                None => (0, false),
-            };
-            fill(&slot, outcome, sent, whole);
-        }
-    }
-}
-
-fn fill(slot: &Slot, outcome: Outcome, sent: usize, whole: bool) {
-    let waiting = {
-        let mut state = slot.state();
-        state.outcome = Some(outcome);
-        state.sent = sent;
-        state.whole = whole;
-        state.at = Some(Instant::now());
-        state.waiting
-    };
-    // Woken after the lock is released, so the worker does not wake into a held mutex; and only
-    // if it is parked, which it is not while it reads the client's next command.
-    if waiting {
-        slot.filled.notify_one();
+    /// Gives the worker its outcome, having sent the reply to the client first where the socket
+    /// takes it at once. The send never waits: a reply not sent whole comes back as a [`Late`]
+    /// for the writer to try again.
+    pub(crate) fn send(mut self, outcome: Outcome) -> Option<Late> {
+        let slot = self.0.take()?;
+        let (reply, patience) = match &slot.direct {
+            Some(direct) => (direct.bytes(outcome), direct.patience),
+            None => (Vec::new(), Duration::ZERO),
+        };
+        slot.answer(outcome, reply).then(|| Late {
+            until: Instant::now() + patience,
+            slot,
+        })
     }
 }
 
 impl Drop for Ack {
+    /// An unanswered job fails, and its reply is sent at once where the socket takes it (the
+    /// worker sends the rest).
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
-            fill(&slot, Outcome::Failed, 0, false);
+            let reply = slot
+                .direct
+                .as_ref()
+                .map(|direct| direct.bytes(Outcome::Failed))
+                .unwrap_or_default();
+            slot.answer(Outcome::Failed, reply);
         }
     }
 }
 
 impl Awaited {
-    /// Blocks until the writer answers. The writer answers every job it takes, within the lock
-    /// timeout of taking it, or drops it (which answers [`Outcome::Failed`]).
+    /// Blocks until the writer answers, and takes over whatever of the reply is still unsent.
+    /// The writer answers every job it takes, within the lock timeout of taking it, or drops it
+    /// (which answers [`Outcome::Failed`]).
     pub(crate) fn settle(self) -> Answered {
         let mut state = self.0.state();
-        let (outcome, sent, whole) = loop {
+        loop {
             if let Some(outcome) = state.outcome {
-                break (outcome, state.sent, state.whole);
+                state.taken = true;
+                let unsent = std::mem::take(&mut state.rest);
+                return Answered { outcome, unsent };
             }
             state.waiting = true;
             state = self
@@ -164,13 +221,7 @@ impl Awaited {
                 .filled
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
-        };
-        drop(state);
-        let unsent = match &self.0.direct {
-            Some(direct) if !whole => direct.bytes(outcome).split_off(sent),
-            _ => Vec::new(),
-        };
-        Answered { outcome, unsent }
+        }
     }
 
     /// When the writer answered, if it has.
@@ -233,6 +284,7 @@ pub(crate) mod tests {
             stream: Arc::clone(stream),
             id: "5f.1".into(),
             enhanced: true,
+            patience: Duration::from_secs(5),
         }
     }
 
@@ -241,7 +293,7 @@ pub(crate) mod tests {
         let (server, mut client) = connected();
         let (ack, awaited) = pair(Some(direct(&server)));
         assert_eq!(awaited.answered_at(), None);
-        ack.send(Outcome::Delivered);
+        assert!(ack.send(Outcome::Delivered).is_none(), "sent whole");
         let expected = b"250 2.0.0 OK: delivered as 5f.1\r\n";
         let mut got = vec![0; expected.len()];
         client.read_exact(&mut got).unwrap();
@@ -253,17 +305,58 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_full_socket_is_not_waited_for_and_leaves_the_reply_to_the_worker() {
+    fn a_full_socket_is_not_waited_for_and_the_worker_takes_over_the_reply() {
         let (server, _client) = connected();
         fill(&server);
         let (ack, awaited) = pair(Some(direct(&server)));
         // Returns although the client reads nothing: the writer never waits on a client.
-        ack.send(Outcome::Busy);
+        let late = ack.send(Outcome::Busy).expect("the reply did not fit");
         let answered = awaited.settle();
         assert_eq!(answered.outcome, Outcome::Busy);
         let whole = direct(&server).bytes(Outcome::Busy);
         assert!(!answered.unsent.is_empty());
         assert!(whole.ends_with(&answered.unsent), "{:?}", answered.unsent);
+        // Taken over: the writer is done with it.
+        assert!(late.retry());
+    }
+
+    #[test]
+    fn a_late_reply_goes_out_once_the_client_reads() {
+        let (server, mut client) = connected();
+        let filled = fill(&server);
+        let (ack, awaited) = pair(Some(direct(&server)));
+        let late = ack.send(Outcome::Delivered).expect("the reply did not fit");
+        assert!(
+            !late.retry(),
+            "nothing was read: the reply is still waiting"
+        );
+        let mut junk = vec![0; filled];
+        client.read_exact(&mut junk).unwrap();
+        // Room again: the writer's next tries send the rest, with no help from the worker.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !late.retry() {
+            assert!(Instant::now() < deadline, "the late reply was never sent");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let expected = b"250 2.0.0 OK: delivered as 5f.1\r\n";
+        let mut got = vec![0; expected.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(awaited.settle().unsent, b"");
+    }
+
+    #[test]
+    fn a_dropped_ack_sends_451_itself() {
+        let (server, mut client) = connected();
+        let (ack, awaited) = pair(Some(direct(&server)));
+        drop(ack);
+        let expected = b"451 4.3.0 Requested action aborted: local error in processing\r\n";
+        let mut got = vec![0; expected.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, expected);
+        let answered = awaited.settle();
+        assert_eq!(answered.outcome, Outcome::Failed);
+        assert!(answered.unsent.is_empty());
     }
 
     #[test]

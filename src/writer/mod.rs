@@ -65,7 +65,8 @@ pub(crate) const MAX_OPEN_MAILBOXES: usize = 64;
 /// [`Writer::held`]) before it lets go, as between any two commits, which wakes a program blocked
 /// in `fcntl(F_SETLKW)` for it.
 const MAX_HOLD: Duration = Duration::from_millis(200);
-/// How often a job waiting for a locked mailbox tries again.
+/// How often a job waiting for a locked mailbox, or a reply waiting for room in its socket, tries
+/// again.
 const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 /// What the writer made of a delivery.
@@ -158,6 +159,7 @@ pub(crate) fn spawn_with(
                 starved: false,
                 commits,
                 held: HashMap::new(),
+                late: Vec::new(),
             }
             .run(&jobs)
         })
@@ -175,6 +177,9 @@ struct Writer {
     starved: bool,
     /// Told of every successful commit, for readers that wait for mail (`Server::wait_for`).
     commits: Arc<Commits>,
+    /// Replies to clients whose sockets did not take them whole: tried again each time round
+    /// the loop, at least every [`LOCK_RETRY`] while any is left (see `ack::Late`).
+    late: Vec<ack::Late>,
     /// Mailboxes kept open and locked from one commit to the next. Under load, when more jobs
     /// are already queued as a commit ends, the next commit starts at once and usually writes
     /// the same mailboxes: keeping them saves each a dozen system calls (two dotlock files
@@ -201,7 +206,7 @@ impl Writer {
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut open = true;
         loop {
-            let first = if waiting.is_empty() {
+            let first = if waiting.is_empty() && self.late.is_empty() {
                 // Queued jobs come out before the disconnection does: this drains the channel.
                 match jobs.recv() {
                     Ok(job) => Some(job),
@@ -238,6 +243,7 @@ impl Writer {
                 let more = || i + 1 < count || !jobs.is_empty();
                 waiting.extend(self.commit(group, &more));
             }
+            self.late.retain(|late| !late.retry());
         }
         self.held.clear();
         log::debug!("writer: job channel closed and drained; exiting");
@@ -309,7 +315,7 @@ impl Writer {
                             item.job.id,
                             entry.mailbox
                         );
-                        answer(item.job, Outcome::Busy);
+                        self.answer(item.job, Outcome::Busy);
                         continue 'jobs;
                     }
                     Err(OpenError::Io(e))
@@ -333,7 +339,7 @@ impl Writer {
                             item.job.id,
                             entry.mailbox
                         );
-                        answer(item.job, classify(&e));
+                        self.answer(item.job, classify(&e));
                         continue 'jobs;
                     }
                 }
@@ -342,7 +348,7 @@ impl Writer {
                 Ok(()) => written.push(item.job),
                 Err(e) => {
                     log::error!("{}: append failed: {e}", item.job.id);
-                    answer(item.job, classify(&e));
+                    self.answer(item.job, classify(&e));
                 }
             }
         }
@@ -400,17 +406,15 @@ impl Writer {
         // Every client is answered first; the lines are logged after, so logging never delays a
         // 250.
         let outcome = failure.unwrap_or(Outcome::Delivered);
-        let told: Vec<Told> = written
-            .into_iter()
-            .map(|job| {
-                job.ack.send(outcome);
-                Told {
-                    id: job.id,
-                    label: job.label,
-                    summary: job.summary,
-                }
-            })
-            .collect();
+        let mut told = Vec::with_capacity(written.len());
+        for job in written {
+            self.late.extend(job.ack.send(outcome));
+            told.push(Told {
+                id: job.id,
+                label: job.label,
+                summary: job.summary,
+            });
+        }
         for job in told {
             job.log(outcome);
         }
@@ -523,15 +527,17 @@ impl Told {
     }
 }
 
-/// Answers a job that is not part of a commit (refused, or failed alone) and logs it.
-fn answer(job: Job, outcome: Outcome) {
-    job.ack.send(outcome);
-    Told {
-        id: job.id,
-        label: job.label,
-        summary: job.summary,
+impl Writer {
+    /// Answers a job that is not part of a commit (refused, or failed alone) and logs it.
+    fn answer(&mut self, job: Job, outcome: Outcome) {
+        self.late.extend(job.ack.send(outcome));
+        Told {
+            id: job.id,
+            label: job.label,
+            summary: job.summary,
+        }
+        .log(outcome);
     }
-    .log(outcome);
 }
 
 /// ENOSPC and EDQUOT mean insufficient storage (452); anything else is a local error (451).
