@@ -94,6 +94,11 @@ fn malformed_rules_say_what_is_wrong() {
             "p=1.5: expected a probability from 0 to 1",
         ),
         ("rcpt=451,p=NaN", "p=NaN"),
+        (
+            "rcpt=451,p=1e-1",
+            "p=1e-1: expected a probability from 0 to 1",
+        ),
+        ("mail=delay:1e3ms", "at most an hour"),
         ("rcpt=451,p=0.5,p=0.1", "p given twice"),
         ("rcpt=451,cnt=3", "unknown option \"cnt\""),
     ] {
