@@ -2,12 +2,21 @@
 //! (`cargo fuzz` sets `cfg(fuzzing)`; the `fuzzing` feature does the same for other tools) and
 //! for this crate's own tests.
 //!
-//! It exists so a fuzz crash is a production crash: [`session`] drives the same [`Protocol`]
+//! It exists so a fuzz crash is a production crash: [`session`] drives the same `Protocol`
 //! (input buffer, framer, session) that `connection.rs` drives, splitting the input into reads of
 //! fuzzer-chosen sizes as a socket would; [`message`] runs the same DATA decoding and streaming
 //! mbox encoding a session runs, on input split at fuzzer-chosen places; [`command`] the command
 //! parser. Each checks the invariants the rest of the server relies on and panics only if the
 //! core has a bug.
+//!
+//! Like the tests, and unlike the rest of the library, it may index, slice and `expect`: it is a
+//! harness whose panics are its findings, and it is never compiled into the server.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::sync::Arc;
 
@@ -91,7 +100,7 @@ pub fn command(data: &[u8]) {
 /// Encodes arbitrary bytes as a BDAT message and decodes them as DATA text (through the framer,
 /// as a session does), under both bare-newline policies, the input split where the first byte
 /// says. Checks that the stored bytes do not depend on the split; that the DATA result is the
-/// encoding of the text a reference unstuffer finds; and [`check_stored`] on every result.
+/// encoding of the text a reference unstuffer finds; and `check_stored` on every result.
 pub fn message(data: &[u8]) {
     let Some((&seed, data)) = data.split_first() else {
         return;
