@@ -6,9 +6,10 @@
 //! [`Protocol::poll`], writes [`Protocol::output`] when told, and carries out deliveries. Replies
 //! to a pipelined group of commands pile up in the output until the next step would wait for the
 //! client: that is the one moment `poll` returns [`Event::NeedInput`], and so the one moment
-//! replies are written (RFC 2920 §3.1: batch replies, but never hold them while waiting for input);
-//! the only other is before a `--fail` delay ([`Event::Delay`]), which is a wait of the server's
-//! own.
+//! replies are written (RFC 2920 §3.1: batch replies, but never hold them while waiting for input).
+//! The output is also written before a `--fail` delay ([`Event::Delay`]), a wait of the server's
+//! own, and before a message is handed over ([`Event::Deliver`]), whose verdict the writer then
+//! sends itself.
 
 use std::time::Duration;
 
@@ -34,7 +35,8 @@ const KEPT_OUTPUT: usize = 512;
 pub(crate) enum Event {
     /// Write the output, then read more input into [`Protocol::space`].
     NeedInput,
-    /// Deliver this message, then give the verdict's reply to [`Protocol::reply`].
+    /// Write the output, then deliver this message. In the server the writer sends the verdict's
+    /// reply itself; the tests and the fuzz harness give it to [`Protocol::reply`].
     Deliver(Box<Envelope>),
     /// Write the output, then close the connection.
     Close,

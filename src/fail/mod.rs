@@ -4,8 +4,8 @@
 //! It exists so that a rule is parsed and checked in one place (a malformed rule is a start-up
 //! error that says what is wrong, for the command line and the library alike), and so that the
 //! protocol core stays pure: a session asks [`Faults`] at each stage, and `Faults` holds nothing
-//! but the rules, a firing counter per rule (an atomic, shared by every session of the server)
-//! and one seeded generator for `p=`, with no I/O. A fired reply becomes the stage's reply; a
+//! but the rules, a firing counter per rule (an atomic, shared by every session of the server),
+//! one seeded generator for `p=` and the hostname for its 421 texts, with no I/O. A fired reply becomes the stage's reply; a
 //! drop or a delay becomes an action that the connection carries out.
 //!
 //! Grammar: `STAGE[:PATTERN]=ACTION[,count=N][,p=P]`, where STAGE is `connect`, `helo`, `mail`,
@@ -277,7 +277,8 @@ fn glob(pattern: &[char], subject: &[char]) -> bool {
 /// What the rules decided at one stage, beyond delays.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
-    /// Refuse the command with this reply; the session's state does not change.
+    /// Refuse the command with this reply, as the stage refuses it for a real reason (the
+    /// session's module doc says what that does to its state).
     Refuse(Reply),
     /// Answer this 421 and close (RFC 5321 §3.8).
     Close(Reply),

@@ -17,6 +17,7 @@ use super::Stage;
 /// | 451 | any | 4.3.0 | other or undefined mail system status |
 /// | 452 | rcpt | 4.5.3 | too many recipients (RFC 5321 §4.5.3.1.10) |
 /// | 452 | other | 4.3.1 | mail system full |
+/// | 455 | any | 4.5.4 | invalid command arguments |
 /// | 500 | any | 5.5.1 | invalid command |
 /// | 501 | any | 5.5.4 | invalid command arguments |
 /// | 502, 503 | any | 5.5.1 | invalid command |
@@ -52,6 +53,7 @@ pub(crate) fn default_reply(code: u16, stage: Stage) -> (&'static str, &'static 
             "4.3.1",
             "Requested action not taken: insufficient system storage",
         ),
+        (455, _) => ("4.5.4", "Server unable to accommodate parameters"),
         (500, _) => ("5.5.1", "Syntax error, command unrecognized"),
         (501, _) => ("5.5.4", "Syntax error in parameters or arguments"),
         (502, _) => ("5.5.1", "Command not implemented"),

@@ -206,4 +206,5 @@ fn every_code_has_an_enhanced_code_of_its_class() {
     assert_eq!(default_reply(552, Stage::Rcpt).0, "5.2.2");
     assert_eq!(default_reply(552, Stage::DataEnd).0, "5.3.4");
     assert_eq!(default_reply(553, Stage::Mail).0, "5.1.7");
+    assert_eq!(default_reply(455, Stage::Mail).0, "4.5.4");
 }

@@ -7,7 +7,10 @@
 //! (state, input) that yields the next state and an [`Action`]: a reply to write, a reply after
 //! which to close, or an envelope to deliver (or, for a `--fail` rule, a close without a reply or
 //! a delay before the action; see `fault.rs`). An illegal command gets its error reply and leaves
-//! the state exactly as it was, and so does a command refused by a `--fail` rule.
+//! the state exactly as it was. A command refused by a `--fail` rule is treated as the same
+//! command refused for a real reason: a refused RCPT counts as a rejected recipient, a message
+//! refused at its end (`data-end`) is not stored and ends its transaction, a refused first BDAT
+//! chunk is read and discarded, and any other refusal leaves the state as it was.
 
 mod auth;
 #[cfg(test)]
