@@ -3,8 +3,8 @@
 //!
 //! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
 //! knows nothing of sockets: it reads into the core's bounded buffer, writes the replies the core
-//! has gathered when the core needs more input (one `write` per pipelined group), and hands
-//! deliveries to the writer. The writer sends a message's 250 itself once the message is on disk
+//! has gathered when the core needs more input (one `write` per pipelined group; a message's
+//! own reply is a write of its own, by the writer), and hands deliveries to the writer. The writer sends a message's 250 itself once the message is on disk
 //! (see `crate::handoff`); the session meanwhile reads on, and before it writes anything else it
 //! settles that answer, so replies keep their order. A session whose answer is still with the
 //! writer is waiting for the server, not idle, and is not evicted.
@@ -333,6 +333,11 @@ fn run(
     flags: &Flags,
 ) -> io::Result<()> {
     stream.set_write_timeout(Some(ctx.timeout))?;
+    // Nagle's algorithm off: the core already gathers each pipelined group into one write, so it
+    // could only add delay. It would add it where the writer has just sent a message's 250 as a
+    // segment of its own: the replies to the commands pipelined behind the dot would wait for the
+    // client's delayed ACK of that 250 (about 40 ms on Linux).
+    stream.set_nodelay(true)?;
     if ctx.shutting_down() {
         let mut out = Vec::new();
         write_reply(&mut out, &reply::SHUTTING_DOWN, false);
