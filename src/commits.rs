@@ -4,7 +4,10 @@
 //! It exists so a test can wait for mail without polling ([`crate::Server::wait_for`] sleeps on
 //! the condition variable until the writer reports a commit) and can read a mailbox without
 //! racing the writer: a reader cuts the file at the length recorded here, so an entry being
-//! appended at that moment is never seen half written.
+//! appended at that moment is never seen, whole or in part, before it is committed. The writer
+//! records a mailbox's length when it opens it, before it appends anything, and again after each
+//! commit; for a mailbox it has not opened, the reader takes the file's length under this lock,
+//! so the writer cannot open it and begin an entry in between.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -49,10 +52,29 @@ impl Commits {
         }
     }
 
-    /// The commits so far, and the committed length of `mailbox` if this server wrote it.
-    pub(crate) fn committed(&self, mailbox: &str) -> (u64, Option<u64>) {
+    /// Records that the writer has opened and locked `mailbox`, whose length is `start`, and has
+    /// appended nothing yet: all of it is committed, by this server or by another program. Called
+    /// before the first append of each fresh open (so also after the file was replaced).
+    pub(crate) fn opened(&self, mailbox: &str, start: u64) {
+        let mut state = self.state();
+        match state.lengths.get_mut(mailbox) {
+            Some(len) => *len = start,
+            None => {
+                state.lengths.insert(mailbox.to_string(), start);
+            }
+        }
+    }
+
+    /// The commits so far, and how many bytes of `mailbox` are committed: the length the writer
+    /// recorded, or, for a mailbox it has not opened, `unopened()` (the file's length), taken
+    /// under the lock [`Commits::opened`] needs.
+    pub(crate) fn committed(&self, mailbox: &str, unopened: impl FnOnce() -> u64) -> (u64, u64) {
         let state = self.state();
-        (state.count, state.lengths.get(mailbox).copied())
+        let len = match state.lengths.get(mailbox) {
+            Some(len) => *len,
+            None => unopened(),
+        };
+        (state.count, len)
     }
 
     /// Waits until the commit count differs from `seen` or `deadline` passes; returns the
@@ -84,13 +106,18 @@ mod tests {
     #[test]
     fn a_record_wakes_a_waiter_and_lengths_are_kept() {
         let commits = Arc::new(Commits::default());
-        assert_eq!(commits.committed("jones"), (0, None));
+        assert_eq!(commits.committed("jones", || 7), (0, 7));
         let c = Arc::clone(&commits);
         let waiter =
             std::thread::spawn(move || c.wait_past(0, Instant::now() + Duration::from_secs(10)));
         commits.record([("jones", 120)]);
         assert_eq!(waiter.join().unwrap(), 1);
-        assert_eq!(commits.committed("jones"), (1, Some(120)));
+        assert_eq!(commits.committed("jones", || 7), (1, 120));
+        // Opened again (say after the file was replaced): its length then is what counts.
+        commits.opened("jones", 40);
+        commits.opened("brown", 0);
+        assert_eq!(commits.committed("jones", || 7), (1, 40));
+        assert_eq!(commits.committed("brown", || 7), (1, 0));
         // Nothing new: the wait ends at its deadline.
         let began = Instant::now();
         assert_eq!(

@@ -147,10 +147,11 @@ impl Server {
     /// `user` is a local name or an address (its local part is used); it is normalised as a
     /// recipient is (lower-cased, NFKC), so `Jones` and `jones@localhost` name one mailbox.
     /// An alias is not expanded: ask for its targets. The file is read up to the end of the
-    /// last commit this server made to it, so a message being written at that moment is never
-    /// seen in part, and every message whose `250` a client has received is seen (the writer
-    /// records a commit before it acknowledges it). Fails for a name that cannot be a mailbox, a file that cannot be read, or
-    /// one that is not an mbox.
+    /// last commit this server made to it (or, before its first, up to where the file ended when
+    /// the writer opened it), so a message being written at that moment is never seen, whole or
+    /// in part, before it is on disk; and every message whose `250` a client has received is
+    /// seen (the writer records a commit before it acknowledges it). Fails for a name that
+    /// cannot be a mailbox, a file that cannot be read, or one that is not an mbox.
     pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
         self.read(user).map(|(_, messages)| messages)
     }
@@ -195,15 +196,17 @@ impl Server {
                 format!("{user:?} is not a mailbox name"),
             )
         })?;
-        let (seen, committed) = self.commits.committed(&name);
-        let bytes = match fs::read(self.mail_dir.join(&name)) {
+        let path = self.mail_dir.join(&name);
+        let (seen, committed) = self
+            .commits
+            .committed(&name, || fs::symlink_metadata(&path).map_or(0, |m| m.len()));
+        let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let end = committed
-            .and_then(|len| usize::try_from(len).ok())
-            .unwrap_or(bytes.len());
+        // Shorter than committed only if another program cut the file: then all of it.
+        let end = usize::try_from(committed).unwrap_or(usize::MAX);
         let bytes = bytes.get(..end).unwrap_or(&bytes);
         let mailbox = Mailbox::parse(bytes).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("mailbox {name:?}: {e}"))

@@ -181,6 +181,28 @@ fn a_held_mailbox_replaced_by_another_file_is_opened_again() {
     assert!(!text.contains("Subject: one"), "{text:?}");
 }
 
+/// A reader of a mailbox (`Server::messages`) cuts it at its committed length. During the
+/// first commit this writer makes to a mailbox, the entry is in the file before it is synced,
+/// and the committed length is where the file ended when the writer opened it.
+#[test]
+fn a_mailbox_in_its_first_commit_is_committed_up_to_where_it_was_opened() {
+    let rig = Rig::start();
+    let old = "From y Sun Nov 22 07:33:49 2026\n\nold\n\n";
+    let path = rig.dir.path().join("box");
+    fs::write(&path, old).unwrap();
+    let length = || fs::metadata(&path).unwrap().len();
+    let old_len = u64::try_from(old.len()).unwrap();
+    assert_eq!(rig.writer.commits.committed("box", length), (0, old_len));
+    let first = rig.send("one");
+    let mut during = None;
+    rig.at_sync(|| during = Some((length(), rig.writer.commits.committed("box", length))));
+    assert_eq!(first.wait(), Outcome::Delivered);
+    let (in_file, committed) = during.unwrap();
+    assert!(in_file > old_len, "the entry is in the file at the sync");
+    assert_eq!(committed, (0, old_len), "but not committed");
+    assert_eq!(rig.writer.commits.committed("box", || 0), (1, length()));
+}
+
 #[test]
 fn only_a_mailbox_written_and_held_briefly_is_worth_holding() {
     let dir = tempfile::tempdir().unwrap();

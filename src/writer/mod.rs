@@ -299,6 +299,9 @@ impl Writer {
                     &mut self.dir_unsynced,
                 ) {
                     Ok(mailbox) => {
+                        // Before anything is appended: a reader cuts the file here until
+                        // the commit is recorded.
+                        self.commits.opened(&entry.mailbox, mailbox.start);
                         if self.starved {
                             log::info!("descriptors available again: mailboxes open");
                             self.starved = false;

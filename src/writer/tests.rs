@@ -135,6 +135,8 @@ pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, ack::Awaited) {
 /// A writer thread fed through a queue of `queue` jobs; dropping it closes the queue and joins
 /// the thread, so the writer has answered every job sent.
 pub(super) struct LiveWriter {
+    /// What the writer records of its commits.
+    pub(super) commits: Arc<Commits>,
     jobs: Option<crossbeam_channel::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -150,15 +152,17 @@ impl LiveWriter {
         for job in queued {
             tx.send(job).unwrap();
         }
+        let commits = Arc::new(Commits::default());
         let thread = spawn_with(
             dir.to_path_buf(),
             Duration::from_secs(1),
             rx,
             disk,
-            Default::default(),
+            Arc::clone(&commits),
         )
         .unwrap();
         LiveWriter {
+            commits,
             jobs: Some(tx),
             thread: Some(thread),
         }
