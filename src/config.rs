@@ -101,7 +101,7 @@ pub struct Config {
     /// the clear: for tests only. Default [`Auth::Off`]: AUTH is neither offered nor accepted.
     pub auth: Auth,
     /// MAIL before a successful AUTH gets `530 5.7.0` (RFC 4954 §6). Only useful with `auth`
-    /// on: with [`Auth::Off`] no client could ever send (the command line refuses that).
+    /// on: with [`Auth::Off`] no client could ever send ([`crate::Server::start`] refuses that).
     /// Default false.
     pub auth_required: bool,
     /// Rules that make the server fail on purpose (`--fail`, see [`FailRule`]), consulted in
@@ -223,7 +223,57 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every time setting must be shorter than this (about 31 years), so that adding it to any
+/// [`std::time::Instant`] cannot overflow; the command line refuses longer ones too.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
+
 impl Config {
+    /// Checks what no setting can be checked for alone: the one place, before anything is
+    /// created, where [`crate::Server::start`] refuses an unusable configuration (the command line
+    /// goes through it too).
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() || self.workers == 0 || self.max_recipients == 0 {
+            return Err(ConfigError(
+                "at least one address, one worker and one recipient are needed".into(),
+            ));
+        }
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            return Err(ConfigError(format!(
+                "hostname {:?} (--hostname) is not usable",
+                self.hostname
+            )));
+        }
+        if self.auth_required && !self.auth.enabled() {
+            return Err(ConfigError(
+                "auth_required (--auth-required) needs AUTH on (--auth-accept-any or \
+                 --auth-file): without it no client could ever send"
+                    .into(),
+            ));
+        }
+        // Socket timeouts cannot be zero; the others may.
+        let times = [
+            ("timeout (--timeout)", self.timeout, true),
+            ("data_timeout (--data-timeout)", self.data_timeout, true),
+            ("min_data_rate_grace", self.min_data_rate_grace, true),
+            ("queue_wait (--queue-wait)", self.queue_wait, false),
+            ("lock_timeout (--lock-timeout)", self.lock_timeout, false),
+            (
+                "shutdown_grace (--shutdown-grace)",
+                self.shutdown_grace,
+                false,
+            ),
+        ];
+        for (name, time, positive) in times {
+            if time >= MAX_DURATION || (positive && time.is_zero()) {
+                return Err(ConfigError(format!(
+                    "{name} must be {}less than 10^9 s, not {time:?}",
+                    if positive { "more than 0 and " } else { "" }
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The per-peer session limit in force: `max_per_peer`, or half of `workers` (at least 1).
     pub fn peer_limit(&self) -> usize {
         self.max_per_peer.unwrap_or((self.workers / 2).max(1))

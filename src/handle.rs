@@ -62,15 +62,12 @@ impl Server {
     /// Creates the mail directory, binds every address of `config` and starts serving.
     ///
     /// Fails with [`StartError::Config`] for an unusable setting (no address, no worker, a
-    /// recipient limit of 0, an empty host name or one with white space), and with the
-    /// other variants when the mail directory, an address or a thread cannot be had.
+    /// recipient limit of 0, an empty host name or one with white space, `auth_required`
+    /// without AUTH, a zero socket timeout or any time of 10^9 s or more), before anything is
+    /// created; and with the other variants when the mail directory, an address or a thread
+    /// cannot be had.
     pub fn start(mut config: Config) -> Result<Server, StartError> {
-        if config.hostname.is_empty() || config.hostname.contains(char::is_whitespace) {
-            return Err(StartError::Config(format!(
-                "hostname {:?} is not usable",
-                config.hostname
-            )));
-        }
+        config.check().map_err(|e| StartError::Config(e.0))?;
         let temp = if config.temp_mail_dir {
             let dir =
                 create_temp_dir().map_err(|e| StartError::MailDir(std::env::temp_dir(), e))?;
@@ -168,7 +165,10 @@ impl Server {
         timeout: Duration,
     ) -> Result<Vec<Message>, WaitError> {
         let began = Instant::now();
-        let deadline = began + timeout;
+        // `Duration::MAX` is a fair way to say "no limit": a deadline past any test's life.
+        let deadline = began
+            .checked_add(timeout)
+            .unwrap_or_else(|| began + crate::config::MAX_DURATION);
         loop {
             // The count first: a commit after it wakes the wait below at once.
             let (seen, messages) = self.read(user).map_err(WaitError::Read)?;
@@ -355,6 +355,18 @@ mod tests {
         assert!(matches!(err, StartError::Config(_)), "{err}");
         let err = Server::start(Config::for_tests().hostname("two words")).unwrap_err();
         assert!(err.to_string().contains("hostname"), "{err}");
+        // Times that would overflow an `Instant`, or make a socket timeout of zero.
+        let forever = Duration::MAX;
+        for config in [
+            Config::for_tests().shutdown_grace(forever),
+            Config::for_tests().lock_timeout(forever),
+            Config::for_tests().data_timeout(forever),
+            Config::for_tests().min_data_rate_grace(Duration::ZERO),
+            Config::for_tests().timeout(Duration::ZERO),
+        ] {
+            let err = Server::start(config).unwrap_err();
+            assert!(matches!(err, StartError::Config(_)), "{err}");
+        }
         // Binding a port already bound fails after the directory was made.
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let err =

@@ -48,8 +48,9 @@
 //! feature) and is not a stable API. The command line, its files and the signal handling belong
 //! to the `mboxd` binary.
 #![deny(missing_docs)]
-// No panic by construction: no indexing or slicing that can go out of bounds, no unwrap or
-// expect, anywhere in the library outside its tests.
+// No panic from the commonest causes: the lints below forbid indexing, slicing, unwrap and
+// expect in the library outside its tests and the fuzz harness (`src/fuzz.rs`, which allows
+// them and says why). Arithmetic on times is bounded by `Config::check` instead.
 #![cfg_attr(
     not(test),
     deny(

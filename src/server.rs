@@ -77,14 +77,9 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Checks the configuration, binds every address and starts every thread. The writer records
-/// each commit in `commits`.
+/// Binds every address of a checked configuration ([`Config::check`]) and starts every thread.
+/// The writer records each commit in `commits`.
 pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, StartError> {
-    if config.listen.is_empty() || config.workers == 0 || config.max_recipients == 0 {
-        return Err(StartError::Config(
-            "at least one address, one worker and one recipient are needed".into(),
-        ));
-    }
     raise_descriptor_limit(config);
     prepare_mail_dir(&config.mail_dir)
         .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;

@@ -160,6 +160,13 @@ fn wait_for_times_out_with_what_arrived() {
         Err(WaitError::Read(_))
     ));
     assert!(server.messages("nobody").unwrap().is_empty());
+    // No time limit at all, and the count is there already.
+    assert!(
+        server
+            .wait_for("nobody", 0, Duration::MAX)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -120,11 +120,11 @@ mod tests {
         ] {
             assert_eq!(run(args).unwrap_err().0, AUTH_EXCLUSIVE, "{args:?}");
         }
+        // Refused by the library's check, before anything is created.
+        let err = mboxd::Server::start(run(&["--auth-required"]).unwrap()).unwrap_err();
         assert!(
-            run(&["--auth-required"])
-                .unwrap_err()
-                .0
-                .starts_with("--auth-required needs")
+            err.to_string().contains("(--auth-required) needs AUTH on"),
+            "{err}"
         );
     }
 }
