@@ -3,7 +3,8 @@
 //! It exists so that one greedy peer cannot take every worker of the fixed pool (the classic
 //! weakness of a thread-per-connection server). Each accepted connection takes a [`PeerSlot`] for
 //! its client address before it waits for a worker; the slot is given back when the connection
-//! ends, however it ends. A peer at its limit is answered `421 4.7.0` at once, as Postfix's
+//! ends, however it ends. A peer at its limit is answered `421` at once (before any EHLO, so
+//! without an enhanced code), as Postfix's
 //! `smtpd_client_connection_count_limit` does. The local host's own addresses (127.0.0.1 and
 //! ::1), from which test suites connect, often many at once, are never limited; other loopback
 //! addresses are, so tests can play distinct peers from 127.0.0.2 and 127.0.0.3.

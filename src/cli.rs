@@ -110,7 +110,7 @@ where
 ///
 /// Out of `parse`, not generic and not inlined, with the configuration borrowed: every early
 /// return (each `?`) then leaves `parse` with one copy of the configuration's drop code instead
-/// of one per return, about 6 KiB less binary (see Cargo.toml).
+/// of one per return: about 6 KiB less binary when it was measured.
 #[inline(never)]
 fn apply(
     flag: &str,

@@ -60,7 +60,7 @@ pub struct Config {
     /// How long a delivery waits for a mailbox locked by another program before 450. Default 30 s.
     pub lock_timeout: Duration,
     /// Most sessions one client address may hold at once, counted from accept to close; beyond
-    /// it a connection gets `421 4.7.0` at once (Postfix's
+    /// it a connection gets `421` at once, before any EHLO and so without an enhanced code (Postfix's
     /// `smtpd_client_connection_count_limit`). `None` means half of `workers`. The local host's
     /// own addresses, 127.0.0.1 and ::1, where test suites connect from, are never limited.
     pub max_per_peer: Option<usize>,

@@ -28,8 +28,8 @@ enum Attack {
 }
 
 /// Opens `n` connections from `from` (or from 127.0.0.10 onwards, two per address, when `from`
-/// is `None`) that behave as `attack`; returns how many were served (220) and refused (421
-/// 4.7.0), and a guard that keeps them open and trickling until dropped.
+/// is `None`) that behave as `attack`; returns how many were served (220) and refused (421,
+/// before any EHLO), and a guard that keeps them open and trickling until dropped.
 fn attack(
     addr: SocketAddr,
     from: Option<IpAddr>,
@@ -143,7 +143,7 @@ fn one_greedy_peer(kind: Attack) {
     );
     let slowest = good_peer_sends_20(server.addr);
     println!(
-        "{kind:?}: attacker {served} served, {refused} refused (421 4.7.0); good peer's slowest 250 {slowest:?}"
+        "{kind:?}: attacker {served} served, {refused} refused (421); good peer's slowest 250 {slowest:?}"
     );
     drop(trickler);
     assert_eq!(server.mbox_text("jones").matches("\nok\n").count(), 20);

@@ -8,8 +8,8 @@
 //! that is `*` (the client cancels), that is not base64, or that is not a PLAIN or LOGIN message
 //! ends the exchange with 501, a line too long or without CRLF with the framer's 500; each
 //! returns the session to where it was before AUTH. Responses are command lines, so they are
-//! limited to the framer's 512 octets (RFC 4954 §4 allows 12 288; a PLAIN response of 510 base64
-//! characters carries 382 octets of credentials, enough for any test). There is no TLS here:
+//! limited to the framer's 512 octets (RFC 4954 §4 allows 12 288; the longest strict base64
+//! response that fits, 508 characters, carries 381 octets of credentials, enough for any test). There is no TLS here:
 //! passwords cross the connection in the clear, so this is for tests only. Log lines name the
 //! user, escaped, and never the password.
 

@@ -91,7 +91,7 @@ impl Mailbox {
     /// file is still what that commit left: the same file under `name` in `dir`, of the length
     /// the writer made it. Anything else (the file removed, renamed or replaced, or written by a
     /// program that ignores locks) returns `false` and the mailbox must be opened afresh. One
-    /// `stat(2)` instead of the dozen calls of a fresh open.
+    /// `lstat(2)` instead of the dozen calls of a fresh open.
     pub(super) fn reuse(&mut self, dir: &Path, name: &str) -> bool {
         let same = std::fs::symlink_metadata(dir.join(name))
             .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity && meta.len() == self.len);
