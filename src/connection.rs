@@ -56,7 +56,8 @@ pub(crate) struct Context {
     shutting_down: AtomicBool,
     /// Live connections, so shutdown can wake them.
     live: Mutex<HashMap<u64, Live>>,
-    /// Signalled whenever a connection ends.
+    /// Signalled whenever a connection ends, and when shutdown begins (which wakes the `--fail`
+    /// delays waiting in `pause`).
     ended: Condvar,
     next_connection: AtomicU64,
     next_message: AtomicU64,
@@ -361,7 +362,7 @@ fn run(
         match core.poll() {
             Event::NeedInput => {}
             Event::Close => {
-                settle(stream, &mut pending)?;
+                settle(&mut pending)?;
                 return flush(stream, &mut core, &mut pending);
             }
             Event::Delay(pause) => {
@@ -376,7 +377,7 @@ fn run(
                 // Everything answered before the end of this message reaches the client before
                 // the writer can answer it: replies to pipelined commands, and the last
                 // message's answer.
-                settle(stream, &mut pending)?;
+                settle(&mut pending)?;
                 flush(stream, &mut core, &mut pending)?;
                 let enhanced = core.enhanced();
                 let handed = deliver(ctx, stream, enhanced, &envelope, peer, label);
@@ -563,7 +564,7 @@ fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>)
     if core.output().is_empty() {
         return Ok(());
     }
-    settle(stream, pending)?;
+    settle(pending)?;
     let result = write_out(stream, core.output());
     core.clear_output();
     result
@@ -571,11 +572,8 @@ fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>)
 
 /// Waits for the writer's answer to the last message, if one is outstanding, and sends what of
 /// its reply the writer did not.
-fn settle(stream: &TcpStream, pending: &mut Option<Pending>) -> io::Result<()> {
-    match pending.take() {
-        Some(pending) => pending.settle(stream),
-        None => Ok(()),
-    }
+fn settle(pending: &mut Option<Pending>) -> io::Result<()> {
+    pending.take().map_or(Ok(()), Pending::settle)
 }
 
 fn write_out(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {

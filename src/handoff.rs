@@ -29,6 +29,8 @@ use crate::writer::{Entry, Job, Outcome};
 pub(crate) struct Pending {
     /// `None` once settled.
     awaited: Option<Awaited>,
+    /// Where the part of the reply the writer did not send goes.
+    stream: Arc<TcpStream>,
 }
 
 impl Pending {
@@ -38,29 +40,25 @@ impl Pending {
     }
 
     /// Waits for the writer's answer and sends the part of its reply the writer did not send.
-    pub(crate) fn settle(mut self, mut stream: &TcpStream) -> io::Result<()> {
+    pub(crate) fn settle(mut self) -> io::Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
         match self.awaited.take() {
-            Some(awaited) => {
-                let unsent = awaited.settle().unsent;
-                if unsent.is_empty() {
-                    Ok(())
-                } else {
-                    stream.write_all(&unsent)
-                }
-            }
+            Some(awaited) => (&*self.stream).write_all(&awaited.settle().unsent),
             None => Ok(()),
         }
     }
 }
 
 impl Drop for Pending {
-    /// A session that ends without settling (its client went away, or it failed) still waits
-    /// for the writer to be done with its message, so the writer's reply never follows
-    /// something the session's end writes (a 421 after a panic).
+    /// A session that ends without settling (its client went away, or it failed) still settles:
+    /// it waits for the writer to be done with its message and tries to send the rest of the
+    /// reply (within the socket's write timeout), so what the session's end writes (a 421 after
+    /// a panic) never comes before the reply, or in the middle of it.
     fn drop(&mut self) {
-        if let Some(awaited) = self.awaited.take() {
-            awaited.settle();
-        }
+        let _ = self.finish();
     }
 }
 
@@ -87,6 +85,7 @@ pub(crate) fn deliver(
     hand_over(ctx, job);
     Pending {
         awaited: Some(awaited),
+        stream: Arc::clone(stream),
     }
 }
 
@@ -186,6 +185,7 @@ mod tests {
         let (ack, awaited) = ack::pair(Some(direct));
         let pending = Pending {
             awaited: Some(awaited),
+            stream: Arc::clone(stream),
         };
         (ack, pending)
     }
@@ -198,7 +198,7 @@ mod tests {
         // Not tried again: the worker takes it over.
         let late = ack.send(Outcome::Delivered).expect("the reply did not fit");
         let reader = drain(client);
-        pending.settle(&server).unwrap();
+        pending.settle().unwrap();
         assert!(late.retry(), "taken over");
         drop((late, server));
         let all = reader.join().unwrap();
@@ -211,7 +211,7 @@ mod tests {
         let (server, client) = connected();
         let (ack, pending) = pending(&server);
         ack.send(Outcome::Failed);
-        pending.settle(&server).unwrap();
+        pending.settle().unwrap();
         drop(server);
         let all = drain(client).join().unwrap();
         assert_eq!(
@@ -233,5 +233,27 @@ mod tests {
         drop(pending);
         assert!(watch.answered_at().is_some());
         writer.join().unwrap();
+    }
+
+    /// After a panic, the session's end writes a 421: the rest of the 250 must come first. And
+    /// the writer's [`ack::Late`] does not keep the socket open once the session is done with it.
+    #[test]
+    fn a_dropped_pending_answer_sends_what_the_writer_could_not() {
+        let (server, client) = connected();
+        let filled = fill(&server);
+        let (ack, pending) = pending(&server);
+        let late = ack.send(Outcome::Delivered).expect("the reply did not fit");
+        let reader = drain(client);
+        drop(pending);
+        (&*server).write_all(b"421 after\r\n").unwrap();
+        drop(server);
+        // The client sees the close while the writer still holds `late`.
+        let all = reader.join().unwrap();
+        assert!(late.retry(), "nothing left for the writer");
+        assert!(
+            all.ends_with(b"x250 OK: delivered as 5f.2\r\n421 after\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(all.get(filled.saturating_sub(10)..).unwrap_or_default())
+        );
     }
 }

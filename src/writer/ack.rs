@@ -17,11 +17,12 @@
 //! (the send buffer is full) stays in the slot: the writer tries it again each time round its
 //! loop (see [`Late`]), so a client that starts reading gets its reply although its worker is
 //! waiting for the next command; and the worker, when it settles the answer before writing
-//! anything else, takes whatever is still unsent and writes it itself. Both send from the slot
-//! under its lock, so the reply's bytes go out once and in order.
+//! anything else, takes whatever is still unsent and writes it itself. The writer sends only
+//! under the slot's lock; the worker takes the rest under it and marks it taken, after which the
+//! writer sends nothing more. So the reply's bytes go out once and in order.
 
 use std::net::TcpStream;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::Outcome;
@@ -134,17 +135,24 @@ pub(crate) struct Awaited(Arc<Slot>);
 /// A reply the socket did not take whole: the writer tries the rest again, without waiting, each
 /// time round its loop, until it is sent, the worker has taken it, the socket fails, or the
 /// session's patience runs out.
+///
+/// It does not keep the slot alive: the worker's half does, until the session settles it. So
+/// the writer never holds a finished session's socket open (its descriptor, and the client's
+/// wait for the close).
 #[derive(Debug)]
 pub(crate) struct Late {
-    slot: Arc<Slot>,
+    slot: Weak<Slot>,
     until: Instant,
 }
 
 impl Late {
     /// Sends what the socket takes now; true once there is nothing more for the writer to do.
     pub(crate) fn retry(&self) -> bool {
-        let mut state = self.slot.state();
-        !self.slot.send_rest(&mut state)
+        let Some(slot) = self.slot.upgrade() else {
+            return true;
+        };
+        let mut state = slot.state();
+        !slot.send_rest(&mut state)
             || state.taken
             || state.rest.is_empty()
             || Instant::now() >= self.until
@@ -183,7 +191,7 @@ impl Ack {
         };
         slot.answer(outcome, reply).then(|| Late {
             until: Instant::now() + patience,
-            slot,
+            slot: Arc::downgrade(&slot),
         })
     }
 }
