@@ -299,6 +299,12 @@ pub(crate) struct Faults {
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl Faults {
+    /// Whether any rule is for `stage`: with none (always, unless a test asked for failures),
+    /// there is nothing to check and no subject to build.
+    pub(crate) fn armed(&self, stage: Stage) -> bool {
+        self.rules.iter().any(|(rule, _)| rule.stage == stage)
+    }
+
     /// The rules of `config`, with their counters at 0 and the generator at its seed.
     pub(crate) fn new(config: &Config) -> Faults {
         Faults {

@@ -195,6 +195,14 @@ fn draws_repeat_with_their_seed() {
 }
 
 #[test]
+fn a_stage_is_armed_only_by_a_rule_for_it() {
+    let f = faults(&["rcpt:*@x=450", "data-end=drop"], 1);
+    assert!(f.armed(Stage::Rcpt) && f.armed(Stage::DataEnd));
+    assert!(!f.armed(Stage::Mail) && !f.armed(Stage::Connect));
+    assert!(!Faults::default().armed(Stage::Rcpt));
+}
+
+#[test]
 fn every_code_has_an_enhanced_code_of_its_class() {
     for code in 400..600u16 {
         for (_, stage) in STAGES {

@@ -14,7 +14,7 @@ use crate::fail::{Fault, Stage};
 impl Session {
     /// The first action of a session: the greeting, or what a `connect` rule makes of it.
     pub(crate) fn open(&mut self) -> Action {
-        let action = match self.fault(Stage::Connect, &[]) {
+        let action = match self.fault(Stage::Connect, Vec::<&str>::new) {
             None => Action::Reply(self.greeting()),
             // RFC 5321 §3.1: a refusal instead of the greeting; wait for QUIT.
             Some(Fault::Refuse(r)) => {
@@ -38,10 +38,20 @@ impl Session {
         }
     }
 
-    /// Consults the `--fail` rules of `stage` against `subjects`: a delay is kept for
-    /// [`Session::delayed`], a refusal, close or drop returned for [`Session::faulted`].
-    pub(super) fn fault(&mut self, stage: Stage, subjects: &[&str]) -> Option<Fault> {
-        let (delay, fault) = self.config.faults.check(stage, subjects, &self.label);
+    /// Consults the `--fail` rules of `stage` against the subjects `subjects` makes (only if
+    /// some rule is for this stage: the usual session pays nothing for them): a delay is kept
+    /// for [`Session::delayed`], a refusal, close or drop returned for [`Session::faulted`].
+    pub(super) fn fault<S: AsRef<str>>(
+        &mut self,
+        stage: Stage,
+        subjects: impl FnOnce() -> Vec<S>,
+    ) -> Option<Fault> {
+        if !self.config.faults.armed(stage) {
+            return None;
+        }
+        let subjects = subjects();
+        let subjects: Vec<&str> = subjects.iter().map(AsRef::as_ref).collect();
+        let (delay, fault) = self.config.faults.check(stage, &subjects, &self.label);
         self.delay += delay;
         fault
     }

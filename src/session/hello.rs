@@ -21,7 +21,7 @@ impl Session {
     }
 
     pub(super) fn hello(&mut self, state: State, name: String, extended: bool) -> (State, Action) {
-        if let Some(f) = self.fault(Stage::Helo, &[&name]) {
+        if let Some(f) = self.fault(Stage::Helo, || vec![name.as_str()]) {
             return self.faulted(state, f);
         }
         // RSET, HELO and EHLO keep an authentication (RFC 4954 §4).
@@ -72,8 +72,8 @@ impl Session {
         from: Option<Address>,
         params: Vec<command::Param>,
     ) -> (State, Action) {
-        let sender = from.as_ref().map(Address::to_string).unwrap_or_default();
-        if let Some(f) = self.fault(Stage::Mail, &[&sender]) {
+        let sender = || vec![from.as_ref().map(Address::to_string).unwrap_or_default()];
+        if let Some(f) = self.fault(Stage::Mail, sender) {
             return self.faulted(State::Ready(h), f);
         }
         let max = self.config.max_message_size;
@@ -100,7 +100,7 @@ impl Session {
         to: Address,
         params: Vec<command::Param>,
     ) -> (State, Action) {
-        let result = match self.fault(Stage::Rcpt, &[&to.to_string()]) {
+        let result = match self.fault(Stage::Rcpt, || vec![to.to_string()]) {
             Some(Fault::Refuse(r)) => Err(r),
             Some(f) => return self.faulted(State::Mail(h, tx), f),
             None => self.rcpt(&mut tx, &to, &params),

@@ -204,7 +204,7 @@ impl Session {
         size: u64,
     ) -> (State, Action) {
         // A fault here fires instead of the delivery: nothing is stored.
-        if let Some(f) = self.fault(Stage::DataEnd, &tx.addresses()) {
+        if let Some(f) = self.fault(Stage::DataEnd, || tx.addresses()) {
             return self.faulted(State::Ready(hello), f);
         }
         let mut recipients: Vec<(String, String)> = Vec::new();

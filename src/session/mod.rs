@@ -401,7 +401,7 @@ impl Session {
             }
             (S::Mail(h, tx), Input::Command(C::Data)) => match not_ready_for_message(&tx) {
                 Some(r) => self.refuse_message(S::Mail(h, tx), r),
-                None => match self.fault(Stage::Data, &tx.addresses()) {
+                None => match self.fault(Stage::Data, || tx.addresses()) {
                     Some(f) => self.faulted(S::Mail(h, tx), f),
                     None => {
                         let decoder = Box::new(DataDecoder::new(
@@ -439,7 +439,7 @@ impl Session {
             (S::Mail(h, tx), Input::Command(C::Bdat { size, last })) => {
                 match not_ready_for_message(&tx) {
                     Some(r) => self.start_discard(S::Mail(h, tx), size, r),
-                    None => match self.fault(Stage::Data, &tx.addresses()) {
+                    None => match self.fault(Stage::Data, || tx.addresses()) {
                         // RFC 3030 §2: a refused chunk is still read.
                         Some(Fault::Refuse(r)) => self.start_discard(S::Mail(h, tx), size, r),
                         Some(f) => self.faulted(S::Mail(h, tx), f),
