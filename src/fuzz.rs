@@ -24,15 +24,39 @@ use crate::budget::{Budget, Reservation};
 use crate::config::BareNewline;
 use crate::data::{DataDecoder, DataStatus};
 use crate::directory::Directory;
+use crate::fail::{FailRule, Faults};
 use crate::framer::{Frame, Framer, Mode, Status};
 use crate::mbox::{Encoder, Refusal};
 use crate::protocol::{Event, Protocol};
 use crate::session::{Session, SessionConfig};
 use crate::writer::Outcome;
 
+/// `--fail` rules that fire only on names ordinary input rarely makes, so the fuzzer reaches
+/// every fault path (a drop, a delay, refusals, a 421 close, a refused message) without every
+/// session being refused. With `refused`, a `connect` rule also refuses about half the
+/// sessions' greetings, by the seed.
+fn fail_rules(refused: bool) -> Vec<FailRule> {
+    let mut rules = vec![
+        "helo:drop*=drop",
+        "mail:slow*=delay:1ms",
+        "rcpt:busy*=450",
+        "rcpt:full*=452,count=2",
+        "data:xx*=421",
+        "data-end:yy*=552 too big",
+    ];
+    if refused {
+        rules.push("connect=554,p=0.5");
+    }
+    rules
+        .iter()
+        .map(|r| FailRule::parse(r).expect("the rules above are valid"))
+        .collect()
+}
+
 /// A catch-all session configuration for `mx.test` with small limits, one alias, `list`, and
-/// AUTH accepting any credentials (so the SASL exchange is fuzzed too).
-pub(crate) fn config() -> Arc<SessionConfig> {
+/// AUTH accepting any credentials (so the SASL exchange is fuzzed too); and the `--fail` rules
+/// of [`fail_rules`], their generator seeded with `seed`.
+pub(crate) fn config(seed: u8) -> Arc<SessionConfig> {
     let directory = Directory::new(
         &["mx.test".to_string()],
         None,
@@ -46,18 +70,20 @@ pub(crate) fn config() -> Arc<SessionConfig> {
             accounts: crate::config::Auth::AcceptAny,
             required: false,
         },
+        faults: Faults::with(&fail_rules(seed & 2 != 0), u64::from(seed), "mx.test"),
         ..SessionConfig::for_tests("mx.test", directory)
     })
 }
 
 /// Feeds arbitrary bytes to a session exactly as a connection does. The first byte seeds the
-/// sizes of the reads the rest is split into; every delivery is accepted.
+/// sizes of the reads the rest is split into and the `--fail` rules (see [`config`]); every
+/// delivery is accepted.
 pub fn session(data: &[u8]) {
     let Some((&seed, mut rest)) = data.split_first() else {
         return;
     };
     let mut split = u32::from(seed) | 1;
-    let mut core = Protocol::new(Session::new(config(), "fuzz".into()));
+    let mut core = Protocol::new(Session::new(config(seed), "fuzz".into()));
     loop {
         match core.poll() {
             Event::NeedInput => {}
@@ -370,7 +396,98 @@ mod tests {
         b"\"",
         b"From x\r\n",
         "RCPT TO:<jörg@mx.test>\r\n".as_bytes(),
+        // What the `--fail` rules of `config` fire on.
+        b"EHLO drop.x\r\n",
+        b"MAIL FROM:<slow@b>\r\n",
+        b"RCPT TO:<busy@mx.test>\r\n",
+        b"RCPT TO:<full@mx.test>\r\n",
+        b"RCPT TO:<xx@mx.test>\r\n",
+        b"RCPT TO:<yy@mx.test>\r\n",
     ];
+
+    /// Runs `input` through a core with the fuzz configuration of `seed`: everything written,
+    /// whether the session closed, and whether a delay fired.
+    fn run(seed: u8, input: &[u8]) -> (String, bool, bool) {
+        use crate::protocol::{Event, Protocol};
+        use crate::session::Session;
+        use crate::writer::Outcome;
+        let mut core = Protocol::new(Session::new(super::config(seed), "t".into()));
+        let (mut out, mut delayed, mut rest) = (Vec::new(), false, input);
+        loop {
+            match core.poll() {
+                Event::NeedInput => {}
+                Event::Delay(_) => {
+                    delayed = true;
+                    continue;
+                }
+                Event::Close => {
+                    out.extend_from_slice(core.output());
+                    return (String::from_utf8_lossy(&out).into(), true, delayed);
+                }
+                Event::Deliver(_) => {
+                    core.reply(&Outcome::Delivered.reply("t"));
+                    continue;
+                }
+            }
+            out.extend_from_slice(core.output());
+            core.clear_output();
+            if rest.is_empty() {
+                return (String::from_utf8_lossy(&out).into(), false, delayed);
+            }
+            let space = core.space();
+            let n = rest.len().min(space.len());
+            space[..n].copy_from_slice(&rest[..n]);
+            core.received(n);
+            rest = &rest[n..];
+        }
+    }
+
+    /// The fuzz configuration's `--fail` rules fire on their names, so the fuzzer reaches every
+    /// fault path, and ordinary names pass.
+    #[test]
+    fn the_fuzz_fail_rules_fire_on_their_names() {
+        let (out, closed, _) = run(0, b"EHLO drop.x\r\nNOOP\r\n");
+        assert!(closed && out.starts_with("220 ") && out.matches("\r\n").count() == 1);
+        let (out, closed, delayed) = run(0, b"EHLO a\r\nMAIL FROM:<slow@b>\r\n");
+        assert!(
+            delayed && !closed && out.ends_with("250 2.1.0 Sender OK\r\n"),
+            "{out}"
+        );
+        let tx = "EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<a@mx.test>\r\n";
+        let (out, ..) = run(0, format!("{tx}RCPT TO:<busy@mx.test>\r\n").as_bytes());
+        assert!(
+            out.ends_with("\r\n450 4.2.1 Requested mail action not taken: mailbox unavailable\r\n"),
+            "{out}"
+        );
+        let (out, closed, _) = run(
+            0,
+            format!("{tx}RCPT TO:<xx@mx.test>\r\nDATA\r\n").as_bytes(),
+        );
+        assert!(
+            closed
+                && out.ends_with(
+                    "\r\n421 4.3.2 mx.test Service not available, closing transmission channel\r\n"
+                ),
+            "{out}"
+        );
+        let (out, closed, _) = run(
+            0,
+            format!("{tx}RCPT TO:<yy@mx.test>\r\nDATA\r\nx\r\n.\r\n").as_bytes(),
+        );
+        assert!(
+            !closed && out.ends_with("\r\n552 5.3.4 too big\r\n"),
+            "{out}"
+        );
+        let (out, ..) = run(0, format!("{tx}DATA\r\nx\r\n.\r\n").as_bytes());
+        assert!(out.ends_with("\r\n250 2.0.0 OK: delivered as t\r\n"), "{out}");
+        // With the second bit of the seed, about half the greetings are refused.
+        let greetings: Vec<String> = (0..=255u8)
+            .filter(|s| s & 2 != 0)
+            .map(|s| run(s, b"").0)
+            .collect();
+        assert!(greetings.iter().any(|g| g.starts_with("554 ")));
+        assert!(greetings.iter().any(|g| g.starts_with("220 ")));
+    }
 
     #[test]
     fn random_bytes_never_panic() {

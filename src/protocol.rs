@@ -216,7 +216,7 @@ mod tests {
 
     /// A core for `mx.test`, catch-all, with the fuzz targets' limits.
     fn protocol() -> Protocol {
-        Protocol::new(Session::new(crate::fuzz::config(), "test".into()))
+        Protocol::new(Session::new(crate::fuzz::config(0), "test".into()))
     }
 
     fn feed(p: &mut Protocol, bytes: &[u8]) {
@@ -358,7 +358,7 @@ mod properties {
     /// Runs `input` through a core in reads of the given sizes (cycled); returns every reply
     /// byte and every delivered message.
     fn run(input: &[u8], sizes: &[usize]) -> (Vec<u8>, Vec<Stored>) {
-        let mut core = Protocol::new(Session::new(crate::fuzz::config(), "prop".into()));
+        let mut core = Protocol::new(Session::new(crate::fuzz::config(0), "prop".into()));
         let mut replies = Vec::new();
         let mut stored = Vec::new();
         let mut rest = input;

@@ -307,14 +307,19 @@ impl Faults {
 
     /// The rules of `config`, with their counters at 0 and the generator at its seed.
     pub(crate) fn new(config: &Config) -> Faults {
+        Faults::with(&config.fail, config.fail_seed, &config.hostname)
+    }
+
+    /// `rules`, with their counters at 0 and the generator at `seed`; 421 texts name
+    /// `hostname`.
+    pub(crate) fn with(rules: &[FailRule], seed: u64, hostname: &str) -> Faults {
         Faults {
-            rules: config
-                .fail
+            rules: rules
                 .iter()
                 .map(|r| (r.clone(), AtomicU64::new(0)))
                 .collect(),
-            state: AtomicU64::new(config.fail_seed),
-            hostname: config.hostname.clone(),
+            state: AtomicU64::new(seed),
+            hostname: hostname.to_string(),
         }
     }
 
