@@ -76,7 +76,7 @@ pub(crate) fn config(seed: u8) -> Arc<SessionConfig> {
 }
 
 /// Feeds arbitrary bytes to a session exactly as a connection does. The first byte seeds the
-/// sizes of the reads the rest is split into and the `--fail` rules (see [`config`]); every
+/// sizes of the reads the rest is split into and the `--fail` rules (see `config`); every
 /// delivery is accepted.
 pub fn session(data: &[u8]) {
     let Some((&seed, mut rest)) = data.split_first() else {
