@@ -479,7 +479,10 @@ mod tests {
             "{out}"
         );
         let (out, ..) = run(0, format!("{tx}DATA\r\nx\r\n.\r\n").as_bytes());
-        assert!(out.ends_with("\r\n250 2.0.0 OK: delivered as t\r\n"), "{out}");
+        assert!(
+            out.ends_with("\r\n250 2.0.0 OK: delivered as t\r\n"),
+            "{out}"
+        );
         // With the second bit of the seed, about half the greetings are refused.
         let greetings: Vec<String> = (0..=255u8)
             .filter(|s| s & 2 != 0)

@@ -94,30 +94,34 @@ impl Session {
         match line.strip_suffix(b"\r\n") {
             Some(response) => self.sasl_step(hello, sasl, response),
             // RFC 5321 §2.3.8: only CRLF ends a line.
-            None => self.sasl_abort(hello, sasl, None, reply::BARE_LF),
+            None => self.sasl_abort(hello, sasl, reply::BARE_LF),
         }
     }
 
-    /// Ends the exchange with `r` (a refusal), back in `State::Ready`.
-    pub(super) fn sasl_abort(
+    /// Ends the exchange with `r` (a refusal), back in `State::Ready`; the log line names the
+    /// user if the exchange had one (LOGIN, after the user name).
+    pub(super) fn sasl_abort(&mut self, hello: Hello, sasl: Sasl, r: Reply) -> (State, Action) {
+        let user = match &sasl {
+            Sasl::LoginPassword(user) => Some(user.as_str()),
+            _ => None,
+        };
+        self.auth_refused(hello, sasl.mechanism(), user, r)
+    }
+
+    /// Logs a refused AUTH (naming `user`, escaped, if known) and refuses it with `r`.
+    fn auth_refused(
         &mut self,
         hello: Hello,
-        sasl: Sasl,
+        mechanism: &str,
         user: Option<&str>,
         r: Reply,
     ) -> (State, Action) {
-        let named = match &sasl {
-            Sasl::LoginPassword(login) => Some(login.as_str()),
-            _ => None,
-        };
         let user = user
-            .or(named)
             .map(|user| format!(" user=<{}>", Escaped(user)))
             .unwrap_or_default();
         log::info!(
-            "{}: AUTH {}{user} refused: {}",
+            "{}: AUTH {mechanism}{user} refused: {}",
             self.label,
-            sasl.mechanism(),
             r.code_text()
         );
         self.refuse(State::Ready(hello), r)
@@ -127,7 +131,7 @@ impl Session {
     fn sasl_step(&mut self, hello: Hello, sasl: Sasl, response: &[u8]) -> (State, Action) {
         // RFC 4954 §4: `*` cancels the exchange, with 501.
         if response == b"*" {
-            return self.sasl_abort(hello, sasl, None, reply::AUTH_CANCELLED);
+            return self.sasl_abort(hello, sasl, reply::AUTH_CANCELLED);
         }
         // RFC 4954 §4: `=` is an empty initial response.
         let decoded = if response == b"=" {
@@ -136,48 +140,47 @@ impl Session {
             decode_base64(response)
         };
         let Some(decoded) = decoded else {
-            return self.sasl_abort(hello, sasl, None, reply::AUTH_BAD_BASE64);
+            return self.sasl_abort(hello, sasl, reply::AUTH_BAD_BASE64);
         };
+        let mechanism = sasl.mechanism();
         match sasl {
             Sasl::Plain => match parse_plain(&decoded) {
                 Some((authzid, user, password)) => {
                     // RFC 4616 §2: acting as another identity is not offered here.
                     let ok = (authzid.is_empty() || authzid == user)
                         && self.config.auth.accounts.check(user, password);
-                    self.verdict(hello, Sasl::Plain, user, ok)
+                    self.verdict(hello, mechanism, user, ok)
                 }
-                None => self.sasl_abort(hello, Sasl::Plain, None, reply::AUTH_MALFORMED),
+                None => self.sasl_abort(hello, Sasl::Plain, reply::AUTH_MALFORMED),
             },
             Sasl::LoginUser => match login_text(decoded) {
                 Some(user) if valid_user(&user) => (
                     State::Auth(hello, Sasl::LoginPassword(user)),
                     Action::Reply(Reply::plain(334, LOGIN_PASSWORD)),
                 ),
-                _ => self.sasl_abort(hello, sasl, None, reply::AUTH_MALFORMED),
+                _ => self.sasl_abort(hello, sasl, reply::AUTH_MALFORMED),
             },
             Sasl::LoginPassword(user) => match login_text(decoded) {
                 Some(password) => {
                     let ok = self.config.auth.accounts.check(&user, &password);
-                    let sasl = Sasl::LoginPassword(user.clone());
-                    self.verdict(hello, sasl, &user, ok)
+                    self.verdict(hello, mechanism, &user, ok)
                 }
                 None => {
                     let sasl = Sasl::LoginPassword(user);
-                    self.sasl_abort(hello, sasl, None, reply::AUTH_MALFORMED)
+                    self.sasl_abort(hello, sasl, reply::AUTH_MALFORMED)
                 }
             },
         }
     }
 
     /// `235` and an authenticated session, or `535` and the session as it was.
-    fn verdict(&mut self, hello: Hello, sasl: Sasl, user: &str, ok: bool) -> (State, Action) {
+    fn verdict(&mut self, hello: Hello, mechanism: &str, user: &str, ok: bool) -> (State, Action) {
         if !ok {
-            return self.sasl_abort(hello, sasl, Some(user), reply::AUTH_INVALID);
+            return self.auth_refused(hello, mechanism, Some(user), reply::AUTH_INVALID);
         }
         log::info!(
-            "{}: AUTH {} user=<{}> accepted",
+            "{}: AUTH {mechanism} user=<{}> accepted",
             self.label,
-            sasl.mechanism(),
             Escaped(user)
         );
         let hello = Hello {

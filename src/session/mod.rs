@@ -297,9 +297,9 @@ impl Session {
             // The AUTH exchange (`auth.rs`): every line is a response; a line too long or
             // without CRLF ends it. `handle` sends no command and no response elsewhere.
             (S::Auth(h, sasl), Input::Response(line)) => self.sasl_response(h, sasl, line),
-            (S::Auth(h, sasl), Input::Invalid(r)) => self.sasl_abort(h, sasl, None, r),
+            (S::Auth(h, sasl), Input::Invalid(r)) => self.sasl_abort(h, sasl, r),
             (S::Auth(h, sasl), Input::Command(_)) => {
-                self.sasl_abort(h, sasl, None, reply::AUTH_MALFORMED)
+                self.sasl_abort(h, sasl, reply::AUTH_MALFORMED)
             }
             (state, Input::Response(_)) => (state, Action::Continue),
 
