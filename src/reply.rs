@@ -280,7 +280,7 @@ pub(crate) const NO_VALID_RECIPIENTS: Reply =
 pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, enhanced: bool) {
     let mut lines = reply.text.split('\n').peekable();
     while let Some(line) = lines.next() {
-        push_code(out, reply.code);
+        out.extend_from_slice(decimal(u64::from(reply.code), 3, &mut [0; 20]).as_bytes());
         out.push(if lines.peek().is_some() { b'-' } else { b' ' });
         if let (true, Some(code)) = (enhanced, reply.enhanced) {
             out.extend_from_slice(code.as_bytes());
@@ -294,16 +294,22 @@ pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, enhanced: bool) {
     }
 }
 
-/// Appends a reply code as `format!("{:03}")` would, without the formatting machinery: every
-/// session writes replies, and `core::fmt` took an idle worker's stack 600 bytes deeper (see
-/// `pool::WORKER_STACK`).
-fn push_code(out: &mut Vec<u8>, code: u16) {
-    if code < 1000 {
-        let digit = |n: u16| b'0' + (n % 10) as u8;
-        out.extend_from_slice(&[digit(code / 100), digit(code / 10), digit(code)]);
-    } else {
-        out.extend_from_slice(code.to_string().as_bytes());
+/// `n` in decimal, zero-padded to at least `width` digits, written at the end of `buf`, as
+/// `format!("{n:0width$}")` would but without the formatting machinery: every session writes
+/// replies and an EHLO reply, and `core::fmt` took an idle worker's stack 600 bytes deeper (see
+/// `pool::WORKER_STACK`). A `u64` has at most 20 digits, so `buf` always has room.
+pub(crate) fn decimal(n: u64, width: usize, buf: &mut [u8; 20]) -> &str {
+    let mut rest = n;
+    let mut start = buf.len();
+    for (i, slot) in buf.iter_mut().rev().enumerate() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        start -= 1;
+        if rest == 0 && i + 1 >= width {
+            break;
+        }
     }
+    std::str::from_utf8(buf.get(start..).unwrap_or_default()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -342,6 +348,11 @@ mod tests {
         assert_eq!(wire(&Reply::plain(7, "x"), false), "007 x\r\n");
         assert_eq!(wire(&Reply::plain(421, "x"), false), "421 x\r\n");
         assert_eq!(wire(&Reply::plain(1234, "x"), false), "1234 x\r\n");
+        let mut buf = [0; 20];
+        assert_eq!(decimal(0, 1, &mut buf), "0");
+        assert_eq!(decimal(10_485_760, 1, &mut buf), "10485760");
+        assert_eq!(decimal(u64::MAX, 1, &mut buf), u64::MAX.to_string());
+        assert_eq!(decimal(5, 25, &mut buf), "00000000000000000005");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use super::{Action, Hello, Recipient, Session, State, Transaction, params, user_of};
 use crate::command::{self, Address};
 use crate::fail::{Fault, Stage};
-use crate::reply::{self, Reply};
+use crate::reply::{self, Reply, decimal};
 
 impl Session {
     /// The 221 to QUIT, and the end of the session.
@@ -48,7 +48,7 @@ impl Session {
         text.push_str(&name);
         if extended {
             text.push_str(EXTENSIONS[0]);
-            push_decimal(&mut text, self.config.max_message_size);
+            text.push_str(decimal(self.config.max_message_size, 1, &mut [0; 20]));
             text.push_str(EXTENSIONS[1]);
             if self.config.auth.accounts.enabled() {
                 text.push_str(EXTENSIONS[2]);
@@ -132,17 +132,5 @@ impl Session {
             mailboxes: route.mailboxes,
         });
         Ok(route.reply)
-    }
-}
-
-/// Appends `n` in decimal, without `core::fmt` (see [`Session::hello`]).
-pub(super) fn push_decimal(out: &mut String, n: u64) {
-    let mut power = 1;
-    while power <= n / 10 {
-        power *= 10;
-    }
-    while power > 0 {
-        out.push(char::from(b'0' + (n / power % 10) as u8));
-        power /= 10;
     }
 }
