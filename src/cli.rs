@@ -151,15 +151,15 @@ fn apply(
             if matches!(config.auth, Auth::Users(_)) {
                 return Err(ConfigError(AUTH_EXCLUSIVE.to_string()));
             }
-            *config = std::mem::take(config).auth_accept_any();
+            config.auth = Auth::AcceptAny;
         }
         "--auth-file" => {
             if config.auth == Auth::AcceptAny {
                 return Err(ConfigError(AUTH_EXCLUSIVE.to_string()));
             }
-            *config = load_auth(Path::new(&value()?), std::mem::take(config))?;
+            load_auth(Path::new(&value()?), config)?;
         }
-        "--auth-required" => *config = std::mem::take(config).auth_required(true),
+        "--auth-required" => config.auth_required = true,
         "--fail" => config.fail.push(FailRule::parse(&value()?)?),
         "--fail-seed" => {
             let v = value()?;
@@ -217,7 +217,7 @@ fn seconds(flag: &str, v: &str) -> Result<Duration, ConfigError> {
     }
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 

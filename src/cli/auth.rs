@@ -1,10 +1,8 @@
-//! The `--auth-file` loader: `user:password` lines into [`Config::auth`] through
-//! [`Config::auth_user`].
+//! The `--auth-file` loader: `user:password` lines into [`Config::auth`].
 //!
 //! It exists beside `cli.rs` (which parses the flags) because a password file has its own rules:
 //! a password is taken exactly as written, so `#` starts a comment only at the start of a line.
 
-use std::fs;
 use std::path::Path;
 
 use mboxd::{Auth, Config, ConfigError};
@@ -17,9 +15,8 @@ pub(crate) const AUTH_EXCLUSIVE: &str = "--auth-accept-any and --auth-file canno
 /// exactly (so it may hold `:`, `#` and spaces; a CRLF line end is not part of it). Neither may
 /// be empty, and the name may hold no control character. Even an empty file turns checking on:
 /// then no credentials are accepted.
-pub(crate) fn load_auth(path: &Path, mut config: Config) -> Result<Config, ConfigError> {
-    let text =
-        fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+pub(crate) fn load_auth(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
+    let text = super::read(path)?;
     if !matches!(config.auth, Auth::Users(_)) {
         config.auth = Auth::Users(Default::default());
     }
@@ -39,15 +36,18 @@ pub(crate) fn load_auth(path: &Path, mut config: Config) -> Result<Config, Confi
         if password.is_empty() {
             return Err(at(&format!("user {user:?} has an empty password")));
         }
-        config = config.auth_user(user, password);
+        if let Auth::Users(users) = &mut config.auth {
+            users.insert(user.to_string(), password.to_string());
+        }
     }
-    Ok(config)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::tests::run;
+    use std::fs;
 
     #[test]
     fn auth_flags_and_file() {
