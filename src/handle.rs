@@ -150,14 +150,17 @@ impl Server {
     /// seen (the writer records a commit before it acknowledges it). Fails for a name that
     /// cannot be a mailbox, a file that cannot be read, or one that is not an mbox.
     pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
-        self.read(user).map(|(_, messages)| messages)
+        let (name, path) = self.locate(user)?;
+        let (_, committed) = self.committed(&name, &path);
+        self.read(&name, &path, committed)
     }
 
     /// Waits until `user`'s mailbox holds at least `count` messages and returns them all, or
     /// fails with [`WaitError::Timeout`] (which holds what did arrive) after `timeout`.
     ///
     /// It returns as soon as the count is reached: it sleeps on the writer's signal, sent
-    /// after each commit, and reads the mailbox at most once per commit, never on a timer.
+    /// after each commit, and reads the mailbox again only when a commit changed its committed
+    /// length, never on a timer.
     pub fn wait_for(
         &self,
         user: &str,
@@ -169,9 +172,17 @@ impl Server {
         let deadline = began
             .checked_add(timeout)
             .unwrap_or_else(|| began + crate::config::MAX_DURATION);
+        let (name, path) = self.locate(user).map_err(WaitError::Read)?;
+        // The committed length last read, and what it held.
+        let mut last: Option<(u64, Vec<Message>)> = None;
         loop {
             // The count first: a commit after it wakes the wait below at once.
-            let (seen, messages) = self.read(user).map_err(WaitError::Read)?;
+            let (seen, committed) = self.committed(&name, &path);
+            let messages = match last {
+                // A commit to another mailbox: nothing new here, nothing to read.
+                Some((read, messages)) if read == committed => messages,
+                _ => self.read(&name, &path, committed).map_err(WaitError::Read)?,
+            };
             if messages.len() >= count {
                 return Ok(messages);
             }
@@ -183,12 +194,13 @@ impl Server {
                     arrived: messages,
                 });
             }
+            last = Some((committed, messages));
             self.commits.wait_past(seen, deadline);
         }
     }
 
-    /// The commit count, then the mailbox read up to its committed length.
-    fn read(&self, user: &str) -> io::Result<(u64, Vec<Message>)> {
+    /// The mailbox name of `user` (its local part, normalised), and its file.
+    fn locate(&self, user: &str) -> io::Result<(String, PathBuf)> {
         let local = user.rsplit_once('@').map_or(user, |(local, _)| local);
         let name = mailbox_name(local).ok_or_else(|| {
             io::Error::new(
@@ -197,10 +209,18 @@ impl Server {
             )
         })?;
         let path = self.mail_dir.join(&name);
-        let (seen, committed) = self
-            .commits
-            .committed(&name, || fs::symlink_metadata(&path).map_or(0, |m| m.len()));
-        let bytes = match fs::read(&path) {
+        Ok((name, path))
+    }
+
+    /// The commit count, and how much of mailbox `name` (at `path`) is committed.
+    fn committed(&self, name: &str, path: &Path) -> (u64, u64) {
+        self.commits
+            .committed(name, || fs::symlink_metadata(path).map_or(0, |m| m.len()))
+    }
+
+    /// The messages of mailbox `name` (at `path`) in its first `committed` bytes.
+    fn read(&self, name: &str, path: &Path, committed: u64) -> io::Result<Vec<Message>> {
+        let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
@@ -211,7 +231,7 @@ impl Server {
         let mailbox = Mailbox::parse(bytes).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("mailbox {name:?}: {e}"))
         })?;
-        Ok((seen, mailbox.into_messages()))
+        Ok(mailbox.into_messages())
     }
 
     /// Stops accepting, answers idle sessions `421`, lets sessions inside a message finish it
