@@ -20,8 +20,10 @@ use crate::fail::FailRule;
 use crate::names::mailbox_name;
 
 /// Everything a server needs to start. [`Config::default`] (or [`Config::new`]) gives the
-/// defaults of the command line, [`Config::for_tests`] those of a test; each setting has a
-/// builder method of its name (see `builder.rs`).
+/// defaults of the command line, [`Config::for_tests`] those of a test. Each setting has a
+/// builder method named after it (after one element, for a list: [`Config::alias`]), most in
+/// `builder.rs`; `auth` has [`Config::auth_accept_any`] and [`Config::auth_user`], here, and
+/// `temp_mail_dir` is set by [`Config::for_tests`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Addresses to listen on; port 0 picks a free port. Default `127.0.0.1:2525`.

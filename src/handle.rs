@@ -181,7 +181,9 @@ impl Server {
             let messages = match last {
                 // A commit to another mailbox: nothing new here, nothing to read.
                 Some((read, messages)) if read == committed => messages,
-                _ => self.read(&name, &path, committed).map_err(WaitError::Read)?,
+                _ => self
+                    .read(&name, &path, committed)
+                    .map_err(WaitError::Read)?,
             };
             if messages.len() >= count {
                 return Ok(messages);

@@ -271,9 +271,7 @@ fn unquote(content: &[u8]) -> Vec<u8> {
         let quotes = line.iter().take_while(|&&b| b == b'>').count();
         let after = line.get(quotes..).unwrap_or_default();
         match line.split_first() {
-            Some((b'>', unquoted)) if quotes > 0 && after.starts_with(FROM) => {
-                out.extend_from_slice(unquoted)
-            }
+            Some((b'>', unquoted)) if after.starts_with(FROM) => out.extend_from_slice(unquoted),
             _ => out.extend_from_slice(line),
         }
     }
