@@ -178,6 +178,27 @@ fn under_pressure_the_idlest_session_makes_room() {
 }
 
 #[test]
+fn the_session_idle_longest_gets_421_4_3_2_and_its_worker_serves_the_newcomer() {
+    let server = TestServer::with(|c| c.workers = 2);
+    let mut first = server.client();
+    first.expect("EHLO first.test", 250);
+    let mut second = server.client();
+    second.expect("EHLO second.test", 250);
+    // Past the 1 s an idle session is spared; `first` has waited longest for a command.
+    thread::sleep(Duration::from_millis(1100));
+    let mut newcomer = server.client();
+    let r = first.read_reply();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert_eq!(
+        r.text(),
+        "4.3.2 Busy; closing idle session to make room; closing transmission channel"
+    );
+    first.expect_closed();
+    newcomer.expect("NOOP", 250);
+    second.expect("NOOP", 250);
+}
+
+#[test]
 fn a_local_test_suite_is_never_refused_by_the_per_peer_limit() {
     // 127.0.0.1 is not limited: 48 parallel sessions (more than half of 64 workers) all served.
     let server = defaults();

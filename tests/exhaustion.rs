@@ -1,47 +1,55 @@
 //! Running out of descriptors (issue 8, item 3), against the binary under a small
 //! `RLIMIT_NOFILE` (see `tests/limited/`): a connection flood that takes every descriptor is
-//! waited out by accept and by the writer, and a soft limit below the hard one is raised.
+//! waited out by accept and by the writer (up to `--lock-timeout`, then `451`), and a soft
+//! limit below the hard one is raised.
 
 mod limited;
 mod support;
 
 use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use limited::{
     cpu_ticks, nofile_limits, open_descriptors, spawn_limited, spawn_ulimit, wait_for_descriptors,
 };
-use support::{Client, signal, wait_bounded};
+use support::{ChildGuard, Client, signal, wait_bounded};
 
-/// A flood of connections takes every descriptor the server may have. accept backs off (one
-/// log line per episode, no spinning), a delivery in progress waits for a descriptor instead of
-/// failing, and once the flood ends the server serves again.
-#[test]
-fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
-    const LIMIT: usize = 64;
+const LIMIT: usize = 64;
+
+/// A server under `RLIMIT_NOFILE` [`LIMIT`] whose every descriptor a flood of connections has
+/// taken, while `good` is inside a message to a new mailbox, its end not sent yet.
+struct Flooded {
+    child: ChildGuard,
+    addr: SocketAddr,
+    log: JoinHandle<String>,
+    good: Client,
+    flood: Vec<TcpStream>,
+    mail: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the server with `args` (besides its address, names and mail directory) and floods it;
+/// `None` where the limit cannot be set (the test is then skipped).
+fn flooded(args: &[&str]) -> Option<Flooded> {
     let dir = tempfile::tempdir().unwrap();
     let mail = dir.path().join("mail");
-    let Some((mut child, addr, log)) = spawn_limited(
-        LIMIT as u64,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--hostname",
-            "mx.test",
-            "--domain",
-            "mx.test",
-            "--mail-dir",
-            mail.to_str().unwrap(),
-            "--workers",
-            "2",
-            // Connections waiting for a worker hold their descriptor this long before 421.
-            "--queue-wait",
-            "3",
-        ],
-    ) else {
-        return;
-    };
-    let pid = child.id();
+    let mut all = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--hostname",
+        "mx.test",
+        "--domain",
+        "mx.test",
+        "--mail-dir",
+        mail.to_str().unwrap(),
+        "--workers",
+        "2",
+    ];
+    all.extend_from_slice(args);
+    let (child, addr, log) = spawn_limited(LIMIT as u64, &all)?;
     // A client inside a message to a new mailbox, before the flood.
     let mut good = Client::connect_with_timeout(addr, Duration::from_secs(60));
     assert_eq!(good.read_reply().code, 220);
@@ -52,15 +60,47 @@ fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
     good.send(b"Subject: through the flood\r\n\r\nstill here\r\n");
     // The flood: more connections than the server has descriptors (the rest wait in the
     // listen backlog).
-    let flood: Vec<std::net::TcpStream> = (0..100)
-        .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+    let flood: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
         .collect::<Result<_, _>>()
         .expect("the backlog takes the flood");
+    let pid = child.id();
     assert!(
         wait_for_descriptors(pid, LIMIT, Duration::from_secs(10)),
         "the server never used its {LIMIT} descriptors: {}",
         open_descriptors(pid)
     );
+    Some(Flooded {
+        child,
+        addr,
+        log,
+        good,
+        flood,
+        mail,
+        _dir: dir,
+    })
+}
+
+/// A flood of connections takes every descriptor the server may have. accept backs off (one
+/// log line per episode, no spinning), a delivery in progress waits for a descriptor instead of
+/// failing, and once the flood ends the server serves again.
+#[test]
+fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
+    // Connections waiting for a worker hold their descriptor 3 s before 421: well within the
+    // lock timeout the writer waits for one.
+    let Some(Flooded {
+        mut child,
+        addr,
+        log,
+        mut good,
+        flood,
+        mail,
+        _dir,
+    }) = flooded(&["--queue-wait", "3"])
+    else {
+        return;
+    };
+    let pid = child.id();
     // No descriptor is free for the mailbox: the writer must wait, not fail.
     let (ticks, since) = (cpu_ticks(pid), Instant::now());
     good.send(b".\r\n");
@@ -112,6 +152,47 @@ fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
     );
     let stored = fs::read_to_string(mail.join("fresh")).unwrap();
     assert!(stored.contains("still here") && stored.contains("\nafter\n"));
+}
+
+/// A flood that outlasts `--lock-timeout`: the delivery that waited for a descriptor fails with
+/// `451`, and nothing of it is stored.
+#[test]
+fn a_flood_longer_than_the_lock_timeout_fails_the_delivery_with_451() {
+    let Some(Flooded {
+        mut child,
+        log,
+        mut good,
+        flood,
+        mail,
+        ..
+    }) = flooded(&["--queue-wait", "8", "--lock-timeout", "1"])
+    else {
+        return;
+    };
+    let since = Instant::now();
+    good.send(b".\r\n");
+    let end = good.read_reply();
+    let waited = since.elapsed();
+    assert_eq!(end.code, 451, "{end:?}");
+    assert_eq!(
+        end.text(),
+        "4.3.0 Requested action aborted: local error in processing"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(6),
+        "answered after {waited:?}: the lock timeout is 1 s"
+    );
+    drop(flood);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert!(log.contains("out of descriptors opening mailbox"), "{log}");
+    assert!(
+        !mail.join("fresh").exists() || fs::read_to_string(mail.join("fresh")).unwrap().is_empty()
+    );
 }
 
 /// A soft limit below the hard one is raised to it at start, and the log says so.
