@@ -61,6 +61,10 @@ fn connect_554_waits_for_quit_and_answers_503_meanwhile() {
     }
     c.expect("QUIT", 221);
     c.expect_closed();
+    // Without text: the default text, and no enhanced code before EHLO.
+    let s = server(&["connect=554"]);
+    let mut c = Client::connect(s.addr);
+    assert_eq!(line(&c.read_reply()), "554 No SMTP service here");
 }
 
 #[test]
@@ -87,6 +91,8 @@ fn helo_by_name_refused_then_another_name_accepted() {
     c.expect("MAIL FROM:<a@b.test>", 503);
     c.expect("EHLO good.test", 250);
     c.expect("MAIL FROM:<a@b.test>", 250);
+    // After an accepted EHLO, the refusal carries its enhanced code.
+    assert_eq!(line(&c.cmd("EHLO Host.BAD.test")), "550 5.7.1 not you");
 }
 
 #[test]

@@ -232,4 +232,14 @@ fn too_many_errors_close_with_421() {
         "Too many errors; closing transmission channel"
     );
     c.expect_closed();
+    // After EHLO, with its enhanced code.
+    let mut c = server.client();
+    c.expect("EHLO c.test", 250);
+    c.expect("FOO", 500);
+    c.expect("RCPT TO:<a@b.test>", 503);
+    assert_eq!(
+        c.expect("BAZ", 421).text(),
+        "4.7.0 Too many errors; closing transmission channel"
+    );
+    c.expect_closed();
 }
