@@ -22,7 +22,7 @@ use crate::escape::Escaped;
 use crate::mbox::{self, Trace};
 use crate::session::Envelope;
 use crate::writer::ack::{self, Ack, Awaited, Direct};
-use crate::writer::{Entry, Job, Outcome};
+use crate::writer::{self, Entry, Job, Outcome};
 
 /// A message handed to the writer whose answer the session has not settled yet.
 #[derive(Debug)]
@@ -94,13 +94,8 @@ pub(crate) fn deliver(
 #[inline(never)]
 fn hand_over(ctx: &Context, job: Job) {
     if let Err(crossbeam_channel::SendError(job)) = ctx.deliveries.send(job) {
-        log::info!(
-            "{}: {} message refused: {}: {} (the writer has stopped)",
-            job.label,
-            job.id,
-            Outcome::Failed.reply(&job.id).code_text(),
-            job.summary
-        );
+        let why = " (the writer has stopped)";
+        writer::log_refused(&job.label, &job.id, Outcome::Failed, &job.summary, why);
     }
 }
 

@@ -30,7 +30,7 @@ pub(super) struct Mailbox {
     /// The file's device and inode, to tell whether the name still names it.
     identity: (u64, u64),
     /// When both locks were taken: how long the writer has held them.
-    pub locked_at: Instant,
+    locked_at: Instant,
 }
 
 /// Why a mailbox could not be opened.

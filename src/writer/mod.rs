@@ -522,12 +522,18 @@ impl Told {
         let Told { id, label, summary } = self;
         match outcome {
             Outcome::Delivered => log::info!("{label}: {id} delivered: {summary}"),
-            refused => log::info!(
-                "{label}: {id} message refused: {}: {summary}",
-                refused.reply(id).code_text()
-            ),
+            refused => log_refused(label, id, refused, summary, ""),
         }
     }
+}
+
+/// The log line of a message refused with `outcome`: `why` (empty, or a note that begins with a
+/// space) follows the summary.
+pub(crate) fn log_refused(label: &str, id: &str, outcome: Outcome, summary: &str, why: &str) {
+    log::info!(
+        "{label}: {id} message refused: {}: {summary}{why}",
+        outcome.reply(id).code_text()
+    );
 }
 
 impl Writer {
