@@ -58,7 +58,8 @@ pub struct Options {
     pub sessions: usize,
     /// Messages in total, spread over the sessions.
     pub messages: usize,
-    /// Size of each message in octets, headers included (rounded up to a whole line).
+    /// Size of each message in octets, headers included: exact unless the headers alone are
+    /// longer (see [`Messages::write`]).
     pub size: usize,
     /// Recipients per message.
     pub recipients: usize,
@@ -270,14 +271,39 @@ fn message_id(tag: &str, index: usize, seq: usize) -> String {
     format!("{tag}.{index:05}.{seq:09}")
 }
 
-/// A message of `opts.size` octets (whole CRLF lines, headers included), then `.` CRLF; where
-/// the headers alone are that long, just the headers, and one octet short of it, an empty line
-/// more.
-pub fn message(opts: &Options, id: &str) -> Vec<u8> {
-    let mut m = message_head(opts, id);
-    let body = filler(opts.size.saturating_sub(m.len()));
-    m.extend_from_slice(&body);
-    m
+/// Makes the messages a session sends. The body is made once (a 10 MiB one costs time to fill)
+/// and again only if the head's length changes (ids of one run have one length); only the head
+/// changes from message to message.
+pub struct Messages<'a> {
+    opts: &'a Options,
+    /// The body, with the length of the head it was made for.
+    body: Option<(usize, Vec<u8>)>,
+}
+
+impl<'a> Messages<'a> {
+    /// Messages for the run `opts` describes.
+    pub fn new(opts: &'a Options) -> Messages<'a> {
+        Messages { opts, body: None }
+    }
+
+    /// Puts the message `id` into `buffer`, in place of what was there: `opts.size` octets
+    /// (whole CRLF lines, headers included), then `.` CRLF; where the headers alone are that
+    /// long, just the headers, and one octet short of it, an empty line more.
+    pub fn write(&mut self, id: &str, buffer: &mut Vec<u8>) {
+        let head = message_head(self.opts, id);
+        if self
+            .body
+            .as_ref()
+            .is_none_or(|(made_for, _)| *made_for != head.len())
+        {
+            let body = filler(self.opts.size.saturating_sub(head.len()));
+            self.body = Some((head.len(), body));
+        }
+        let (_, body) = self.body.as_ref().expect("made above");
+        buffer.clear();
+        buffer.extend_from_slice(&head);
+        buffer.extend_from_slice(body);
+    }
 }
 
 /// How a session stopped by another's failure ends; never reported as the cause.
@@ -316,21 +342,13 @@ fn session(
     }
     let mut bytes = 0;
     let mut latencies = Vec::with_capacity(count);
-    let mut body: Option<Vec<u8>> = None;
+    let mut messages = Messages::new(opts);
     let mut buffer = Vec::new();
     for seq in 0..count {
         if abort.load(Ordering::Relaxed) {
-            return Err(format!(
-                "session {index}: stopped because another session failed"
-            ));
+            return Err(format!("session {index}: {STOPPED}"));
         }
-        // The body is made once per session (a 10 MiB one costs time to fill); only the head
-        // changes from message to message.
-        let head = message_head(opts, &message_id(tag, index, seq));
-        let body = body.get_or_insert_with(|| filler(opts.size.saturating_sub(head.len())));
-        buffer.clear();
-        buffer.extend_from_slice(&head);
-        buffer.extend_from_slice(body);
+        messages.write(&message_id(tag, index, seq), &mut buffer);
         if opts.pipelining {
             c.send(&envelope, "MAIL, RCPT and DATA")?;
             c.expect(250, "MAIL")?;
