@@ -244,3 +244,28 @@ fn the_largest_growth_point_fits_the_default_limit() {
     assert!(err.contains("got \"552"), "{err}");
     server.shutdown();
 }
+
+#[test]
+fn a_reply_whose_code_changes_or_whose_line_is_endless_fails() {
+    use std::io::Write;
+    let mut listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    for (greeting, expected) in [
+        (&b"220-mx.test\r\n221 mx.test\r\n"[..], "the code changed"),
+        (&[b'2'; 5000][..], "unterminated or over 4096 octets"),
+    ] {
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.write_all(greeting).expect("write");
+            // Open and silent until the client has judged the greeting and gone.
+            let _ = std::io::Read::read(&mut s, &mut [0; 1]);
+            listener
+        });
+        let err = match bench::memory::open_idle(addr, 1, Duration::from_secs(10)) {
+            Ok(_) => panic!("{expected}: the greeting was taken"),
+            Err(e) => e,
+        };
+        assert!(err.contains(expected), "{err}");
+        listener = peer.join().expect("peer");
+    }
+}

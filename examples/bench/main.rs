@@ -14,7 +14,7 @@
 //! sessions and at the peak of case C, and the start-up time (`memory.rs`).
 //! `tests/bench_smoke.rs` includes this file to keep it working.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -187,12 +187,14 @@ impl Client {
             .map_err(|e| format!("{}: sending {what}: {e}", self.label))
     }
 
-    /// Reads one reply (all its lines) and returns its code and text.
+    /// Reads one reply (all its lines, each at most 4096 octets and with the same code) and
+    /// returns its code and text.
     fn reply(&mut self, what: &str) -> Result<(u16, String), String> {
         let mut text = String::new();
+        let mut first = None;
         for _ in 0..1000 {
             self.line.clear();
-            match self.reader.read_line(&mut self.line) {
+            match (&mut self.reader).take(4096).read_line(&mut self.line) {
                 Ok(0) => {
                     return Err(format!(
                         "{}: connection closed waiting for the reply to {what}",
@@ -208,10 +210,25 @@ impl Client {
                 }
                 Err(e) => return Err(format!("{}: reading the reply to {what}: {e}", self.label)),
             }
+            if !self.line.ends_with('\n') {
+                return Err(format!(
+                    "{}: a line of the reply to {what} is unterminated or over 4096 octets: {text}{:?}",
+                    self.label, self.line
+                ));
+            }
             let line = self.line.trim_end_matches(['\r', '\n']);
             text.push_str(line);
             text.push('\n');
             let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+            if let (Some(first), Some(code)) = (first, code)
+                && first != code
+            {
+                return Err(format!(
+                    "{}: the code changed inside the reply to {what}: {text:?}",
+                    self.label
+                ));
+            }
+            first = first.or(code);
             match (code, line.as_bytes().get(3)) {
                 (Some(code), Some(b' ') | None) => return Ok((code, text)),
                 (Some(_), Some(b'-')) => continue,
