@@ -472,11 +472,16 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     Ok(report)
 }
 
+/// Reads the mbox at `path`; a missing or unreadable one is an error.
+pub fn open_mbox(path: &Path) -> Result<mboxd::mbox::Mailbox, String> {
+    mboxd::mbox::Mailbox::open(path)
+        .map_err(|e| format!("mbox check: cannot read {}: {e}", path.display()))
+}
+
 /// Checks that `dir/user` holds exactly the messages `0..expected` of run `tag`, each once.
 pub fn check_mbox(dir: &Path, user: &str, tag: &str, expected: usize) -> Result<(), String> {
     let path = dir.join(user);
-    let mbox = mboxd::mbox::Mailbox::open(&path)
-        .map_err(|e| format!("mbox check: cannot read {}: {e}", path.display()))?;
+    let mbox = open_mbox(&path)?;
     let prefix = format!("{tag}.");
     let mut ids: Vec<&str> = mbox
         .messages()
