@@ -471,38 +471,21 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         .process_group(0)
         .spawn()
         .expect("spawn");
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
     let (done_tx, done) = mpsc::channel();
     let stdout = gather(child.stdout.take().unwrap(), done_tx.clone());
     let stderr = gather(child.stderr.take().unwrap(), done_tx);
-    let (exit_tx, exit) = mpsc::channel();
-    let waiter = std::thread::Builder::new()
-        .name("test-wait-exit".into())
-        .spawn(move || {
-            // WNOWAIT leaves the child unreaped, so its pid, the group's id, stays taken until
-            // the group has been killed below.
-            // SAFETY: siginfo_t is plain data, valid as zeros; waitid writes only into it.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            while unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            } == -1
-                && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted
-            {}
-            let _ = exit_tx.send(());
-        })
-        .expect("spawn a waiter thread");
-    let exited = exit
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .is_ok();
-    // SAFETY: kill(2) touches no memory; a negative pid names the process group.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    waiter.join().expect("the waiter thread");
-    let status = child.wait().expect("wait");
+    // Polled, as `wait_bounded` does: std has no wait with a timeout.
+    let exited = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    // The child's group id is its pid; whatever it started goes with the group.
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill").args(["-KILL", "--", &group]).output();
+    let status = exited.unwrap_or_else(|| child.wait().expect("wait"));
     // With the group gone the pipes are closed, unless a process left the group (setsid). The
     // readers get the rest of the limit, or a second after a kill at the deadline.
     let readers = deadline.max(Instant::now() + Duration::from_secs(1));
@@ -522,10 +505,11 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         )
     };
     assert!(
-        exited,
+        exited.is_some(),
         "child process did not exit within {limit:?}; {}",
         so_far()
     );
+    assert!(killed.is_ok(), "cannot run kill(1): {killed:?}");
     assert!(
         closed,
         "the child's output stayed open after its process group was killed; {}",
