@@ -28,7 +28,8 @@ fn two_sessions_twenty_messages_both_ways() {
         let report = bench::run(&opts).expect("bench run");
         assert_eq!(report.messages, 20);
         assert_eq!(report.latencies.len(), 20);
-        assert!(report.bytes >= 20 * 1024, "{} octets", report.bytes);
+        // Content octets: exactly --size per message, counted once however many recipients.
+        assert_eq!(report.bytes, 20 * 1024);
         assert!(report.percentile(0.5) <= report.percentile(0.99));
         assert!(report.msg_per_s() > 0.0 && report.mb_per_s() > 0.0);
     }
@@ -61,7 +62,12 @@ fn messages_are_exactly_their_size() {
     let mut opts = bench::Options::new("127.0.0.1:1".parse().expect("addr"));
     for size in (0..400).chain([1024, 100 * 1024, 10 << 20]) {
         opts.size = size;
-        let m = bench::message(&opts, "x.00001.000000001");
+        // As a session makes them: one maker, a second message with an id of the same length.
+        let mut messages = bench::Messages::new(&opts);
+        let (mut m, mut second) = (Vec::new(), Vec::new());
+        messages.write("x.00001.000000002", &mut second);
+        messages.write("x.00001.000000001", &mut m);
+        assert_eq!(second.len(), m.len(), "size {size}");
         let head = m.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
         // Exactly `size` octets, then ".\r\n", unless the headers alone are that long (then the
         // headers) or one octet short of it (then one empty line more).
@@ -163,7 +169,10 @@ fn memory_and_start_up_of_the_binary() {
     assert!(idle.threads >= 8, "{} threads", idle.threads);
     // More sessions than workers: the last one is refused and the measurement fails.
     let err = bench::memory::idle_rss(&binary, dir.path(), 2, 3).unwrap_err();
-    assert!(err.contains("idle session 2"), "{err}");
+    assert!(
+        err.contains("idle session 2: the greeting: expected 220, got \"421"),
+        "{err}"
+    );
     let mut load = bench::Options::new("127.0.0.1:1".parse().expect("addr"));
     load.sessions = 2;
     load.messages = 10;
@@ -234,4 +243,29 @@ fn the_largest_growth_point_fits_the_default_limit() {
     let err = bench::run(&opts).unwrap_err();
     assert!(err.contains("got \"552"), "{err}");
     server.shutdown();
+}
+
+#[test]
+fn a_reply_whose_code_changes_or_whose_line_is_endless_fails() {
+    use std::io::Write;
+    let mut listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    for (greeting, expected) in [
+        (&b"220-mx.test\r\n221 mx.test\r\n"[..], "the code changed"),
+        (&[b'2'; 5000][..], "unterminated or over 4096 octets"),
+    ] {
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.write_all(greeting).expect("write");
+            // Open and silent until the client has judged the greeting and gone.
+            let _ = std::io::Read::read(&mut s, &mut [0; 1]);
+            listener
+        });
+        let err = match bench::memory::open_idle(addr, 1, Duration::from_secs(10)) {
+            Ok(_) => panic!("{expected}: the greeting was taken"),
+            Err(e) => e,
+        };
+        assert!(err.contains(expected), "{err}");
+        listener = peer.join().expect("peer");
+    }
 }

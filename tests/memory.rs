@@ -175,23 +175,51 @@ struct Resident {
     other: u64,
 }
 
-/// Reads [`Resident`], or `None` where `/proc/PID/task/TID/syscall` (which needs the right to
-/// trace the process) cannot be read.
-fn resident(pid: u32) -> Option<Resident> {
+/// Why [`resident`] has no figures.
+enum Unread {
+    /// `/proc/PID/task/TID/syscall` cannot be read without the right to trace the process.
+    NoRight(String),
+    /// Not yet: a worker is on a CPU (`running`, no stack pointer shown), a thread or the
+    /// process went while being read, or not every worker has started. Worth another look.
+    NotYet(String),
+}
+
+/// Reads [`Resident`] once all [`IDLE`] workers show their stack pointers.
+fn resident(pid: u32) -> Result<Resident, Unread> {
+    let not_yet = |what: &dyn std::fmt::Display| Unread::NotYet(what.to_string());
     let mut sps = Vec::new();
-    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let dir = task.ok()?.path();
-        let name = fs::read_to_string(dir.join("comm")).ok()?;
+    let tasks = format!("/proc/{pid}/task");
+    for task in fs::read_dir(&tasks).map_err(|e| not_yet(&format!("{tasks}: {e}")))? {
+        let dir = task.map_err(|e| not_yet(&e))?.path();
+        let Ok(name) = fs::read_to_string(dir.join("comm")) else {
+            return Err(not_yet(&format!("{dir:?} went")));
+        };
         if !name.starts_with("mboxd-worker") {
             continue;
         }
-        // "nr arg1 .. arg6 sp pc" for a thread blocked in a system call.
-        let syscall = fs::read_to_string(dir.join("syscall")).ok()?;
+        let path = dir.join("syscall");
+        let syscall = match fs::read_to_string(&path) {
+            Ok(syscall) => syscall,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Unread::NoRight(format!("cannot read {path:?}: {e}")));
+            }
+            Err(e) => return Err(not_yet(&format!("{path:?}: {e}"))),
+        };
+        // "nr arg1 .. arg6 sp pc" for a thread in a system call, "-1 sp pc" for one blocked
+        // outside one, "running" for one on a CPU.
         let fields: Vec<&str> = syscall.split_whitespace().collect();
-        let sp = fields.get(fields.len().checked_sub(2)?)?;
-        sps.push(u64::from_str_radix(sp.trim_start_matches("0x"), 16).ok()?);
+        let sp = fields
+            .len()
+            .checked_sub(2)
+            .and_then(|i| u64::from_str_radix(fields[i].trim_start_matches("0x"), 16).ok())
+            .ok_or_else(|| not_yet(&format!("{path:?} reads {:?}", syscall.trim())))?;
+        sps.push(sp);
     }
-    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    if sps.len() != IDLE {
+        return Err(not_yet(&format!("{} of {IDLE} workers found", sps.len())));
+    }
+    let smaps = format!("/proc/{pid}/smaps");
+    let smaps = fs::read_to_string(&smaps).map_err(|e| not_yet(&format!("{smaps}: {e}")))?;
     let (mut stacks, mut other) = (0, 0);
     let mut holding = BTreeSet::new();
     let mut current = (0, 0);
@@ -202,7 +230,12 @@ fn resident(pid: u32) -> Option<Resident> {
         {
             current = (lo, hi);
         } else if let Some(kib) = line.strip_prefix("Rss:") {
-            let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+            let kib: u64 = kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .expect(line);
             let held: Vec<usize> = (0..sps.len())
                 .filter(|&i| (current.0..current.1).contains(&sps[i]))
                 .collect();
@@ -214,21 +247,26 @@ fn resident(pid: u32) -> Option<Resident> {
             }
         }
     }
-    Some(Resident {
+    Ok(Resident {
         stacks,
         worker_stacks: holding.len(),
         other,
     })
 }
 
-/// [`Resident`] once every worker is blocked in a system call (a worker that has just answered
-/// may not have reached its next read yet, and its stack pointer is then not readable).
-fn settled(pid: u32) -> Resident {
+/// [`Resident`] once every worker shows its stack pointer (a worker that has just answered may
+/// still be on a CPU), looking again until [`REPLY_TIMEOUT`] has passed and then failing the
+/// test. `Err` holds why the stack pointers cannot be read at all: no right to trace the server.
+fn settled(pid: u32) -> Result<Resident, String> {
     let deadline = Instant::now() + REPLY_TIMEOUT;
     loop {
         match resident(pid) {
-            Some(r) if r.worker_stacks == IDLE => return r,
-            _ => assert!(Instant::now() < deadline, "workers never all waited"),
+            Ok(r) => return Ok(r),
+            Err(Unread::NoRight(why)) => return Err(why),
+            Err(Unread::NotYet(why)) => assert!(
+                Instant::now() < deadline,
+                "the workers' stack pointers were not all readable within {REPLY_TIMEOUT:?}: {why}"
+            ),
         }
         thread::sleep(Duration::from_millis(10));
     }
@@ -255,25 +293,14 @@ fn idle_sessions_after_ehlo_cost_little_memory_each() {
         1,
     );
     let pid = child.id();
-    // Every worker has started and waits for a connection once its stack pointer is readable.
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    let before = loop {
-        match resident(pid) {
-            Some(r) if r.worker_stacks == IDLE => break r,
-            None => {
-                println!("skipped: cannot read the workers' stack pointers in /proc/{pid}/task");
-                signal(&child, "TERM");
-                assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
-                return;
-            }
-            Some(r) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "only {} of {IDLE} workers found",
-                    r.worker_stacks
-                );
-                thread::sleep(Duration::from_millis(10));
-            }
+    // Before any session: all IDLE workers have started and show their stack pointers.
+    let before = match settled(pid) {
+        Ok(r) => r,
+        Err(why) => {
+            println!("skipped: {why}");
+            signal(&child, "TERM");
+            assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
+            return;
         }
     };
     let clients: Vec<Client> = (0..IDLE)
@@ -284,7 +311,7 @@ fn idle_sessions_after_ehlo_cost_little_memory_each() {
             c
         })
         .collect();
-    let after = settled(pid);
+    let after = settled(pid).expect("the stack pointers, readable before");
     let heap_per_session = (after.other.saturating_sub(before.other)) as f64 / IDLE as f64;
     let stack_per_worker = after.stacks as f64 / after.worker_stacks.max(1) as f64;
     println!(
@@ -306,7 +333,7 @@ fn idle_sessions_after_ehlo_cost_little_memory_each() {
         c.expect("RSET", 250);
         c.expect("NOOP", 250);
     }
-    let mailed = settled(pid);
+    let mailed = settled(pid).expect("the stack pointers, readable before");
     let mailed_per_worker = mailed.stacks as f64 / mailed.worker_stacks.max(1) as f64;
     println!(
         "after {MAILED} of them sent a message: worker stacks {} KiB ({mailed_per_worker:.1} KiB \
@@ -316,6 +343,7 @@ fn idle_sessions_after_ehlo_cost_little_memory_each() {
     drop(clients);
     signal(&child, "TERM");
     assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
+    assert_eq!(before.worker_stacks, IDLE);
     assert_eq!(after.worker_stacks, IDLE);
     assert_eq!(mailed.worker_stacks, IDLE);
     assert!(

@@ -289,3 +289,43 @@ fn output_within_fails_on_a_command_that_does_not_exit() {
         (Some(3), &b"out\n"[..], &b"err\n"[..])
     );
 }
+
+#[test]
+fn output_within_returns_when_the_child_exits_leaving_a_process_that_holds_its_output() {
+    // The shape of an example that fails with its server still running: a grandchild that
+    // inherits stdout and stderr outlives the child. Without the kill of the child's process
+    // group, its output would stay open for the grandchild's minute.
+    let started = Instant::now();
+    let out = output_within(
+        Command::new("sh").args(["-c", "sleep 60 & echo started; exit 1"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        (out.status.code(), &out.stdout[..]),
+        (Some(1), &b"started\n"[..])
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn output_within_fails_at_its_deadline_with_the_output_so_far() {
+    let message = panic_message(|| {
+        output_within(
+            Command::new("sh").args([
+                "-c",
+                "echo before; echo stderr-before >&2; sleep 30 & exec sleep 30",
+            ]),
+            SHORT,
+        );
+    });
+    assert!(message.contains("did not exit"), "{message}");
+    assert!(
+        message.contains("stdout so far:\nbefore\n")
+            && message.contains("stderr so far:\nstderr-before\n"),
+        "{message}"
+    );
+}

@@ -14,7 +14,7 @@
 //! sessions and at the peak of case C, and the start-up time (`memory.rs`).
 //! `tests/bench_smoke.rs` includes this file to keep it working.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,7 +58,8 @@ pub struct Options {
     pub sessions: usize,
     /// Messages in total, spread over the sessions.
     pub messages: usize,
-    /// Size of each message in octets, headers included (rounded up to a whole line).
+    /// Size of each message in octets, headers included: exact unless the headers alone are
+    /// longer (see [`Messages::write`]).
     pub size: usize,
     /// Recipients per message.
     pub recipients: usize,
@@ -186,12 +187,14 @@ impl Client {
             .map_err(|e| format!("{}: sending {what}: {e}", self.label))
     }
 
-    /// Reads one reply (all its lines) and returns its code and text.
+    /// Reads one reply (all its lines, each at most 4096 octets and with the same code) and
+    /// returns its code and text.
     fn reply(&mut self, what: &str) -> Result<(u16, String), String> {
         let mut text = String::new();
+        let mut first = None;
         for _ in 0..1000 {
             self.line.clear();
-            match self.reader.read_line(&mut self.line) {
+            match (&mut self.reader).take(4096).read_line(&mut self.line) {
                 Ok(0) => {
                     return Err(format!(
                         "{}: connection closed waiting for the reply to {what}",
@@ -207,10 +210,25 @@ impl Client {
                 }
                 Err(e) => return Err(format!("{}: reading the reply to {what}: {e}", self.label)),
             }
+            if !self.line.ends_with('\n') {
+                return Err(format!(
+                    "{}: a line of the reply to {what} is unterminated or over 4096 octets: {text}{:?}",
+                    self.label, self.line
+                ));
+            }
             let line = self.line.trim_end_matches(['\r', '\n']);
             text.push_str(line);
             text.push('\n');
             let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+            if let (Some(first), Some(code)) = (first, code)
+                && first != code
+            {
+                return Err(format!(
+                    "{}: the code changed inside the reply to {what}: {text:?}",
+                    self.label
+                ));
+            }
+            first = first.or(code);
             match (code, line.as_bytes().get(3)) {
                 (Some(code), Some(b' ') | None) => return Ok((code, text)),
                 (Some(_), Some(b'-')) => continue,
@@ -270,14 +288,39 @@ fn message_id(tag: &str, index: usize, seq: usize) -> String {
     format!("{tag}.{index:05}.{seq:09}")
 }
 
-/// A message of `opts.size` octets (whole CRLF lines, headers included), then `.` CRLF; where
-/// the headers alone are that long, just the headers, and one octet short of it, an empty line
-/// more.
-pub fn message(opts: &Options, id: &str) -> Vec<u8> {
-    let mut m = message_head(opts, id);
-    let body = filler(opts.size.saturating_sub(m.len()));
-    m.extend_from_slice(&body);
-    m
+/// Makes the messages a session sends. The body is made once (a 10 MiB one costs time to fill)
+/// and again only if the head's length changes (ids of one run have one length); only the head
+/// changes from message to message.
+pub struct Messages<'a> {
+    opts: &'a Options,
+    /// The body, with the length of the head it was made for.
+    body: Option<(usize, Vec<u8>)>,
+}
+
+impl<'a> Messages<'a> {
+    /// Messages for the run `opts` describes.
+    pub fn new(opts: &'a Options) -> Messages<'a> {
+        Messages { opts, body: None }
+    }
+
+    /// Puts the message `id` into `buffer`, in place of what was there: `opts.size` octets
+    /// (whole CRLF lines, headers included), then `.` CRLF; where the headers alone are that
+    /// long, just the headers, and one octet short of it, an empty line more.
+    pub fn write(&mut self, id: &str, buffer: &mut Vec<u8>) {
+        let head = message_head(self.opts, id);
+        if self
+            .body
+            .as_ref()
+            .is_none_or(|(made_for, _)| *made_for != head.len())
+        {
+            let body = filler(self.opts.size.saturating_sub(head.len()));
+            self.body = Some((head.len(), body));
+        }
+        let (_, body) = self.body.as_ref().expect("made above");
+        buffer.clear();
+        buffer.extend_from_slice(&head);
+        buffer.extend_from_slice(body);
+    }
 }
 
 /// How a session stopped by another's failure ends; never reported as the cause.
@@ -316,21 +359,13 @@ fn session(
     }
     let mut bytes = 0;
     let mut latencies = Vec::with_capacity(count);
-    let mut body: Option<Vec<u8>> = None;
+    let mut messages = Messages::new(opts);
     let mut buffer = Vec::new();
     for seq in 0..count {
         if abort.load(Ordering::Relaxed) {
-            return Err(format!(
-                "session {index}: stopped because another session failed"
-            ));
+            return Err(format!("session {index}: {STOPPED}"));
         }
-        // The body is made once per session (a 10 MiB one costs time to fill); only the head
-        // changes from message to message.
-        let head = message_head(opts, &message_id(tag, index, seq));
-        let body = body.get_or_insert_with(|| filler(opts.size.saturating_sub(head.len())));
-        buffer.clear();
-        buffer.extend_from_slice(&head);
-        buffer.extend_from_slice(body);
+        messages.write(&message_id(tag, index, seq), &mut buffer);
         if opts.pipelining {
             c.send(&envelope, "MAIL, RCPT and DATA")?;
             c.expect(250, "MAIL")?;
@@ -437,11 +472,16 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     Ok(report)
 }
 
+/// Reads the mbox at `path`; a missing or unreadable one is an error.
+pub fn open_mbox(path: &Path) -> Result<mboxd::mbox::Mailbox, String> {
+    mboxd::mbox::Mailbox::open(path)
+        .map_err(|e| format!("mbox check: cannot read {}: {e}", path.display()))
+}
+
 /// Checks that `dir/user` holds exactly the messages `0..expected` of run `tag`, each once.
 pub fn check_mbox(dir: &Path, user: &str, tag: &str, expected: usize) -> Result<(), String> {
     let path = dir.join(user);
-    let mbox = mboxd::mbox::Mailbox::open(&path)
-        .map_err(|e| format!("mbox check: cannot read {}: {e}", path.display()))?;
+    let mbox = open_mbox(&path)?;
     let prefix = format!("{tag}.");
     let mut ids: Vec<&str> = mbox
         .messages()

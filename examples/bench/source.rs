@@ -82,10 +82,7 @@ pub fn run_source(binary: &Path, addr: SocketAddr, run: &SourceRun) -> Result<Du
 
 /// How many messages `dir/user` holds; a missing mailbox is an error.
 pub fn count_mbox(dir: &Path, user: &str) -> Result<usize, String> {
-    let path = dir.join(user);
-    let mbox = mboxd::mbox::Mailbox::open(&path)
-        .map_err(|e| format!("mbox check: cannot read {}: {e}", path.display()))?;
-    Ok(mbox.messages().len())
+    Ok(super::open_mbox(&dir.join(user))?.messages().len())
 }
 
 /// Runs `run` against mboxd and checks that `mail_dir/USER` then holds exactly `run.messages`

@@ -17,7 +17,7 @@ function start(...flags) {
     ["--listen", "127.0.0.1:0", "--mail-dir", join(dir, "mail"), ...flags],
     { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("mboxd did not start")), 10000);
+    const timer = setTimeout(() => { proc.kill(); reject(new Error("mboxd did not start")); }, 10000);
     createInterface({ input: proc.stdout }).once("line", (line) => {
       clearTimeout(timer);
       resolve({ proc, port: Number(line.split(":").pop()) }); // "listening on 127.0.0.1:PORT"
@@ -32,9 +32,10 @@ async function stop({ proc }) {
 }
 
 const message = { from: "app@example.com", subject: "Welcome", text: "Hello, and welcome." };
+let server; // the running mboxd, killed in `finally` if a step fails
 try {
   // Without AUTH.
-  let server = await start();
+  server = await start();
   let transport = nodemailer.createTransport({ host: "127.0.0.1", port: server.port, secure: false, ignoreTLS: true });
   await transport.sendMail({ ...message, to: "alice@localhost" });
   assert.match(readFileSync(join(dir, "mail", "alice"), "utf8"), /^Subject: Welcome$/m);
@@ -55,5 +56,6 @@ try {
   await stop(server);
   console.log("nodemailer: delivered without and with AUTH; the failure rule gave 550");
 } finally {
+  server?.proc.kill(); // does nothing once stop() has seen it exit
   rmSync(dir, { recursive: true, force: true });
 }

@@ -32,7 +32,11 @@ def start_mboxd(tmp_path):
     yield start
     for proc in procs:
         proc.terminate()  # SIGTERM: every acknowledged message is already on disk
-        assert proc.wait(timeout=10) == 0
+    for proc in procs:
+        try:
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()  # does nothing once wait() has seen it exit
 
 
 def test_the_application_sends_a_welcome_mail(start_mboxd):

@@ -11,7 +11,8 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mboxd::{Config, Server};
@@ -420,7 +421,7 @@ pub fn read_lines_within(
     n: usize,
     limit: Duration,
 ) -> Vec<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("test-read-lines".into())
         .spawn(move || {
@@ -455,35 +456,92 @@ pub fn read_lines_within(
     lines
 }
 
-/// Runs `cmd` to its end, like `Command::output`, but fails the test (killing the child) when it
-/// runs past `limit`. Its output must fit in the pipes (64 KiB each on Linux): a child blocked
-/// writing more is killed at the deadline as well.
+/// Runs `cmd` to its end, like `Command::output`, but fails the test when it runs past `limit`,
+/// with the output gathered so far. The child runs in a process group of its own, and the whole
+/// group is killed once the child has exited or at the deadline, so nothing it started (a server
+/// an example left running, say) outlives it or holds its output open. Its stdout and stderr are
+/// read on threads, so output of any size is fine.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    let deadline = Instant::now() + limit;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .expect("spawn");
-    let status = wait_bounded(&mut child, limit);
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
+    let (done_tx, done) = mpsc::channel();
+    let stdout = gather(child.stdout.take().unwrap(), done_tx.clone());
+    let stderr = gather(child.stderr.take().unwrap(), done_tx);
+    // Polled, as `wait_bounded` does: std has no wait with a timeout.
+    let exited = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    // The child's group id is its pid; whatever it started goes with the group.
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill").args(["-KILL", "--", &group]).output();
+    let status = exited.unwrap_or_else(|| child.wait().expect("wait"));
+    // With the group gone the pipes are closed, unless a process left the group (setsid). The
+    // readers get the rest of the limit, or a second after a kill at the deadline.
+    let readers = deadline.max(Instant::now() + Duration::from_secs(1));
+    let closed = (0..2).all(|_| {
+        done.recv_timeout(readers.saturating_duration_since(Instant::now()))
+            .is_ok()
+    });
+    let take = |out: &Arc<Mutex<Vec<u8>>>| {
+        std::mem::take(&mut *out.lock().unwrap_or_else(|e| e.into_inner()))
+    };
+    let (stdout, stderr) = (take(&stdout), take(&stderr));
+    let so_far = || {
+        format!(
+            "stdout so far:\n{}\nstderr so far:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )
+    };
+    assert!(
+        exited.is_some(),
+        "child process did not exit within {limit:?}; {}",
+        so_far()
+    );
+    assert!(killed.is_ok(), "cannot run kill(1): {killed:?}");
+    assert!(
+        closed,
+        "the child's output stayed open after its process group was killed; {}",
+        so_far()
+    );
     Output {
         status,
         stdout,
         stderr,
     }
+}
+
+/// Reads `from` to its end on a thread, into the buffer it returns, and then sends on `done`.
+fn gather(mut from: impl Read + Send + 'static, done: mpsc::Sender<()>) -> Arc<Mutex<Vec<u8>>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let buf = out.clone();
+    std::thread::Builder::new()
+        .name("test-gather".into())
+        .spawn(move || {
+            let mut chunk = [0; 8192];
+            loop {
+                match from.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => buf.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done.send(());
+        })
+        .expect("spawn a reader thread");
+    out
 }
 
 /// A child process that is killed and reaped when the guard is dropped, so a test that fails
