@@ -159,7 +159,8 @@ const IDLE: usize = 200;
 const MAILED: usize = 20;
 /// Heap and other non-stack memory an idle session may add, in KiB: its input buffer (512 bytes
 /// until its first message), its output, the session and the connection's records (1.7–2.0 KiB
-/// measured, see the README's Memory section). An 8 KiB input buffer per session, as before, would fail it.
+/// measured, see the README's Memory section). An 8 KiB input buffer per session, as before,
+/// would fail it.
 const IDLE_HEAP_KIB: u64 = 4;
 /// Resident stack of a worker serving an idle session, in KiB: two pages in a release build
 /// (glibc's thread descriptor and TLS take the first, and 0.5 KiB of the second; see
