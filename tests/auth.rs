@@ -56,6 +56,28 @@ fn without_flags_auth_is_neither_offered_nor_accepted() {
     assert!(r.lines[0].starts_with("5.5.1 "), "{r:?}");
     send(&mut c, "a@b.test");
     assert!(server.mbox_text("jones").contains("with ESMTP id"));
+    // Not offered, so not known.
+    c.expect("MAIL FROM:<a@b.test> AUTH=<>", 555);
+}
+
+/// RFC 4954 §5: a server that offers AUTH takes MAIL's AUTH parameter even from a client that
+/// has not authenticated; it checks its syntax (xtext) and uses nothing of it.
+#[test]
+fn the_auth_parameter_of_mail_is_taken_when_auth_is_offered() {
+    let server = with_users(false);
+    let mut c = ehlo(&server);
+    c.expect("MAIL FROM:<a@b.test> AUTH=<>", 250);
+    c.expect("RSET", 250);
+    c.expect("MAIL FROM:<a@b.test> AUTH=a+2Bb@b.test", 250);
+    c.expect("RSET", 250);
+    // An empty value is refused by the command parser already, as for any parameter.
+    c.expect("MAIL FROM:<a@b.test> AUTH=", 501);
+    for bad in ["AUTH", "AUTH=a+2b", "AUTH=a+", "AUTH=a+4"] {
+        let r = c.expect(&format!("MAIL FROM:<a@b.test> {bad}"), 501);
+        assert_eq!(r.text(), "5.5.4 Syntax error: bad value for AUTH", "{bad}");
+    }
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], "Subject: x\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{r:?}");
 }
 
 #[test]

@@ -77,7 +77,8 @@ impl Session {
             return self.faulted(State::Ready(h), f);
         }
         let max = self.config.max_message_size;
-        match params::mail(h.extended, max, from.as_ref(), &params) {
+        let auth = self.config.auth.accounts.enabled();
+        match params::mail(h.extended, auth, max, from.as_ref(), &params) {
             Ok(p) => {
                 let tx = Box::new(Transaction {
                     from,

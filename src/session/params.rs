@@ -2,7 +2,7 @@
 //! characters the address itself may carry.
 //!
 //! It exists so the parameter rules of the extensions this server advertises (SIZE, RFC 1870;
-//! BODY, RFC 6152; SMTPUTF8, RFC 6531) and the character rules of the addresses that end up in
+//! BODY, RFC 6152; SMTPUTF8, RFC 6531; AUTH, RFC 4954 §5) and the character rules of the addresses that end up in
 //! the trace headers sit in one place beside the state machine, which only asks "may this
 //! transaction start" and "may this recipient be added".
 
@@ -18,9 +18,11 @@ pub(crate) struct MailParams {
 }
 
 /// Checks MAIL's reverse path and parameters. `extended` is true after EHLO: after HELO no
-/// service extension exists (RFC 5321 §4.1.1.1), so every parameter is unknown.
+/// service extension exists (RFC 5321 §4.1.1.1), so every parameter is unknown. `auth` is true
+/// when AUTH is offered.
 pub(crate) fn mail(
     extended: bool,
+    auth: bool,
     max_message_size: u64,
     from: Option<&Address>,
     params: &[Param],
@@ -42,6 +44,11 @@ pub(crate) fn mail(
             ("BODY", Some(v))
                 if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
             ("SMTPUTF8", None) => out.utf8 = true,
+            // RFC 4954 §5: a server that offers AUTH MUST take the parameter, from any client.
+            // One it does not trust is treated as `AUTH=<>`; this server relays nothing and
+            // trusts no one, so the value is checked (xtext) and not used.
+            ("AUTH", Some(v)) if auth && is_xtext(v) => {}
+            ("AUTH", _) if auth => return Err(bad_value(param)),
             ("BODY" | "SIZE" | "SMTPUTF8", _) => return Err(bad_value(param)),
             _ => return Err(not_recognized(param)),
         }
@@ -83,6 +90,30 @@ fn not_recognized(param: &Param) -> Reply {
         "5.5.4",
         format!("Parameter {} not recognized", param.key),
     )
+}
+
+/// RFC 3461 §4 xtext, not empty: printable ASCII but `+` and `=`, and `+` followed by two
+/// upper-case hex digits.
+fn is_xtext(v: &str) -> bool {
+    let mut bytes = v.bytes();
+    let mut any = false;
+    while let Some(b) = bytes.next() {
+        let ok = match b {
+            b'+' => (0..2).all(|_| {
+                bytes
+                    .next()
+                    .is_some_and(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
+            }),
+            b'=' => false,
+            b'!'..=b'~' => true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// A known parameter with a value it cannot take is a syntax error in the arguments.
