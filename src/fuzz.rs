@@ -359,6 +359,8 @@ mod tests {
         b"HELO x\r\n",
         b"MAIL FROM:<a@b>\r\n",
         b"MAIL FROM:<> SIZE=10 BODY=8BITMIME SMTPUTF8\r\n",
+        b"MAIL FROM:<a@b> AUTH=<>\r\n",
+        b"MAIL FROM:<a@b> AUTH=a+2Bb\r\n",
         b"RCPT TO:<a@mx.test>\r\n",
         b"RCPT TO:<list@mx.test>\r\n",
         b"RCPT TO:<postmaster>\r\n",
