@@ -1,16 +1,21 @@
 //! The push framer: where one SMTP input unit ends, decided on bytes alone, without I/O.
 //!
-//! It exists so the byte-level boundaries of the protocol are decided in one pure place that the
-//! server and the fuzz targets both run: a command line ends at LF and may be at most 512 octets
-//! (RFC 5321 §4.5.3.1.4; the rest of a longer one is discarded), message text is handed on a line
-//! at a time (or in bounded pieces of a longer line), and a BDAT chunk is exactly the number of
-//! octets its command announced (RFC 3030 §2). In the style of httparse, [`Framer::frame`] looks at
-//! the bytes buffered so far and answers [`Status::Complete`] with one frame and the number of
-//! bytes it used, or [`Status::Partial`] when it needs more input. What the next unit is (a command,
-//! text or chunk bytes) is the session's state, passed in as a [`Mode`].
+//! It exists so the byte-level boundaries of the protocol are decided in one pure place that
+//! the server and the fuzz targets both run: a command line ends at LF and may be at most 512
+//! octets (RFC 5321 §4.5.3.1.4), a MAIL line 1 012 (RFC 4954 §3), and the rest of a longer one
+//! is discarded; message text is handed on a line at a time (or in bounded pieces of a longer
+//! line), and a BDAT chunk is exactly the number of octets its command announced (RFC 3030 §2).
+//! In the style of httparse, [`Framer::frame`] looks at the bytes buffered so far and answers
+//! [`Status::Complete`] with one frame and the number of bytes it used, or [`Status::Partial`]
+//! when it needs more input. What the next unit is (a command, an AUTH response line, text or
+//! chunk bytes) is the session's state, passed in as a [`Mode`].
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;
+/// A MAIL line may be 500 octets longer, for its `AUTH=` parameter (RFC 4954 §3, item 5; RFC
+/// 5321 §4.5.3.1.4 lets extensions raise the limit). It is taken whether AUTH is offered or not:
+/// the framer looks at bytes only, and a longer line harms nothing.
+pub(crate) const MAX_MAIL_LINE: usize = MAX_COMMAND_LINE + 500;
 /// The longest piece of message text handed on at once: a longer line arrives in pieces. The
 /// DATA decoder needs every line shorter than this to arrive whole, so the end-of-data line is
 /// never split.
@@ -21,6 +26,9 @@ pub(crate) const TEXT_PIECE: usize = 4096;
 pub(crate) enum Mode {
     /// A command line.
     Command,
+    /// A response line of an AUTH exchange (RFC 4954 §4): framed as a command line, but never
+    /// given a MAIL line's longer limit, whatever its first bytes.
+    Response,
     /// Message text after `354`, up to and including the end-of-data line.
     Text,
     /// This many more octets of a BDAT chunk (never 0).
@@ -32,7 +40,8 @@ pub(crate) enum Mode {
 pub(crate) enum Frame<'a> {
     /// A command line with its line ending (which the session checks is CRLF).
     Command(&'a [u8]),
-    /// A command line passed [`MAX_COMMAND_LINE`]; what follows up to its LF is discarded.
+    /// A command line passed [`MAX_COMMAND_LINE`] ([`MAX_MAIL_LINE`] for MAIL); what follows up
+    /// to its LF is discarded.
     TooLong,
     /// A line of message text with its line ending, or a [`TEXT_PIECE`]-sized part of a longer
     /// line. A piece never holds bytes of two lines.
@@ -72,13 +81,15 @@ impl Framer {
     /// that many never has to grow it.
     pub(crate) fn frame<'a>(&mut self, input: &'a [u8], mode: Mode) -> Status<'a> {
         match mode {
-            Mode::Command => self.command(input),
+            Mode::Command => self.command(input, true),
+            Mode::Response => self.command(input, false),
             Mode::Text => text(input),
             Mode::Chunk(remaining) => chunk(input, remaining),
         }
     }
 
-    fn command<'a>(&mut self, input: &'a [u8]) -> Status<'a> {
+    /// A command line; `verbs`: a MAIL line may be longer ([`line_limit`]).
+    fn command<'a>(&mut self, input: &'a [u8], verbs: bool) -> Status<'a> {
         let mut skipped = 0;
         if self.discarding {
             match find_lf(input) {
@@ -90,21 +101,36 @@ impl Framer {
             }
         }
         let rest = suffix(input, skipped);
-        let window = prefix(rest, MAX_COMMAND_LINE);
+        let limit = if verbs {
+            line_limit(rest)
+        } else {
+            MAX_COMMAND_LINE
+        };
+        let window = prefix(rest, limit);
         match find_lf(window) {
             Some(end) => Status::Complete {
                 frame: Frame::Command(prefix(window, end)),
                 used: skipped + end,
             },
-            None if rest.len() >= MAX_COMMAND_LINE => {
+            None if rest.len() >= limit => {
                 self.discarding = true;
                 Status::Complete {
                     frame: Frame::TooLong,
-                    used: skipped + MAX_COMMAND_LINE,
+                    used: skipped + limit,
                 }
             }
             None => Status::Partial { used: skipped },
         }
+    }
+}
+
+/// The longest command line that may start with `line`: [`MAX_MAIL_LINE`] when its verb is
+/// MAIL (in any case), else [`MAX_COMMAND_LINE`]. A line of fewer than four bytes is far from
+/// either limit.
+fn line_limit(line: &[u8]) -> usize {
+    match line.get(..4) {
+        Some(verb) if verb.eq_ignore_ascii_case(b"MAIL") => MAX_MAIL_LINE,
+        _ => MAX_COMMAND_LINE,
     }
 }
 
@@ -199,6 +225,47 @@ mod tests {
             complete(f.frame(&long[MAX_COMMAND_LINE..], Mode::Command)),
             (Frame::Command(b"NOOP\r\n"), 7)
         );
+    }
+
+    #[test]
+    fn a_mail_line_may_be_500_octets_longer() {
+        let mut f = Framer::default();
+        for verb in [&b"MAIL"[..], b"mail"] {
+            let mut line = verb.to_vec();
+            line.resize(MAX_MAIL_LINE - 2, b'x');
+            line.extend_from_slice(b"\r\n");
+            assert_eq!(
+                complete(f.frame(&line, Mode::Command)),
+                (Frame::Command(&line), MAX_MAIL_LINE)
+            );
+            // Short of its LF, it is partial up to its limit, not too long at 512.
+            assert_eq!(
+                f.frame(&line[..MAX_MAIL_LINE - 1], Mode::Command),
+                Status::Partial { used: 0 }
+            );
+            let mut long = verb.to_vec();
+            long.resize(MAX_MAIL_LINE, b'x');
+            long.extend_from_slice(b"\r\nNOOP\r\n");
+            assert_eq!(
+                complete(f.frame(&long, Mode::Command)),
+                (Frame::TooLong, MAX_MAIL_LINE)
+            );
+            assert_eq!(
+                complete(f.frame(&long[MAX_MAIL_LINE..], Mode::Command)),
+                (Frame::Command(b"NOOP\r\n"), 8)
+            );
+        }
+        // Other verbs keep 512, RCPT included, and so does an AUTH response line that begins
+        // with the same four letters (they are base64 characters).
+        for (first, mode) in [(b"RCPT", Mode::Command), (b"MAIL", Mode::Response)] {
+            let mut line = first.to_vec();
+            line.resize(MAX_COMMAND_LINE, b'x');
+            assert_eq!(
+                complete(f.frame(&line, mode)),
+                (Frame::TooLong, MAX_COMMAND_LINE)
+            );
+            assert_eq!(f.frame(b"\n", mode), Status::Partial { used: 1 });
+        }
     }
 
     #[test]

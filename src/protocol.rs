@@ -1,15 +1,15 @@
 //! The protocol core as one value: input bytes in, reply bytes and deliveries out, no I/O.
 //!
-//! It exists so the connection loop and the fuzz targets run exactly the same code. A [`Protocol`]
-//! owns a bounded input buffer (512 bytes until the first message, then 8 KiB), the [`Framer`] and
-//! the [`Session`]; its caller only copies socket bytes into [`Protocol::space`], calls
-//! [`Protocol::poll`], writes [`Protocol::output`] when told, and carries out deliveries. Replies
-//! to a pipelined group of commands pile up in the output until the next step would wait for the
-//! client: that is the one moment `poll` returns [`Event::NeedInput`], and so the one moment
-//! replies are written (RFC 2920 §3.1: batch replies, but never hold them while waiting for input).
-//! The output is also written before a `--fail` delay ([`Event::Delay`]), a wait of the server's
-//! own, and before a message is handed over ([`Event::Deliver`]), whose verdict the writer then
-//! sends itself.
+//! It exists so the connection loop and the fuzz targets run exactly the same code. A
+//! [`Protocol`] owns a bounded input buffer (512 bytes until the first message or a longer MAIL
+//! line, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only copies socket bytes
+//! into [`Protocol::space`], calls [`Protocol::poll`], writes [`Protocol::output`] when told,
+//! and carries out deliveries. Replies to a pipelined group of commands pile up in the output
+//! until the next step would wait for the client: that is the one moment `poll` returns
+//! [`Event::NeedInput`], and so the one moment replies are written (RFC 2920 §3.1: batch
+//! replies, but never hold them while waiting for input). The output is also written before a
+//! `--fail` delay ([`Event::Delay`]), a wait of the server's own, and before a message is handed
+//! over ([`Event::Deliver`]), whose verdict the writer then sends itself.
 
 use std::time::Duration;
 
@@ -21,10 +21,12 @@ use crate::session::{Action, Envelope, Session};
 /// so a buffer of twice that always has room to read into.
 pub(crate) const INPUT_BUFFER: usize = 2 * TEXT_PIECE;
 /// The input buffer's size until a session's first message, while only commands are read. A
-/// command frame completes within [`MAX_COMMAND_LINE`] bytes, so a buffer that size always has
-/// room for the rest of a partial one. 1 000 idle sessions that have sent no message then hold
-/// half a MiB of input buffers, not 8 MiB; a pipelined group longer than this before the first
-/// message takes a read more per 512 bytes.
+/// command frame other than MAIL completes within [`MAX_COMMAND_LINE`] bytes, so a buffer that
+/// size has room for the rest of a partial one; a partial MAIL line that fills it (one longer
+/// than 512 octets, see [`MAX_MAIL_LINE`](crate::framer::MAX_MAIL_LINE)) makes it grow to
+/// [`INPUT_BUFFER`]. 1 000 idle sessions that have sent no message then hold half a MiB of
+/// input buffers, not 8 MiB; a pipelined group longer than this before the first message takes
+/// a read more per 512 bytes.
 pub(crate) const COMMAND_BUFFER: usize = MAX_COMMAND_LINE;
 
 /// The output capacity kept between replies: an EHLO reply fits.
@@ -82,16 +84,17 @@ impl Protocol {
     /// Where to put the next input bytes; then call [`Protocol::received`]. Never empty.
     ///
     /// The buffer is allocated at the first read with [`COMMAND_BUFFER`] bytes, and grows to
-    /// [`INPUT_BUFFER`] when the first message comes (large reads for large messages), where it
-    /// stays: a session that never sends a message (most idle ones) keeps only the small one.
+    /// [`INPUT_BUFFER`] when the first message comes (large reads for large messages) or a MAIL
+    /// line fills it, where it stays: a session that never sends a message (most idle ones)
+    /// keeps only the small one.
     /// It is not shrunk after each message: that would cost an allocation and the zeroing of
     /// 8 KiB per message (about 10% more instructions for 1 KiB messages, counted with
     /// callgrind).
     pub(crate) fn space(&mut self) -> &mut [u8] {
         let unread = self.end - self.start;
         let wanted = match self.session.mode() {
-            Mode::Command => COMMAND_BUFFER,
-            Mode::Text | Mode::Chunk(_) => INPUT_BUFFER,
+            Mode::Command | Mode::Response if unread < COMMAND_BUFFER => COMMAND_BUFFER,
+            Mode::Command | Mode::Response | Mode::Text | Mode::Chunk(_) => INPUT_BUFFER,
         };
         if self.input.len() < wanted {
             let mut input = vec![0; wanted].into_boxed_slice();
@@ -213,6 +216,7 @@ impl Protocol {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framer::MAX_MAIL_LINE;
 
     /// A core for `mx.test`, catch-all, with the fuzz targets' limits.
     fn protocol() -> Protocol {
@@ -323,6 +327,28 @@ mod tests {
         }
         p.clear_output();
         assert!(p.output.capacity() <= KEPT_OUTPUT);
+    }
+
+    #[test]
+    fn a_mail_line_longer_than_the_small_buffer_grows_it() {
+        let mut p = protocol();
+        assert_eq!(p.poll(), Event::NeedInput);
+        feed(&mut p, b"EHLO c\r\n");
+        assert_eq!(p.poll(), Event::NeedInput);
+        take_output(&mut p);
+        let mut mail = b"MAIL FROM:<a@b> AUTH=".to_vec();
+        mail.resize(MAX_MAIL_LINE - 2, b'x');
+        mail.extend_from_slice(b"\r\n");
+        // The first 512 bytes fill the small buffer without making a frame.
+        let (head, tail) = mail.split_at(COMMAND_BUFFER);
+        feed(&mut p, head);
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert!(p.output().is_empty(), "{:?}", take_output(&mut p));
+        assert_eq!(p.space().len(), INPUT_BUFFER - COMMAND_BUFFER);
+        feed(&mut p, tail);
+        assert_eq!(p.poll(), Event::NeedInput);
+        // The session takes it as one whole line (this core offers AUTH), not as a line too long.
+        assert_eq!(take_output(&mut p), "250 2.1.0 Sender OK\r\n");
     }
 
     #[test]

@@ -70,12 +70,46 @@ fn the_auth_parameter_of_mail_is_taken_when_auth_is_offered() {
     c.expect("RSET", 250);
     c.expect("MAIL FROM:<a@b.test> AUTH=a+2Bb@b.test", 250);
     c.expect("RSET", 250);
+    // RFC 4954 §8's hex digits are ABNF's HEXDIG, which takes either case.
+    c.expect("MAIL FROM:<a@b.test> AUTH=e+3dmc2@b.test", 250);
+    c.expect("RSET", 250);
     // An empty value is refused by the command parser already, as for any parameter.
     c.expect("MAIL FROM:<a@b.test> AUTH=", 501);
-    for bad in ["AUTH", "AUTH=a+2b", "AUTH=a+", "AUTH=a+4"] {
+    for bad in ["AUTH", "AUTH=a+2g", "AUTH=a+", "AUTH=a+4", "AUTH=a\u{e9}"] {
         let r = c.expect(&format!("MAIL FROM:<a@b.test> {bad}"), 501);
         assert_eq!(r.text(), "5.5.4 Syntax error: bad value for AUTH", "{bad}");
     }
+    let r = c.send_mail("a@b.test", &["jones@mx.test"], "Subject: x\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+/// RFC 4954 §3 (item 5): for its AUTH= parameter, a MAIL line may be 500 octets longer than the
+/// 512 of RFC 5321 §4.5.3.1.4; longer than that it is too long, and other commands keep 512.
+#[test]
+fn a_mail_line_may_be_500_octets_longer_for_its_auth_parameter() {
+    let server = with_users(false);
+    let mut c = ehlo(&server);
+    let line = |total: usize| {
+        let mut l = String::from("MAIL FROM:<a@b.test> AUTH=");
+        while l.len() < total - 2 {
+            l.push_str("+2B");
+        }
+        l.truncate(total - 2);
+        l
+    };
+    // 1 012 octets with CRLF; the xtext ends on a whole "+2B" here.
+    assert_eq!((1012 - 2 - "MAIL FROM:<a@b.test> AUTH=".len()) % 3, 0);
+    c.expect(&line(1012), 250);
+    c.expect("RSET", 250);
+    let r = c.expect(&format!("{}B", line(1012)), 500);
+    assert_eq!(r.text(), "5.5.6 Line too long", "{r:?}");
+    let mut rcpt = String::from("RCPT TO:<jones@mx.test> X=");
+    rcpt.push_str(&"y".repeat(513 - 2 - rcpt.len()));
+    c.expect(&rcpt, 500);
+    // An AUTH response line keeps 512, even one that begins with the letters MAIL.
+    c.expect("AUTH PLAIN", 334);
+    let r = c.expect(&format!("MAIL{}", "A".repeat(600)), 500);
+    assert_eq!(r.text(), "5.5.6 Line too long", "{r:?}");
     let r = c.send_mail("a@b.test", &["jones@mx.test"], "Subject: x\r\n\r\nx\r\n");
     assert_eq!(r.code, 250, "{r:?}");
 }

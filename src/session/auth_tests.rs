@@ -81,7 +81,7 @@ fn plain_with_initial_response_and_with_continuation() {
     code(&mut s, "EHLO c.test");
     assert_eq!(say(&mut s, "AUTH PLAIN"), (334, "", String::new()));
     assert!(matches!(s.state(), State::Auth(_, Sasl::Plain)));
-    assert_eq!(s.mode(), Mode::Command);
+    assert_eq!(s.mode(), Mode::Response);
     assert!(!s.in_message());
     // authzid equal to authcid: "jones\0jones\0s3cret"
     assert_eq!(

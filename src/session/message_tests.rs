@@ -26,7 +26,7 @@ fn session(budget: &Arc<Budget>, bare_newline: BareNewline) -> Session {
 /// Feeds input as the framer cuts it in the session's mode (lines, or the octets given).
 fn feed(s: &mut Session, input: &[u8]) -> Action {
     match s.mode() {
-        Mode::Command => s.handle(Frame::Command(input)),
+        Mode::Command | Mode::Response => s.handle(Frame::Command(input)),
         Mode::Text => s.handle(Frame::Text(input)),
         Mode::Chunk(_) => s.handle(Frame::Chunk(input)),
     }

@@ -232,6 +232,7 @@ impl Session {
             State::Data(..) => Mode::Text,
             State::Chunk(c) => Mode::Chunk(c.remaining),
             State::Discard(d) => Mode::Chunk(d.remaining),
+            State::Auth(..) => Mode::Response,
             _ => Mode::Command,
         }
     }

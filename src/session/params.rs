@@ -2,9 +2,9 @@
 //! characters the address itself may carry.
 //!
 //! It exists so the parameter rules of the extensions this server advertises (SIZE, RFC 1870;
-//! BODY, RFC 6152; SMTPUTF8, RFC 6531; AUTH, RFC 4954 §5) and the character rules of the addresses that end up in
-//! the trace headers sit in one place beside the state machine, which only asks "may this
-//! transaction start" and "may this recipient be added".
+//! BODY, RFC 6152; SMTPUTF8, RFC 6531; AUTH, RFC 4954 §5) and the character rules of the
+//! addresses that end up in the trace headers sit in one place beside the state machine, which
+//! only asks "may this transaction start" and "may this recipient be added".
 
 use crate::command::{Address, Param};
 use crate::escape::has_unsafe;
@@ -92,18 +92,16 @@ fn not_recognized(param: &Param) -> Reply {
     )
 }
 
-/// RFC 3461 §4 xtext, not empty: printable ASCII but `+` and `=`, and `+` followed by two
-/// upper-case hex digits.
+/// xtext, not empty: printable ASCII but `+` and `=`, and `+` followed by two hex digits.
+/// RFC 3461 §4 asks for upper-case digits, but RFC 4954 §8, which defines MAIL's `AUTH=`
+/// parameter (the only one that takes xtext here), writes them as ABNF's `HEXDIG`, and ABNF's
+/// strings are case-insensitive (RFC 5234 §2.3): a client's `+2b` is taken.
 fn is_xtext(v: &str) -> bool {
     let mut bytes = v.bytes();
     let mut any = false;
     while let Some(b) = bytes.next() {
         let ok = match b {
-            b'+' => (0..2).all(|_| {
-                bytes
-                    .next()
-                    .is_some_and(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
-            }),
+            b'+' => (0..2).all(|_| bytes.next().is_some_and(|h| h.is_ascii_hexdigit())),
             b'=' => false,
             b'!'..=b'~' => true,
             _ => false,
