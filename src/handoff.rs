@@ -193,9 +193,12 @@ mod tests {
         // Not tried again: the worker takes it over.
         let late = ack.send(Outcome::Delivered).expect("the reply did not fit");
         let reader = drain(client);
+        // As in a session, a watching clone outlives the settle, so the slot does too, and the
+        // retry below sees that the reply was taken over (not a slot already gone).
+        let watch = pending.watch();
         pending.settle().unwrap();
         assert!(late.retry(), "taken over");
-        drop((late, server));
+        drop((late, watch, server));
         let all = reader.join().unwrap();
         assert_eq!(all.len(), filled + b"250 OK: delivered as 5f.2\r\n".len());
         assert!(all.ends_with(b"x250 OK: delivered as 5f.2\r\n"));

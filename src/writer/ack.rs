@@ -18,8 +18,9 @@
 //! loop (see [`Late`]), so a client that starts reading gets its reply although its worker is
 //! waiting for the next command; and the worker, when it settles the answer before writing
 //! anything else, takes whatever is still unsent and writes it itself. The writer sends only
-//! under the slot's lock; the worker takes the rest under it and marks it taken, after which the
-//! writer sends nothing more. So the reply's bytes go out once and in order.
+//! under the slot's lock; the worker takes the rest under it, leaving nothing for the writer to
+//! send (the writer fills the rest once, before the outcome the worker waits for). So the
+//! reply's bytes go out once and in order.
 
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -33,10 +34,9 @@ use crate::reply::write_reply;
 #[derive(Debug, Default)]
 struct State {
     outcome: Option<Outcome>,
-    /// The part of the reply not sent yet, in order.
+    /// The part of the reply not sent yet, in order; empty once the worker has taken it to write
+    /// itself.
     rest: Vec<u8>,
-    /// Set when the worker has taken `rest` to write itself: the writer sends no more.
-    taken: bool,
     /// Whether the worker is parked on `filled`: the writer wakes it only then.
     waiting: bool,
     /// When the writer answered.
@@ -84,7 +84,7 @@ impl Slot {
         let Some(direct) = &self.direct else {
             return true;
         };
-        if state.taken || state.rest.is_empty() {
+        if state.rest.is_empty() {
             return true;
         }
         match send_now(&direct.stream, &state.rest) {
@@ -136,9 +136,10 @@ pub(crate) struct Awaited(Arc<Slot>);
 /// time round its loop, until it is sent, the worker has taken it, the socket fails, or the
 /// session's patience runs out.
 ///
-/// It does not keep the slot alive: the worker's half does, until the session settles it. So
-/// the writer never holds a finished session's socket open (its descriptor, and the client's
-/// wait for the close).
+/// It does not keep the slot alive: the worker's halves do, the session's until it settles it
+/// and the watching clone in the session's flags (for eviction) until the next message or the
+/// session's end. So the writer never holds a finished session's socket open (its descriptor,
+/// and the client's wait for the close).
 #[derive(Debug)]
 pub(crate) struct Late {
     slot: Weak<Slot>,
@@ -152,10 +153,7 @@ impl Late {
             return true;
         };
         let mut state = slot.state();
-        !slot.send_rest(&mut state)
-            || state.taken
-            || state.rest.is_empty()
-            || Instant::now() >= self.until
+        !slot.send_rest(&mut state) || state.rest.is_empty() || Instant::now() >= self.until
     }
 }
 
@@ -219,7 +217,6 @@ impl Awaited {
         let mut state = self.0.state();
         loop {
             if let Some(outcome) = state.outcome {
-                state.taken = true;
                 let unsent = std::mem::take(&mut state.rest);
                 return Answered { outcome, unsent };
             }
@@ -319,6 +316,8 @@ pub(crate) mod tests {
         let (ack, awaited) = pair(Some(direct(&server)));
         // Returns although the client reads nothing: the writer never waits on a client.
         let late = ack.send(Outcome::Busy).expect("the reply did not fit");
+        // A watching clone keeps the slot alive past the settle, as a session's flags do.
+        let watch = awaited.clone();
         let answered = awaited.settle();
         assert_eq!(answered.outcome, Outcome::Busy);
         let whole = direct(&server).bytes(Outcome::Busy);
@@ -326,6 +325,7 @@ pub(crate) mod tests {
         assert!(whole.ends_with(&answered.unsent), "{:?}", answered.unsent);
         // Taken over: the writer is done with it.
         assert!(late.retry());
+        drop(watch);
     }
 
     #[test]
