@@ -1,19 +1,22 @@
-//! The writer's commit signal: a counter of successful commits, and the length each mailbox had
-//! at the end of the last one, behind a mutex with a condition variable.
+//! The writer's commit signal: a counter of successful commits, and the committed length of each
+//! mailbox the writer has opened (where it ended at the writer's last commit to it, or when the
+//! writer opened it, whichever came later), behind a mutex with a condition variable.
 //!
 //! It exists so a test can wait for mail without polling ([`crate::Server::wait_for`] sleeps on
 //! the condition variable until the writer reports a commit) and can read a mailbox without
 //! racing the writer: a reader cuts the file at the length recorded here, so an entry being
 //! appended at that moment is never seen, whole or in part, before it is committed. The writer
 //! records a mailbox's length when it opens it, before it appends anything, and again after each
-//! commit; for a mailbox it has not opened, the reader takes the file's length under this lock,
-//! so the writer cannot open it and begin an entry in between.
+//! commit; for a mailbox it has not opened, the reader takes the file's length under this lock.
+//! The writer may open and lock the file meanwhile, but it appends only after recording the
+//! open, which waits for this lock: so no entry can begin between the reader's look at the
+//! length and its use.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-/// Successful commits so far and the committed length of each mailbox written.
+/// Successful commits so far and the committed length of each mailbox the writer opened.
 #[derive(Debug, Default)]
 pub(crate) struct Commits {
     state: Mutex<State>,

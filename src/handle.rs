@@ -78,6 +78,8 @@ impl Server {
         };
         let commits = Arc::new(Commits::default());
         let started = server::start(&config, Arc::clone(&commits)).and_then(|running| {
+            // Cannot fail: `Config::check` refused an empty `listen`, and `server::start`
+            // binds every address or fails. A guard, as the library may not `expect`.
             let local_addr =
                 running.addrs().first().copied().ok_or_else(|| {
                     StartError::Config("at least one address is needed".to_string())
@@ -144,10 +146,11 @@ impl Server {
     /// `user` is a local name or an address (its local part is used); it is normalised as a
     /// recipient is (lower-cased, NFKC), so `Jones` and `jones@localhost` name one mailbox.
     /// An alias is not expanded: ask for its targets. The file is read up to the end of the
-    /// last commit this server made to it (or, before its first, up to where the file ended when
-    /// the writer opened it), so a message being written at that moment is never seen, whole or
-    /// in part, before it is on disk; and every message whose `250` a client has received is
-    /// seen (the writer records a commit before it acknowledges it). Fails for a name that
+    /// last commit this server made to it, or up to where the file ended when the writer last
+    /// opened it if that is later (what another program appended before is kept), or whole if
+    /// the writer has not opened it; so a message being written at that moment is never seen,
+    /// whole or in part, before it is on disk; and every message whose `250` a client has
+    /// received is seen (the writer records a commit before it acknowledges it). Fails for a name that
     /// cannot be a mailbox, a file that cannot be read, or one that is not an mbox.
     pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
         let (name, path) = self.locate(user)?;
@@ -214,10 +217,12 @@ impl Server {
         Ok((name, path))
     }
 
-    /// The commit count, and how much of mailbox `name` (at `path`) is committed.
+    /// The commit count, and how much of mailbox `name` (at `path`) is committed. The length of
+    /// a mailbox the writer has not opened follows a symbolic link, as `read` does (the
+    /// writer never delivers through one).
     fn committed(&self, name: &str, path: &Path) -> (u64, u64) {
         self.commits
-            .committed(name, || fs::symlink_metadata(path).map_or(0, |m| m.len()))
+            .committed(name, || fs::metadata(path).map_or(0, |m| m.len()))
     }
 
     /// The messages of mailbox `name` (at `path`) in its first `committed` bytes.

@@ -325,3 +325,19 @@ fn a_message_is_readable_as_soon_as_its_250_is() {
         assert_eq!(mail.len(), n, "after the 250 of message {n}");
     }
 }
+
+/// A mailbox the writer has not opened is read whole, also through a symbolic link: its length
+/// and its bytes are both taken from the link's target.
+#[test]
+fn a_mailbox_never_written_is_read_whole_through_a_link() {
+    let server = Server::for_tests().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere");
+    let entry =
+        |n: u32| format!("From x@y.test Sun Nov 22 07:33:49 2026\nSubject: {n}\n\nbody\n\n");
+    std::fs::write(&target, (1..=3).map(entry).collect::<String>()).unwrap();
+    std::os::unix::fs::symlink(&target, server.mail_dir().join("jones")).unwrap();
+    let mail = server.messages("jones").unwrap();
+    let subjects: Vec<_> = mail.iter().map(|m| m.subject()).collect();
+    assert_eq!(subjects, [Some("1"), Some("2"), Some("3")]);
+}
