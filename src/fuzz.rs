@@ -461,6 +461,11 @@ mod tests {
             out.ends_with("\r\n450 4.2.1 Requested mail action not taken: mailbox unavailable\r\n"),
             "{out}"
         );
+        // `count=2`: the first two tries get 452, the third is taken.
+        let full = "RCPT TO:<full@mx.test>\r\n".repeat(3);
+        let (out, ..) = run(0, format!("{tx}{full}").as_bytes());
+        let codes: Vec<&str> = out.lines().rev().take(3).map(|l| &l[..3]).collect();
+        assert_eq!(codes, ["250", "452", "452"], "{out}");
         let (out, closed, _) = run(
             0,
             format!("{tx}RCPT TO:<xx@mx.test>\r\nDATA\r\n").as_bytes(),

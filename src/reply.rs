@@ -294,10 +294,11 @@ pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, enhanced: bool) {
     }
 }
 
-/// `n` in decimal, zero-padded to at least `width` digits, written at the end of `buf`, as
-/// `format!("{n:0width$}")` would but without the formatting machinery: every session writes
-/// replies and an EHLO reply, and `core::fmt` took an idle worker's stack 600 bytes deeper (see
-/// `pool::WORKER_STACK`). A `u64` has at most 20 digits, so `buf` always has room.
+/// `n` in decimal, zero-padded to at least `width` digits (at most 20, the room in `buf`: a
+/// wider `width` pads to 20), written at the end of `buf`, as `format!("{n:0width$}")` would
+/// but without the formatting machinery: every session writes replies and an EHLO reply, and
+/// `core::fmt` took an idle worker's stack 600 bytes deeper (see `pool::WORKER_STACK`). A `u64`
+/// has at most 20 digits, so `buf` always has room for `n`.
 pub(crate) fn decimal(n: u64, width: usize, buf: &mut [u8; 20]) -> &str {
     let mut rest = n;
     let mut start = buf.len();
@@ -352,6 +353,8 @@ mod tests {
         assert_eq!(decimal(0, 1, &mut buf), "0");
         assert_eq!(decimal(10_485_760, 1, &mut buf), "10485760");
         assert_eq!(decimal(u64::MAX, 1, &mut buf), u64::MAX.to_string());
+        assert_eq!(decimal(42, 5, &mut buf), "00042");
+        // Padding stops at the buffer's 20 digits, as documented.
         assert_eq!(decimal(5, 25, &mut buf), "00000000000000000005");
     }
 

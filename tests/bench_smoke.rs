@@ -257,15 +257,23 @@ fn a_reply_whose_code_changes_or_whose_line_is_endless_fails() {
         let peer = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
             s.write_all(greeting).expect("write");
-            // Open and silent until the client has judged the greeting and gone.
-            let _ = std::io::Read::read(&mut s, &mut [0; 1]);
-            listener
+            // Open and silent until the client has judged the greeting and gone; a client that
+            // never goes fails the test (below) instead of hanging it.
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let gone = std::io::Read::read(&mut s, &mut [0; 1]);
+            (listener, gone)
         });
         let err = match bench::memory::open_idle(addr, 1, Duration::from_secs(10)) {
             Ok(_) => panic!("{expected}: the greeting was taken"),
             Err(e) => e,
         };
         assert!(err.contains(expected), "{err}");
-        listener = peer.join().expect("peer");
+        let gone;
+        (listener, gone) = peer.join().expect("peer");
+        assert!(
+            matches!(gone, Ok(0)),
+            "{expected}: the client did not close: {gone:?}"
+        );
     }
 }

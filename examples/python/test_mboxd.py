@@ -32,10 +32,11 @@ def start_mboxd(tmp_path):
     yield start
     for proc in procs:
         proc.terminate()  # SIGTERM: every acknowledged message is already on disk
-    for proc in procs:
-        try:
+    try:
+        for proc in procs:
             assert proc.wait(timeout=10) == 0
-        finally:
+    finally:
+        for proc in procs:
             proc.kill()  # does nothing once wait() has seen it exit
 
 

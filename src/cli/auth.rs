@@ -120,11 +120,22 @@ mod tests {
         ] {
             assert_eq!(run(args).unwrap_err().0, AUTH_EXCLUSIVE, "{args:?}");
         }
-        // Refused by the library's check, before anything is created.
-        let err = mboxd::Server::start(run(&["--auth-required"]).unwrap()).unwrap_err();
+        // Refused by the library's check, before anything is created. Were it not, the server
+        // would still start on a free port in a directory of this test's own.
+        let mail = dir.path().join("mail");
+        let mail = mail.to_str().unwrap();
+        let flags = [
+            "--auth-required",
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            mail,
+        ];
+        let err = mboxd::Server::start(run(&flags).unwrap()).unwrap_err();
         assert!(
             err.to_string().contains("(--auth-required) needs AUTH on"),
             "{err}"
         );
+        assert!(!Path::new(mail).exists(), "the mail directory was made");
     }
 }
