@@ -22,7 +22,8 @@ use crate::names::mailbox_name;
 /// Everything a server needs to start. [`Config::default`] (or [`Config::new`]) gives the
 /// defaults of the command line, [`Config::for_tests`] those of a test. Each setting has a
 /// builder method named after it (after one element, for a list: [`Config::alias`]), most in
-/// `builder.rs`; `auth` has [`Config::auth_accept_any`] and [`Config::auth_user`], here, and
+/// `builder.rs`; `auth` has [`Config::auth_accept_any`] and [`Config::auth_user`], here;
+/// [`Config::fail`] and [`Config::fail_seed`] are in `fail/mod.rs`; and
 /// `temp_mail_dir` is set by [`Config::for_tests`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -62,8 +63,8 @@ pub struct Config {
     /// How long a delivery waits for a mailbox locked by another program before 450. Default 30 s.
     pub lock_timeout: Duration,
     /// Most sessions one client address may hold at once, counted from accept to close; beyond
-    /// it a connection gets `421` at once, before any EHLO and so without an enhanced code (Postfix's
-    /// `smtpd_client_connection_count_limit`). `None` means half of `workers`. The local host's
+    /// it a connection gets `421` at once, before any EHLO and so without an enhanced code
+    /// (Postfix's `smtpd_client_connection_count_limit`). `None` means half of `workers`. The local host's
     /// own addresses, 127.0.0.1 and ::1, where test suites connect from, are never limited.
     pub max_per_peer: Option<usize>,
     /// Slowest average rate a message may arrive at, in octets per second, once

@@ -5,8 +5,9 @@
 //! error that says what is wrong, for the command line and the library alike), and so that the
 //! protocol core stays pure: a session asks [`Faults`] at each stage, and `Faults` holds nothing
 //! but the rules, a firing counter per rule (an atomic, shared by every session of the server),
-//! one seeded generator for `p=` and the hostname for its 421 texts, with no I/O. A fired reply becomes the stage's reply; a
-//! drop or a delay becomes an action that the connection carries out.
+//! one seeded generator for `p=` and the hostname for its 421 texts, with no I/O. A fired reply
+//! becomes the stage's reply; a drop or a delay becomes an action that the connection carries
+//! out.
 //!
 //! Grammar: `STAGE[:PATTERN]=ACTION[,count=N][,p=P]`, where STAGE is `connect`, `helo`, `mail`,
 //! `rcpt`, `data` or `data-end`; PATTERN is a glob (`*` matches any run of characters) matched

@@ -8,9 +8,10 @@
 //! that is `*` (the client cancels), that is not base64, or that is not a PLAIN or LOGIN message
 //! ends the exchange with 501, a line too long or without CRLF with the framer's 500; each
 //! returns the session to where it was before AUTH. Responses are command lines, so they are
-//! limited to the framer's 512 octets (RFC 4954 §4 allows 12 288; the longest strict base64
-//! response that fits, 508 characters, carries 381 octets of credentials, enough for any test). There is no TLS here:
-//! passwords cross the connection in the clear, so this is for tests only. Log lines name the
+//! limited to the framer's 512 octets, even one that begins like a MAIL line (RFC 4954 §4
+//! allows 12 288; the longest strict base64 response that fits, 508 characters, carries 381
+//! octets of credentials, enough for any test). There is no TLS here: passwords cross the
+//! connection in the clear, so this is for tests only. Log lines name the
 //! user, escaped, and never the password.
 
 use super::{Action, Hello, Session, State};
@@ -165,10 +166,7 @@ impl Session {
                     let ok = self.config.auth.accounts.check(&user, &password);
                     self.verdict(hello, mechanism, &user, ok)
                 }
-                None => {
-                    let sasl = Sasl::LoginPassword(user);
-                    self.sasl_abort(hello, sasl, reply::AUTH_MALFORMED)
-                }
+                None => self.auth_refused(hello, mechanism, Some(&user), reply::AUTH_MALFORMED),
             },
         }
     }

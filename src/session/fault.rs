@@ -56,7 +56,10 @@ impl Session {
         fault
     }
 
-    /// Carries out a fault: a refusal leaves `state` as it was, as for an illegal command.
+    /// Carries out a fault: a refusal keeps the `state` it is given, as an illegal command keeps
+    /// the session's. The caller chooses that state: the one before the command for most stages,
+    /// `Ready` after a refused message's end (`data-end`), a transaction that counts one more
+    /// refused recipient (`rcpt`).
     pub(super) fn faulted(&mut self, state: State, fault: Fault) -> (State, Action) {
         match fault {
             Fault::Refuse(r) => self.refuse(state, r),

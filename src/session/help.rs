@@ -14,7 +14,7 @@ const HELP_TOPICS: &[(&str, &str)] = &[
     ),
     (
         "MAIL",
-        "MAIL FROM:<sender> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [AUTH=<>]: start a mail transaction (AUTH= while AUTH is offered)",
+        "MAIL FROM:<sender> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [AUTH=xtext]: start a mail transaction (AUTH= while AUTH is offered)",
     ),
     ("RCPT", "RCPT TO:<recipient>: add a recipient"),
     (

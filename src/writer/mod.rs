@@ -61,9 +61,9 @@ const MAX_BATCH: usize = 256;
 /// uses at most two more for a moment (the dotlock's private file, or a dotlock being judged),
 /// and the directory sync one, so the writer holds at most this many plus two.
 pub(crate) const MAX_OPEN_MAILBOXES: usize = 64;
-/// How long the writer keeps a mailbox locked across back-to-back commits at most (see
-/// [`Writer::held`]) before it lets go, as between any two commits, which wakes a program blocked
-/// in `fcntl(F_SETLKW)` for it.
+/// How long a mailbox may have been locked across back-to-back commits and still be kept for
+/// one more (see [`Writer::held`]); after that the writer lets go, as between any two commits,
+/// which wakes a program blocked in `fcntl(F_SETLKW)` for it.
 const MAX_HOLD: Duration = Duration::from_millis(200);
 /// How often a job waiting for a locked mailbox, or a reply waiting for room in its socket, tries
 /// again.
@@ -175,7 +175,8 @@ struct Writer {
     dir_unsynced: bool,
     /// Opening a mailbox last failed for want of descriptors: logged once until one opens.
     starved: bool,
-    /// Told of every successful commit, for readers that wait for mail (`Server::wait_for`).
+    /// Told of every fresh open of a mailbox and every successful commit, for readers of the
+    /// mailboxes (`Server::messages`, `Server::wait_for`).
     commits: Arc<Commits>,
     /// Replies to clients whose sockets did not take them whole: tried again each time round
     /// the loop, at least every [`LOCK_RETRY`] while any is left (see `ack::Late`).
@@ -188,9 +189,10 @@ struct Writer {
     /// Other programs' locking stays correct because the writer never touches a mailbox without
     /// holding both its locks: a held mailbox keeps its dotlock and its fcntl lock, so another
     /// program waits exactly as it would for one long commit. Nothing is held while the queue
-    /// is empty, nothing longer than [`MAX_HOLD`], nothing after a failed commit, and a
-    /// mailbox is reused only if its name still names the same file at the length the writer
-    /// left (see `Mailbox::reuse`); anything else releases it and opens it afresh.
+    /// is empty, nothing into a further commit once locked for [`MAX_HOLD`], nothing after a
+    /// failed commit, and a mailbox is reused only if its name still names the same file at the
+    /// length the writer left (see `Mailbox::reuse`); anything else releases it and opens it
+    /// afresh.
     held: HashMap<String, Mailbox>,
 }
 
