@@ -410,38 +410,10 @@ mod tests {
     /// Runs `input` through a core with the fuzz configuration of `seed`: everything written,
     /// whether the session closed, and whether a delay fired.
     fn run(seed: u8, input: &[u8]) -> (String, bool, bool) {
-        use crate::protocol::{Event, Protocol};
-        use crate::session::Session;
-        use crate::writer::Outcome;
-        let mut core = Protocol::new(Session::new(super::config(seed), "t".into()));
-        let (mut out, mut delayed, mut rest) = (Vec::new(), false, input);
-        loop {
-            match core.poll() {
-                Event::NeedInput => {}
-                Event::Delay(_) => {
-                    delayed = true;
-                    continue;
-                }
-                Event::Close => {
-                    out.extend_from_slice(core.output());
-                    return (String::from_utf8_lossy(&out).into(), true, delayed);
-                }
-                Event::Deliver(_) => {
-                    core.reply(&Outcome::Delivered.reply("t"));
-                    continue;
-                }
-            }
-            out.extend_from_slice(core.output());
-            core.clear_output();
-            if rest.is_empty() {
-                return (String::from_utf8_lossy(&out).into(), false, delayed);
-            }
-            let space = core.space();
-            let n = rest.len().min(space.len());
-            space[..n].copy_from_slice(&rest[..n]);
-            core.received(n);
-            rest = &rest[n..];
-        }
+        let answer = crate::writer::Outcome::Delivered.reply("t");
+        let driven = crate::protocol::drive(seed, input, &[usize::MAX], &answer);
+        let out = String::from_utf8_lossy(&driven.replies).into();
+        (out, driven.closed, driven.delayed)
     }
 
     /// The fuzz configuration's `--fail` rules fire on their names, so the fuzzer reaches every

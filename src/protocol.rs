@@ -384,36 +384,12 @@ mod properties {
     /// Runs `input` through a core in reads of the given sizes (cycled); returns every reply
     /// byte and every delivered message.
     fn run(input: &[u8], sizes: &[usize]) -> (Vec<u8>, Vec<Stored>) {
-        let mut core = Protocol::new(Session::new(crate::fuzz::config(0), "prop".into()));
-        let mut replies = Vec::new();
-        let mut stored = Vec::new();
-        let mut rest = input;
-        let mut sizes = sizes.iter().cycle();
-        loop {
-            match core.poll() {
-                Event::Deliver(e) => {
-                    let to = e.recipients.iter().map(|(m, _)| m.clone()).collect();
-                    stored.push((e.sender, to, e.body.to_vec()));
-                    core.reply(&Reply::new(250, "2.0.0", "stored"));
-                    continue;
-                }
-                Event::Close => break,
-                Event::Delay(_) => continue,
-                Event::NeedInput => {}
-            }
-            replies.extend_from_slice(core.output());
-            core.clear_output();
-            if rest.is_empty() {
-                break;
-            }
-            let space = core.space();
-            let n = rest.len().min(space.len()).min(*sizes.next().unwrap_or(&1));
-            space[..n].copy_from_slice(&rest[..n]);
-            core.received(n);
-            rest = &rest[n..];
-        }
-        replies.extend_from_slice(core.output());
-        (replies, stored)
+        let driven = drive(0, input, sizes, &Reply::new(250, "2.0.0", "stored"));
+        let stored = driven.delivered.into_iter().map(|e| {
+            let to = e.recipients.iter().map(|(m, _)| m.clone()).collect();
+            (e.sender, to, e.body.to_vec())
+        });
+        (driven.replies, stored.collect())
     }
 
     const PIECES: &[&[u8]] = &[
@@ -465,4 +441,63 @@ mod properties {
             prop_assert_eq!(run(&input, &sizes), whole);
         }
     }
+}
+
+/// What [`drive`] saw of a session.
+#[cfg(test)]
+pub(crate) struct Driven {
+    /// Every reply byte, in order.
+    pub(crate) replies: Vec<u8>,
+    /// Every message handed over for delivery.
+    pub(crate) delivered: Vec<Envelope>,
+    /// The session closed (rather than running out of input).
+    pub(crate) closed: bool,
+    /// A `--fail` delay fired (and was skipped).
+    pub(crate) delayed: bool,
+}
+
+/// Runs `input` through a core with the fuzz configuration of `seed`, as a connection would
+/// with no clock: reads of the given sizes (cycled), delays skipped, every delivery answered
+/// with `answer`. The one test driver of the core, for the unit tests of this module and the
+/// fuzz module's.
+#[cfg(test)]
+pub(crate) fn drive(seed: u8, input: &[u8], sizes: &[usize], answer: &Reply) -> Driven {
+    let mut core = Protocol::new(Session::new(crate::fuzz::config(seed), "t".into()));
+    let mut driven = Driven {
+        replies: Vec::new(),
+        delivered: Vec::new(),
+        closed: false,
+        delayed: false,
+    };
+    let (mut rest, mut sizes) = (input, sizes.iter().cycle());
+    loop {
+        match core.poll() {
+            Event::Deliver(envelope) => {
+                driven.delivered.push(*envelope);
+                core.reply(answer);
+                continue;
+            }
+            Event::Close => {
+                driven.closed = true;
+                break;
+            }
+            Event::Delay(_) => {
+                driven.delayed = true;
+                continue;
+            }
+            Event::NeedInput => {}
+        }
+        driven.replies.extend_from_slice(core.output());
+        core.clear_output();
+        if rest.is_empty() {
+            break;
+        }
+        let space = core.space();
+        let n = rest.len().min(space.len()).min(*sizes.next().unwrap_or(&1));
+        space[..n].copy_from_slice(&rest[..n]);
+        core.received(n);
+        rest = &rest[n..];
+    }
+    driven.replies.extend_from_slice(core.output());
+    driven
 }
