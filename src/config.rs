@@ -55,8 +55,8 @@ pub struct Config {
     /// Time allowed for each command line to arrive whole, however slowly it trickles in.
     /// Default 300 s (RFC 5321 §4.5.3.2.7).
     pub timeout: Duration,
-    /// Time allowed for each read inside a message (DATA or BDAT). Default 600 s (RFC 5321 §4.5.3.2.5 and
-    /// §4.5.3.2.6 ask for at least 3 and 10 minutes).
+    /// Time allowed for each read inside a message (DATA or BDAT). Default 600 s (RFC 5321
+    /// §4.5.3.2.5 and §4.5.3.2.6 ask for at least 3 and 10 minutes).
     pub data_timeout: Duration,
     /// How long a new connection waits for a free worker before it gets 421. Default 1 s.
     pub queue_wait: Duration,
@@ -64,8 +64,9 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// Most sessions one client address may hold at once, counted from accept to close; beyond
     /// it a connection gets `421` at once, before any EHLO and so without an enhanced code
-    /// (Postfix's `smtpd_client_connection_count_limit`). `None` means half of `workers`. The local host's
-    /// own addresses, 127.0.0.1 and ::1, where test suites connect from, are never limited.
+    /// (Postfix's `smtpd_client_connection_count_limit`). `None` means half of `workers`. The
+    /// local host's own addresses, 127.0.0.1 and ::1, where test suites connect from, are never
+    /// limited.
     pub max_per_peer: Option<usize>,
     /// Slowest average rate a message may arrive at, in octets per second, once
     /// `min_data_rate_grace` has passed since its start; a slower one gets `421`. Default 512.

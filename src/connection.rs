@@ -6,9 +6,9 @@
 //! has gathered when the core needs more input (one `write` per pipelined group; a message's
 //! own reply is a write of its own, by the writer), and hands deliveries to the writer. The
 //! writer sends a message's 250 itself once the message is on disk (see `crate::handoff`); the
-//! session meanwhile reads on, and before it writes anything else it
-//! settles that answer, so replies keep their order. A session whose answer is still with the
-//! writer is waiting for the server, not idle, and is not evicted.
+//! session meanwhile reads on, and before it writes anything else it settles that answer, so
+//! replies keep their order. A session whose answer is still with the writer is waiting for the
+//! server, not idle, and is not evicted.
 //!
 //! Time is bounded per unit, not per read, so a client that trickles cannot hold a worker: a
 //! command line must arrive whole within `--timeout` of the moment the server began waiting for

@@ -150,8 +150,8 @@ impl Server {
     /// opened it if that is later (what another program appended before is kept), or whole if
     /// the writer has not opened it; so a message being written at that moment is never seen,
     /// whole or in part, before it is on disk; and every message whose `250` a client has
-    /// received is seen (the writer records a commit before it acknowledges it). Fails for a name that
-    /// cannot be a mailbox, a file that cannot be read, or one that is not an mbox.
+    /// received is seen (the writer records a commit before it acknowledges it). Fails for a
+    /// name that cannot be a mailbox, a file that cannot be read, or one that is not an mbox.
     pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
         let (name, path) = self.locate(user)?;
         let (_, committed) = self.committed(&name, &path);

@@ -11,8 +11,8 @@
 //! limited to the framer's 512 octets, even one that begins like a MAIL line (RFC 4954 §4
 //! allows 12 288; the longest strict base64 response that fits, 508 characters, carries 381
 //! octets of credentials, enough for any test). There is no TLS here: passwords cross the
-//! connection in the clear, so this is for tests only. Log lines name the
-//! user, escaped, and never the password.
+//! connection in the clear, so this is for tests only. Log lines name the user, escaped, and
+//! never the password.
 
 use super::{Action, Hello, Session, State};
 use crate::config::Auth;

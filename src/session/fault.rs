@@ -57,9 +57,8 @@ impl Session {
     }
 
     /// Carries out a fault: a refusal keeps the `state` it is given, as an illegal command keeps
-    /// the session's. The caller chooses that state: the one before the command for most stages,
-    /// `Ready` after a refused message's end (`data-end`), a transaction that counts one more
-    /// refused recipient (`rcpt`).
+    /// the session's. The caller chooses that state: the one before the command at every stage
+    /// but `data-end`, where it is `Ready` (the message is over, and nothing was stored).
     pub(super) fn faulted(&mut self, state: State, fault: Fault) -> (State, Action) {
         match fault {
             Fault::Refuse(r) => self.refuse(state, r),
