@@ -216,8 +216,7 @@ fn bdat(rest: &str) -> Result<Command, ParseError> {
     let mut words = rest.split(' ').filter(|w| !w.is_empty());
     let size = words
         .next()
-        .filter(|w| w.len() <= 18 && w.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|w| w.parse().ok())
+        .and_then(chunk_size)
         .ok_or(ParseError::Syntax("expected BDAT <size> [LAST]"))?;
     let last = match words.next() {
         None => false,
@@ -228,6 +227,17 @@ fn bdat(rest: &str) -> Result<Command, ParseError> {
         return Err(ParseError::Syntax("expected BDAT <size> [LAST]"));
     }
     Ok(Command::Bdat { size, last })
+}
+
+/// RFC 3030 §2: `chunk-size ::= 1*DIGIT`, leading zeros and all. A size too large for a `u64`
+/// is taken as `u64::MAX`, not refused: a refused BDAT's octets would be read as commands, and
+/// this one is read and discarded like any chunk over the size limit (no client sends that
+/// many octets, and the session's time limits end it).
+fn chunk_size(word: &str) -> Option<u64> {
+    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(word.parse().unwrap_or(u64::MAX))
 }
 
 fn mail(verb: MailVerb, rest: &str) -> Result<Command, ParseError> {

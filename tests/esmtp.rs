@@ -277,6 +277,10 @@ fn bdat_cases() {
     c.send(b"BDAT 6 LAST\r\nQUIT\r\n");
     assert_eq!(c.read_reply().code, 503);
     c.expect("NOOP", 250);
+    // Nor those of a size written with leading zeros (RFC 3030 §2: 1*DIGIT), however many.
+    c.send(b"BDAT 0000000000000000006 LAST\r\nQUIT\r\n");
+    assert_eq!(c.read_reply().code, 503);
+    c.expect("NOOP", 250);
     // DATA first, then BDAT in the same transaction is impossible: DATA consumed it.
     c.expect("MAIL FROM:<a@b.test>", 250);
     c.expect("RCPT TO:<brown@mx.test>", 250);

@@ -207,10 +207,22 @@ fn bdat_forms() {
     assert!(matches!(parse(b"BDAT"), Err(ParseError::Syntax(_))));
     assert!(matches!(parse(b"BDAT -1"), Err(ParseError::Syntax(_))));
     assert!(matches!(parse(b"BDAT 1 FIRST"), Err(ParseError::Syntax(_))));
-    assert!(matches!(
+    // RFC 3030 §2's 1*DIGIT: leading zeros, and sizes past a u64 (taken as its maximum).
+    assert_eq!(
+        parse(b"BDAT 0000000000000000006 LAST"),
+        Ok(Command::Bdat {
+            size: 6,
+            last: true
+        })
+    );
+    assert_eq!(
         parse(b"BDAT 99999999999999999999999"),
-        Err(ParseError::Syntax(_))
-    ));
+        Ok(Command::Bdat {
+            size: u64::MAX,
+            last: false
+        })
+    );
+    assert!(matches!(parse(b"BDAT +1"), Err(ParseError::Syntax(_))));
 }
 
 #[test]
