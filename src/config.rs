@@ -352,8 +352,9 @@ impl Config {
 
     /// Offers AUTH and accepts `user` with `password` (and the other users added so); other
     /// credentials get `535 5.7.8`. Replaces [`Auth::AcceptAny`] and [`Auth::Off`]. The name is
-    /// compared exactly; an empty one, or one with a control character, can never log in (the
-    /// session refuses such a name before checking it).
+    /// compared exactly; an empty one, or one with an unsafe character (a control, a line
+    /// separator, a bidi or invisible character: README, "Unsafe characters"), can never log in
+    /// (the session refuses such a name before checking it).
     pub fn auth_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         if !matches!(self.auth, Auth::Users(_)) {
             self.auth = Auth::Users(HashMap::new());

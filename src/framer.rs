@@ -2,8 +2,8 @@
 //!
 //! It exists so the byte-level boundaries of the protocol are decided in one pure place that
 //! the server and the fuzz targets both run: a command line ends at LF and may be at most 512
-//! octets (RFC 5321 §4.5.3.1.4), a MAIL line 1 012 (RFC 4954 §3), and the rest of a longer one
-//! is discarded; message text is handed on a line at a time (or in bounded pieces of a longer
+//! octets (RFC 5321 §4.5.3.1.4), a MAIL line 1 012 (RFC 4954 §3) and an AUTH response line
+//! 1 026 (RFC 4954 §4), and the rest of a longer one is discarded; message text is handed on a line at a time (or in bounded pieces of a longer
 //! line), and a BDAT chunk is exactly the number of octets its command announced (RFC 3030 §2).
 //! In the style of httparse, [`Framer::frame`] looks at the bytes buffered so far and answers
 //! [`Status::Complete`] with one frame and the number of bytes it used, or [`Status::Partial`]
@@ -16,6 +16,11 @@ pub(crate) const MAX_COMMAND_LINE: usize = 512;
 /// 5321 §4.5.3.1.4 lets extensions raise the limit). It is taken whether AUTH is offered or not:
 /// the framer looks at bytes only, and a longer line harms nothing.
 pub(crate) const MAX_MAIL_LINE: usize = MAX_COMMAND_LINE + 500;
+/// An AUTH response line may hold the longest response of each mechanism offered (RFC 4954
+/// §4: a server "MUST be able to handle the maximum encoded size" of them). PLAIN's is the
+/// longest: 767 octets (RFC 4616 §2: up to 255 each for the authorization identity, the user
+/// name and the password, and two NULs), 1 024 base64 characters, 1 026 octets with CRLF.
+pub(crate) const MAX_RESPONSE_LINE: usize = 4 * 767_usize.div_ceil(3) + 2;
 /// The longest piece of message text handed on at once: a longer line arrives in pieces. The
 /// DATA decoder needs every line shorter than this to arrive whole, so the end-of-data line is
 /// never split.
@@ -26,8 +31,8 @@ pub(crate) const TEXT_PIECE: usize = 4096;
 pub(crate) enum Mode {
     /// A command line.
     Command,
-    /// A response line of an AUTH exchange (RFC 4954 §4): framed as a command line, but never
-    /// given a MAIL line's longer limit, whatever its first bytes.
+    /// A response line of an AUTH exchange (RFC 4954 §4): framed as a command line of at most
+    /// [`MAX_RESPONSE_LINE`] octets, whatever its first bytes.
     Response,
     /// Message text after `354`, up to and including the end-of-data line.
     Text,
@@ -40,8 +45,8 @@ pub(crate) enum Mode {
 pub(crate) enum Frame<'a> {
     /// A command line with its line ending (which the session checks is CRLF).
     Command(&'a [u8]),
-    /// A command line passed [`MAX_COMMAND_LINE`] ([`MAX_MAIL_LINE`] for MAIL); what follows up
-    /// to its LF is discarded.
+    /// A command line passed [`MAX_COMMAND_LINE`] ([`MAX_MAIL_LINE`] for MAIL,
+    /// [`MAX_RESPONSE_LINE`] for an AUTH response); what follows up to its LF is discarded.
     TooLong,
     /// A line of message text with its line ending, or a [`TEXT_PIECE`]-sized part of a longer
     /// line. A piece never holds bytes of two lines.
@@ -81,15 +86,15 @@ impl Framer {
     /// that many never has to grow it.
     pub(crate) fn frame<'a>(&mut self, input: &'a [u8], mode: Mode) -> Status<'a> {
         match mode {
-            Mode::Command => self.command(input, true),
-            Mode::Response => self.command(input, false),
+            Mode::Command => self.command(input, line_limit),
+            Mode::Response => self.command(input, |_| MAX_RESPONSE_LINE),
             Mode::Text => text(input),
             Mode::Chunk(remaining) => chunk(input, remaining),
         }
     }
 
-    /// A command line; `verbs`: a MAIL line may be longer ([`line_limit`]).
-    fn command<'a>(&mut self, input: &'a [u8], verbs: bool) -> Status<'a> {
+    /// A command line, of at most `limit(line)` octets.
+    fn command<'a>(&mut self, input: &'a [u8], limit: fn(&[u8]) -> usize) -> Status<'a> {
         let mut skipped = 0;
         if self.discarding {
             match find_lf(input) {
@@ -101,11 +106,7 @@ impl Framer {
             }
         }
         let rest = suffix(input, skipped);
-        let limit = if verbs {
-            line_limit(rest)
-        } else {
-            MAX_COMMAND_LINE
-        };
+        let limit = limit(rest);
         let window = prefix(rest, limit);
         match find_lf(window) {
             Some(end) => Status::Complete {
@@ -255,15 +256,22 @@ mod tests {
                 (Frame::Command(b"NOOP\r\n"), 8)
             );
         }
-        // Other verbs keep 512, RCPT included, and so does an AUTH response line that begins
-        // with the same four letters (they are base64 characters).
-        for (first, mode) in [(b"RCPT", Mode::Command), (b"MAIL", Mode::Response)] {
+        // Other verbs keep 512, RCPT included; an AUTH response line has its own limit, also
+        // one that begins with the letters MAIL (they are base64 characters).
+        for (first, mode, limit) in [
+            (b"RCPT", Mode::Command, MAX_COMMAND_LINE),
+            (b"MAIL", Mode::Response, MAX_RESPONSE_LINE),
+            (b"QUJD", Mode::Response, MAX_RESPONSE_LINE),
+        ] {
             let mut line = first.to_vec();
-            line.resize(MAX_COMMAND_LINE, b'x');
+            line.resize(limit - 2, b'x');
+            line.extend_from_slice(b"\r\n");
             assert_eq!(
                 complete(f.frame(&line, mode)),
-                (Frame::TooLong, MAX_COMMAND_LINE)
+                (Frame::Command(&line), limit)
             );
+            line.insert(0, b'x');
+            assert_eq!(complete(f.frame(&line, mode)), (Frame::TooLong, limit));
             assert_eq!(f.frame(b"\n", mode), Status::Partial { used: 1 });
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! It exists so the connection loop and the fuzz targets run exactly the same code. A
 //! [`Protocol`] owns a bounded input buffer (512 bytes until the first message or a longer MAIL
-//! line, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only copies socket bytes
+//! line or AUTH response, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only copies socket bytes
 //! into [`Protocol::space`], calls [`Protocol::poll`], writes [`Protocol::output`] when told,
 //! and carries out deliveries. Replies to a pipelined group of commands pile up in the output
 //! until the next step would wait for the client: that is the one moment `poll` returns
@@ -22,9 +22,9 @@ use crate::session::{Action, Envelope, Session};
 pub(crate) const INPUT_BUFFER: usize = 2 * TEXT_PIECE;
 /// The input buffer's size until a session's first message, while only commands are read. A
 /// command frame other than MAIL completes within [`MAX_COMMAND_LINE`] bytes, so a buffer that
-/// size has room for the rest of a partial one; a partial MAIL line that fills it (one longer
-/// than 512 octets, see [`MAX_MAIL_LINE`](crate::framer::MAX_MAIL_LINE)) makes it grow to
-/// [`INPUT_BUFFER`]. 1 000 idle sessions that have sent no message then hold half a MiB of
+/// size has room for the rest of a partial one; a partial MAIL line or AUTH response that fills
+/// it (one longer than 512 octets, see [`MAX_MAIL_LINE`](crate::framer::MAX_MAIL_LINE) and
+/// [`MAX_RESPONSE_LINE`](crate::framer::MAX_RESPONSE_LINE)) makes it grow to [`INPUT_BUFFER`]. 1 000 idle sessions that have sent no message then hold half a MiB of
 /// input buffers, not 8 MiB; a pipelined group longer than this before the first message takes
 /// a read more per 512 bytes.
 pub(crate) const COMMAND_BUFFER: usize = MAX_COMMAND_LINE;
@@ -85,7 +85,7 @@ impl Protocol {
     ///
     /// The buffer is allocated at the first read with [`COMMAND_BUFFER`] bytes, and grows to
     /// [`INPUT_BUFFER`] when the first message comes (large reads for large messages) or a MAIL
-    /// line fills it, where it stays: a session that never sends a message (most idle ones)
+    /// line or AUTH response fills it, where it stays: a session that never sends a message (most idle ones)
     /// keeps only the small one.
     /// It is not shrunk after each message: that would cost an allocation and the zeroing of
     /// 8 KiB per message (about 10% more instructions for 1 KiB messages, counted with

@@ -7,16 +7,17 @@
 //! `State::Auth`, and every line is a response, never a command (`Session::handle`). A response
 //! that is `*` (the client cancels), that is not base64, or that is not a PLAIN or LOGIN message
 //! ends the exchange with 501, a line too long or without CRLF with the framer's 500; each
-//! returns the session to where it was before AUTH. Responses are command lines, so they are
-//! limited to the framer's 512 octets, even one that begins like a MAIL line (RFC 4954 §4
-//! allows 12 288; the longest strict base64 response that fits, 508 characters, carries 381
-//! octets of credentials, enough for any test). There is no TLS here: passwords cross the
-//! connection in the clear, so this is for tests only. Log lines name the user, escaped, and
-//! never the password.
+//! returns the session to where it was before AUTH. A response line may be 1 026 octets (the
+//! framer's `MAX_RESPONSE_LINE`): PLAIN's longest response, 255 octets each of authorization
+//! identity, user name and password, in base64, as RFC 4954 §4 and RFC 4616 §2 ask. The AUTH
+//! command itself, with an initial response, is a command line of at most 512 (RFC 4954 §4: a
+//! client whose initial response would not fit sends it after the 334). There is no TLS here:
+//! passwords cross the connection in the clear, so this is for tests only. Log lines name the
+//! user, escaped, and never the password.
 
 use super::{Action, Hello, Session, State};
 use crate::config::Auth;
-use crate::escape::Escaped;
+use crate::escape::{Escaped, has_unsafe};
 use crate::reply::{self, Reply};
 
 /// The AUTH settings a session needs.
@@ -159,7 +160,11 @@ impl Session {
                     State::Auth(hello, Sasl::LoginPassword(user)),
                     Action::Reply(Reply::plain(334, LOGIN_PASSWORD)),
                 ),
-                _ => self.sasl_abort(hello, sasl, reply::AUTH_MALFORMED),
+                // The refused name is logged (escaped), so a test sees what its client sent.
+                Some(user) => {
+                    self.auth_refused(hello, mechanism, Some(&user), reply::AUTH_MALFORMED)
+                }
+                None => self.sasl_abort(hello, sasl, reply::AUTH_MALFORMED),
             },
             Sasl::LoginPassword(user) => match login_text(decoded) {
                 Some(password) => {
@@ -202,9 +207,10 @@ fn parse_plain(message: &[u8]) -> Option<(&str, &str, &str)> {
     Some((authzid, user, password))
 }
 
-/// A user name may not be empty or hold a control character (as in an `--auth-file`).
+/// A user name may not be empty or hold a character of the unsafe set (`escape::is_unsafe`:
+/// controls, line separators, bidi and invisible characters), as no name a client gives may.
 fn valid_user(user: &str) -> bool {
-    !user.is_empty() && !user.chars().any(char::is_control)
+    !user.is_empty() && !has_unsafe(user)
 }
 
 /// A LOGIN user name or password: UTF-8 without NUL.
