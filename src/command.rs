@@ -216,7 +216,7 @@ fn bdat(rest: &str) -> Result<Command, ParseError> {
     let mut words = rest.split(' ').filter(|w| !w.is_empty());
     let size = words
         .next()
-        .and_then(chunk_size)
+        .and_then(digits)
         .ok_or(ParseError::Syntax("expected BDAT <size> [LAST]"))?;
     let last = match words.next() {
         None => false,
@@ -229,11 +229,13 @@ fn bdat(rest: &str) -> Result<Command, ParseError> {
     Ok(Command::Bdat { size, last })
 }
 
-/// RFC 3030 §2: `chunk-size ::= 1*DIGIT`, leading zeros and all. A size too large for a `u64`
-/// is taken as `u64::MAX`, not refused: a refused BDAT's octets would be read as commands, and
-/// this one is read and discarded like any chunk over the size limit (no client sends that
-/// many octets, and the session's time limits end it).
-fn chunk_size(word: &str) -> Option<u64> {
+/// A size as RFC 3030 §2 (`chunk-size ::= 1*DIGIT`) and RFC 1870 §3 (`size-value ::=
+/// 1*20DIGIT`) write it: digits only, leading zeros and all; `None` for anything else (a sign
+/// too). A value too large for a `u64` is taken as `u64::MAX`, not refused: it is over every
+/// limit, which is the answer it gets (552 for SIZE; a BDAT chunk that size is read and
+/// discarded like any chunk over the limit, where refusing the command would have its octets
+/// read as commands, and the session's time limits end it).
+pub(crate) fn digits(word: &str) -> Option<u64> {
     if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

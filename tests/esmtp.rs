@@ -214,6 +214,11 @@ fn parameters_not_offered_are_555_and_bad_values_501() {
     c.expect("MAIL FROM:<a@b.test> ENVID=x", 555);
     c.expect("MAIL FROM:<a@b.test> BODY=BINARYMIME", 501);
     c.expect("MAIL FROM:<a@b.test> SIZE=-1", 501);
+    c.expect("MAIL FROM:<a@b.test> SIZE=+1", 501);
+    // RFC 1870 §3: size-value ::= 1*20DIGIT; one past a u64 is a size over the limit.
+    c.expect("MAIL FROM:<a@b.test> SIZE=99999999999999999999", 552);
+    c.expect("MAIL FROM:<a@b.test> SIZE=00000000000000000005", 250);
+    c.expect("RSET", 250);
     c.expect("MAIL FROM:<a@b.test> SMTPUTF8=1", 501);
     c.expect("MAIL FROM:<a@b.test> BODY=7BIT SIZE=5", 250);
     assert_eq!(

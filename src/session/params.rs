@@ -33,11 +33,11 @@ pub(crate) fn mail(
             return Err(not_recognized(param));
         }
         match (param.key.as_str(), param.value.as_deref()) {
-            ("SIZE", Some(v)) => match v.parse::<u64>() {
+            ("SIZE", Some(v)) => match crate::command::digits(v) {
                 // RFC 1870 §6.2: a declared size over the limit is refused at once.
-                Ok(n) if n > max_message_size => return Err(reply::MESSAGE_TOO_BIG),
-                Ok(_) => {}
-                Err(_) => return Err(bad_value(param)),
+                Some(n) if n > max_message_size => return Err(reply::MESSAGE_TOO_BIG),
+                Some(_) => {}
+                None => return Err(bad_value(param)),
             },
             // RFC 6152: both bodies are stored byte for byte. BINARYMIME is not offered: mbox
             // cannot keep a binary body exactly.
