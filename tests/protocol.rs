@@ -103,6 +103,19 @@ fn helo_ehlo_noop_rset_quit() {
     );
     assert_eq!(c.expect("NOOP", 250).text(), "2.0.0 OK");
     assert_eq!(c.expect("noop with an argument", 250).text(), "2.0.0 OK");
+    // A name is echoed only as a domain could be: ASCII (RFC 6531 §3.7.4.2) and at most 255
+    // octets, so the reply line stays within RFC 5321 §4.5.3.1.5's 512. Either is still taken.
+    let long = "a".repeat(505);
+    for name in ["h\u{e9}.test", long.as_str()] {
+        let ehlo = c.expect(&format!("EHLO {name}"), 250);
+        assert_eq!(ehlo.lines[0], "mx.test Hello", "{name}");
+        let helo = c.expect(&format!("HELO {name}"), 250);
+        assert_eq!(helo.lines, ["mx.test Hello"], "{name}");
+    }
+    let name = "a".repeat(255);
+    let helo = c.expect(&format!("HELO {name}"), 250);
+    assert_eq!(helo.lines, [format!("mx.test Hello {name}")]);
+    c.expect("EHLO client.test", 250);
     c.expect("MAIL FROM:<a@b.test>", 250);
     c.expect("RSET", 250);
     // RSET ended the transaction but kept the EHLO.

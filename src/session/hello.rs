@@ -10,6 +10,9 @@ use crate::command::{self, Address};
 use crate::fail::{Fault, Stage};
 use crate::reply::{self, Reply, decimal};
 
+/// The longest HELO/EHLO name repeated in the reply: a domain's 255 octets.
+const MAX_ECHOED_NAME: usize = 255;
+
 impl Session {
     /// The 221 to QUIT, and the end of the session.
     pub(super) fn quit(&self) -> (State, Action) {
@@ -44,8 +47,15 @@ impl Session {
                 + EXTENSIONS.iter().map(|e| e.len() + 20).sum::<usize>(),
         );
         text.push_str(hostname);
-        text.push_str(" Hello ");
-        text.push_str(&name);
+        // The client's name is echoed only as a domain can be: ASCII (RFC 6531 §3.7.4.2: no
+        // UTF-8 in replies) and at most 255 octets (RFC 1035 §2.3.4), which keeps the line
+        // under RFC 5321 §4.5.3.1.5's 512. Any other name is taken, but not repeated.
+        if name.is_ascii() && name.len() <= MAX_ECHOED_NAME {
+            text.push_str(" Hello ");
+            text.push_str(&name);
+        } else {
+            text.push_str(" Hello");
+        }
         if extended {
             text.push_str(EXTENSIONS[0]);
             text.push_str(decimal(self.config.max_message_size, 1, &mut [0; 20]));
