@@ -390,6 +390,40 @@ fn aliases_251_forward_and_551_not_local() {
     assert!(server.mbox_text("brown").contains("\tfor <fwd@mx.test>; "));
 }
 
+/// RFC 6531 §3.7.4.1: without SMTPUTF8, no 251 or 551 names a non-ASCII mailbox; they become
+/// 250 and 550. With it, they name it.
+#[test]
+fn a_251_or_551_names_a_non_ascii_mailbox_only_under_smtputf8() {
+    let server = TestServer::with(|c| {
+        c.domains = vec!["mx.test".into(), "other.test".into()];
+        c.aliases = vec![
+            ("fwd".into(), vec!["j\u{f6}rg@other.test".into()]),
+            ("away".into(), vec!["j\u{f6}rg@elsewhere.example".into()]),
+        ];
+    });
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    assert_eq!(
+        c.expect("RCPT TO:<fwd@mx.test>", 250).text(),
+        "2.1.5 Recipient OK"
+    );
+    let r = c.expect("RCPT TO:<away@mx.test>", 550);
+    assert_eq!(r.text(), "5.1.6 User not local");
+    c.expect("RSET", 250);
+    c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
+    let r = c.expect("RCPT TO:<fwd@mx.test>", 251);
+    assert_eq!(
+        r.text(),
+        "2.1.5 User not local; will forward to <j\u{f6}rg@other.test>"
+    );
+    let r = c.expect("RCPT TO:<away@mx.test>", 551);
+    assert_eq!(
+        r.text(),
+        "5.1.6 User not local; please try <j\u{f6}rg@elsewhere.example>"
+    );
+}
+
 #[test]
 fn message_too_big_552_declared_and_during_data() {
     let server = TestServer::with(|c| c.max_message_size = 1000);

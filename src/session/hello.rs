@@ -137,11 +137,27 @@ impl Session {
             // RFC 5321 §4.5.3.1.10: too many recipients is a temporary 452.
             return Err(reply::TOO_MANY_RECIPIENTS);
         }
-        let route = self.config.directory.route(to)?;
+        let route = self
+            .config
+            .directory
+            .route(to)
+            .map_err(|r| ascii(r, tx.utf8))?;
         tx.recipients.push(Recipient {
             address: to.to_string(),
             mailboxes: route.mailboxes,
         });
-        Ok(route.reply)
+        Ok(ascii(route.reply, tx.utf8))
+    }
+}
+
+/// RFC 6531 §3.7.4.1: a server "MUST NOT return a 251 or 551 response containing a non-ASCII
+/// mailbox" to a transaction without SMTPUTF8; it turns them into 250 and 550, which name no
+/// mailbox. Every other reply passes unchanged.
+fn ascii(reply: Reply, utf8: bool) -> Reply {
+    match reply.code {
+        _ if utf8 || reply.text.is_ascii() => reply,
+        251 => reply::OK_RECIPIENT,
+        551 => Reply::new(550, "5.1.6", "User not local"),
+        _ => reply,
     }
 }
