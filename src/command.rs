@@ -72,8 +72,16 @@ pub(crate) enum Command {
         last: bool,
     },
     Rset,
-    Vrfy(String),
-    Expn(String),
+    /// VRFY's string, and whether RFC 6531 §3.7.4.2's `SMTPUTF8` followed it.
+    Vrfy {
+        arg: String,
+        utf8: bool,
+    },
+    /// EXPN's string, and whether `SMTPUTF8` followed it.
+    Expn {
+        arg: String,
+        utf8: bool,
+    },
     Help(Option<String>),
     Noop,
     Quit,
@@ -170,8 +178,14 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"DATA" => no_args(Command::Data),
         b"BDAT" => bdat(rest),
         b"RSET" => no_args(Command::Rset),
-        b"VRFY" => Ok(Command::Vrfy(required("expected VRFY <user>")?)),
-        b"EXPN" => Ok(Command::Expn(required("expected EXPN <list>")?)),
+        b"VRFY" => {
+            let (arg, utf8) = lookup(required("expected VRFY <user>")?);
+            Ok(Command::Vrfy { arg, utf8 })
+        }
+        b"EXPN" => {
+            let (arg, utf8) = lookup(required("expected EXPN <list>")?);
+            Ok(Command::Expn { arg, utf8 })
+        }
         b"HELP" => Ok(Command::Help((!rest.is_empty()).then(|| rest.to_string()))),
         // NOOP may carry a string, which is ignored (RFC 5321 §4.1.1.9).
         b"NOOP" => Ok(Command::Noop),
@@ -227,6 +241,18 @@ fn bdat(rest: &str) -> Result<Command, ParseError> {
         return Err(ParseError::Syntax("expected BDAT <size> [LAST]"));
     }
     Ok(Command::Bdat { size, last })
+}
+
+/// A VRFY or EXPN argument split from RFC 6531 §3.7.4.2's optional `SMTPUTF8` after it (`vrfy
+/// = "VRFY" SP String [ SP "SMTPUTF8" ]`), which allows UTF-8 in the reply. A lone `SMTPUTF8`
+/// is the string itself.
+fn lookup(arg: String) -> (String, bool) {
+    match arg.rsplit_once(' ') {
+        Some((rest, last)) if last.eq_ignore_ascii_case("SMTPUTF8") && !rest.trim().is_empty() => {
+            (rest.trim_end().to_string(), true)
+        }
+        _ => (arg, false),
+    }
 }
 
 /// A size as RFC 3030 §2 (`chunk-size ::= 1*DIGIT`) and RFC 1870 §3 (`size-value ::=

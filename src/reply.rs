@@ -253,6 +253,13 @@ pub(crate) const FIRST_LINE_FOLDS: Reply = Reply::fixed(
 );
 pub(crate) const RELAY_DENIED: Reply = Reply::fixed(550, "5.7.1", "Relaying denied");
 pub(crate) const NOT_A_LIST: Reply = Reply::fixed(550, "5.1.1", "Not a mailing list here");
+/// RFC 6531 §3.7.4.2 and §3.8: a VRFY or EXPN answer that needs UTF-8, to a client that did not
+/// give `SMTPUTF8`.
+pub(crate) const UTF8_REPLY_NOT_ALLOWED: Reply = Reply::fixed(
+    550,
+    "5.6.8",
+    "The answer needs UTF-8; ask again with SMTPUTF8",
+);
 pub(crate) const MESSAGE_TOO_BIG: Reply = Reply::fixed(
     552,
     "5.3.4",

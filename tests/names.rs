@@ -217,9 +217,12 @@ fn a_configured_user_meets_every_spelling_of_its_name() {
         finish(&mut c, true);
     }
     assert_eq!(
-        c.cmd("VRFY jose\u{301}").text(),
+        c.cmd("VRFY jose\u{301} SMTPUTF8").text(),
         "2.1.5 <jos\u{e9}@mx.test>"
     );
+    // Without SMTPUTF8 the client did not allow UTF-8 in the reply (RFC 6531 §3.7.4.2).
+    let r = c.cmd("VRFY jose\u{301}");
+    assert_eq!((r.code, r.text().get(..6)), (550, Some("5.6.8 ")), "{r:?}");
     assert_eq!(files(&server), set(&["jos\u{e9}"]));
 }
 

@@ -161,6 +161,12 @@ fn vrfy_and_expn() {
     let expn = c.expect("EXPN staff", 250);
     assert_eq!(expn.lines, ["<jones@mx.test>", "<brown@mx.test>"]);
     c.expect("EXPN jones", 550);
+    // RFC 6531 §3.7.4.2: the SMTPUTF8 a client such as curl adds changes nothing for ASCII.
+    let r = c.expect("VRFY Jones SMTPUTF8", 250);
+    assert_eq!(r.text(), "<jones@mx.test>");
+    let expn = c.expect("EXPN staff SMTPUTF8", 250);
+    assert_eq!(expn.lines, ["<jones@mx.test>", "<brown@mx.test>"]);
+    c.expect("VRFY green SMTPUTF8", 550);
 
     let catch_all = TestServer::start();
     let mut c = catch_all.client();

@@ -146,8 +146,24 @@ fn simple_verbs() {
     assert_eq!(parse(b"NOOP anything"), Ok(Command::Noop));
     assert_eq!(parse(b"HELP"), Ok(Command::Help(None)));
     assert_eq!(parse(b"HELP mail"), Ok(Command::Help(Some("mail".into()))));
-    assert_eq!(parse(b"VRFY Smith"), Ok(Command::Vrfy("Smith".into())));
-    assert_eq!(parse(b"EXPN staff"), Ok(Command::Expn("staff".into())));
+    let vrfy = |arg: &str, utf8| {
+        Ok(Command::Vrfy {
+            arg: arg.into(),
+            utf8,
+        })
+    };
+    assert_eq!(parse(b"VRFY Smith"), vrfy("Smith", false));
+    // RFC 6531 §3.7.4.2: an optional SMTPUTF8 after the string.
+    assert_eq!(parse(b"VRFY Smith smtputf8"), vrfy("Smith", true));
+    assert_eq!(parse(b"VRFY J. Smith SMTPUTF8"), vrfy("J. Smith", true));
+    assert_eq!(parse(b"VRFY SMTPUTF8"), vrfy("SMTPUTF8", false));
+    assert_eq!(
+        parse(b"EXPN staff SMTPUTF8"),
+        Ok(Command::Expn {
+            arg: "staff".into(),
+            utf8: true
+        })
+    );
     assert!(matches!(parse(b"VRFY"), Err(ParseError::Syntax(_))));
     assert!(matches!(parse(b"DATA now"), Err(ParseError::Syntax(_))));
     assert!(matches!(parse(b"QUIT now"), Err(ParseError::Syntax(_))));

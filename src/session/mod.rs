@@ -24,6 +24,7 @@ mod message_tests;
 #[cfg(test)]
 mod names_tests;
 mod params;
+
 #[cfg(test)]
 mod tests;
 
@@ -313,12 +314,12 @@ impl Session {
                 let r = help::help(topic.as_deref());
                 self.answer(state, r)
             }
-            (state, Input::Command(C::Vrfy(arg))) => {
-                let r = self.config.directory.vrfy(&arg);
+            (state, Input::Command(C::Vrfy { arg, utf8 })) => {
+                let r = ascii_unless(utf8, self.config.directory.vrfy(&arg));
                 self.answer(state, r)
             }
-            (state, Input::Command(C::Expn(arg))) => {
-                let r = self.config.directory.expn(&arg);
+            (state, Input::Command(C::Expn { arg, utf8 })) => {
+                let r = ascii_unless(utf8, self.config.directory.expn(&arg));
                 self.answer(state, r)
             }
             (_, Input::Command(C::Quit)) => self.quit(),
@@ -564,5 +565,15 @@ fn parse_line(line: &[u8]) -> Input<'_> {
         Err(ParseError::Syntax(why)) => {
             Input::Invalid(Reply::new(501, "5.5.4", format!("Syntax error: {why}")))
         }
+    }
+}
+
+/// RFC 6531 §3.7.4.2: a VRFY or EXPN reply holds UTF-8 only if the client allowed it with
+/// `SMTPUTF8`; otherwise the answer, known but not sendable, is `550 5.6.8`.
+fn ascii_unless(utf8: bool, r: Reply) -> Reply {
+    if utf8 || r.text.is_ascii() {
+        r
+    } else {
+        reply::UTF8_REPLY_NOT_ALLOWED
     }
 }
