@@ -151,7 +151,11 @@ pub(crate) const INSUFFICIENT_STORAGE: Reply = Reply::fixed(
 // 5xx: permanent failures.
 pub(crate) const UNKNOWN_COMMAND: Reply =
     Reply::fixed(500, "5.5.1", "Syntax error, command unrecognized");
-pub(crate) const LINE_TOO_LONG: Reply = Reply::fixed(500, "5.5.6", "Line too long");
+/// A command line over its limit: a syntax error (RFC 3463 X.5.2).
+pub(crate) const LINE_TOO_LONG: Reply = Reply::fixed(500, "5.5.2", "Line too long");
+/// An AUTH response line over its limit, as RFC 4954 §6 words it (X.5.6 is registered for it).
+pub(crate) const AUTH_LINE_TOO_LONG: Reply =
+    Reply::fixed(500, "5.5.6", "Authentication Exchange line is too long");
 pub(crate) const BARE_LF: Reply = Reply::fixed(
     500,
     "5.5.2",

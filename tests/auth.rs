@@ -102,14 +102,18 @@ fn a_mail_line_may_be_500_octets_longer_for_its_auth_parameter() {
     c.expect(&line(1012), 250);
     c.expect("RSET", 250);
     let r = c.expect(&format!("{}B", line(1012)), 500);
-    assert_eq!(r.text(), "5.5.6 Line too long", "{r:?}");
+    assert_eq!(r.text(), "5.5.2 Line too long", "{r:?}");
     let mut rcpt = String::from("RCPT TO:<jones@mx.test> X=");
     rcpt.push_str(&"y".repeat(513 - 2 - rcpt.len()));
     c.expect(&rcpt, 500);
     // An AUTH response line has its own limit, also one that begins with the letters MAIL.
     c.expect("AUTH PLAIN", 334);
     let r = c.expect(&format!("MAIL{}", "A".repeat(1026 - 2 - 4 + 1)), 500);
-    assert_eq!(r.text(), "5.5.6 Line too long", "{r:?}");
+    assert_eq!(
+        r.text(),
+        "5.5.6 Authentication Exchange line is too long",
+        "{r:?}"
+    );
     let r = c.send_mail("a@b.test", &["jones@mx.test"], "Subject: x\r\n\r\nx\r\n");
     assert_eq!(r.code, 250, "{r:?}");
 }
@@ -505,7 +509,11 @@ fn plain_takes_the_longest_response_its_rfc_allows() {
     let mut c = ehlo(&server);
     c.expect("AUTH PLAIN", 334);
     let r = c.expect(&format!("{response}A"), 500);
-    assert_eq!(r.text(), "5.5.6 Line too long", "{r:?}");
+    assert_eq!(
+        r.text(),
+        "5.5.6 Authentication Exchange line is too long",
+        "{r:?}"
+    );
     c.expect("NOOP", 250);
 }
 

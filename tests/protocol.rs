@@ -307,7 +307,7 @@ fn a_line_over_512_octets_is_500_and_the_session_goes_on() {
     let mut c = server.client();
     c.expect("EHLO client.test", 250);
     let long = format!("NOOP {}", "x".repeat(5000));
-    assert_eq!(c.expect(&long, 500).text(), "5.5.6 Line too long");
+    assert_eq!(c.expect(&long, 500).text(), "5.5.2 Line too long");
     // Exactly at the limit (510 + CRLF) is still a command.
     let edge = format!("NOOP {}", "y".repeat(505));
     assert_eq!(edge.len() + 2, 512);

@@ -267,6 +267,9 @@ impl Session {
         let input = match frame {
             Frame::Command(line) if matches!(self.state, State::Auth(..)) => Input::Response(line),
             Frame::Command(line) => parse_line(line),
+            Frame::TooLong if matches!(self.state, State::Auth(..)) => {
+                Input::Invalid(reply::AUTH_LINE_TOO_LONG)
+            }
             Frame::TooLong => Input::Invalid(reply::LINE_TOO_LONG),
             Frame::Text(text) => Input::Text(text),
             Frame::Chunk(octets) => Input::Octets(octets),
