@@ -288,6 +288,9 @@ fn path_and_params(s: &str) -> Result<(Option<Address>, Vec<Param>), ParseError>
             .and_then(|end| inner.split_at_checked(end))
             .ok_or(ParseError::Syntax("unterminated <path>"))?;
         (path, rest.strip_prefix('>').unwrap_or(rest))
+    } else if s.is_empty() {
+        // RFC 5321 §4.1.2: the null path is `<>`; nothing at all is no path.
+        return Err(ParseError::Syntax("expected a <path>, or <> for none"));
     } else {
         // Lenient: a bare address without angle brackets, as many test clients send.
         s.find(' ')

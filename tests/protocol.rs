@@ -320,6 +320,9 @@ fn recipients_550_relay_553_unsafe_and_postmaster() {
     let server = TestServer::with(|c| c.users = users(&["jones"]));
     let mut c = server.client();
     c.expect("EHLO client.test", 250);
+    // No path at all is a syntax error, not the null path (RFC 5321 §4.1.2), and starts nothing.
+    c.expect("MAIL FROM:", 501);
+    c.expect("RCPT TO:<jones@mx.test>", 503);
     c.expect("MAIL FROM:<>", 250);
     assert_eq!(
         c.expect("RCPT TO:<green@mx.test>", 550).text(),

@@ -44,6 +44,14 @@ fn mail_forms() {
             params: vec![]
         })
     );
+    // No path at all is not the null path (RFC 5321 §4.1.2), nor is a bare RCPT TO:.
+    for bare in [&b"MAIL FROM:"[..], b"MAIL FROM:   ", b"RCPT TO:"] {
+        assert!(
+            matches!(parse(bare), Err(ParseError::Syntax(_))),
+            "{:?}",
+            String::from_utf8_lossy(bare)
+        );
+    }
     assert!(matches!(
         parse(b"SOML FROM:<a@b>"),
         Ok(Command::Mail {
