@@ -62,7 +62,7 @@ usage: mboxd [options]
   --auth-accept-any        offer AUTH PLAIN LOGIN and accept any credentials (tests only: no TLS)
   --auth-file FILE         offer AUTH PLAIN LOGIN for the `user:password` lines of FILE (repeatable;
                            # comment lines); wrong credentials get 535 (tests only: no TLS)
-  --auth-required          MAIL before a successful AUTH gets 530 5.7.0
+  --auth-required          MAIL, VRFY, EXPN, HELP before a successful AUTH get 530 5.7.0
   --fail RULE              fail on purpose (repeatable): STAGE[:PATTERN]=ACTION[,count=N][,p=P],
                            STAGE connect|helo|mail|rcpt|data|data-end, PATTERN a glob with *,
                            ACTION a 4xx/5xx code with optional text, drop, or delay:500ms|5s

@@ -104,7 +104,8 @@ pub struct Config {
     /// configured with credentials. There is no TLS here, so passwords cross the connection in
     /// the clear: for tests only. Default [`Auth::Off`]: AUTH is neither offered nor accepted.
     pub auth: Auth,
-    /// MAIL before a successful AUTH gets `530 5.7.0` (RFC 4954 §6). Only useful with `auth`
+    /// MAIL, VRFY, EXPN and HELP before a successful AUTH get `530 5.7.0` (RFC 4954 §6: every
+    /// command but AUTH, EHLO, HELO, NOOP, RSET and QUIT). Only useful with `auth`
     /// on: with [`Auth::Off`] no client could ever send ([`crate::Server::start`] refuses that).
     /// Default false.
     pub auth_required: bool,
@@ -365,7 +366,8 @@ impl Config {
         self
     }
 
-    /// With `true`, MAIL before a successful AUTH gets `530 5.7.0` (see [`Config::auth_required`]).
+    /// With `true`, MAIL, VRFY, EXPN and HELP before a successful AUTH get `530 5.7.0` (see
+    /// [`Config::auth_required`]).
     pub fn auth_required(mut self, required: bool) -> Self {
         self.auth_required = required;
         self

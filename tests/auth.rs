@@ -194,9 +194,18 @@ fn required_refuses_mail_with_530_until_auth() {
     let mut c = ehlo(&server);
     let r = c.expect("MAIL FROM:<a@b.test>", 530);
     assert_eq!(r.lines, ["5.7.0 Authentication required"]);
+    // RFC 4954 §6: every command but AUTH, EHLO, HELO, NOOP, RSET and QUIT.
+    for line in ["VRFY jones", "EXPN jones", "HELP"] {
+        let r = c.expect(line, 530);
+        assert_eq!(r.lines, ["5.7.0 Authentication required"], "{line}");
+    }
+    c.expect("NOOP", 250);
+    c.expect("RSET", 250);
     c.expect(&format!("AUTH PLAIN {JONES_WRONG}"), 535);
     c.expect("MAIL FROM:<a@b.test>", 530);
     c.expect(&format!("AUTH PLAIN {JONES_PLAIN}"), 235);
+    // After AUTH, VRFY answers (252: this server is catch-all).
+    c.expect("VRFY jones", 252);
     send(&mut c, "a@b.test");
     // HELO then MAIL: no AUTH is possible, so no mail.
     let mut c = server.client();

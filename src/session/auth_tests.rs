@@ -224,7 +224,16 @@ fn auth_is_legal_after_ehlo_outside_a_transaction_once() {
 #[test]
 fn auth_required_refuses_mail_until_auth() {
     let mut s = session(users(), true);
+    // RFC 4954 §6: VRFY, EXPN and HELP too, before EHLO as after it; NOOP and RSET pass.
+    for line in ["HELP", "VRFY jones", "EXPN staff"] {
+        assert_eq!(code(&mut s, line), 530, "{line}");
+    }
     code(&mut s, "EHLO c.test");
+    for line in ["HELP MAIL", "VRFY jones", "EXPN staff"] {
+        assert_eq!(code(&mut s, line), 530, "{line}");
+    }
+    assert_eq!(code(&mut s, "NOOP"), 250);
+    assert_eq!(code(&mut s, "RSET"), 250);
     assert_eq!(
         say(&mut s, "MAIL FROM:<a@b.test>"),
         (530, "5.7.0", "Authentication required".into())
@@ -232,6 +241,7 @@ fn auth_required_refuses_mail_until_auth() {
     assert_eq!(code(&mut s, "AUTH PLAIN AGpvbmVzAHdyb25n"), 535);
     assert_eq!(code(&mut s, "MAIL FROM:<a@b.test>"), 530);
     assert_eq!(code(&mut s, "AUTH PLAIN AGpvbmVzAHMzY3JldA=="), 235);
+    assert_eq!(code(&mut s, "HELP"), 211);
     assert_eq!(
         deliver(&mut s, "MAIL FROM:<a@b.test>"),
         (Protocol::EsmtpA, Some("jones".into()))

@@ -311,6 +311,14 @@ impl Session {
             // Lines that are not commands.
             (state, Input::Invalid(r)) => self.refuse(state, r),
 
+            // RFC 4954 §6: under --auth-required, 530 "SHOULD be returned by any command other
+            // than AUTH, EHLO, HELO, NOOP, RSET, or QUIT" until AUTH succeeds: VRFY, EXPN and
+            // HELP here, MAIL below (RCPT, DATA and BDAT cannot come before MAIL).
+            (
+                state @ (S::Greeted | S::Ready(Hello { user: None, .. })),
+                Input::Command(C::Vrfy { .. } | C::Expn { .. } | C::Help(_)),
+            ) if self.config.auth.required => self.refuse(state, reply::AUTH_REQUIRED),
+
             // Commands legal in every state.
             (state, Input::Command(C::Noop)) => (state, Action::Reply(reply::OK_NOOP)),
             (state, Input::Command(C::Help(topic))) => {
