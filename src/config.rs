@@ -29,7 +29,8 @@ use crate::names::mailbox_name;
 pub struct Config {
     /// Addresses to listen on; port 0 picks a free port. Default `127.0.0.1:2525`.
     pub listen: Vec<SocketAddr>,
-    /// This server's name, in the greeting and the `Received:` headers. Default: the system's.
+    /// This server's name, in the greeting and the `Received:` headers: at most 255 octets and
+    /// no white space ([`crate::Server::start`] refuses others). Default: the system's.
     pub hostname: String,
     /// Where the mbox files are. Default `./mail`, created if missing.
     pub mail_dir: PathBuf,
@@ -242,7 +243,12 @@ impl Config {
                 "at least one address, one worker and one recipient are needed".into(),
             ));
         }
-        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+        // RFC 1035 §2.3.4: a name is at most 255 octets, which also keeps the server's own
+        // greeting and HELO/EHLO lines within RFC 5321 §4.5.3.1.5's 512.
+        if self.hostname.is_empty()
+            || self.hostname.len() > 255
+            || self.hostname.contains(char::is_whitespace)
+        {
             return Err(ConfigError(format!(
                 "hostname {:?} (--hostname) is not usable",
                 self.hostname

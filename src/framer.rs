@@ -3,12 +3,13 @@
 //! It exists so the byte-level boundaries of the protocol are decided in one pure place that
 //! the server and the fuzz targets both run: a command line ends at LF and may be at most 512
 //! octets (RFC 5321 §4.5.3.1.4), a MAIL line 1 012 (RFC 4954 §3) and an AUTH response line
-//! 1 026 (RFC 4954 §4), and the rest of a longer one is discarded; message text is handed on a line at a time (or in bounded pieces of a longer
-//! line), and a BDAT chunk is exactly the number of octets its command announced (RFC 3030 §2).
-//! In the style of httparse, [`Framer::frame`] looks at the bytes buffered so far and answers
-//! [`Status::Complete`] with one frame and the number of bytes it used, or [`Status::Partial`]
-//! when it needs more input. What the next unit is (a command, an AUTH response line, text or
-//! chunk bytes) is the session's state, passed in as a [`Mode`].
+//! 1 026 (RFC 4954 §4), and the rest of a longer one is discarded; message text is handed on a
+//! line at a time (or in bounded pieces of a longer line), and a BDAT chunk is exactly the
+//! number of octets its command announced (RFC 3030 §2). In the style of httparse,
+//! [`Framer::frame`] looks at the bytes buffered so far and answers [`Status::Complete`] with
+//! one frame and the number of bytes it used, or [`Status::Partial`] when it needs more input.
+//! What the next unit is (a command, an AUTH response line, text or chunk bytes) is the
+//! session's state, passed in as a [`Mode`].
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;

@@ -380,8 +380,11 @@ mod tests {
         let before = temp_dirs();
         let err = Server::start(Config::for_tests().workers(0)).unwrap_err();
         assert!(matches!(err, StartError::Config(_)), "{err}");
-        let err = Server::start(Config::for_tests().hostname("two words")).unwrap_err();
-        assert!(err.to_string().contains("hostname"), "{err}");
+        for bad in ["two words".to_string(), "h".repeat(256)] {
+            let err = Server::start(Config::for_tests().hostname(bad)).unwrap_err();
+            assert!(err.to_string().contains("hostname"), "{err}");
+        }
+        Server::start(Config::for_tests().hostname("h".repeat(255))).unwrap();
         // Times that would overflow an `Instant`, or make a socket timeout of zero.
         let forever = Duration::MAX;
         for config in [

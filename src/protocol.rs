@@ -2,14 +2,15 @@
 //!
 //! It exists so the connection loop and the fuzz targets run exactly the same code. A
 //! [`Protocol`] owns a bounded input buffer (512 bytes until the first message or a longer MAIL
-//! line or AUTH response, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only copies socket bytes
-//! into [`Protocol::space`], calls [`Protocol::poll`], writes [`Protocol::output`] when told,
-//! and carries out deliveries. Replies to a pipelined group of commands pile up in the output
-//! until the next step would wait for the client: that is the one moment `poll` returns
-//! [`Event::NeedInput`], and so the one moment replies are written (RFC 2920 §3.1: batch
-//! replies, but never hold them while waiting for input). The output is also written before a
-//! `--fail` delay ([`Event::Delay`]), a wait of the server's own, and before a message is handed
-//! over ([`Event::Deliver`]), whose verdict the writer then sends itself.
+//! line or AUTH response, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only
+//! copies socket bytes into [`Protocol::space`], calls [`Protocol::poll`], writes
+//! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
+//! commands pile up in the output until the next step would wait for the client: that is the
+//! one moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
+//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input). The output is
+//! also written before a `--fail` delay ([`Event::Delay`]), a wait of the server's own, and
+//! before a message is handed over ([`Event::Deliver`]), whose verdict the writer then sends
+//! itself.
 
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ pub(crate) const INPUT_BUFFER: usize = 2 * TEXT_PIECE;
 /// command frame other than MAIL completes within [`MAX_COMMAND_LINE`] bytes, so a buffer that
 /// size has room for the rest of a partial one; a partial MAIL line or AUTH response that fills
 /// it (one longer than 512 octets, see [`MAX_MAIL_LINE`](crate::framer::MAX_MAIL_LINE) and
-/// [`MAX_RESPONSE_LINE`](crate::framer::MAX_RESPONSE_LINE)) makes it grow to [`INPUT_BUFFER`]. 1 000 idle sessions that have sent no message then hold half a MiB of
+/// [`MAX_RESPONSE_LINE`](crate::framer::MAX_RESPONSE_LINE)) makes it grow to
+/// [`INPUT_BUFFER`]. 1 000 idle sessions that have sent no message then hold half a MiB of
 /// input buffers, not 8 MiB; a pipelined group longer than this before the first message takes
 /// a read more per 512 bytes.
 pub(crate) const COMMAND_BUFFER: usize = MAX_COMMAND_LINE;
@@ -85,8 +87,8 @@ impl Protocol {
     ///
     /// The buffer is allocated at the first read with [`COMMAND_BUFFER`] bytes, and grows to
     /// [`INPUT_BUFFER`] when the first message comes (large reads for large messages) or a MAIL
-    /// line or AUTH response fills it, where it stays: a session that never sends a message (most idle ones)
-    /// keeps only the small one.
+    /// line or AUTH response fills it, where it stays: a session that never sends a message
+    /// (most idle ones) keeps only the small one.
     /// It is not shrunk after each message: that would cost an allocation and the zeroing of
     /// 8 KiB per message (about 10% more instructions for 1 KiB messages, counted with
     /// callgrind).

@@ -12,6 +12,8 @@ use crate::reply::{self, Reply, decimal};
 
 /// The longest HELO/EHLO name repeated in the reply: a domain's 255 octets.
 const MAX_ECHOED_NAME: usize = 255;
+/// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, code and CRLF included.
+const MAX_REPLY_LINE: usize = 512;
 
 impl Session {
     /// The 221 to QUIT, and the end of the session.
@@ -48,9 +50,11 @@ impl Session {
         );
         text.push_str(hostname);
         // The client's name is echoed only as a domain can be: ASCII (RFC 6531 §3.7.4.2: no
-        // UTF-8 in replies) and at most 255 octets (RFC 1035 §2.3.4), which keeps the line
-        // under RFC 5321 §4.5.3.1.5's 512. Any other name is taken, but not repeated.
-        if name.is_ascii() && name.len() <= MAX_ECHOED_NAME {
+        // UTF-8 in replies) and at most 255 octets (RFC 1035 §2.3.4), and only if the line
+        // `250-<host> Hello <name>` with its CRLF keeps to RFC 5321 §4.5.3.1.5's 512. Any
+        // other name is taken, but not repeated.
+        let line = "250-".len() + hostname.len() + " Hello ".len() + name.len() + "\r\n".len();
+        if name.is_ascii() && name.len() <= MAX_ECHOED_NAME && line <= MAX_REPLY_LINE {
             text.push_str(" Hello ");
             text.push_str(&name);
         } else {

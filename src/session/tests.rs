@@ -188,6 +188,34 @@ fn ehlo_lists_extensions_and_turns_on_enhanced_codes() {
     assert!(s.enhanced());
 }
 
+/// The client's name is repeated only while `250-<host> Hello <name>` keeps to 512 octets with
+/// its CRLF (RFC 5321 §4.5.3.1.5), whatever the configured hostname's length.
+#[test]
+fn the_hello_line_never_passes_512_octets() {
+    let directory = Directory::new(&["mx.test".into()], None, &[]);
+    // 4 + host + 7 + 255 + 2 octets: 244 is the longest host that leaves room for the name.
+    for host_len in [7, 244, 245, 600] {
+        let host = "h".repeat(host_len);
+        let mut s = Session::new(
+            Arc::new(SessionConfig::for_tests(&host, directory.clone())),
+            "test".into(),
+        );
+        let name = "n".repeat(255);
+        let Action::Reply(r) = feed(&mut s, format!("EHLO {name}\r\n").as_bytes()) else {
+            panic!()
+        };
+        let first = r.text.lines().next().unwrap_or_default();
+        let echoed = first.ends_with(&name);
+        assert_eq!(echoed, host_len <= 244, "host of {host_len}");
+        if echoed {
+            assert_eq!(
+                "250-".len() + first.len() + "\r\n".len(),
+                512 - (244 - host_len)
+            );
+        }
+    }
+}
+
 #[test]
 fn mail_parameters() {
     let mut s = session(None);
