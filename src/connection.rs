@@ -151,19 +151,22 @@ impl Context {
         }
     }
 
-    /// Closes the session that has waited longest for a command, if one has waited at least
-    /// [`EVICTABLE_AFTER`]: it answers `421 4.3.2` and its worker is free for a newcomer.
+    /// Closes the session that has waited longest for a command (the oldest connection of those
+    /// tied), if one has waited at least [`EVICTABLE_AFTER`]: it answers `421 4.3.2` and its
+    /// worker is free for a newcomer.
     pub(crate) fn evict_idlest(&self) {
         let now = self.clock();
         let limit = EVICTABLE_AFTER.as_millis() as u64;
         let live = self.live();
+        // Idle times are in whole milliseconds, so two sessions can tie: the older connection
+        // (the lower number) goes first, not whichever the map yields last.
         let idlest = live
-            .values()
-            .filter(|conn| !conn.flags.evicted.load(Ordering::SeqCst))
-            .filter_map(|conn| Some((conn.flags.idle_for(now)?, conn)))
-            .filter(|(idle, _)| *idle >= limit)
-            .max_by_key(|(idle, _)| *idle);
-        if let Some((idle, conn)) = idlest {
+            .iter()
+            .filter(|(_, conn)| !conn.flags.evicted.load(Ordering::SeqCst))
+            .filter_map(|(&id, conn)| Some((conn.flags.idle_for(now)?, id, conn)))
+            .filter(|(idle, ..)| *idle >= limit)
+            .max_by_key(|&(idle, id, _)| (idle, std::cmp::Reverse(id)));
+        if let Some((idle, _, conn)) = idlest {
             log::info!("every worker busy: closing a session idle for {idle} ms to make room");
             conn.flags.evicted.store(true, Ordering::SeqCst);
             let _ = conn.stream.shutdown(Shutdown::Read);
