@@ -15,6 +15,8 @@
 mod auth;
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod bdat_tests;
 mod fault;
 mod hello;
 mod help;

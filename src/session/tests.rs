@@ -6,14 +6,14 @@ use crate::framer::Frame;
 use std::collections::BTreeSet;
 
 /// Feeds one line as the framer would: a command line, or text inside DATA.
-fn feed(s: &mut Session, line: &[u8]) -> Action {
+pub(super) fn feed(s: &mut Session, line: &[u8]) -> Action {
     match s.mode() {
         Mode::Text => s.handle(Frame::Text(line)),
         _ => s.handle(Frame::Command(line)),
     }
 }
 
-fn session(users: Option<&[&str]>) -> Session {
+pub(super) fn session(users: Option<&[&str]>) -> Session {
     let users: Option<BTreeSet<String>> = users.map(|u| u.iter().map(|s| s.to_string()).collect());
     let directory = Directory::new(
         &["bbn-unix.arpa".into()],
@@ -31,7 +31,7 @@ fn session(users: Option<&[&str]>) -> Session {
     )
 }
 
-fn code(action: &Action) -> u16 {
+pub(super) fn code(action: &Action) -> u16 {
     match action {
         Action::Reply(r) | Action::Close(r) => r.code,
         Action::Continue => 0,
@@ -40,7 +40,7 @@ fn code(action: &Action) -> u16 {
     }
 }
 
-fn codes(s: &mut Session, lines: &[&[u8]]) -> Vec<u16> {
+pub(super) fn codes(s: &mut Session, lines: &[&[u8]]) -> Vec<u16> {
     lines.iter().map(|l| code(&feed(s, l))).collect()
 }
 
@@ -369,79 +369,6 @@ fn smtputf8_is_needed_for_non_ascii_addresses() {
     };
     assert_eq!(env.recipients[0].0, "j\u{f6}rg");
     assert_eq!(env.protocol, Protocol::Utf8Smtp);
-}
-
-fn chunk(s: &mut Session, bytes: &[u8]) -> Action {
-    let mut last = Action::Continue;
-    for piece in bytes.chunks(3) {
-        assert!(matches!(s.mode(), Mode::Chunk(_)));
-        last = s.handle(Frame::Chunk(piece));
-    }
-    last
-}
-
-#[test]
-fn bdat_chunks_make_one_message() {
-    let mut s = session(None);
-    codes(
-        &mut s,
-        &[
-            b"EHLO x\r\n",
-            b"MAIL FROM:<a@b>\r\n",
-            b"RCPT TO:<a@bbn-unix.arpa>\r\n",
-        ],
-    );
-    assert_eq!(feed(&mut s, b"BDAT 7\r\n"), Action::Continue);
-    assert!(s.in_message());
-    assert_eq!(code(&chunk(&mut s, b"line\r\n.")), 250);
-    assert_eq!(s.mode(), Mode::Command);
-    assert_eq!(code(&feed(&mut s, b"DATA\r\n")), 503);
-    assert_eq!(feed(&mut s, b"BDAT 4 LAST\r\n"), Action::Continue);
-    let Action::Deliver(env) = chunk(&mut s, b"\r\n\r\n") else {
-        panic!("no delivery")
-    };
-    // No dot-stuffing in BDAT: the bytes are exactly what was counted.
-    assert_eq!((&env.body[..], env.size), (&b"line\n.\n\n\n"[..], 11));
-    assert!(matches!(s.state(), State::Ready(_)));
-}
-
-#[test]
-fn bdat_zero_last_and_refused_chunks_are_consumed() {
-    let mut s = session(None);
-    // Refused BDATs still consume their bytes, which never become commands.
-    assert_eq!(feed(&mut s, b"BDAT 6\r\n"), Action::Continue);
-    assert_eq!(code(&chunk(&mut s, b"QUIT\r\n")), 503);
-    codes(&mut s, &[b"HELO x\r\n"]);
-    assert_eq!(feed(&mut s, b"BDAT 1\r\n"), Action::Continue);
-    assert_eq!(code(&chunk(&mut s, b"x")), 503);
-    codes(&mut s, &[b"EHLO x\r\n", b"MAIL FROM:<a@b>\r\n"]);
-    assert_eq!(feed(&mut s, b"BDAT 1\r\n"), Action::Continue);
-    assert_eq!(code(&chunk(&mut s, b"x")), 503);
-    codes(&mut s, &[b"RCPT TO:<a@bbn-unix.arpa>\r\n"]);
-    let Action::Deliver(env) = feed(&mut s, b"BDAT 0 LAST\r\n") else {
-        panic!("no delivery")
-    };
-    assert_eq!((&env.body[..], env.size), (&b"\n"[..], 0));
-}
-
-#[test]
-fn bdat_over_the_size_limit_is_552_and_ends_the_transaction() {
-    let mut s = session(None);
-    codes(
-        &mut s,
-        &[
-            b"EHLO x\r\n",
-            b"MAIL FROM:<a@b>\r\n",
-            b"RCPT TO:<a@bbn-unix.arpa>\r\n",
-        ],
-    );
-    assert_eq!(feed(&mut s, b"BDAT 60\r\n"), Action::Continue);
-    assert_eq!(code(&chunk(&mut s, &[b'x'; 60])), 250);
-    assert_eq!(feed(&mut s, b"BDAT 60 LAST\r\n"), Action::Continue);
-    assert_eq!(code(&chunk(&mut s, &[b'y'; 60])), 552);
-    assert!(matches!(s.state(), State::Ready(_)));
-    assert_eq!(feed(&mut s, b"BDAT 2 LAST\r\n"), Action::Continue);
-    assert_eq!(code(&chunk(&mut s, b"zz")), 503);
 }
 
 /// Drives a fresh session into each state that takes commands, by a script of lines.
