@@ -199,7 +199,8 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
 fn domain_arg(rest: &str) -> Result<String, ParseError> {
     // RFC 5321 §4.1.1.1: the argument is a domain or an address literal. Any single token free of
     // unsafe characters (refused above) is taken: the server must not refuse a client for the
-    // name it gives (§4.1.4), but the name goes into the `Received:` header it writes.
+    // name it gives (§4.1.4), but the name goes into the `Received:` header it writes, its
+    // header syntax (`(`, `;`...) neutered there (`mbox::from_name`).
     if rest.is_empty() || rest.contains([' ', '\t']) {
         return Err(ParseError::Syntax("expected a domain name"));
     }

@@ -3,7 +3,9 @@
 //! separator, NEL, a C1 control, a bidi override or an invisible character is refused (501 for
 //! HELO/EHLO, 553 5.1.3 for an address), so nothing of it reaches `Received:`, `Return-Path:`
 //! or a file name; in catch-all mode the spellings of one name reach one mailbox file or are
-//! refused, never several files; an unquoted local part holding `@` is a syntax error (501).
+//! refused, never several files; an unquoted local part holding `@` is a syntax error (501). A
+//! HELO name or unquoted local part with header syntax in it (`(`, `;`...) is taken, but written
+//! in a header with `?` for it, or quoted.
 //! Each test checks the mail directory holds exactly the files it should.
 
 mod support;
@@ -78,6 +80,52 @@ fn ehlo_with_a_line_separator_is_501_and_cannot_reach_received() {
         "{entry}"
     );
     python_sees_only_mboxd_headers(&server, "jones", &["Return-Path", "Received", "Subject"]);
+}
+
+#[test]
+fn header_syntax_in_a_helo_name_or_local_part_cannot_hide_the_date_of_received() {
+    let server = TestServer::start();
+    // Each name is taken (250), but its `(`, `;`, `"` or `<` would open a comment that never
+    // closes, end the tokens before mboxd's date, or open a quoted string or an address.
+    for (helo, written) in [
+        ("a(", "a?"),
+        ("x;Mon,1Jan2001", "x?Mon,1Jan2001"),
+        ("\"q<r>", "?q?r?"),
+        ("[127.0.0.1]", "[127.0.0.1]"),
+    ] {
+        let mut c = server.client();
+        c.expect(&format!("EHLO {helo}"), 250);
+        let r = c.send_mail("a@b.test", &["jones@mx.test"], "Subject: s\r\n\r\nhi\r\n");
+        assert_eq!(r.code, 250, "{helo:?}");
+        c.expect("QUIT", 221);
+        let text = server.mbox_text("jones");
+        let entries = mbox_entries(&text);
+        let entry = entries.last().unwrap();
+        assert!(
+            entry.contains(&format!("Received: from {written} (127.0.0.1)\n\tby ")),
+            "{helo:?}: {entry}"
+        );
+    }
+    // The same characters in an unquoted local part: taken, and written as a quoted string,
+    // which RFC 5321 §4.1.2 asks for. The file is named by the local part as given.
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail(
+        "a(b;c@b.test",
+        &["jo(n;es@mx.test"],
+        "Subject: s\r\n\r\nhi\r\n",
+    );
+    assert_eq!(r.code, 250);
+    let text = server.mbox_text("jo(n;es");
+    let [entry] = &mbox_entries(&text)[..] else {
+        panic!("{text:?}")
+    };
+    assert!(entry.starts_with("From a(b;c@b.test "), "{entry}");
+    assert!(
+        entry.contains("Return-Path: <\"a(b;c\"@b.test>\n")
+            && entry.contains("\tfor <\"jo(n;es\"@mx.test>; "),
+        "{entry}"
+    );
 }
 
 /// Python's email package (which re-serialises U+2028 as a line break) sees exactly `headers`

@@ -17,6 +17,7 @@ mod reader;
 pub(crate) use body::{Body, Encoder, Refusal};
 pub use reader::{Header, Mailbox, Message, ParseError};
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the trace headers of one entry say.
@@ -50,6 +51,7 @@ pub(crate) fn now() -> i64 {
 /// The client's strings (the sender, the HELO name, the recipient) were refused by the parser
 /// and the session if they held an unsafe character (`escape::is_unsafe`: CR, LF, NEL, U+2028,
 /// bidi and invisible characters...), so none can start, fold or hide a header line here.
+/// The HELO name may still hold header syntax; [`from_name`] neuters it.
 pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
     debug_assert!(
         ![trace.sender.unwrap_or(""), trace.helo, recipient]
@@ -73,15 +75,16 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
         t.second,
         t.year
     );
-    out.push_str(&format!("Return-Path: <{}>\n", trace.sender.unwrap_or("")));
+    let sender = trace.sender.map_or(Cow::Borrowed(""), header_address);
+    out.push_str(&format!("Return-Path: <{sender}>\n"));
     out.push_str(&format!(
         "Received: from {} ({})\n\tby {} (mboxd) with {} id {}\n\tfor <{}>; {}, {:02} {} {} {:02}:{:02}:{:02} +0000\n",
-        trace.helo,
+        from_name(trace.helo),
         trace.peer,
         trace.hostname,
         trace.protocol,
         trace.id,
-        recipient,
+        header_address(recipient),
         t.weekday_name(),
         t.day,
         t.month_name(),
@@ -91,6 +94,64 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
         t.second
     ));
     out.into_bytes()
+}
+
+/// The HELO name as the `from` clause of `Received:` can hold it. The session takes any one
+/// word as the name (RFC 5321 §4.1.4: a server must not refuse a client for its name), but in
+/// an RFC 5322 header some characters carry structure: an unbalanced `(` would turn the rest of
+/// the header, its `by` clause and date included, into a comment; a `;` would end the tokens
+/// early, so the date read would be the client's; `"`, `<` and `\` open a quoted string, an
+/// address or a quoted pair. Each of `( ) < > \ " ; @`, and `[` or `]` unless the name is one
+/// bracketed address literal, is written as `?` (as Postfix's smtpd does with most of them). A
+/// domain or address literal (RFC 5321 §4.1.3) holds none of them and is written as presented.
+fn from_name(helo: &str) -> Cow<'_, str> {
+    let literal = helo
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|inner| !inner.contains(['[', ']']));
+    let structural = |c: char| {
+        matches!(c, '(' | ')' | '<' | '>' | '\\' | '"' | ';' | '@')
+            || (!literal && matches!(c, '[' | ']'))
+    };
+    if helo.contains(structural) {
+        Cow::Owned(
+            helo.chars()
+                .map(|c| if structural(c) { '?' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(helo)
+    }
+}
+
+/// An address as `Return-Path:` and `Received:` can hold it. The session takes an unquoted local
+/// part with any character but space, `<`, `>` and a second `@`, but RFC 5321 §4.1.2 allows only
+/// atext and dots there (RFC 5322 §3.2.3): the others carry structure in a header (`(` opens a
+/// comment, `;` ends `Received:`'s tokens before its date). A local part holding one is written
+/// as the quoted string RFC 5321 asks for (`"a(b"@example.com`, each `"` and `\\` escaped),
+/// which names the same mailbox; any other address, a quoted local part included, as given.
+fn header_address(address: &str) -> Cow<'_, str> {
+    if address.starts_with('"') {
+        return Cow::Borrowed(address);
+    }
+    let (local, domain) = address.split_at(address.rfind('@').unwrap_or(address.len()));
+    let atext = |c: char| {
+        c.is_ascii_alphanumeric() || c == '.' || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+    };
+    if local.chars().all(atext) {
+        return Cow::Borrowed(address);
+    }
+    let mut quoted = String::with_capacity(address.len() + 4);
+    quoted.push('"');
+    for c in local.chars() {
+        if matches!(c, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted.push_str(domain);
+    Cow::Owned(quoted)
 }
 
 /// A UTC calendar time, computed without a date library.
@@ -179,6 +240,63 @@ mod tests {
              \tby BBN-UNIX.ARPA (mboxd) with SMTP id 1a\n\
              \tfor <Jones@BBN-UNIX.ARPA>; Sun, 22 Nov 2026 07:33:49 +0000\n"
         );
+    }
+
+    #[test]
+    fn a_helo_name_cannot_change_the_structure_of_received() {
+        for (helo, written) in [
+            ("client.test", "client.test"),
+            ("[127.0.0.1]", "[127.0.0.1]"),
+            ("[IPv6:::1]", "[IPv6:::1]"),
+            ("my_host-1", "my_host-1"),
+            ("b\u{fc}cher.test", "b\u{fc}cher.test"),
+            // A comment never closed: the `by` clause and the date would be in it.
+            ("a(", "a?"),
+            ("a)(b", "a??b"),
+            // A `;` ends the tokens: what follows would be read as the date.
+            ("x;Mon,1Jan2001", "x?Mon,1Jan2001"),
+            ("\"q", "?q"),
+            ("<a@b>", "?a?b?"),
+            ("a\\", "a?"),
+            ("[1.2.3.4", "?1.2.3.4"),
+            ("a]", "a?"),
+            ("[a][b]", "?a??b?"),
+            ("[]", "[]"),
+        ] {
+            let mut t = trace(None);
+            t.helo = helo;
+            let h = String::from_utf8(header(&t, "a@b")).unwrap();
+            let line = h.lines().nth(2).unwrap();
+            assert_eq!(
+                line,
+                format!("Received: from {written} (127.0.0.1)"),
+                "{helo:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_local_part_with_header_syntax_is_written_quoted() {
+        for (address, written) in [
+            ("jones@mx.test", "jones@mx.test"),
+            ("first.last+tag@mx.test", "first.last+tag@mx.test"),
+            ("a..b@mx.test", "a..b@mx.test"),
+            ("j\u{f6}rg@mx.test", "j\u{f6}rg@mx.test"),
+            ("postmaster", "postmaster"),
+            ("\"a b\"@mx.test", "\"a b\"@mx.test"),
+            ("jo(n;es@mx.test", "\"jo(n;es\"@mx.test"),
+            ("a\\b\"c@mx.test", "\"a\\\\b\\\"c\"@mx.test"),
+            ("x;y", "\"x;y\""),
+            ("a,b:c[d]@[127.0.0.1]", "\"a,b:c[d]\"@[127.0.0.1]"),
+        ] {
+            let h = String::from_utf8(header(&trace(Some(address)), address)).unwrap();
+            let lines: Vec<&str> = h.lines().collect();
+            assert_eq!(lines[1], format!("Return-Path: <{written}>"), "{address:?}");
+            assert!(
+                lines[4].starts_with(&format!("\tfor <{written}>; ")),
+                "{address:?}"
+            );
+        }
     }
 
     #[test]
