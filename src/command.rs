@@ -132,6 +132,11 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     if !known {
         return Err(ParseError::Unrecognized);
     }
+    // RFC 5321 §4.1.1.9: a server SHOULD ignore NOOP's string, whatever its octets. It is
+    // never stored or logged, so no character of it is refused.
+    if verb.as_slice() == b"NOOP" {
+        return Ok(Command::Noop);
+    }
     let rest =
         std::str::from_utf8(rest).map_err(|_| ParseError::Syntax("argument is not UTF-8"))?;
     // Unsafe characters (controls, line separators, bidi controls, invisible characters: see
@@ -187,8 +192,6 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
             Ok(Command::Expn { arg, utf8 })
         }
         b"HELP" => Ok(Command::Help((!rest.is_empty()).then(|| rest.to_string()))),
-        // NOOP may carry a string, which is ignored (RFC 5321 §4.1.1.9).
-        b"NOOP" => Ok(Command::Noop),
         b"QUIT" => no_args(Command::Quit),
         b"TURN" => no_args(Command::Turn),
         b"AUTH" => auth(rest),

@@ -103,6 +103,11 @@ fn helo_ehlo_noop_rset_quit() {
     );
     assert_eq!(c.expect("NOOP", 250).text(), "2.0.0 OK");
     assert_eq!(c.expect("noop with an argument", 250).text(), "2.0.0 OK");
+    // RFC 5321 §4.1.1.9: the string is ignored whatever it holds, a line separator or octets
+    // that are not UTF-8 included.
+    c.expect("NOOP a\u{2028}b", 250);
+    c.send(b"NOOP \xff\xfe\r\n");
+    assert_eq!(c.read_reply().code, 250);
     // A name is echoed only as a domain could be: ASCII (RFC 6531 §3.7.4.2) and at most 255
     // octets, so the reply line stays within RFC 5321 §4.5.3.1.5's 512. Either is still taken.
     let long = "a".repeat(505);

@@ -350,6 +350,14 @@ fn helo_names_with_unsafe_characters_are_syntax_errors() {
         parse("HELP \u{2028}".as_bytes()),
         Err(ParseError::Syntax(_))
     ));
+    // NOOP's string is ignored (RFC 5321 §4.1.1.9), whatever it holds: it goes nowhere.
+    for line in [
+        &b"NOOP \xe2\x80\xa8"[..],
+        b"NOOP \xff\xfe",
+        b"noop a\x1b[2J",
+    ] {
+        assert_eq!(parse(line), Ok(Command::Noop), "{line:?}");
+    }
 }
 
 #[test]
