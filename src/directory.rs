@@ -64,7 +64,13 @@ impl Directory {
                 .cloned()
                 .unwrap_or_else(|| "localhost".to_string()),
             domains,
-            users: users.map(|u| u.iter().filter_map(|n| canonical("user", n)).collect()),
+            // Inserted one by one: `collect` into a set would sort first, which links a stable
+            // sort into the binary for this one cold use.
+            users: users.map(|u| {
+                let mut set = BTreeSet::new();
+                set.extend(u.iter().filter_map(|n| canonical("user", n)));
+                set
+            }),
             aliases: aliases
                 .iter()
                 .filter_map(|(name, targets)| Some((canonical("alias", name)?, targets.clone())))

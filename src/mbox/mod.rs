@@ -105,23 +105,20 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
 /// bracketed address literal, is written as `?` (as Postfix's smtpd does with most of them). A
 /// domain or address literal (RFC 5321 §4.1.3) holds none of them and is written as presented.
 fn from_name(helo: &str) -> Cow<'_, str> {
+    const STRUCTURAL: &[char] = &['(', ')', '<', '>', '\\', '"', ';', '@'];
+    const BRACKETS: &[char] = &['[', ']'];
     let literal = helo
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))
-        .is_some_and(|inner| !inner.contains(['[', ']']));
-    let structural = |c: char| {
-        matches!(c, '(' | ')' | '<' | '>' | '\\' | '"' | ';' | '@')
-            || (!literal && matches!(c, '[' | ']'))
-    };
-    if helo.contains(structural) {
-        Cow::Owned(
-            helo.chars()
-                .map(|c| if structural(c) { '?' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(helo)
+        .is_some_and(|inner| !inner.contains(BRACKETS));
+    let mut name = Cow::Borrowed(helo);
+    if name.contains(STRUCTURAL) {
+        name = Cow::Owned(name.replace(STRUCTURAL, "?"));
     }
+    if !literal && name.contains(BRACKETS) {
+        name = Cow::Owned(name.replace(BRACKETS, "?"));
+    }
+    name
 }
 
 /// An address as `Return-Path:` and `Received:` can hold it. The session takes an unquoted local
@@ -135,23 +132,17 @@ fn header_address(address: &str) -> Cow<'_, str> {
         return Cow::Borrowed(address);
     }
     let (local, domain) = address.split_at(address.rfind('@').unwrap_or(address.len()));
-    let atext = |c: char| {
-        c.is_ascii_alphanumeric() || c == '.' || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+    // atext (RFC 5322 §3.2.3, with RFC 6532's UTF-8) and the dot.
+    let atext = |b: u8| {
+        matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | 0x80..=0xff | b'!' | b'#'..=b'\''
+            | b'*' | b'+' | b'-' | b'.' | b'/' | b'=' | b'?' | b'^'..=b'`' | b'{'..=b'~')
     };
-    if local.chars().all(atext) {
+    if local.bytes().all(atext) {
         return Cow::Borrowed(address);
     }
-    let mut quoted = String::with_capacity(address.len() + 4);
-    quoted.push('"');
-    for c in local.chars() {
-        if matches!(c, '"' | '\\') {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
-    quoted.push_str(domain);
-    Cow::Owned(quoted)
+    // RFC 5321 §4.1.2's quoted-pairSMTP: `\` and `"` are escaped with a `\`.
+    let local = local.replace('\\', "\\\\").replace('"', "\\\"");
+    Cow::Owned(format!("\"{local}\"{domain}"))
 }
 
 /// A UTC calendar time, computed without a date library.
