@@ -17,9 +17,11 @@
 //! every worker is busy, the one idle longest is closed to make room. Shutdown is bounded too:
 //! sessions waiting for a command are woken at once and answer 421; a session inside a message
 //! may go on for the shutdown grace in total, then its reading side is shut and it answers 421.
+//! A session the server closes (a 421, QUIT's 221) ends in `socket::linger`, so a client that
+//! pipelined more commands still reads those replies.
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +36,7 @@ use crate::mbox;
 use crate::protocol::{Event, Protocol};
 use crate::reply::{self, Reply, write_reply};
 use crate::session::{Session, SessionConfig};
+use crate::socket::{ReadTimer, linger};
 use crate::writer::Job;
 use crate::writer::ack::Awaited;
 
@@ -367,7 +370,9 @@ fn run(
             Event::NeedInput => {}
             Event::Close => {
                 settle(&mut pending)?;
-                return flush(stream, &mut core, &mut pending);
+                flush(stream, &mut core, &mut pending)?;
+                linger(stream);
+                return Ok(());
             }
             Event::Delay(pause) => {
                 // A `--fail` delay: what is answered so far goes out first; the session is not
@@ -511,58 +516,6 @@ fn end_of_file(
     Ok(())
 }
 
-/// A socket's read timeout, changed as rarely as possible: reads wait for a deadline, and the
-/// timeout is lowered only when it would overshoot the deadline by more than an eighth, and
-/// raised back (to at most the base) only when a read woke long before its deadline.
-struct ReadTimer {
-    base: Duration,
-    setting: Duration,
-}
-
-impl ReadTimer {
-    fn new(stream: &TcpStream, base: Duration) -> io::Result<ReadTimer> {
-        stream.set_read_timeout(Some(base))?;
-        Ok(ReadTimer {
-            base,
-            setting: base,
-        })
-    }
-
-    /// Reads into `buf`; a `TimedOut` error once `deadline` passes with nothing read.
-    fn read(
-        &mut self,
-        mut stream: &TcpStream,
-        buf: &mut [u8],
-        deadline: Instant,
-    ) -> io::Result<usize> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::from(ErrorKind::TimedOut));
-            }
-            if self.setting > left + left / 8 {
-                self.set(stream, left)?;
-            }
-            match stream.read(buf) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if self.setting < self.base && left > self.setting * 2 {
-                        self.set(stream, left.min(self.base))?;
-                    }
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn set(&mut self, stream: &TcpStream, timeout: Duration) -> io::Result<()> {
-        stream.set_read_timeout(Some(timeout))?;
-        self.setting = timeout;
-        Ok(())
-    }
-}
-
 /// Writes the replies the core has gathered, if any, after settling the last message's answer.
 fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>) -> io::Result<()> {
     if core.output().is_empty() {
@@ -594,5 +547,7 @@ fn close_with(
     r: &Reply,
 ) -> io::Result<()> {
     core.reply(r);
-    flush(stream, core, pending)
+    flush(stream, core, pending)?;
+    linger(stream);
+    Ok(())
 }

@@ -87,6 +87,7 @@ mod protocol;
 mod reply;
 mod server;
 mod session;
+mod socket;
 mod writer;
 
 pub use config::{Auth, BareNewline, Config, ConfigError};

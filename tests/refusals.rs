@@ -2,12 +2,14 @@
 //! recipients (452), a mailbox locked by someone else (450), a mailbox that cannot be opened, a
 //! directory or a symlink, which is never followed (451), a full disk (452, on a small tmpfs, so
 //! only as root), and the 421s that close a connection between commands: the idle timeout, no
-//! free worker, shutdown and too many errors. Where mail was refused, the test checks that none of
+//! free worker, shutdown and too many errors, which a client that pipelined more commands still
+//! reads. Where mail was refused, the test checks that none of
 //! it was stored and, but for the symlink, that the same session then delivers. The 421s given
 //! inside a message are in `tests/timeouts.rs`, `tests/faults.rs` and `tests/shutdown.rs`.
 
 mod support;
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use support::{Client, TestServer, mbox_entries};
@@ -242,4 +244,30 @@ fn too_many_errors_close_with_421() {
         "4.7.0 Too many errors; closing transmission channel"
     );
     c.expect_closed();
+}
+
+#[test]
+fn a_client_that_pipelined_past_the_closing_reply_still_reads_it() {
+    // Commands sent behind the one that ends the session are never read. Closing a socket with
+    // unread input makes the kernel reset the connection (RFC 1122 §4.2.2.13), which made the
+    // client's reads fail before it saw any reply; the server now shuts its sending side and
+    // reads until the client closes (`socket::linger`).
+    let server = TestServer::with(|c| c.max_errors = 3);
+    let noops = "NOOP\r\n".repeat(2000);
+    for (group, codes) in [
+        (
+            format!("FOO\r\nBAR\r\nBAZ\r\n{noops}"),
+            &[500, 500, 421][..],
+        ),
+        (format!("NOOP\r\nQUIT\r\n{noops}"), &[250, 221][..]),
+    ] {
+        let mut c = server.client();
+        c.send(group.as_bytes());
+        for &code in codes {
+            assert_eq!(c.read_reply().code, code);
+        }
+        // An end of file, not a reset.
+        let mut buf = [0u8; 64];
+        assert_eq!(c.stream.read(&mut buf).unwrap(), 0);
+    }
 }

@@ -1,0 +1,98 @@
+//! A session's socket, read against deadlines. [`ReadTimer`] reads with a deadline while changing
+//! the socket's read timeout as rarely as it can (a `setsockopt` per line was once most of a
+//! session's system calls). [`linger`] closes a session so that its client sees the last replies.
+
+use std::io::{self, ErrorKind, Read};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+/// How long a session the server closes waits for its client to close in turn (see [`linger`]).
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+
+/// At most this much of what a client sends after the server closed its session is read (and
+/// thrown away) while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// A socket's read timeout, changed as rarely as possible: reads wait for a deadline, and the
+/// timeout is lowered only when it would overshoot the deadline by more than an eighth, and
+/// raised back (to at most the base) only when a read woke long before its deadline.
+pub(crate) struct ReadTimer {
+    base: Duration,
+    setting: Duration,
+}
+
+impl ReadTimer {
+    pub(crate) fn new(stream: &TcpStream, base: Duration) -> io::Result<ReadTimer> {
+        stream.set_read_timeout(Some(base))?;
+        Ok(ReadTimer {
+            base,
+            setting: base,
+        })
+    }
+
+    /// Reads into `buf`; a `TimedOut` error once `deadline` passes with nothing read.
+    pub(crate) fn read(
+        &mut self,
+        mut stream: &TcpStream,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> io::Result<usize> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::from(ErrorKind::TimedOut));
+            }
+            if self.setting > left + left / 8 {
+                self.set(stream, left)?;
+            }
+            match stream.read(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if self.setting < self.base && left > self.setting * 2 {
+                        self.set(stream, left.min(self.base))?;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn set(&mut self, stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+        stream.set_read_timeout(Some(timeout))?;
+        self.setting = timeout;
+        Ok(())
+    }
+}
+
+/// Ends a session the server closes (after a 421, or the 221 to QUIT): shuts the sending side,
+/// so the client reads the replies and then the end of file, and reads and throws away what the
+/// client still sends until it closes too, for at most [`LINGER`] and [`LINGER_BYTES`].
+///
+/// Without this, a client that pipelined commands behind the one that closed the session (RFC
+/// 2920 allows whole groups) lost the last replies: closing a socket whose unread input is not
+/// empty, or that receives more input, makes the kernel send a reset instead of a FIN (RFC 1122
+/// §4.2.2.13), and a reset makes the client's next read fail even with the replies waiting. RFC
+/// 5321 §3.8 wants the client to see the 421. Not done when the client closed first: its end of
+/// file has come, and a message's 250 may still be on its way from the writer.
+#[inline(never)]
+pub(crate) fn linger(mut stream: &TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
