@@ -1,15 +1,16 @@
 //! The temporary refusals (4xx), each reached over a real TCP socket on 127.0.0.1: too many
 //! recipients (452), a mailbox locked by someone else (450), a mailbox that cannot be opened, a
-//! directory or a symlink, which is never followed (451), a full disk (452, on a small tmpfs, so
-//! only as root), and the 421s that close a connection between commands: the idle timeout, no
-//! free worker, shutdown and too many errors, which a client that pipelined more commands still
-//! reads. Where mail was refused, the test checks that none of
-//! it was stored and, but for the symlink, that the same session then delivers. The 421s given
-//! inside a message are in `tests/timeouts.rs`, `tests/faults.rs` and `tests/shutdown.rs`.
+//! directory, a FIFO or a symlink, which is never followed (451), a full disk (452, on a small
+//! tmpfs, so only as root), and the 421s that close a connection between commands: the idle
+//! timeout, no free worker, shutdown and too many errors, which a client that pipelined more
+//! commands still reads. Where mail was refused, the test checks that none of it was stored and,
+//! but for the symlink, that the same session then delivers. The 421s given inside a message are
+//! in `tests/timeouts.rs`, `tests/faults.rs` and `tests/shutdown.rs`.
 
 mod support;
 
 use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::time::{Duration, Instant};
 
 use support::{Client, TestServer, mbox_entries};
@@ -87,6 +88,38 @@ fn local_error_451_when_the_mailbox_cannot_be_opened() {
     assert_eq!(
         c.send_mail("a@b.test", &["brown@mx.test"], "fine").code,
         250
+    );
+}
+
+#[test]
+fn a_fifo_in_place_of_a_mailbox_is_451_and_the_writer_serves_on() {
+    // A FIFO no one reads took the writer's writes until the pipe was full, then blocked it, and
+    // every delivery behind it, for good. It is refused once opened: 451, nothing written.
+    let server = TestServer::start();
+    let fifo = server.mail_dir().join("jones");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        println!("skipped: mkfifo could not make a FIFO");
+        return;
+    }
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(200_000));
+    for message in ["small", big.as_str()] {
+        assert_eq!(
+            c.send_mail("a@b.test", &["jones@mx.test"], message).code,
+            451
+        );
+    }
+    assert_eq!(
+        c.send_mail("a@b.test", &["brown@mx.test"], "fine").code,
+        250
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
     );
 }
 

@@ -71,6 +71,14 @@ pub(super) fn open(
         Err(e) => return Err(OpenError::Io(e)),
     }
     let meta = file.metadata().map_err(OpenError::Io)?;
+    // A FIFO or a device where a mailbox was would take writes without end (a pipe no one
+    // reads blocks the writer, and every delivery behind it) and cannot be synced.
+    if !meta.file_type().is_file() {
+        return Err(OpenError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
     let len = meta.len();
     let tail = read_tail(&file, len).map_err(OpenError::Io)?;
     let pad = padding(&tail);
@@ -132,11 +140,12 @@ impl Mailbox {
 /// makes that answer exact even if another program creates the file at the same moment.
 fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
     let mut existing = OpenOptions::new();
-    // Never follow a link planted in the mail directory.
+    // Never follow a link planted in the mail directory; never wait in `open` for a FIFO or a
+    // device planted there (`open` refuses what is not a regular file once it has it).
     existing
         .read(true)
         .append(true)
-        .custom_flags(libc::O_NOFOLLOW);
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     let mut fresh = existing.clone();
     fresh.create_new(true).mode(0o600);
     let mut rounds = 0;
