@@ -399,8 +399,20 @@ fn run(
             }
         }
         // The core waits for the client: answer what is pending, then read.
-        let now = Instant::now();
         let message = core.in_message();
+        // Before the 354 can reach the client, so shutdown never takes a session that is about
+        // to receive a message for an idle one.
+        flags.in_message.store(message, Ordering::SeqCst);
+        // Not idle while answering (set again below, once the clocks are).
+        flags.waiting_since.store(0, Ordering::SeqCst);
+        if !message && ctx.shutting_down() {
+            return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
+        }
+        // Only when there is something to say: a message's answer is not waited for before
+        // reading the client's next command. Writing may wait for the writer's answer to the last
+        // message (up to the lock timeout), so the client's clocks start after it.
+        flush(stream, &mut core, &mut pending)?;
+        let now = Instant::now();
         if core.progress() != clock.progress {
             clock.progress = core.progress();
             clock.waiting_since = now;
@@ -410,9 +422,6 @@ fn run(
             (false, Some(_)) => clock.message = None,
             _ => {}
         }
-        // Before the 354 can reach the client, so shutdown never takes a session that is about
-        // to receive a message for an idle one.
-        flags.in_message.store(message, Ordering::SeqCst);
         let waiting = if message {
             0
         } else {
@@ -421,12 +430,6 @@ fn run(
                 .max(1)
         };
         flags.waiting_since.store(waiting, Ordering::SeqCst);
-        if !message && ctx.shutting_down() {
-            return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
-        }
-        // Only when there is something to say: a message's answer is not waited for before
-        // reading the client's next command.
-        flush(stream, &mut core, &mut pending)?;
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
         let (deadline, too_slow) = match clock.message {
@@ -447,6 +450,15 @@ fn run(
         let n = match timer.read(stream, core.space(), deadline) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                // A client that waits for the answer to its last message is waiting for the
+                // server: its command clock starts when the answer came.
+                if !message
+                    && let Some(answered) = answer(&mut pending)?
+                    && answered > clock.waiting_since
+                {
+                    clock.waiting_since = answered;
+                    continue;
+                }
                 return timed_out(stream, &mut core, &mut pending, label, message, too_slow);
             }
             Err(e) => return Err(e),
@@ -525,6 +537,17 @@ fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>)
     let result = write_out(stream, core.output());
     core.clear_output();
     result
+}
+
+/// Settles the last message's answer, if one is outstanding (waiting for the writer, within the
+/// lock timeout), and says when the writer gave it.
+#[cold]
+fn answer(pending: &mut Option<Pending>) -> io::Result<Option<Instant>> {
+    let Some(watch) = pending.as_ref().and_then(Pending::watch) else {
+        return Ok(None);
+    };
+    settle(pending)?;
+    Ok(watch.answered_at())
 }
 
 /// Waits for the writer's answer to the last message, if one is outstanding, and sends what of

@@ -1,5 +1,6 @@
 //! Timeouts over a real socket: the idle timeout between commands and the longer data timeout
-//! inside a message, which the connection waits out across its shorter socket timeout.
+//! inside a message, which the connection waits out across its shorter socket timeout; and no
+//! client clock runs while the client waits for the server's answer to its last message.
 
 mod support;
 
@@ -51,4 +52,39 @@ fn inside_a_message_the_longer_data_timeout_applies() {
         "{waited:?}"
     );
     assert!(server.mbox_text("jones").ends_with("still here\n\n"));
+}
+
+#[test]
+fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
+    // The writer waits a second for a mailbox another program has locked; the client's command
+    // and data timeouts are shorter. Both used to run during that wait: the client waiting for
+    // its 450 got a 421 right behind it, and a message begun after it was cut at once.
+    let server = TestServer::with(|c| {
+        c.timeout = Duration::from_millis(300);
+        c.data_timeout = Duration::from_millis(300);
+        c.min_data_rate_grace = Duration::from_millis(300);
+        c.lock_timeout = Duration::from_millis(1000);
+    });
+    std::fs::write(server.mail_dir().join("jones.lock"), b"").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    // Waiting for the answer, sending nothing.
+    assert_eq!(
+        c.send_mail("a@b.test", &["jones@mx.test"], "locked").code,
+        450
+    );
+    c.expect("NOOP", 250);
+    // The next transaction pipelined behind the message: its 354 comes after the 450, and the
+    // message it asks for may then take the data timeout.
+    c.send(
+        b"MAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nDATA\r\nSubject: first\r\n\r\nx\r\n.\r\n\
+          MAIL FROM:<a@b.test>\r\nRCPT TO:<brown@mx.test>\r\nDATA\r\n",
+    );
+    for code in [250, 250, 354, 450, 250, 250, 354] {
+        assert_eq!(c.read_reply().code, code);
+    }
+    thread::sleep(Duration::from_millis(150));
+    c.send(b"Subject: second\r\n\r\ny\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("brown").ends_with("y\n\n"));
 }
