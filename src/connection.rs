@@ -215,6 +215,23 @@ impl Context {
         }
     }
 
+    /// The last step of shutdown: shuts both directions of every session still live. A session
+    /// blocked writing to a client that does not read is not woken by its reading side being
+    /// shut, and its write could wait out `--timeout`, twice (the reply, then the 421); now it
+    /// fails at once.
+    pub(crate) fn cut(&self) {
+        let live = self.live();
+        if !live.is_empty() {
+            log::warn!(
+                "closing {} session(s) stuck writing to a client",
+                live.len()
+            );
+        }
+        for conn in live.values() {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Waits `pause` (a `--fail` delay), or until shutdown begins.
     fn pause(&self, pause: Duration) {
         let deadline = Instant::now() + pause;

@@ -295,12 +295,17 @@ impl Running {
             let _ = dispatcher.join();
         }
         // 3. Wake the sessions that started meanwhile; give those inside a message the rest of
-        //    the grace, then shut their reading side too. Then close the job channel and join
-        //    the workers.
+        //    the grace, then shut their reading side too, and half a second later both sides of
+        //    any still there. Then close the job channel and join the workers.
         if let Some(ctx) = &self.ctx {
             ctx.begin_shutdown();
+            // Half a second for the 421s; then no session can hold the stop, even one blocked
+            // writing to a client that does not read.
             if !ctx.wait_for_sessions(grace_ends) {
                 ctx.end_grace();
+                if !ctx.wait_for_sessions(Instant::now() + Duration::from_millis(500)) {
+                    ctx.cut();
+                }
             }
         }
         drop(self.pool.take());

@@ -1,10 +1,10 @@
 //! Shutdown is bounded: a client inside a message that keeps sending one byte at a time cannot
 //! hold a stopping server past `--shutdown-grace`, whether it is in DATA, in an accepted BDAT
-//! chunk or in a refused chunk being discarded.
+//! chunk or in a refused chunk being discarded; nor can one that never reads its replies.
 
 mod support;
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,4 +151,41 @@ fn sigterm_with_a_trickling_client_exits_within_the_grace_plus_one_second() {
     assert_eq!(c.read_reply().code, 421);
     let log = log.join().unwrap();
     assert!(log.contains("shutting down inside a message"), "{log}");
+}
+
+#[test]
+fn a_session_stuck_writing_to_a_client_that_never_reads_cannot_hold_the_stop() {
+    // The client, with a small receive buffer, pipelines one-octet BDAT chunks and reads
+    // nothing: the replies fill the buffers and the worker blocks in a write, which shutting the
+    // reading side does not wake. It waited out `--timeout` (20 s here), twice (the reply, then
+    // the 421); the stop now cuts it half a second after the grace.
+    let mut server = TestServer::with(|c| {
+        c.shutdown_grace = GRACE;
+        c.timeout = Duration::from_secs(20);
+    });
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    stream
+        .write_all(b"EHLO x.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\n")
+        .unwrap();
+    let chunks = b"BDAT 1\r\nx".repeat(2000);
+    let until = Instant::now() + Duration::from_secs(20);
+    // Until the server stops reading, because its own writes are blocked.
+    loop {
+        match stream.write(&chunks) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("writing chunks: {e}"),
+        }
+        assert!(Instant::now() < until, "the server never stopped reading");
+    }
+    let began = Instant::now();
+    server.stop();
+    let took = began.elapsed();
+    assert!(took < GRACE + Duration::from_secs(2), "{took:?}");
 }
