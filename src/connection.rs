@@ -36,7 +36,7 @@ use crate::mbox;
 use crate::protocol::{Event, Protocol};
 use crate::reply::{self, Reply, write_reply};
 use crate::session::{Session, SessionConfig};
-use crate::socket::{ReadTimer, linger};
+use crate::socket::{Late, ReadTimer, linger};
 use crate::writer::Job;
 use crate::writer::ack::Awaited;
 
@@ -449,8 +449,8 @@ fn run(
         flags.waiting_since.store(waiting, Ordering::SeqCst);
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
-        let (deadline, too_slow) = match clock.message {
-            None => (clock.waiting_since + ctx.timeout, &reply::TIMEOUT),
+        let (deadline, late) = match clock.message {
+            None => (clock.waiting_since + ctx.timeout, Late::Command),
             Some((began, bytes)) => {
                 let per_read = now + ctx.data_timeout;
                 let rate = began
@@ -458,9 +458,9 @@ fn run(
                         bytes as f64 / ctx.min_data_rate.max(1) as f64,
                     ));
                 if rate < per_read {
-                    (rate, &reply::TOO_SLOW)
+                    (rate, Late::Rate)
                 } else {
-                    (per_read, &reply::TIMEOUT)
+                    (per_read, Late::Data)
                 }
             }
         };
@@ -476,7 +476,12 @@ fn run(
                     clock.waiting_since = answered;
                     continue;
                 }
-                return timed_out(stream, &mut core, &mut pending, label, message, too_slow);
+                return timed_out(stream, &mut core, &mut pending, label, late);
+            }
+            // A reset inside a message: the log says the message is gone, as for an end of file.
+            Err(e) if message => {
+                let why = format!("{e} inside a message; it is discarded");
+                return Err(io::Error::new(e.kind(), why));
             }
             Err(e) => return Err(e),
         };
@@ -498,7 +503,7 @@ fn start(ctx: &Context, label: &str) -> Box<Protocol> {
     Box::new(Protocol::new(session))
 }
 
-/// Closes a session whose client sent too little in time with `too_slow` (421).
+/// Closes a session whose client sent too little in time (421).
 #[cold]
 #[inline(never)]
 fn timed_out(
@@ -506,16 +511,11 @@ fn timed_out(
     core: &mut Protocol,
     pending: &mut Option<Pending>,
     label: &str,
-    message: bool,
-    too_slow: &Reply,
+    late: Late,
 ) -> io::Result<()> {
-    let why = match (message, std::ptr::eq(too_slow, &reply::TOO_SLOW)) {
-        (false, _) => "no whole command within the timeout",
-        (true, false) => "timeout inside a message",
-        (true, true) => "message data below the minimum rate",
-    };
-    log::info!("{label}: {why}; {}", too_slow.code_text());
-    close_with(stream, core, pending, too_slow)
+    let (reply, why) = late.reply();
+    log::info!("{label}: {why}; {}", reply.code_text());
+    close_with(stream, core, pending, &reply)
 }
 
 /// End of file: the client went away, or shutdown or eviction closed our reading side.

@@ -1,10 +1,13 @@
 //! A session's socket, read against deadlines. [`ReadTimer`] reads with a deadline while changing
 //! the socket's read timeout as rarely as it can (a `setsockopt` per line was once most of a
-//! session's system calls). [`linger`] closes a session so that its client sees the last replies.
+//! session's system calls), and [`Late`] says which deadline a client missed. [`linger`] closes a
+//! session so that its client sees the last replies.
 
 use std::io::{self, ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
+
+use crate::reply::{self, Reply};
 
 /// How long a session the server closes waits for its client to close in turn (see [`linger`]).
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -12,6 +15,28 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// At most this much of what a client sends after the server closed its session is read (and
 /// thrown away) while lingering.
 const LINGER_BYTES: usize = 1 << 20;
+
+/// Which deadline a client missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Late {
+    /// A whole command line within `--timeout`.
+    Command,
+    /// Something inside a message within `--data-timeout`.
+    Data,
+    /// A message's average of `--min-data-rate`.
+    Rate,
+}
+
+impl Late {
+    /// The 421 that closes the session, and what the log says.
+    pub(crate) fn reply(self) -> (Reply, &'static str) {
+        match self {
+            Late::Command => (reply::TIMEOUT, "no whole command within the timeout"),
+            Late::Data => (reply::TIMEOUT, "timeout inside a message"),
+            Late::Rate => (reply::TOO_SLOW, "message data below the minimum rate"),
+        }
+    }
+}
 
 /// A socket's read timeout, changed as rarely as possible: reads wait for a deadline, and the
 /// timeout is lowered only when it would overshoot the deadline by more than an eighth, and
@@ -94,5 +119,22 @@ pub(crate) fn linger(mut stream: &TcpStream) {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_missed_deadline_has_its_own_reply_and_log_words() {
+        // The log named a rate cut a plain timeout when this was told by comparing addresses.
+        assert_eq!(Late::Rate.reply().0, reply::TOO_SLOW);
+        assert_eq!(Late::Rate.reply().1, "message data below the minimum rate");
+        assert_eq!(
+            Late::Data.reply(),
+            (reply::TIMEOUT, "timeout inside a message")
+        );
+        assert_eq!(Late::Command.reply().0, reply::TIMEOUT);
     }
 }

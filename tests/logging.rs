@@ -1,5 +1,6 @@
 //! What the log says: the start-up line, one line per refused MAIL, RCPT and message and per
-//! delivery, each naming its connection, and no client string that could forge a log line.
+//! delivery, each naming its connection, a message lost to a reset, and no client string that
+//! could forge a log line.
 
 mod support;
 
@@ -55,6 +56,18 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
     c.send(b"Subject: hi\r\n\r\nhi\r\n.\r\n");
     assert_eq!(c.read_reply().code, 250);
     c.expect("QUIT", 221);
+    // A client that resets its connection inside a message (SO_LINGER 0, then close).
+    let mut reset = Client::connect(addrs[0]);
+    assert_eq!(reset.read_reply().code, 220);
+    reset.expect("EHLO log.test", 250);
+    reset.expect("MAIL FROM:<a@b.test>", 250);
+    reset.expect("RCPT TO:<alice@mx.test>", 250);
+    reset.expect("DATA", 354);
+    reset.send(b"Subject: cut\r\n\r\nhalf");
+    socket2::SockRef::from(&reset.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(reset);
     signal(&child, "TERM");
     assert_eq!(
         wait_bounded(&mut child, Duration::from_secs(10)).code(),
@@ -76,6 +89,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
         format!("{conn}: message refused: 552 5.3.4"),
         format!("{conn}: MAIL <s\\u{{0085}}@b.test> refused: 553 5.1.3"),
         format!("{conn}: "),
+        "inside a message; it is discarded".to_string(),
     ];
     for line in &expect {
         assert!(log.contains(line.as_str()), "missing {line:?} in:\n{log}");
