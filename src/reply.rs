@@ -7,6 +7,9 @@
 
 use std::borrow::Cow;
 
+/// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, code and CRLF included.
+pub(crate) const MAX_REPLY_LINE: usize = 512;
+
 /// One SMTP reply: a three-digit code, an optional enhanced status code and its text.
 ///
 /// A text containing `\n` is sent as a multi-line reply, one line per `\n`-separated part.
@@ -293,10 +296,15 @@ pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, enhanced: bool) {
     while let Some(line) = lines.next() {
         out.extend_from_slice(decimal(u64::from(reply.code), 3, &mut [0; 20]).as_bytes());
         out.push(if lines.peek().is_some() { b'-' } else { b' ' });
+        let mut room = MAX_REPLY_LINE - "250 \r\n".len();
         if let (true, Some(code)) = (enhanced, reply.enhanced) {
             out.extend_from_slice(code.as_bytes());
             out.push(b' ');
+            room -= code.len() + 1;
         }
+        // A text that repeats a client's words could pass the limit: it is cut, on a character
+        // boundary, rather than sent too long.
+        let line = line.get(..line.floor_char_boundary(room)).unwrap_or(line);
         out.extend(
             line.bytes()
                 .map(|b| if b.is_ascii_control() { b' ' } else { b }),
@@ -327,6 +335,28 @@ pub(crate) fn decimal(n: u64, width: usize, buf: &mut [u8; 20]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_line_passes_512_octets() {
+        // Cut on a character boundary: `wire` reads the bytes back as UTF-8.
+        for text in [
+            "x".repeat(600),
+            "\u{e9}".repeat(300),
+            format!("a\n{}", "b".repeat(700)),
+        ] {
+            for enhanced in [false, true] {
+                let wire = wire(&Reply::new(555, "5.5.4", text.clone()), enhanced);
+                for line in wire.split_inclusive("\r\n") {
+                    assert!(
+                        line.len() <= MAX_REPLY_LINE && line.ends_with("\r\n"),
+                        "{line:?}"
+                    );
+                }
+            }
+        }
+        let full = wire(&Reply::new(555, "5.5.4", "y".repeat(600)), true);
+        assert_eq!(full.len(), MAX_REPLY_LINE);
+    }
 
     fn wire(reply: &Reply, enhanced: bool) -> String {
         let mut out = Vec::new();

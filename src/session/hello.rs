@@ -8,12 +8,10 @@
 use super::{Action, Hello, Recipient, Session, State, Transaction, params, user_of};
 use crate::command::{self, Address};
 use crate::fail::{Fault, Stage};
-use crate::reply::{self, Reply, decimal};
+use crate::reply::{self, MAX_REPLY_LINE, Reply, decimal};
 
 /// The longest HELO/EHLO name repeated in the reply: a domain's 255 octets.
 const MAX_ECHOED_NAME: usize = 255;
-/// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, code and CRLF included.
-const MAX_REPLY_LINE: usize = 512;
 
 impl Session {
     /// The 221 to QUIT, and the end of the session.

@@ -88,8 +88,19 @@ fn not_recognized(param: &Param) -> Reply {
     Reply::new(
         555,
         "5.5.4",
-        format!("Parameter {} not recognized", param.key),
+        format!("Parameter {}not recognized", named(param)),
     )
+}
+
+/// The parameter's name and a space, as a reply may repeat it: ASCII (RFC 6531 §3.7.4.2: no
+/// UTF-8 in replies to a client that did not ask for it) and at most 64 octets, which keeps the
+/// line well within 512 (RFC 5321 §4.5.3.1.5). Any other name is not repeated.
+fn named(param: &Param) -> String {
+    if param.key.is_ascii() && param.key.len() <= 64 {
+        format!("{} ", param.key)
+    } else {
+        String::new()
+    }
 }
 
 /// xtext, not empty: printable ASCII but `+` and `=`, and `+` followed by two hex digits.
