@@ -397,10 +397,31 @@ fn address(s: &str) -> Result<Address, ParseError> {
         // RFC 5321 §4.5.3.1.3: a path is at most 256 octets.
         return Err(ParseError::Syntax("path too long"));
     }
+    // RFC 5322 §3.2.4: a quoted string means what the atoms it quotes mean, so `"jones"` is
+    // `jones` (and `"postmaster"` is postmaster, RFC 5321 §4.5.1). Only a local part that needs
+    // its quotes keeps them.
+    let local = local
+        .strip_prefix('"')
+        .and_then(|quoted| quoted.strip_suffix('"'))
+        .filter(|inner| is_dot_atom(inner))
+        .unwrap_or(local);
     Ok(Address {
         local: local.to_string(),
         domain: domain.map(str::to_string),
     })
+}
+
+/// RFC 5322 §3.2.3's atext, with RFC 6532's UTF-8: the octets an unquoted local part is made of,
+/// with dots between them.
+pub(crate) fn is_atext(b: u8) -> bool {
+    matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | 0x80..=0xff | b'!' | b'#'..=b'\''
+        | b'*' | b'+' | b'-' | b'/' | b'=' | b'?' | b'^'..=b'`' | b'{'..=b'~')
+}
+
+/// A dot-atom's text: atext runs joined by single dots (RFC 5322 §3.2.3).
+fn is_dot_atom(s: &str) -> bool {
+    s.split('.')
+        .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
 }
 
 /// A domain name (letters, digits, hyphens and UTF-8 in dot-separated labels) or an address

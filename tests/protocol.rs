@@ -358,6 +358,9 @@ fn recipients_550_relay_553_unsafe_and_postmaster() {
     c.send(b"RCPT TO:<a\x01b@mx.test>\r\n");
     assert_eq!(c.read_reply().code, 553);
     c.expect("RCPT TO:<postmaster>", 250);
+    // A quoted string means what it quotes (RFC 5322 §3.2.4): 553 before.
+    c.expect("RCPT TO:<\"postmaster\">", 250);
+    c.expect("RCPT TO:<\"jones\"@mx.test>", 250);
     c.expect("RCPT TO:<@relay.example:Jones@MX.TEST>", 250);
     c.expect("DATA", 354);
     c.send(b"Subject: bounce\r\n\r\nnull sender\r\n.\r\n");

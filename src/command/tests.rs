@@ -105,6 +105,37 @@ fn mail_params() {
 }
 
 #[test]
+fn a_quoted_local_part_that_needs_no_quotes_loses_them() {
+    for (path, local, domain) in [
+        ("\"jones\"@x.test", "jones", Some("x.test")),
+        ("\"postmaster\"", "postmaster", None),
+        (
+            "\"first.last+tag\"@x.test",
+            "first.last+tag",
+            Some("x.test"),
+        ),
+        ("\"j\u{f6}rg\"@x.test", "j\u{f6}rg", Some("x.test")),
+        // These need their quotes.
+        ("\"a b\"@x.test", "\"a b\"", Some("x.test")),
+        ("\"a..b\"@x.test", "\"a..b\"", Some("x.test")),
+        ("\".a\"@x.test", "\".a\"", Some("x.test")),
+        ("\"a(b\"@x.test", "\"a(b\"", Some("x.test")),
+        ("\"a\\\"b\"@x.test", "\"a\\\"b\"", Some("x.test")),
+        ("\"\"@x.test", "\"\"", Some("x.test")),
+    ] {
+        let line = format!("RCPT TO:<{path}>");
+        assert_eq!(
+            parse(line.as_bytes()),
+            Ok(Command::Rcpt {
+                to: addr(local, domain),
+                params: vec![]
+            }),
+            "{path}"
+        );
+    }
+}
+
+#[test]
 fn rcpt_forms() {
     assert_eq!(
         parse(b"RCPT TO:<Jones@BBN-UNIX.ARPA>"),

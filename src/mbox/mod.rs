@@ -20,6 +20,8 @@ pub use reader::{Header, Mailbox, Message, ParseError};
 use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::command;
+
 /// What the trace headers of one entry say.
 #[derive(Debug, Clone)]
 pub(crate) struct Trace<'a> {
@@ -132,12 +134,7 @@ fn header_address(address: &str) -> Cow<'_, str> {
         return Cow::Borrowed(address);
     }
     let (local, domain) = address.split_at(address.rfind('@').unwrap_or(address.len()));
-    // atext (RFC 5322 §3.2.3, with RFC 6532's UTF-8) and the dot.
-    let atext = |b: u8| {
-        matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | 0x80..=0xff | b'!' | b'#'..=b'\''
-            | b'*' | b'+' | b'-' | b'.' | b'/' | b'=' | b'?' | b'^'..=b'`' | b'{'..=b'~')
-    };
-    if local.bytes().all(atext) {
+    if local.bytes().all(|b| b == b'.' || command::is_atext(b)) {
         return Cow::Borrowed(address);
     }
     // RFC 5321 §4.1.2's quoted-pairSMTP: `\` and `"` are escaped with a `\`.
