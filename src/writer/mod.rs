@@ -14,7 +14,9 @@
 //! it, and a mailbox that does not end in a blank line (CRLF line ends, a last message ending in a
 //! single newline, a torn tail) is kept as it is and gets the missing newlines appended, as part
 //! of this commit, before the new entry. A mailbox locked by another program does not stall the
-//! others: its job waits in a retry list until the lock timeout.
+//! others: its job waits in a retry list until the lock timeout. Nor does one whose sync fails:
+//! the commit is taken back whole, its jobs are refused, and the others of the commit are
+//! written again in the next one.
 //!
 //! The writer's descriptors are bounded: one group commit holds at most [`MAX_OPEN_MAILBOXES`]
 //! mailboxes open, so a batch that touches more is split, in order, into several commits, each
@@ -267,7 +269,7 @@ impl Writer {
     /// commit will start at once, so the mailboxes written may stay locked for it.
     fn commit(&mut self, batch: Vec<Waiting>, more: &dyn Fn() -> bool) -> Vec<Waiting> {
         let mut boxes: HashMap<String, Mailbox> = HashMap::new();
-        let mut written: Vec<Job> = Vec::new();
+        let mut written: Vec<Waiting> = Vec::new();
         let mut waiting = Vec::new();
         // Held mailboxes this batch does not write are released now, which keeps the writer
         // within its bound of open mailboxes.
@@ -350,7 +352,7 @@ impl Writer {
                 }
             }
             match append(&item.job, &mut boxes) {
-                Ok(()) => written.push(item.job),
+                Ok(()) => written.push(item),
                 Err(e) => {
                     log::error!("{}: append failed: {e}", item.job.id);
                     self.answer(item.job, classify(&e));
@@ -359,12 +361,17 @@ impl Writer {
         }
         // One sync per touched file covers every job of the batch (group commit).
         let mut failure = None;
+        // The mailboxes whose sync failed; `None` once the directory's did, which fails all.
+        let mut failed = Some(HashSet::new());
         for (name, mailbox) in &boxes {
             if mailbox.len != mailbox.start
                 && let Err(e) = mailbox.file.sync()
             {
                 log::error!("cannot sync mailbox {name:?}: {e}");
                 failure = Some(classify(&e));
+                if let Some(failed) = failed.as_mut() {
+                    failed.insert(name.clone());
+                }
             }
         }
         // A file created in this batch (or before a failed directory sync, or by an earlier
@@ -376,6 +383,7 @@ impl Writer {
                 Err(e) => {
                     log::error!("cannot sync the mail directory {:?}: {e}", self.mail_dir);
                     failure = Some(classify(&e));
+                    failed = None;
                 }
             }
         }
@@ -412,7 +420,20 @@ impl Writer {
         // 250.
         let outcome = failure.unwrap_or(Outcome::Delivered);
         let mut told = Vec::with_capacity(written.len());
-        for job in written {
+        for item in written {
+            // A job whose own mailboxes all synced was taken back only with the rest of the
+            // batch: it is written again in the next commit, not failed for another's fault.
+            let innocent = |failed: &HashSet<String>| {
+                !item.job.entries.iter().any(|e| failed.contains(&e.mailbox))
+            };
+            if failure.is_some()
+                && failed.as_ref().is_some_and(innocent)
+                && Instant::now() < item.deadline
+            {
+                waiting.push(item);
+                continue;
+            }
+            let job = item.job;
             self.late.extend(job.ack.send(outcome));
             told.push(Told {
                 id: job.id,
@@ -563,6 +584,8 @@ fn classify(e: &io::Error) -> Outcome {
 mod bound_tests;
 #[cfg(test)]
 mod hold_tests;
+#[cfg(test)]
+mod isolation_tests;
 #[cfg(test)]
 mod lock_tests;
 #[cfg(test)]
