@@ -17,8 +17,8 @@
 //! every worker is busy, the one idle longest is closed to make room. Shutdown is bounded too:
 //! sessions waiting for a command are woken at once and answer 421; a session inside a message
 //! may go on for the shutdown grace in total, then its reading side is shut and it answers 421.
-//! A session the server closes (a 421, QUIT's 221) ends in `socket::linger`, so a client that
-//! pipelined more commands still reads those replies.
+//! A session the server ends after QUIT, too many errors, a timeout, eviction or shutdown ends in
+//! `socket::linger`, so a client that pipelined more commands still reads the last replies.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
@@ -89,6 +89,12 @@ struct Flags {
 }
 
 impl Flags {
+    /// Whether the writer has yet to answer the session's last message.
+    fn awaits_writer(&self) -> bool {
+        let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
+        delivery.as_ref().is_some_and(|d| d.answered_at().is_none())
+    }
+
     /// How long the session has been idle, waiting for its client's next command, if it is.
     fn idle_for(&self, now: u64) -> Option<u64> {
         let since = match self.waiting_since.load(Ordering::SeqCst) {
@@ -215,19 +221,20 @@ impl Context {
         }
     }
 
-    /// The last step of shutdown: shuts both directions of every session still live. A session
-    /// blocked writing to a client that does not read is not woken by its reading side being
-    /// shut, and its write could wait out `--timeout`, twice (the reply, then the 421); now it
-    /// fails at once.
+    /// The last step of shutdown: shuts both directions of every live session but one waiting
+    /// for the writer (bounded by the lock timeout; cutting it would lose a stored message's
+    /// 250). A write blocked on a client that reads nothing is not woken by the reading side
+    /// being shut, and could wait out `--timeout` twice (reply, then 421); now it fails at once.
     pub(crate) fn cut(&self) {
         let live = self.live();
-        if !live.is_empty() {
-            log::warn!(
-                "closing {} session(s) stuck writing to a client",
-                live.len()
-            );
+        let stuck: Vec<&Live> = live
+            .values()
+            .filter(|conn| !conn.flags.awaits_writer())
+            .collect();
+        if !stuck.is_empty() {
+            log::warn!("shutdown: cutting {} session(s) still open", stuck.len());
         }
-        for conn in live.values() {
+        for conn in stuck {
             let _ = conn.stream.shutdown(Shutdown::Both);
         }
     }
@@ -366,7 +373,7 @@ fn run(
     if ctx.shutting_down() {
         let mut out = Vec::new();
         write_reply(&mut out, &reply::SHUTTING_DOWN, false);
-        return write_out(stream, &out);
+        return (&**stream).write_all(&out);
     }
     let mut timer = ReadTimer::new(
         stream,
@@ -546,12 +553,16 @@ fn end_of_file(
 }
 
 /// Writes the replies the core has gathered, if any, after settling the last message's answer.
-fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>) -> io::Result<()> {
+fn flush(
+    mut stream: &TcpStream,
+    core: &mut Protocol,
+    pending: &mut Option<Pending>,
+) -> io::Result<()> {
     if core.output().is_empty() {
         return Ok(());
     }
     settle(pending)?;
-    let result = write_out(stream, core.output());
+    let result = stream.write_all(core.output());
     core.clear_output();
     result
 }
@@ -571,13 +582,6 @@ fn answer(pending: &mut Option<Pending>) -> io::Result<Option<Instant>> {
 /// its reply the writer did not.
 fn settle(pending: &mut Option<Pending>) -> io::Result<()> {
     pending.take().map_or(Ok(()), Pending::settle)
-}
-
-fn write_out(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    stream.write_all(bytes)
 }
 
 fn close_with(

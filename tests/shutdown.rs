@@ -189,3 +189,31 @@ fn a_session_stuck_writing_to_a_client_that_never_reads_cannot_hold_the_stop() {
     let took = began.elapsed();
     assert!(took < GRACE + Duration::from_secs(2), "{took:?}");
 }
+
+#[test]
+fn a_message_waiting_for_a_locked_mailbox_at_the_stop_still_gets_its_250() {
+    // The cut half a second after the grace must spare a session waiting for the writer: its
+    // message is stored once the lock goes, and a client that saw no 250 would send it again.
+    let mut server = TestServer::with(|c| {
+        c.shutdown_grace = Duration::from_millis(200);
+        c.lock_timeout = Duration::from_secs(5);
+    });
+    let lock = server.mail_dir().join("jones.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: late\r\n\r\nx\r\n.\r\n");
+    // Another program holds the lock until well after the cut (at the grace plus 0.5 s).
+    let holder = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(1500));
+        std::fs::remove_file(lock).unwrap();
+    });
+    server.stop();
+    holder.join().unwrap();
+    assert_eq!(c.read_reply().code, 250);
+    assert_eq!(c.read_reply().code, 421);
+    assert!(server.mbox_text("jones").contains("Subject: late\n"));
+}
