@@ -1,11 +1,12 @@
 //! Unit tests of how far a failed sync reaches: only the jobs that wrote to the mailbox whose
 //! sync failed are refused; the others of the same group commit are taken back with it and
-//! written again in the next commit.
+//! written again at once, in a commit that new jobs cannot join.
 
 use super::disk::write_all_parts;
-use super::tests::{job, run_writer};
+use super::tests::{LiveWriter, job, run_writer};
 use super::*;
 use std::fs::{self, File};
+use std::thread;
 
 /// A mailbox file whose sync fails with EIO if `fails`.
 struct SyncFails {
@@ -75,4 +76,22 @@ fn a_failed_sync_refuses_only_the_jobs_that_wrote_to_that_mailbox() {
     assert_eq!(read("other").matches("From x ").count(), 1);
     assert!(read("other").contains("Subject: three\n"));
     assert_eq!(read("bad"), "");
+}
+
+#[test]
+fn jobs_for_a_broken_mailbox_arriving_all_the_time_do_not_refuse_the_others() {
+    // The jobs taken back used to wait for the next commit, which new jobs for the broken
+    // mailbox joined and failed again, until the lock timeout (1 s here) refused them too.
+    let dir = tempfile::tempdir().unwrap();
+    let writer = LiveWriter::start(dir.path(), Arc::new(OneBadMailbox), 64);
+    let (good, answer) = job(&["good"], "good");
+    let (bad, _) = job(&["bad"], "bad");
+    writer.send(good);
+    writer.send(bad);
+    let until = Instant::now() + Duration::from_secs(3);
+    while !answer.is_answered() && Instant::now() < until {
+        writer.send(job(&["bad"], "bad").0);
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(answer.wait(), Outcome::Delivered);
 }

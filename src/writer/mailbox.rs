@@ -1,8 +1,10 @@
-//! Opening a mailbox for one group commit: both locks, the file, and the state of its end.
+//! Opening a mailbox for one group commit: both locks, the file, and the state of its end; and
+//! appending a job's entries to the mailboxes open, all or nothing.
 //!
 //! It exists to keep what is true of one open mailbox (where this commit started, how far it has
 //! written, which lock it holds) in one value that releases its locks when dropped.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -10,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::lock::{self, DotLock, Owner, Refused};
-use super::{Disk, MboxFile};
+use super::{Disk, Job, MboxFile};
 use crate::os;
 
 /// A mailbox opened and locked for one group commit.
@@ -182,4 +184,53 @@ fn read_tail(file: &File, len: u64) -> io::Result<Vec<u8>> {
     let mut tail = vec![0u8; n as usize];
     file.read_exact_at(&mut tail, len - n)?;
     Ok(tail)
+}
+
+/// Appends every entry of `job`; on failure truncates its own appends back.
+///
+/// Only offsets this commit reached are ever truncated to: each entry's `before` is at least the
+/// mailbox's length when it was opened, so no byte another program wrote is cut.
+pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
+    let mut done: Vec<(&str, u64)> = Vec::new();
+    let mut result = Ok(());
+    for entry in &job.entries {
+        let Some(mailbox) = boxes.get_mut(&entry.mailbox) else {
+            result = Err(io::Error::other("mailbox not open"));
+            break;
+        };
+        let before = mailbox.len;
+        // The first entry of this commit starts a clean `From ` line (see `mailbox::padding`).
+        let pad = if before == mailbox.start {
+            mailbox.pad
+        } else {
+            b""
+        };
+        if !pad.is_empty() {
+            log::warn!(
+                "{}: mailbox {:?} does not end in a blank line; appending {} newline(s) before the new entry",
+                job.id,
+                entry.mailbox,
+                pad.len()
+            );
+        }
+        // A failed write may have appended part of its bytes; `before` is where they start.
+        done.push((&entry.mailbox, before));
+        let parts: [&[u8]; 3] = [pad, &entry.header, &entry.body];
+        if let Err(e) = mailbox.file.append(&parts) {
+            result = Err(e);
+            break;
+        }
+        mailbox.appended(&parts);
+    }
+    if result.is_err() {
+        for (name, before) in done.into_iter().rev() {
+            if let Some(mailbox) = boxes.get_mut(name) {
+                if let Err(e) = mailbox.file.set_len(before) {
+                    log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
+                }
+                mailbox.truncated(before);
+            }
+        }
+    }
+    result
 }

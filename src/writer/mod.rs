@@ -16,7 +16,7 @@
 //! of this commit, before the new entry. A mailbox locked by another program does not stall the
 //! others: its job waits in a retry list until the lock timeout. Nor does one whose sync fails:
 //! the commit is taken back whole, its jobs are refused, and the others of the commit are
-//! written again in the next one.
+//! written again at once, on their own.
 //!
 //! The writer's descriptors are bounded: one group commit holds at most [`MAX_OPEN_MAILBOXES`]
 //! mailboxes open, so a batch that touches more is split, in order, into several commits, each
@@ -27,8 +27,9 @@
 //! (other threads hold them: sessions, connections waiting for a worker) is waited out like a
 //! lock held by another program, until the lock timeout, instead of failing the job at once.
 //!
-//! This file holds the thread and the group commit; `mailbox` opens one mailbox under its locks,
-//! `lock` takes dotlocks and judges the ones it finds.
+//! This file holds the thread and the group commit; `mailbox` opens one mailbox under its locks
+//! and appends a job's entries to the mailboxes open; `lock` takes dotlocks and judges the ones
+//! it finds.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -53,7 +54,7 @@ use ack::Ack;
 use disk::write_all_parts;
 pub(crate) use disk::{Disk, MboxFile, RealDisk};
 
-use mailbox::{Mailbox, OpenError};
+use mailbox::{Mailbox, OpenError, append};
 
 /// How many queued jobs one batch takes at most.
 const MAX_BATCH: usize = 256;
@@ -243,9 +244,15 @@ impl Writer {
             );
             let groups = groups(batch, MAX_OPEN_MAILBOXES);
             let count = groups.len();
-            for (i, group) in groups.into_iter().enumerate() {
+            for (i, mut group) in groups.into_iter().enumerate() {
                 let more = || i + 1 < count || !jobs.is_empty();
-                waiting.extend(self.commit(group, &more));
+                // Jobs taken back with a sync that failed for another mailbox are committed
+                // again at once, on their own: new jobs for a broken mailbox cannot join them.
+                while !group.is_empty() {
+                    let (locked, again) = self.commit(group, &more);
+                    waiting.extend(locked);
+                    group = again;
+                }
             }
             self.late.retain(|late| !late.retry());
         }
@@ -265,9 +272,15 @@ impl Writer {
         }
     }
 
-    /// Writes a batch; returns the jobs that must wait for a lock. `more` says whether another
-    /// commit will start at once, so the mailboxes written may stay locked for it.
-    fn commit(&mut self, batch: Vec<Waiting>, more: &dyn Fn() -> bool) -> Vec<Waiting> {
+    /// Writes a batch; returns the jobs that must wait for a lock, and those to write again
+    /// because a sync failed for a mailbox they did not write (each time at least one job is
+    /// refused, so this ends). `more` says whether another commit will start at once, so the
+    /// mailboxes written may stay locked for it.
+    fn commit(
+        &mut self,
+        batch: Vec<Waiting>,
+        more: &dyn Fn() -> bool,
+    ) -> (Vec<Waiting>, Vec<Waiting>) {
         let mut boxes: HashMap<String, Mailbox> = HashMap::new();
         let mut written: Vec<Waiting> = Vec::new();
         let mut waiting = Vec::new();
@@ -420,9 +433,10 @@ impl Writer {
         // 250.
         let outcome = failure.unwrap_or(Outcome::Delivered);
         let mut told = Vec::with_capacity(written.len());
+        let mut again = Vec::new();
         for item in written {
             // A job whose own mailboxes all synced was taken back only with the rest of the
-            // batch: it is written again in the next commit, not failed for another's fault.
+            // batch: it is written again, not failed for another's fault.
             let innocent = |failed: &HashSet<String>| {
                 !item.job.entries.iter().any(|e| failed.contains(&e.mailbox))
             };
@@ -430,7 +444,7 @@ impl Writer {
                 && failed.as_ref().is_some_and(innocent)
                 && Instant::now() < item.deadline
             {
-                waiting.push(item);
+                again.push(item);
                 continue;
             }
             let job = item.job;
@@ -444,57 +458,8 @@ impl Writer {
         for job in told {
             job.log(outcome);
         }
-        waiting
+        (waiting, again)
     }
-}
-
-/// Appends every entry of `job`; on failure truncates its own appends back.
-///
-/// Only offsets this commit reached are ever truncated to: each entry's `before` is at least the
-/// mailbox's length when it was opened, so no byte another program wrote is cut.
-fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
-    let mut done: Vec<(&str, u64)> = Vec::new();
-    let mut result = Ok(());
-    for entry in &job.entries {
-        let Some(mailbox) = boxes.get_mut(&entry.mailbox) else {
-            result = Err(io::Error::other("mailbox not open"));
-            break;
-        };
-        let before = mailbox.len;
-        // The first entry of this commit starts a clean `From ` line (see `mailbox::padding`).
-        let pad = if before == mailbox.start {
-            mailbox.pad
-        } else {
-            b""
-        };
-        if !pad.is_empty() {
-            log::warn!(
-                "{}: mailbox {:?} does not end in a blank line; appending {} newline(s) before the new entry",
-                job.id,
-                entry.mailbox,
-                pad.len()
-            );
-        }
-        // A failed write may have appended part of its bytes; `before` is where they start.
-        done.push((&entry.mailbox, before));
-        let parts: [&[u8]; 3] = [pad, &entry.header, &entry.body];
-        if let Err(e) = mailbox.file.append(&parts) {
-            result = Err(e);
-            break;
-        }
-        mailbox.appended(&parts);
-    }
-    if result.is_err() {
-        for (name, before) in done.into_iter().rev() {
-            if let Some(mailbox) = boxes.get_mut(name) {
-                if let Err(e) = mailbox.file.set_len(before) {
-                    log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
-                }
-                mailbox.truncated(before);
-            }
-        }
-    }
-    result
 }
 
 /// Splits a batch, in order, into groups that each touch at most `bound` distinct mailboxes. A
