@@ -397,18 +397,22 @@ fn address(s: &str) -> Result<Address, ParseError> {
         // RFC 5321 §4.5.3.1.3: a path is at most 256 octets.
         return Err(ParseError::Syntax("path too long"));
     }
-    // RFC 5322 §3.2.4: a quoted string means what the atoms it quotes mean, so `"jones"` is
-    // `jones` (and `"postmaster"` is postmaster, RFC 5321 §4.5.1). Only a local part that needs
-    // its quotes keeps them.
-    let local = local
-        .strip_prefix('"')
-        .and_then(|quoted| quoted.strip_suffix('"'))
-        .filter(|inner| is_dot_atom(inner))
-        .unwrap_or(local);
+    let local = unquoted(local);
     Ok(Address {
         local: local.to_string(),
         domain: domain.map(str::to_string),
     })
+}
+
+/// A local part without quotes it does not need. RFC 5322 §3.2.4: a quoted string means what
+/// the atoms it quotes mean, so `"jones"` is `jones` (and `"postmaster"` is postmaster, RFC 5321
+/// §4.5.1), for RCPT as for VRFY. Only a local part that needs its quotes keeps them.
+pub(crate) fn unquoted(local: &str) -> &str {
+    local
+        .strip_prefix('"')
+        .and_then(|quoted| quoted.strip_suffix('"'))
+        .filter(|inner| is_dot_atom(inner))
+        .unwrap_or(local)
 }
 
 /// RFC 5322 §3.2.3's atext, with RFC 6532's UTF-8: the octets an unquoted local part is made of,

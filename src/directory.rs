@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::command::Address;
+use crate::command::{Address, unquoted};
 use crate::mailboxes::Mailboxes;
 use crate::names::mailbox_name;
 use crate::reply::{self, Reply};
@@ -254,8 +254,8 @@ impl Directory {
             _ => arg.trim(),
         };
         match inner.rsplit_once('@') {
-            Some((local, domain)) => self.is_local_domain(domain).then_some(local),
-            None => Some(inner),
+            Some((local, domain)) => self.is_local_domain(domain).then_some(unquoted(local)),
+            None => Some(unquoted(inner)),
         }
     }
 }

@@ -161,6 +161,10 @@ fn vrfy_and_expn() {
     let mut c = server.client();
     assert_eq!(c.expect("VRFY Jones", 250).text(), "<jones@mx.test>");
     c.expect("VRFY <brown@mx.test>", 250);
+    // Quotes that are not needed change nothing, as for RCPT (RFC 5322 §3.2.4).
+    c.expect("VRFY \"jones\"", 250);
+    c.expect("VRFY <\"brown\"@mx.test>", 250);
+    c.expect("EXPN \"staff\"", 250);
     c.expect("VRFY green", 550);
     c.expect("VRFY", 501);
     let expn = c.expect("EXPN staff", 250);

@@ -127,8 +127,9 @@ fn from_name(helo: &str) -> Cow<'_, str> {
 /// part with any character but space, `<`, `>` and a second `@`, but RFC 5321 §4.1.2 allows only
 /// atext and dots there (RFC 5322 §3.2.3): the others carry structure in a header (`(` opens a
 /// comment, `;` ends `Received:`'s tokens before its date). A local part holding one is written
-/// as the quoted string RFC 5321 asks for (`"a(b"@example.com`, each `"` and `\\` escaped),
-/// which names the same mailbox; any other address, a quoted local part included, as given.
+/// as the quoted string RFC 5321 asks for (`"a(b"@example.com`, each `"` and `\` escaped); any
+/// other address, a quoted local part included, as given. (mboxd itself delivers such a local
+/// part only unquoted: a mailbox name holds no `"`.)
 fn header_address(address: &str) -> Cow<'_, str> {
     if address.starts_with('"') {
         return Cow::Borrowed(address);
