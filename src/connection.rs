@@ -427,8 +427,11 @@ fn run(
         // Before the 354 can reach the client, so shutdown never takes a session that is about
         // to receive a message for an idle one.
         flags.in_message.store(message, Ordering::SeqCst);
-        // Not idle while answering (set again below, once the clocks are).
-        flags.waiting_since.store(0, Ordering::SeqCst);
+        // Not idle while answering what came since the last read (set again below, with the
+        // clocks); with nothing new, the flag already says since when it has waited.
+        if core.progress() != clock.progress {
+            flags.waiting_since.store(0, Ordering::SeqCst);
+        }
         if !message && ctx.shutting_down() {
             return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
         }
