@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::reply::{self, Reply};
 
 /// How long a session the server closes waits for its client to close in turn (see [`linger`]).
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(1);
 
 /// At most this much of what a client sends after the server closed its session is read (and
 /// thrown away) while lingering.
