@@ -22,10 +22,10 @@
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -38,7 +38,9 @@ use crate::reply::{self, Reply, write_reply};
 use crate::session::{Session, SessionConfig};
 use crate::socket::{Late, ReadTimer, linger};
 use crate::writer::Job;
-use crate::writer::ack::Awaited;
+
+mod live;
+use live::{Flags, Live, Registration};
 
 /// What every connection of a server shares.
 pub(crate) struct Context {
@@ -68,52 +70,6 @@ pub(crate) struct Context {
     started: u64,
 }
 
-struct Live {
-    stream: TcpStream,
-    flags: Arc<Flags>,
-}
-
-/// What shutdown and eviction need to know of a live session, shared with its worker.
-#[derive(Debug, Default)]
-struct Flags {
-    /// Inside a message: shutdown gives it its grace, eviction leaves it alone.
-    in_message: AtomicBool,
-    /// Milliseconds after the context's epoch, plus one, since when the session has been
-    /// waiting for its current command; 0 while it is not waiting for one.
-    waiting_since: AtomicU64,
-    /// Set when the session was closed to make room; it then answers 421.
-    evicted: AtomicBool,
-    /// The answer to the session's last message: until the writer has given it, the session
-    /// waits for the server, not the client, and is not idle.
-    delivery: Mutex<Option<Awaited>>,
-}
-
-impl Flags {
-    /// Whether the writer has yet to answer the session's last message.
-    fn awaits_writer(&self) -> bool {
-        let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
-        delivery.as_ref().is_some_and(|d| d.answered_at().is_none())
-    }
-
-    /// How long the session has been idle, waiting for its client's next command, if it is.
-    fn idle_for(&self, now: u64) -> Option<u64> {
-        let since = match self.waiting_since.load(Ordering::SeqCst) {
-            0 => return None,
-            since => now.saturating_sub(since),
-        };
-        let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
-        match delivery.as_ref().map(Awaited::answered_at) {
-            None => Some(since),
-            Some(None) => None,
-            Some(Some(answered)) => Some(since.min(answered.elapsed().as_millis() as u64)),
-        }
-    }
-}
-
-/// How long a session must have waited for a command before it may be evicted: a client
-/// between two pipelined commands is not idle.
-const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
-
 impl Context {
     pub(crate) fn new(
         session: Arc<SessionConfig>,
@@ -137,147 +93,15 @@ impl Context {
         }
     }
 
-    fn live(&self) -> MutexGuard<'_, HashMap<u64, Live>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// True once shutdown has begun.
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    /// Begins shutdown: sessions waiting for a command are woken (their reads see end of file)
-    /// and answer 421; sessions inside a message may finish it first.
-    pub(crate) fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-        let live = self.live();
-        // Wakes sessions in a `--fail` delay (see `pause`: it checks the flag under this lock).
-        self.ended.notify_all();
-        for conn in live.values() {
-            if !conn.flags.in_message.load(Ordering::SeqCst) {
-                let _ = conn.stream.shutdown(Shutdown::Read);
-            }
-        }
-    }
-
-    /// Closes the session that has waited longest for a command (the oldest connection of those
-    /// tied), if one has waited at least [`EVICTABLE_AFTER`]: it answers `421 4.3.2` and its
-    /// worker is free for a newcomer.
-    pub(crate) fn evict_idlest(&self) {
-        let now = self.clock();
-        let limit = EVICTABLE_AFTER.as_millis() as u64;
-        let live = self.live();
-        // Idle times are in whole milliseconds, so two sessions can tie: the older connection
-        // (the lower number) goes first, not whichever the map yields last.
-        let idlest = live
-            .iter()
-            .filter(|(_, conn)| !conn.flags.evicted.load(Ordering::SeqCst))
-            .filter_map(|(&id, conn)| Some((conn.flags.idle_for(now)?, id, conn)))
-            .filter(|(idle, ..)| *idle >= limit)
-            .max_by_key(|&(idle, id, _)| (idle, std::cmp::Reverse(id)));
-        if let Some((idle, _, conn)) = idlest {
-            log::info!("every worker busy: closing a session idle for {idle} ms to make room");
-            conn.flags.evicted.store(true, Ordering::SeqCst);
-            let _ = conn.stream.shutdown(Shutdown::Read);
-        }
-    }
-
-    /// Milliseconds since the epoch, plus one (so 0 can mean "never").
-    fn clock(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    /// Waits until no session is live or `deadline` passes; true if none is left.
-    pub(crate) fn wait_for_sessions(&self, deadline: Instant) -> bool {
-        let mut live = self.live();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if live.is_empty() {
-                return true;
-            }
-            if left.is_zero() {
-                return false;
-            }
-            live = self
-                .ended
-                .wait_timeout(live, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Ends the shutdown grace: every session still reading, inside a message or not, sees end
-    /// of file, answers 421 and closes.
-    pub(crate) fn end_grace(&self) {
-        let live = self.live();
-        if !live.is_empty() {
-            log::warn!(
-                "shutdown grace over: closing {} session(s) still inside a message",
-                live.len()
-            );
-        }
-        for conn in live.values() {
-            let _ = conn.stream.shutdown(Shutdown::Read);
-        }
-    }
-
-    /// The last step of shutdown: shuts both directions of every live session but one waiting
-    /// for the writer (bounded by the lock timeout; cutting it would lose a stored message's
-    /// 250). A write blocked on a client that reads nothing is not woken by the reading side
-    /// being shut, and could wait out `--timeout` twice (reply, then 421); now it fails at once.
-    pub(crate) fn cut(&self) {
-        let live = self.live();
-        let stuck: Vec<&Live> = live
-            .values()
-            .filter(|conn| !conn.flags.awaits_writer())
-            .collect();
-        if !stuck.is_empty() {
-            log::warn!("shutdown: cutting {} session(s) still open", stuck.len());
-        }
-        for conn in stuck {
-            let _ = conn.stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Waits `pause` (a `--fail` delay), or until shutdown begins.
-    fn pause(&self, pause: Duration) {
-        let deadline = Instant::now() + pause;
-        let mut live = self.live();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.shutting_down() {
-                return;
-            }
-            live = self
-                .ended
-                .wait_timeout(live, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Sessions in progress now.
-    pub(crate) fn live_connections(&self) -> usize {
-        self.live().len()
     }
 
     /// A new message id: the server's start time and a counter, in hex.
     pub(crate) fn message_id(&self) -> String {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
         format!("{:x}.{n:x}", self.started)
-    }
-}
-
-/// Removes a connection from the live set when its session ends, however it ends.
-struct Registration<'a> {
-    ctx: &'a Context,
-    id: u64,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.ctx.live().remove(&self.id);
-        self.ctx.ended.notify_all();
     }
 }
 
