@@ -19,10 +19,15 @@ use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
-/// Tries to take an fcntl(2) write lock on the whole of `file` without waiting.
+/// Tries to take an fcntl(2) write lock on the whole of `file` without waiting: an open file
+/// description lock (`F_OFD_SETLK`, Linux 3.15). It conflicts with other processes' classic
+/// fcntl locks (Postfix, procmail, mutt) as a classic lock does, and besides:
+/// - with this process's other open files, so a second server's writer in the same process (a
+///   test suite's) is excluded too;
+/// - it is not dropped when this process closes another descriptor of the file (as a test does
+///   reading the mailbox through `Server::messages`), which releases a classic lock.
 ///
-/// `Ok(false)` means another process holds a conflicting lock. The lock is released when the
-/// file is closed.
+/// `Ok(false)` means a conflicting lock is held. The lock is released when `file` is closed.
 pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
@@ -31,8 +36,9 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     lock.l_start = 0;
     lock.l_len = 0; // to the end of the file, however it grows
     // SAFETY: the descriptor is open for as long as `file` is borrowed, and `lock` is a valid
-    // `flock` that F_SETLK only reads.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) };
+    // `flock` that F_OFD_SETLK only reads.
+    // `l_pid` stays 0, as F_OFD_SETLK requires.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
     if rc == 0 {
         return Ok(true);
     }

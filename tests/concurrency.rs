@@ -1,5 +1,5 @@
 //! Many clients at once: every message intact, none interleaved with another, none lost, through
-//! the one writer thread.
+//! the one writer thread; and through two servers of one test process sharing a mail directory.
 
 mod support;
 
@@ -104,4 +104,61 @@ fn clients_for_different_mailboxes_are_all_delivered() {
         );
     }
     assert_eq!(mbox_entries(&server.mbox_text("all")).len(), 80);
+}
+
+#[test]
+fn two_servers_of_one_process_on_one_mail_directory_exclude_each_other() {
+    // A test suite's servers are threads of one process. Their writers took the same private
+    // dotlock name, judged each other's lock "left by this process" and broke it, and a classic
+    // fcntl lock does not exclude within a process: some messages got 451, and one was stored
+    // with two extra lines. Each writer now has its own number and takes an OFD lock.
+    let dir = tempfile::tempdir().unwrap();
+    let start = || mboxd::Server::start(mboxd::Config::for_tests().mail_dir(dir.path())).unwrap();
+    let servers = [start(), start()];
+    let addrs: Vec<_> = servers.iter().map(mboxd::Server::local_addr).collect();
+    thread::scope(|scope| {
+        for (s, addr) in addrs.iter().enumerate() {
+            for n in 0..4 {
+                let addr = *addr;
+                scope.spawn(move || {
+                    let mut c = Client::connect(addr);
+                    assert_eq!(c.read_reply().code, 220);
+                    c.expect("EHLO twin.test", 250);
+                    for m in 0..25 {
+                        let id = format!("s{s}c{n}m{m}");
+                        let from = format!("{id}@clients.test");
+                        let r = c.send_mail(&from, &["shared@localhost"], &message(&id));
+                        assert_eq!(r.code, 250, "{id}: {r:?}");
+                    }
+                });
+            }
+        }
+        // Readers in the same process, as a test's assertions are.
+        for server in &servers {
+            scope.spawn(move || {
+                for _ in 0..50 {
+                    server.messages("shared").unwrap();
+                }
+            });
+        }
+    });
+    let mbox = std::fs::read_to_string(dir.path().join("shared")).unwrap();
+    let entries = mbox_entries(&mbox);
+    assert_eq!(entries.len(), 200);
+    let mut seen = std::collections::HashSet::new();
+    for entry in &entries {
+        let id = entry
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .expect("a Subject line");
+        assert!(seen.insert(id.to_string()), "{id} twice");
+        assert!(entry.ends_with(&stored(id)), "{id} is not intact:\n{entry}");
+    }
+    // No lock file is left.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "shared")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

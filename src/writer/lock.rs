@@ -5,15 +5,17 @@
 //! mailbox, and must decide when a dotlock left behind by a crash may be broken. mboxd takes its
 //! dotlocks with liblockfile's link(2) method so that the owner is in a file name, which survives
 //! a power cut, not in file contents, which may not: it creates a private file
-//! `.<mbox>.lock.mboxd-<pid>-<starttime>` (mailbox names never start with `.`, so it cannot be a
-//! mailbox), writes its process id into it, and hard-links it to `<mbox>.lock`. The start time
-//! (clock ticks since boot, field 22 of `/proc/<pid>/stat`) makes the name name one process, not
-//! a process id that may since have been reused. [`judge`] says when a dotlock is stale.
+//! `.<mbox>.lock.mboxd-<pid>-<starttime>-<writer>` (mailbox names never start with `.`, so it
+//! cannot be a mailbox), writes its process id into it, and hard-links it to `<mbox>.lock`. The
+//! start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`) makes the name name one
+//! process, not a process id that may since have been reused; the writer's number tells apart
+//! the writers of several servers in one process. [`judge`] says when a dotlock is stale.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::os;
@@ -25,18 +27,25 @@ pub(super) const STALE_DOTLOCK: Duration = Duration::from_secs(500);
 /// What sits between a mailbox name and the owner in the name of mboxd's private lock file.
 const MARK: &str = ".lock.mboxd-";
 
-/// One process, for as long as the system runs: its id and its start time in clock ticks since
-/// boot.
+/// One writer, for as long as the system runs: its process's id and start time in clock ticks
+/// since boot, and its number in that process (a test suite may run several servers, each with
+/// its writer, in one process, even on one mail directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Owner {
     /// The process id.
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat`; 0 if `/proc` could not be read.
     pub start: u64,
+    /// The writer's number in its process, from 1; 0 in a name without one (mboxd before
+    /// 2026-11-24).
+    pub writer: u32,
 }
 
+/// The number the next writer of this process takes.
+static NEXT_WRITER: AtomicU32 = AtomicU32::new(1);
+
 impl Owner {
-    /// This process.
+    /// A new writer of this process.
     pub(super) fn current() -> Owner {
         let pid = std::process::id();
         let start = match process(pid) {
@@ -46,23 +55,37 @@ impl Owner {
                 0
             }
         };
-        Owner { pid, start }
+        let writer = NEXT_WRITER.fetch_add(1, Ordering::Relaxed);
+        Owner { pid, start, writer }
+    }
+
+    /// Whether `other` is a writer of the same process.
+    fn same_process(self, other: Owner) -> bool {
+        (self.pid, self.start) == (other.pid, other.start)
     }
 }
 
 /// The name of `owner`'s private lock file for `mailbox`.
 pub(super) fn temp_name(mailbox: &str, owner: Owner) -> String {
-    format!(".{mailbox}{MARK}{}-{}", owner.pid, owner.start)
+    format!(
+        ".{mailbox}{MARK}{}-{}-{}",
+        owner.pid, owner.start, owner.writer
+    )
 }
 
 /// The mailbox and owner a private lock file name encodes, if it is one.
 pub(super) fn parse_temp_name(name: &str) -> Option<(&str, Owner)> {
     // `rsplit`: a mailbox name may itself contain the mark.
     let (mailbox, owner) = name.strip_prefix('.')?.rsplit_once(MARK)?;
-    let (pid, start) = owner.split_once('-')?;
+    let mut parts = owner.split('-');
+    let (pid, start, writer) = (parts.next()?, parts.next()?, parts.next().unwrap_or("0"));
+    if parts.next().is_some() {
+        return None;
+    }
     let owner = Owner {
         pid: pid.parse().ok()?,
         start: start.parse().ok()?,
+        writer: writer.parse().ok()?,
     };
     (!mailbox.is_empty() && owner.pid > 0).then_some((mailbox, owner))
 }
@@ -170,9 +193,9 @@ pub(super) fn take(dir: &Path, mailbox: &str, me: Owner) -> Result<DotLock, Refu
     Err(give_up(Refused::Held))
 }
 
-/// Creates this process's private lock file with its process id in it. The id is a courtesy to
+/// Creates this writer's private lock file with its process id in it. The id is a courtesy to
 /// tools that read dotlocks; it is never synced, so after a power cut it may be gone, which is
-/// why the owner is also in the name. A file of this name can only be this process's own, left
+/// why the owner is also in the name. A file of this name can only be this writer's own, left
 /// by a failed removal: it is reused, so a lock still linked to it is known as ours (rule 2).
 fn create_temp(path: &Path, pid: u32) -> io::Result<()> {
     let mut file = OpenOptions::new()
@@ -214,10 +237,10 @@ fn stale(reason: impl Into<String>) -> Verdict {
 /// Decides whether the dotlock `lock` (for `mailbox` in `dir`) is stale, by these rules in order:
 ///
 /// 1. modified before the system booted: stale (no process from before boot lives);
-/// 2. linked to a private name `.<mailbox>.lock.mboxd-<pid>-<starttime>` (same device and inode):
-///    mboxd's. Stale if no process `<pid>` with that start time exists, or if it names this very
-///    process (which holds a dotlock only inside one commit, and asks only about locks it does
-///    not hold); held otherwise;
+/// 2. linked to a private name `.<mailbox>.lock.mboxd-<pid>-<starttime>-<writer>` (same device
+///    and inode): mboxd's. Stale if no process `<pid>` with that start time exists, or if it
+///    names this very writer (which holds a dotlock only inside one commit, and asks only about
+///    locks it does not hold); held otherwise, another writer of this process included;
 /// 3. its contents are a process id, and no such process exists, or it is this process's id
 ///    (whose own locks are linked to a private name, rule 2): stale;
 /// 4. otherwise (empty or foreign contents, or a process that lives): stale only once it is
@@ -241,7 +264,10 @@ pub(super) fn judge(dir: &Path, mailbox: &str, lock: &Path, me: Owner) -> Verdic
         && let Some((temp, owner)) = mboxd_name(dir, mailbox, &meta)
     {
         let reason = if owner == me {
-            "left by this process".to_string()
+            "left by this writer".to_string()
+        } else if owner.same_process(me) {
+            // Another server's writer in this process: it holds its lock inside a commit.
+            return Verdict::Held;
         } else {
             match process(owner.pid) {
                 Process::Gone => format!("its mboxd process {} is gone", owner.pid),

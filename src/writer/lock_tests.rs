@@ -10,14 +10,21 @@ use super::lock::{self, Owner, Process, Verdict};
 /// Above Linux's largest possible process id (2^22), so no such process exists.
 const DEAD_PID: u32 = 4_194_305;
 
+/// This test process's writer: one number for every test here (`Owner::current` makes a new
+/// writer at each call).
 fn me() -> Owner {
-    Owner::current()
+    static ME: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
+    *ME.get_or_init(Owner::current)
 }
 
 /// Process 1 (init), which lives as long as the system does.
 fn init() -> Owner {
     match lock::process(1) {
-        Process::Started(start) => Owner { pid: 1, start },
+        Process::Started(start) => Owner {
+            pid: 1,
+            start,
+            writer: 1,
+        },
         other => panic!("/proc/1/stat: {other:?}"),
     }
 }
@@ -94,15 +101,24 @@ fn proc_fields_are_parsed_after_the_command_name() {
 
 #[test]
 fn private_names_encode_the_mailbox_and_the_owner() {
-    let owner = Owner { pid: 42, start: 7 };
-    assert_eq!(lock::temp_name("jones", owner), ".jones.lock.mboxd-42-7");
+    let owner = Owner {
+        pid: 42,
+        start: 7,
+        writer: 3,
+    };
+    assert_eq!(lock::temp_name("jones", owner), ".jones.lock.mboxd-42-7-3");
+    assert_eq!(
+        lock::parse_temp_name(".jones.lock.mboxd-42-7-3"),
+        Some(("jones", owner))
+    );
+    // A name without the writer's number (mboxd before it had one) is writer 0's.
     assert_eq!(
         lock::parse_temp_name(".jones.lock.mboxd-42-7"),
-        Some(("jones", owner))
+        Some(("jones", Owner { writer: 0, ..owner }))
     );
     // A mailbox name may contain the mark itself.
     assert_eq!(
-        lock::parse_temp_name(".a.lock.mboxd-1-2.lock.mboxd-42-7"),
+        lock::parse_temp_name(".a.lock.mboxd-1-2.lock.mboxd-42-7-3"),
         Some(("a.lock.mboxd-1-2", owner))
     );
     for name in [
@@ -110,6 +126,8 @@ fn private_names_encode_the_mailbox_and_the_owner() {
         "jones.lock",
         ".jones.lock.mboxd-42",
         ".jones.lock.mboxd-x-7",
+        ".jones.lock.mboxd-42-7-x",
+        ".jones.lock.mboxd-42-7-3-1",
         "..lock.mboxd-42-7",
         ".jones.lock.mboxd-0-7",
     ] {
@@ -175,13 +193,15 @@ fn rule_2_an_mboxd_lock_is_stale_at_once_when_its_owner_is_gone() {
         Owner {
             pid: DEAD_PID,
             start: 12345,
+            writer: 1,
         },
         // The id lives, but names a process started at another time: it was reused.
         Owner {
             pid: 1,
             start: live.start + 1,
+            writer: 1,
         },
-        // This very process, which holds no lock outside a commit.
+        // This very writer, which holds no lock outside a commit.
         me(),
     ];
     for owner in owners {
@@ -196,6 +216,21 @@ fn rule_2_an_mboxd_lock_is_stale_at_once_when_its_owner_is_gone() {
         drop(held);
         assert!(!lock.exists() && names(dir.path()).is_empty(), "{owner:?}");
     }
+}
+
+#[test]
+fn rule_2_another_writer_of_this_process_holds_its_lock() {
+    // Two servers in one test process on one mail directory: each one's lock must hold against
+    // the other (it was "left by this process", so stale, and broken).
+    let dir = tempfile::tempdir().unwrap();
+    let other = Owner {
+        writer: me().writer + 1_000,
+        ..me()
+    };
+    let (lock, temp) = mboxd_lock(dir.path(), "jones", other);
+    assert_eq!(judge(dir.path(), "jones"), Verdict::Held);
+    assert!(lock::take(dir.path(), "jones", me()).is_err());
+    assert!(lock.exists() && temp.exists());
 }
 
 #[test]
@@ -263,10 +298,12 @@ fn orphans_whose_owner_is_gone_are_removed_at_start() {
     let dead = Owner {
         pid: DEAD_PID,
         start: 7,
+        writer: 1,
     };
     let reused = Owner {
         pid: 1,
         start: live.start + 1,
+        writer: 1,
     };
     // Created but never linked.
     fs::write(d.join(lock::temp_name("a", dead)), "").unwrap();
