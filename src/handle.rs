@@ -143,8 +143,10 @@ impl Server {
 
     /// The messages in `user`'s mailbox now, oldest first; none if it does not exist yet.
     ///
-    /// `user` is a local name or an address (its local part is used); it is normalised as a
-    /// recipient is (lower-cased, NFKC), so `Jones` and `jones@localhost` name one mailbox.
+    /// `user` is a local name or an address (its local part is used), with or without angle
+    /// brackets; it is normalised as a recipient is (lower-cased, NFKC, quotes it does not need
+    /// dropped), so `Jones`, `jones@localhost`, `<jones@localhost>` and `"jones"` name one
+    /// mailbox.
     /// An alias is not expanded: ask for its targets. The file is read up to the end of the
     /// last commit this server made to it, or up to where the file ended when the writer last
     /// opened it if that is later (what another program appended before is kept), or whole if
@@ -206,8 +208,13 @@ impl Server {
 
     /// The mailbox name of `user` (its local part, normalised), and its file.
     fn locate(&self, user: &str) -> io::Result<(String, PathBuf)> {
-        let local = user.rsplit_once('@').map_or(user, |(local, _)| local);
-        let name = mailbox_name(local).ok_or_else(|| {
+        // As a RCPT path may be written: `<jones@localhost>`, `"jones"@localhost`.
+        let address = user
+            .strip_prefix('<')
+            .and_then(|inner| inner.strip_suffix('>'))
+            .unwrap_or(user);
+        let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+        let name = mailbox_name(crate::command::unquoted(local)).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{user:?} is not a mailbox name"),

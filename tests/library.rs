@@ -233,6 +233,16 @@ fn multi_recipient_8bit_folded_and_null_sender() {
             "{received}"
         );
     }
+    // Any way a RCPT path may name the mailbox names it here too: `<...>` read a mailbox
+    // named `<jones` (none), and `"jones"` was no mailbox name.
+    for user in [
+        "Jones",
+        "<jones@localhost>",
+        "\"jones\"@localhost",
+        "<\"jones\">",
+    ] {
+        assert_eq!(server.messages(user).unwrap().len(), 1, "{user}");
+    }
     let bounce = &server.messages("smith").unwrap()[1];
     assert_eq!(bounce.sender(), None);
     assert_eq!(bounce.header("Return-Path"), Some("<>"));
