@@ -21,8 +21,10 @@ impl Config {
     }
 
     /// The defaults, except: listening on `127.0.0.1:0` only (a free port the system picks),
-    /// and mail in a fresh temporary directory (see [`Config::temp_mail_dir`]) that the server
-    /// removes when it stops, unless [`Config::keep_mail_dir`] is called.
+    /// mail in a fresh temporary directory (see [`Config::temp_mail_dir`]) that the server
+    /// removes when it stops, unless [`Config::keep_mail_dir`] is called, and a shutdown grace
+    /// of 1 s instead of 30 s: a test that fails (or drops its server) while a client of its own
+    /// is inside a message does not wait half a minute for that client.
     ///
     /// ```
     /// let server = mboxd::Server::start(mboxd::Config::for_tests().max_recipients(5))?;
@@ -33,6 +35,7 @@ impl Config {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             temp_mail_dir: true,
+            shutdown_grace: Duration::from_secs(1),
             ..Config::default()
         }
     }

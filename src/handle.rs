@@ -59,7 +59,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the mail directory, binds every address of `config` and starts serving.
+    /// Creates the mail directory, binds every address of `config` and starts serving. Raises
+    /// this process's soft limit of open files to its hard limit, for many sessions; processes
+    /// started afterwards inherit it.
     ///
     /// Fails with [`StartError::Config`] for an unusable setting (no address, no worker, a
     /// recipient limit of 0, an empty host name or one with white space, `auth_required`
@@ -136,7 +138,8 @@ impl Server {
         &self.mail_dir
     }
 
-    /// Sessions in progress now.
+    /// Sessions in progress now. A session counts until its worker has let go of it, which can
+    /// be a moment after its client saw the connection close.
     pub fn live_connections(&self) -> usize {
         self.running.live_connections()
     }

@@ -190,6 +190,22 @@ fn shutdown_grace() {
 }
 
 #[test]
+fn for_tests_gives_a_one_second_grace_so_a_dropped_server_stops_soon() {
+    // With the command line's 30 s, a test that failed while its client was inside a message
+    // waited half a minute in the server's drop.
+    let server = start(Config::for_tests());
+    let mut c = client(&server);
+    begin_data(&mut c, "jones@localhost");
+    c.send(b"Subject: unfinished\r\n");
+    let began = Instant::now();
+    let dropper = thread::spawn(move || drop(server));
+    let r = c.read_reply();
+    assert_eq!(r.code, 421, "{r:?}");
+    within(began.elapsed(), 900, 5000);
+    dropper.join().unwrap();
+}
+
+#[test]
 fn max_per_peer() {
     let server = start(Config::for_tests().max_per_peer(1));
     let peer: IpAddr = "127.0.0.2".parse().unwrap();
