@@ -247,6 +247,16 @@ fn multi_recipient_8bit_folded_and_null_sender() {
     assert_eq!(bounce.sender(), None);
     assert_eq!(bounce.header("Return-Path"), Some("<>"));
     assert_eq!(bounce.body(), b"\xff\xfe raw octets\n");
+    // A sender really named MAILER-DAEMON has the null sender's `From ` line, but not its
+    // Return-Path: it was `None` as well.
+    c.expect("MAIL FROM:<MAILER-DAEMON>", 250);
+    c.expect("RCPT TO:<smith@localhost>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: daemon\r\n\r\nx\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    let daemon = &server.messages("smith").unwrap()[2];
+    assert!(daemon.from_line().starts_with("From MAILER-DAEMON "));
+    assert_eq!(daemon.sender(), Some("MAILER-DAEMON"));
 }
 
 #[test]

@@ -164,12 +164,13 @@ impl Message {
         };
         let raw = unquote(content);
         let from_line = String::from_utf8_lossy(first).into_owned();
+        let (headers, body, sent) = parse_headers(&raw);
         let sender = first
             .strip_prefix(FROM)
             .and_then(|s| s.split(|&b| b == b' ').next())
-            .filter(|s| !s.is_empty() && *s != b"MAILER-DAEMON")
-            .map(|s| String::from_utf8_lossy(s).into_owned());
-        let (headers, body, sent) = parse_headers(&raw);
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .filter(|s| s != "MAILER-DAEMON" || real_mailer_daemon(&headers));
         Message {
             from_line,
             sender,
@@ -181,7 +182,9 @@ impl Message {
     }
 
     /// The envelope sender from the `From ` line (RFC 5321 reverse path; mboxd writes spaces
-    /// in it as `_`), or `None` for the null sender, written `MAILER-DAEMON`.
+    /// in it as `_`), or `None` for the null sender, written `MAILER-DAEMON`. A sender really
+    /// named `<MAILER-DAEMON>` is told apart by the `Return-Path:` mboxd writes above the
+    /// message (`<MAILER-DAEMON>`, not `<>`).
     pub fn sender(&self) -> Option<&str> {
         self.sender.as_deref()
     }
@@ -331,6 +334,14 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
         0
     };
     (headers, body, sent)
+}
+
+/// Whether an entry whose `From ` line names `MAILER-DAEMON` had that sender, not the null one:
+/// its first header is a `Return-Path:` that is not `<>`.
+fn real_mailer_daemon(headers: &[Header]) -> bool {
+    headers
+        .first()
+        .is_some_and(|h| h.name.eq_ignore_ascii_case("Return-Path") && h.value.trim() != "<>")
 }
 
 #[cfg(test)]
