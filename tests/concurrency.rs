@@ -27,6 +27,24 @@ fn stored(id: &str) -> String {
     )
 }
 
+/// Each entry's id (its Subject) with the entry, after checking that no id comes twice and that
+/// every entry holds its message intact.
+fn each_once_and_intact(entries: &[String]) -> Vec<(&str, &str)> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .iter()
+        .map(|entry| {
+            let id = entry
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .expect("a Subject line");
+            assert!(seen.insert(id), "{id} twice");
+            assert!(entry.ends_with(&stored(id)), "{id} is not intact:\n{entry}");
+            (id, entry.as_str())
+        })
+        .collect()
+}
+
 #[test]
 fn sixteen_clients_times_twenty_five_messages_into_one_mbox() {
     let server = TestServer::with(|c| c.workers = CLIENTS);
@@ -53,16 +71,9 @@ fn sixteen_clients_times_twenty_five_messages_into_one_mbox() {
     for c in clients {
         c.join().expect("client thread");
     }
-    let mbox = server.mbox_text("jones");
-    let entries = mbox_entries(&mbox);
+    let entries = mbox_entries(&server.mbox_text("jones"));
     assert_eq!(entries.len(), CLIENTS * MESSAGES);
-    let mut seen = std::collections::HashSet::new();
-    for entry in &entries {
-        let id = entry
-            .lines()
-            .find_map(|l| l.strip_prefix("Subject: "))
-            .expect("a Subject line");
-        assert!(seen.insert(id.to_string()), "{id} twice");
+    for (id, entry) in each_once_and_intact(&entries) {
         let lines: Vec<&str> = entry.lines().collect();
         assert!(
             lines[0].starts_with(&format!("From {id}@clients.test ")),
@@ -71,7 +82,6 @@ fn sixteen_clients_times_twenty_five_messages_into_one_mbox() {
         );
         assert_eq!(lines[1], format!("Return-Path: <{id}@clients.test>"));
         assert!(lines[2].starts_with("Received: from client"));
-        assert!(entry.ends_with(&stored(id)), "{id} is not intact:\n{entry}");
     }
 }
 
@@ -142,18 +152,9 @@ fn two_servers_of_one_process_on_one_mail_directory_exclude_each_other() {
             });
         }
     });
-    let mbox = std::fs::read_to_string(dir.path().join("shared")).unwrap();
-    let entries = mbox_entries(&mbox);
+    let entries = mbox_entries(&std::fs::read_to_string(dir.path().join("shared")).unwrap());
     assert_eq!(entries.len(), 200);
-    let mut seen = std::collections::HashSet::new();
-    for entry in &entries {
-        let id = entry
-            .lines()
-            .find_map(|l| l.strip_prefix("Subject: "))
-            .expect("a Subject line");
-        assert!(seen.insert(id.to_string()), "{id} twice");
-        assert!(entry.ends_with(&stored(id)), "{id} is not intact:\n{entry}");
-    }
+    each_once_and_intact(&entries);
     // No lock file is left.
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
