@@ -337,11 +337,13 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
 }
 
 /// Whether an entry whose `From ` line names `MAILER-DAEMON` had that sender, not the null one:
-/// its first header is a `Return-Path:` that is not `<>`.
+/// its first header is the `Return-Path: <MAILER-DAEMON>` mboxd writes for it. Any other
+/// `Return-Path:` is no evidence: another program may write the null sender's `From ` line above
+/// a message that keeps its original `Return-Path:`.
 fn real_mailer_daemon(headers: &[Header]) -> bool {
     headers
         .first()
-        .is_some_and(|h| h.name.eq_ignore_ascii_case("Return-Path") && h.value.trim() != "<>")
+        .is_some_and(|h| h.name.eq_ignore_ascii_case("Return-Path") && h.value == "<MAILER-DAEMON>")
 }
 
 #[cfg(test)]

@@ -78,3 +78,20 @@ fn invalid_utf8_is_replaced_and_raw_is_kept() {
     assert_eq!(m.body(), b"\xff\n");
     assert_eq!(m.as_sent(), m.raw());
 }
+
+#[test]
+fn a_mailer_daemon_from_line_is_the_null_sender_unless_return_path_names_it() {
+    let entry = |return_path: &str| {
+        format!(
+            "From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nReturn-Path: {return_path}\nS: x\n\nb\n\n"
+        )
+    };
+    assert_eq!(
+        parse(entry("<MAILER-DAEMON>").as_bytes())[0].sender(),
+        Some("MAILER-DAEMON")
+    );
+    // Another program's null-sender line above a message's own Return-Path: still the null one.
+    for other in ["<>", "<alice@x.test>", "<MAILER-DAEMON@host.test>"] {
+        assert_eq!(parse(entry(other).as_bytes())[0].sender(), None, "{other}");
+    }
+}
