@@ -59,9 +59,12 @@ impl Owner {
         Owner { pid, start, writer }
     }
 
-    /// Whether `other` is a writer of the same process.
-    fn same_process(self, other: Owner) -> bool {
+    /// Whether `other` is another writer this process has started, which may hold a lock now;
+    /// one whose number this process never gave (an older mboxd's name has none, 0) is not.
+    fn sibling(self, other: Owner) -> bool {
         (self.pid, self.start) == (other.pid, other.start)
+            && other.writer != self.writer
+            && (1..NEXT_WRITER.load(Ordering::Relaxed)).contains(&other.writer)
     }
 }
 
@@ -238,9 +241,11 @@ fn stale(reason: impl Into<String>) -> Verdict {
 ///
 /// 1. modified before the system booted: stale (no process from before boot lives);
 /// 2. linked to a private name `.<mailbox>.lock.mboxd-<pid>-<starttime>-<writer>` (same device
-///    and inode): mboxd's. Stale if no process `<pid>` with that start time exists, or if it
-///    names this very writer (which holds a dotlock only inside one commit, and asks only about
-///    locks it does not hold); held otherwise, another writer of this process included;
+///    and inode): mboxd's. Held if it names another writer this process has started (a second
+///    server's); stale if no process `<pid>` with that start time exists, or if it names this
+///    process otherwise: this very writer (which holds a dotlock only inside one commit, and
+///    asks only about locks it does not hold) or a number this process never gave (0 for an
+///    older mboxd's name without one); held otherwise;
 /// 3. its contents are a process id, and no such process exists, or it is this process's id
 ///    (whose own locks are linked to a private name, rule 2): stale;
 /// 4. otherwise (empty or foreign contents, or a process that lives): stale only once it is
@@ -263,11 +268,11 @@ pub(super) fn judge(dir: &Path, mailbox: &str, lock: &Path, me: Owner) -> Verdic
     if meta.nlink() > 1
         && let Some((temp, owner)) = mboxd_name(dir, mailbox, &meta)
     {
-        let reason = if owner == me {
-            "left by this writer".to_string()
-        } else if owner.same_process(me) {
+        let reason = if me.sibling(owner) {
             // Another server's writer in this process: it holds its lock inside a commit.
             return Verdict::Held;
+        } else if (owner.pid, owner.start) == (me.pid, me.start) {
+            "left by this process".to_string()
         } else {
             match process(owner.pid) {
                 Process::Gone => format!("its mboxd process {} is gone", owner.pid),

@@ -223,14 +223,22 @@ fn rule_2_another_writer_of_this_process_holds_its_lock() {
     // Two servers in one test process on one mail directory: each one's lock must hold against
     // the other (it was "left by this process", so stale, and broken).
     let dir = tempfile::tempdir().unwrap();
-    let other = Owner {
-        writer: me().writer + 1_000,
-        ..me()
-    };
+    let other = Owner::current();
     let (lock, temp) = mboxd_lock(dir.path(), "jones", other);
     assert_eq!(judge(dir.path(), "jones"), Verdict::Held);
     assert!(lock::take(dir.path(), "jones", me()).is_err());
     assert!(lock.exists() && temp.exists());
+    fs::remove_file(&lock).unwrap();
+    fs::remove_file(&temp).unwrap();
+    // A number this process never gave, or none (an older mboxd's name, as after a restart
+    // under the same id without /proc), is a leftover: stale at once, as before.
+    for writer in [0, u32::MAX] {
+        let (_, temp) = mboxd_lock(dir.path(), "jones", Owner { writer, ..me() });
+        assert!(is_stale(&judge(dir.path(), "jones")), "{writer}");
+        let held = lock::take(dir.path(), "jones", me()).ok().unwrap();
+        assert!(!temp.exists());
+        drop(held);
+    }
 }
 
 #[test]
