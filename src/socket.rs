@@ -101,23 +101,20 @@ impl ReadTimer {
 /// 5321 §3.8 wants the client to see the 421. Not done when the client closed first: its end of
 /// file has come, and a message's 250 may still be on its way from the writer.
 #[inline(never)]
-pub(crate) fn linger(mut stream: &TcpStream) {
+pub(crate) fn linger(stream: &TcpStream) {
     if stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
     let deadline = Instant::now() + LINGER;
+    let Ok(mut timer) = ReadTimer::new(stream, LINGER) else {
+        return;
+    };
     let mut buf = [0u8; 1024];
     let mut left = LINGER_BYTES;
     while left > 0 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
-            return;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => return,
+        match timer.read(stream, &mut buf, deadline) {
+            Ok(0) | Err(_) => return,
             Ok(n) => left = left.saturating_sub(n),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return,
         }
     }
 }
