@@ -260,7 +260,11 @@ fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<()> {
             "not a directory",
         ));
     }
-    let probe = dir.join(format!(".mboxd-probe-{}", std::process::id()));
+    // One name per start, not per process: servers of one process (a test suite's) may start
+    // at once on one directory, and one must not remove the other's probe.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".mboxd-probe-{}-{n}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
 }

@@ -361,3 +361,30 @@ fn a_mailbox_never_written_is_read_whole_through_a_link() {
     let subjects: Vec<_> = mail.iter().map(|m| m.subject()).collect();
     assert_eq!(subjects, [Some("1"), Some("2"), Some("3")]);
 }
+
+#[test]
+fn servers_started_at_once_on_one_mail_dir_all_start() {
+    // A suite's tests are threads of one process and may share a mail directory. Each start
+    // writes and removes a probe file there; with one probe name per process, one start could
+    // remove another's probe, which then failed to start with "No such file or directory".
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let barrier = std::sync::Barrier::new(8);
+        thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        Server::start(Config::for_tests().mail_dir(dir.path()))
+                    })
+                })
+                .collect();
+            for start in starts {
+                let server = start.join().unwrap();
+                assert!(server.is_ok(), "round {round}: {:?}", server.err());
+            }
+        });
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
