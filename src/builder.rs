@@ -212,7 +212,8 @@ impl Config {
         self
     }
 
-    /// Bytes all messages in progress may hold in memory together (`--max-inflight-bytes`).
+    /// Bytes all messages in progress may hold in memory together (`--max-inflight-bytes`); at
+    /// least 65 536, or [`Server::start`](crate::Server::start) refuses the configuration.
     pub fn max_inflight_bytes(mut self, bytes: u64) -> Config {
         self.max_inflight_bytes = bytes;
         self

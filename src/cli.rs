@@ -43,7 +43,7 @@ usage: mboxd [options]
   --max-recipients N       recipients per message (default 100)
   --max-inflight-bytes BYTES
                            memory all messages in progress may hold together; a message that
-                           does not fit gets 452 4.3.1 (default 134217728, 128 MiB)
+                           does not fit gets 452 4.3.1 (default 134217728, 128 MiB; at least 65536)
   --bare-newline normalize|reject
                            a CR or LF in a message that is not part of CRLF: normalize stores it
                            as a space in the header section and a line end in the body; reject

@@ -261,6 +261,15 @@ impl Config {
                     .into(),
             ));
         }
+        // The budget is reserved in steps (src/budget.rs): with less than one, every message
+        // would be refused with 452 however small it is.
+        if self.max_inflight_bytes < crate::budget::STEP {
+            return Err(ConfigError(format!(
+                "max_inflight_bytes (--max-inflight-bytes) must be at least {}: with less, no \
+                 message could ever be taken",
+                crate::budget::STEP
+            )));
+        }
         // Socket timeouts cannot be zero; the others may.
         let times = [
             ("timeout (--timeout)", self.timeout, true),

@@ -403,6 +403,9 @@ mod tests {
             Config::for_tests().data_timeout(forever),
             Config::for_tests().min_data_rate_grace(Duration::ZERO),
             Config::for_tests().timeout(Duration::ZERO),
+            // Less than one step of the message budget: every message would be refused.
+            Config::for_tests().max_inflight_bytes(0),
+            Config::for_tests().max_inflight_bytes(64 * 1024 - 1),
         ] {
             let err = Server::start(config).unwrap_err();
             assert!(matches!(err, StartError::Config(_)), "{err}");
