@@ -206,7 +206,8 @@ impl Config {
         self
     }
 
-    /// A file written atomically with the bound addresses once listening (`--ready-file`).
+    /// A file written atomically with the bound addresses once listening (`--ready-file`), and
+    /// removed at stop if it still holds them.
     pub fn ready_file(mut self, path: impl Into<PathBuf>) -> Config {
         self.ready_file = Some(path.into());
         self

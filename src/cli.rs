@@ -57,7 +57,8 @@ usage: mboxd [options]
                            127.0.0.1 and ::1 are never limited)
   --min-data-rate BYTES    slowest average rate of a message after 30 s, in octets/s (default 512)
   --max-mailboxes N        catch-all only: mailbox files allowed before new names get 452 (default 10000)
-  --ready-file PATH        once listening, write PATH atomically with one bound address per line
+  --ready-file PATH        once listening, write PATH atomically with one bound address per line;
+                           removed at stop
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
   --auth-accept-any        offer AUTH PLAIN LOGIN and accept any credentials (tests only: no TLS)
   --auth-file FILE         offer AUTH PLAIN LOGIN for the `user:password` lines of FILE (repeatable;

@@ -46,6 +46,8 @@ pub(crate) struct Running {
     pool: Option<Pool<Arrival>>,
     writer: Option<JoinHandle<()>>,
     shutdown_grace: Duration,
+    /// The ready file written at start, and its text: removed at stop if it still holds it.
+    ready_file: Option<(std::path::PathBuf, String)>,
 }
 
 /// Why a server could not start.
@@ -149,6 +151,7 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
         pool: None,
         writer: None,
         shutdown_grace: config.shutdown_grace,
+        ready_file: None,
     };
     // From here on, an error drops `running`, which shuts down what was started.
     running.writer = Some(
@@ -189,15 +192,16 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
         );
     }
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, running.addrs())
+        let text = write_ready_file(path, running.addrs())
             .map_err(|e| StartError::ReadyFile(path.clone(), e))?;
+        running.ready_file = Some((path.clone(), text));
     }
     Ok(running)
 }
 
 /// Writes the bound addresses, one per line, to `path` atomically: a temporary file beside it,
-/// then rename(2), so a reader sees either no file or the whole list.
-fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<()> {
+/// then rename(2), so a reader sees either no file or the whole list. Returns the text written.
+fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<String> {
     let mut text = String::new();
     for addr in addrs {
         text.push_str(&format!("{addr}\n"));
@@ -205,10 +209,11 @@ fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
+    std::fs::write(&tmp, &text)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-    })
+    })?;
+    Ok(text)
 }
 
 /// Raises the soft limit on open descriptors to the hard one (best effort) and logs it, with a
@@ -293,6 +298,13 @@ impl Running {
         }
         for acceptor in self.acceptors.drain(..) {
             let _ = acceptor.join();
+        }
+        // Nothing listens any more: the ready file goes, unless something else has replaced it
+        // since (another server started with the same path).
+        if let Some((path, text)) = self.ready_file.take()
+            && std::fs::read_to_string(&path).is_ok_and(|now| now == text)
+        {
+            let _ = std::fs::remove_file(&path);
         }
         // 2. The acceptors' senders are gone: the dispatcher drains the waiting room and exits.
         if let Some(dispatcher) = self.dispatcher.take() {

@@ -198,4 +198,7 @@ fn the_ready_file_lists_every_bound_address_once_listening() {
         wait_bounded(&mut child, Duration::from_secs(10)).code(),
         Some(0)
     );
+    // Nothing listens at those addresses any more: the file is gone, so a harness that runs the
+    // server again and waits for the file cannot read a stale address.
+    assert!(!ready.exists(), "the ready file outlived the server");
 }

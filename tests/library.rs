@@ -388,3 +388,20 @@ fn servers_started_at_once_on_one_mail_dir_all_start() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_ready_file_goes_with_the_server_that_wrote_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let start = || Server::start(Config::for_tests().ready_file(&ready)).unwrap();
+    let first = start();
+    let listed = |server: &Server| format!("{}\n", server.local_addr());
+    assert_eq!(std::fs::read_to_string(&ready).unwrap(), listed(&first));
+    // A second server with the same path replaces the file; the first one's stop leaves it.
+    let second = start();
+    assert_eq!(std::fs::read_to_string(&ready).unwrap(), listed(&second));
+    drop(first);
+    assert_eq!(std::fs::read_to_string(&ready).unwrap(), listed(&second));
+    drop(second);
+    assert!(!ready.exists(), "the ready file outlived its server");
+}
