@@ -148,8 +148,8 @@ impl Server {
     ///
     /// `user` is a local name or an address (its local part is used), with or without angle
     /// brackets; it is normalised as a recipient is (lower-cased, NFKC, quotes it does not need
-    /// dropped), so `Jones`, `jones@localhost`, `<jones@localhost>` and `"jones"` name one
-    /// mailbox.
+    /// dropped, a source route ignored), so `Jones`, `jones@localhost`, `<jones@localhost>`,
+    /// `"jones"` and `<@relay.test:jones@localhost>` name one mailbox.
     /// An alias is not expanded: ask for its targets. The file is read up to the end of the
     /// last commit this server made to it, or up to where the file ended when the writer last
     /// opened it if that is later (what another program appended before is kept), or whole if
@@ -211,11 +211,16 @@ impl Server {
 
     /// The mailbox name of `user` (its local part, normalised), and its file.
     fn locate(&self, user: &str) -> io::Result<(String, PathBuf)> {
-        // As a RCPT path may be written: `<jones@localhost>`, `"jones"@localhost`.
-        let address = user
+        // As a RCPT path may be written: `<jones@localhost>`, `"jones"@localhost`, and with a
+        // source route, which RFC 5321 §4.1.2 says to ignore: `<@relay.test:jones@localhost>`.
+        let path = user
             .strip_prefix('<')
             .and_then(|inner| inner.strip_suffix('>'))
             .unwrap_or(user);
+        let address = match path.strip_prefix('@') {
+            Some(routed) => routed.split_once(':').map_or(path, |(_, address)| address),
+            None => path,
+        };
         let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
         let name = mailbox_name(crate::command::unquoted(local)).ok_or_else(|| {
             io::Error::new(

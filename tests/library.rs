@@ -234,12 +234,13 @@ fn multi_recipient_8bit_folded_and_null_sender() {
         );
     }
     // Any way a RCPT path may name the mailbox names it here too: `<...>` read a mailbox
-    // named `<jones` (none), and `"jones"` was no mailbox name.
+    // named `<jones` (none), `"jones"` was no mailbox name, and a source route was part of one.
     for user in [
         "Jones",
         "<jones@localhost>",
         "\"jones\"@localhost",
         "<\"jones\">",
+        "<@relay.test,@b.test:jones@localhost>",
     ] {
         assert_eq!(server.messages(user).unwrap().len(), 1, "{user}");
     }
