@@ -228,7 +228,8 @@ fn small_messages_keep_flowing_while_a_large_one_is_received_and_refused() {
     small.expect("EHLO small.test", 250);
     for n in 0..5 {
         let m = format!("Subject: small {n}\r\n\r\nhi\r\n");
-        assert_eq!(by_data(&mut small, "brown@mx.test", m.as_bytes()).code, 250);
+        let r = by_data(&mut small, "brown@mx.test", m.as_bytes());
+        assert_eq!(r.code, 250, "{n}: {r:?}");
     }
     small.expect("QUIT", 221);
     large.send(rest);

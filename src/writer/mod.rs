@@ -447,13 +447,7 @@ impl Writer {
                 again.push(item);
                 continue;
             }
-            let job = item.job;
-            self.late.extend(job.ack.send(outcome));
-            told.push(Told {
-                id: job.id,
-                label: job.label,
-                summary: job.summary,
-            });
+            told.push(self.answer_quietly(item.job, outcome));
         }
         for job in told {
             job.log(outcome);
@@ -527,13 +521,23 @@ pub(crate) fn log_refused(label: &str, id: &str, outcome: Outcome, summary: &str
 impl Writer {
     /// Answers a job that is not part of a commit (refused, or failed alone) and logs it.
     fn answer(&mut self, job: Job, outcome: Outcome) {
-        self.late.extend(job.ack.send(outcome));
-        Told {
-            id: job.id,
-            label: job.label,
-            summary: job.summary,
-        }
-        .log(outcome);
+        self.answer_quietly(job, outcome).log(outcome);
+    }
+
+    /// Answers a job, and returns what its log line needs. The message's entries are dropped
+    /// first, so its share of the in-flight budget is back before its client can read the reply
+    /// and send the next message, which may need that share.
+    fn answer_quietly(&mut self, job: Job, outcome: Outcome) -> Told {
+        let Job {
+            id,
+            label,
+            summary,
+            entries,
+            ack,
+        } = job;
+        drop(entries);
+        self.late.extend(ack.send(outcome));
+        Told { id, label, summary }
     }
 }
 
