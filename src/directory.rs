@@ -267,7 +267,7 @@ fn canonical(what: &str, name: &str) -> Option<String> {
     let mailbox = mailbox_name(name);
     if mailbox.is_none() {
         log::warn!(
-            "{what} \"{}\" is not a safe mailbox name; ignored",
+            "{what} <{}> is not a safe mailbox name; ignored",
             crate::escape::Escaped(name)
         );
     }

@@ -3,16 +3,22 @@
 //!
 //! It exists so that the refusals (HELO and EHLO names, local parts and domains: see
 //! `command.rs`, `session/params.rs`, `names.rs`) and the log escaping use the same set,
-//! decided here once by [`is_unsafe`]. A control character, a Unicode line or paragraph separator (U+2028,
-//! U+2029), NEL (U+0085) or a C1 control could start a new, forged header or log line in a reader
-//! that breaks lines at them (Python's email package does), and bidirectional controls or
-//! invisible (default-ignorable) characters could make one name display as another. In a log
-//! line each such character is written as `\u{XXXX}`, and a backslash as `\\`, so the escaping
-//! is unambiguous.
+//! decided here once by [`is_unsafe`]. A control character, a Unicode line or paragraph separator
+//! (U+2028, U+2029), NEL (U+0085) or a C1 control could start a new, forged header or log line in
+//! a reader that breaks lines at them (Python's email package does); bidirectional controls,
+//! invisible (default-ignorable) characters, blanks that are not an ASCII space, and code points
+//! that are unassigned or for private use (which display as whatever a font makes of them) could
+//! make one name display as another. In a log line each such character is written as
+//! `\u{XXXX}`, and so are `<` and `>`, which delimit a client's string there; a backslash is
+//! written `\\`, so the escaping is unambiguous.
 
 use std::fmt;
 
-/// Displays a string with every unsafe character escaped.
+use unicode_normalization::char::is_public_assigned;
+
+/// Displays a string with every unsafe character, and `<` and `>`, escaped: a client's string
+/// is shown between `<` and `>` in a log line, and cannot end that field early to make the rest
+/// of the line look like the server's (`user=<admin> accepted> refused`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Escaped<'a>(pub &'a str);
 
@@ -22,7 +28,7 @@ impl fmt::Display for Escaped<'_> {
         for c in self.0.chars() {
             if c == '\\' {
                 f.write_str("\\\\")?;
-            } else if is_unsafe(c) {
+            } else if is_unsafe(c) || matches!(c, '<' | '>') {
                 write!(f, "\\u{{{:04x}}}", c as u32)?;
             } else {
                 f.write_char(c)?;
@@ -42,11 +48,17 @@ impl fmt::Display for Escaped<'_> {
 /// - every `Default_Ignorable_Code_Point` of Unicode's DerivedCoreProperties.txt (invisible
 ///   characters: soft hyphen, zero-width space and joiners, variation selectors, BOM, Hangul
 ///   fillers, tags...), which contains the bidi controls above;
-/// - the interlinear annotation controls U+FFF9 to U+FFFB.
+/// - the interlinear annotation controls U+FFF9 to U+FFFB;
+/// - white space other than ASCII's (U+00A0, U+3000, the spaces U+2000 to U+200A...), which
+///   looks like a separator between two words, and U+2800 (Braille pattern blank), which looks
+///   like a space but is not white space;
+/// - code points that are unassigned or for private use (the `unicode-normalization` crate's
+///   tables).
 pub(crate) fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{fff9}'..='\u{fffb}')
         || is_default_ignorable(c)
+        || (!c.is_ascii() && (c.is_whitespace() || c == '\u{2800}' || !is_public_assigned(c)))
 }
 
 /// True when `s` contains a character of [`is_unsafe`].
@@ -115,6 +127,24 @@ mod tests {
     }
 
     #[test]
+    fn a_field_cannot_be_closed_early() {
+        // A client's string is shown as `<...>`: its own `>` cannot end the field.
+        assert_eq!(
+            format!("user=<{}> refused", Escaped("admin> accepted")),
+            "user=<admin\\u{003e} accepted> refused"
+        );
+        assert_eq!(esc("<a>"), "\\u{003c}a\\u{003e}");
+    }
+
+    #[test]
+    fn blanks_and_unassigned_or_private_code_points_are_escaped() {
+        assert_eq!(esc("jo\u{e000}nes"), "jo\\u{e000}nes");
+        assert_eq!(esc("jones\u{2800}"), "jones\\u{2800}");
+        assert_eq!(esc("a\u{a0}b\u{3000}c"), "a\\u{00a0}b\\u{3000}c");
+        assert_eq!(esc("jo\u{378}nes"), "jo\\u{0378}nes");
+    }
+
+    #[test]
     fn backslash_is_escaped_so_escapes_cannot_be_forged() {
         assert_eq!(esc("\\u{000a}"), "\\\\u{000a}");
     }
@@ -167,13 +197,29 @@ mod tests {
             '\u{e0001}',
             '\u{e0100}',
             '\u{e0fff}',
+            // Blanks that are not ASCII's, and code points not (yet) assigned.
+            '\u{a0}',
+            '\u{200a}',
+            '\u{202f}',
+            '\u{205f}',
+            '\u{fefe}',
+            '\u{ffef}',
+            '\u{1bca4}',
+            '\u{dffff}',
+            '\u{e1000}',
+            '\u{1680}',
+            '\u{2000}',
+            '\u{2800}',
+            '\u{3000}',
+            '\u{e000}',
+            '\u{f8ff}',
+            '\u{378}',
         ] {
             assert!(is_unsafe(c), "{:04x}", c as u32);
         }
         for c in [
             ' ',
             '~',
-            '\u{a0}',
             '\u{ae}',
             '\u{34e}',
             '\u{350}',
@@ -184,27 +230,22 @@ mod tests {
             '\u{17b6}',
             '\u{180a}',
             '\u{1810}',
-            '\u{200a}',
             '\u{2010}',
+            '\u{27ff}',
+            '\u{2801}',
+            '\u{f900}',
             '\u{2027}',
-            '\u{202f}',
-            '\u{205f}',
             '\u{2070}',
             '\u{3163}',
             '\u{3165}',
             '\u{fdff}',
             '\u{fe10}',
-            '\u{fefe}',
             '\u{ff9f}',
             '\u{ffa1}',
-            '\u{ffef}',
             '\u{fffc}',
             '\u{1bc9f}',
-            '\u{1bca4}',
             '\u{1d172}',
             '\u{1d17b}',
-            '\u{dffff}',
-            '\u{e1000}',
             'é',
             'ß',
             'Ω',

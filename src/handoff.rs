@@ -132,7 +132,7 @@ fn job(
     let to: Vec<String> = envelope
         .recipients
         .iter()
-        .map(|(m, _)| Escaped(m).to_string())
+        .map(|(m, _)| format!("<{}>", Escaped(m)))
         .collect();
     let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
     let bytes = envelope.size;

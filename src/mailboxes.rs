@@ -82,7 +82,7 @@ impl Mailboxes {
         }
         if !self.full_logged.swap(true, Ordering::Relaxed) {
             log::warn!(
-                "catch-all: {} mailboxes, the --max-mailboxes bound: new names (the first \"{}\") \
+                "catch-all: {} mailboxes, the --max-mailboxes bound: new names (the first <{}>) \
                  are refused with 452 until fewer files exist at a restart",
                 known.len(),
                 Escaped(name)

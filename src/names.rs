@@ -7,10 +7,11 @@
 //!
 //! 1. The local part is refused if it is empty or over 64 octets (RFC 5321 §4.5.3.1.1), or if any
 //!    character is unsafe ([`crate::escape::is_unsafe`]: controls, NEL and C1, U+2028/U+2029,
-//!    bidi controls, default-ignorable characters such as U+200B, U+FEFF or U+180E), white space,
-//!    `/`, `\` or `"`, or a code point that is unassigned or for private use (Unicode 18, the
+//!    bidi controls, default-ignorable characters such as U+200B, U+FEFF or U+180E, white space
+//!    and U+2800, a code point that is unassigned or for private use (Unicode 18, the
 //!    `unicode-normalization` crate's tables): normalisation is only stable for assigned
-//!    characters, and a private-use character displays as whatever a font makes of it.
+//!    characters, and a private-use character displays as whatever a font makes of it), or a
+//!    space, `/`, `\` or `"`.
 //! 2. The name is NFKC of the lower-cased NFKC form: `NFKC(lower(NFKC(local)))`. NFKC makes
 //!    canonically equivalent spellings one (`jos\u{e9}` and `jose\u{301}`) and folds compatibility
 //!    variants that display like the plain letters (fullwidth `ａｌｉｃｅ`, the ligature `ﬁ`);
@@ -28,7 +29,7 @@
 //! `ς` stays `ς`).
 
 use unicode_normalization::UnicodeNormalization;
-use unicode_normalization::char::{is_combining_mark, is_public_assigned};
+use unicode_normalization::char::is_combining_mark;
 
 use crate::escape::is_unsafe;
 
@@ -70,7 +71,7 @@ fn fold(s: &str) -> String {
 
 /// True for a character a mailbox name may contain.
 fn allowed(c: char) -> bool {
-    !is_unsafe(c) && !c.is_whitespace() && !matches!(c, '/' | '\\' | '"') && is_public_assigned(c)
+    !is_unsafe(c) && !matches!(c, ' ' | '/' | '\\' | '"')
 }
 
 #[cfg(test)]
@@ -127,6 +128,11 @@ mod tests {
             "a\u{2028}b",
             "\u{3164}",
             "\u{ffa0}alice",
+            // Blanks: Braille pattern blank, and spaces that are not ASCII's.
+            "jones\u{2800}",
+            "\u{2800}",
+            "jo\u{a0}nes",
+            "jo\u{3000}nes",
         ] {
             assert_eq!(mailbox_name(bad), None, "{bad:?}");
         }

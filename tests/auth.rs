@@ -289,6 +289,9 @@ fn log_names_the_user_escaped_and_never_the_password() {
     // "\0jones\0wrong-Yak-17", then LOGIN as "bad\u{2028}user" (refused, escaped in the log).
     c.expect("AUTH PLAIN AGpvbmVzAHdyb25nLVlhay0xNw==", 535);
     c.expect("AUTH LOGIN YmFk4oCodXNlcg==", 501);
+    // "\0jones> accepted\0wrong": the name's `>` must not close its field in the log line, or
+    // the line would read as an accepted login.
+    c.expect("AUTH PLAIN AGpvbmVzPiBhY2NlcHRlZAB3cm9uZw==", 535);
     // "\0jones\0pw-Zebra-42"
     c.expect("AUTH PLAIN AGpvbmVzAHB3LVplYnJhLTQy", 235);
     send(&mut c, "a@b.test");
@@ -304,16 +307,18 @@ fn log_names_the_user_escaped_and_never_the_password() {
         format!("{conn}: MAIL <a@b.test> refused: 530 5.7.0"),
         format!("{conn}: AUTH PLAIN user=<jones> refused: 535 5.7.8"),
         format!("{conn}: AUTH LOGIN user=<bad\\u{{2028}}user> refused: 501 5.5.2"),
+        format!("{conn}: AUTH PLAIN user=<jones\\u{{003e}} accepted> refused: 535 5.7.8"),
         format!("{conn}: AUTH PLAIN user=<jones> accepted"),
     ] {
         assert!(log.contains(&line), "missing {line:?} in:\n{log}");
     }
+    assert_eq!(log.matches("accepted\n").count(), 1, "{log}");
     let delivered = log
         .lines()
         .find(|l| l.contains(" delivered: "))
         .unwrap_or_else(|| panic!("no delivery line in:\n{log}"));
     assert!(
-        delivered.ends_with("from=<a@b.test> to=jones bytes=24 auth=<jones>"),
+        delivered.ends_with("from=<a@b.test> to=<jones> bytes=24 auth=<jones>"),
         "{delivered}"
     );
     for secret in [

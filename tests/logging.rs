@@ -99,7 +99,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
         .find(|l| l.contains(" delivered: "))
         .unwrap_or_else(|| panic!("no delivery line in:\n{log}"));
     assert!(
-        delivered.contains(&conn) && delivered.contains("from=<sender@b.test> to=alice bytes=19"),
+        delivered.contains(&conn) && delivered.contains("from=<sender@b.test> to=<alice> bytes=19"),
         "{delivered}"
     );
     // No client string reached the log raw.
@@ -108,5 +108,72 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
             !log.contains(forbidden),
             "raw {forbidden:?} in the log:\n{log}"
         );
+    }
+}
+
+#[test]
+fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
+    // Catch-all mode: `jones,root` is one mailbox, whose name holds the list's separator.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addrs, log) = spawn_logged(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+            "--hostname",
+            "mx.test",
+        ],
+        1,
+    );
+    let mut c = Client::connect(addrs[0]);
+    assert_eq!(c.read_reply().code, 220);
+    let port = c.stream.local_addr().unwrap().port();
+    // Blanks that are not ASCII's, and code points a font draws as it likes, are refused.
+    c.expect("EHLO a\u{a0}b.test", 501);
+    c.expect("EHLO log.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    for hidden in [
+        "jo\u{e000}nes",
+        "jones\u{2800}",
+        "jo\u{378}nes",
+        "jo\u{3000}nes",
+    ] {
+        c.expect(&format!("RCPT TO:<{hidden}@localhost>"), 553);
+    }
+    c.expect("RSET", 250);
+    // A quoted sender may hold `>` and spaces.
+    c.expect("MAIL FROM:<\"x> to=root bytes=1\"@e.test>", 250);
+    c.expect("RCPT TO:<jones,root@localhost>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: hi\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    c.expect("QUIT", 221);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().unwrap();
+    let conn = format!("conn 1 [127.0.0.1:{port}]");
+    for line in [
+        format!("{conn}: RCPT <jo\\u{{e000}}nes@localhost> refused: 553 5.1.3"),
+        format!("{conn}: RCPT <jones\\u{{2800}}@localhost> refused: 553 5.1.3"),
+        format!("{conn}: RCPT <jo\\u{{0378}}nes@localhost> refused: 553 5.1.3"),
+        format!("{conn}: RCPT <jo\\u{{3000}}nes@localhost> refused: 553 5.1.3"),
+    ] {
+        assert!(log.contains(&line), "missing {line:?} in:\n{log}");
+    }
+    let delivered = log
+        .lines()
+        .find(|l| l.contains(" delivered: "))
+        .unwrap_or_else(|| panic!("no delivery line in:\n{log}"));
+    assert!(
+        delivered
+            .ends_with("from=<\"x\\u{003e} to=root bytes=1\"@e.test> to=<jones,root> bytes=19"),
+        "{delivered}"
+    );
+    for hidden in ['\u{a0}', '\u{e000}', '\u{2800}', '\u{378}', '\u{3000}'] {
+        assert!(!log.contains(hidden), "raw {hidden:?} in the log:\n{log}");
     }
 }

@@ -66,7 +66,7 @@ impl Session {
             "LOGIN" => Sasl::LoginUser,
             _ => {
                 log::info!(
-                    "{}: AUTH {} refused: {}",
+                    "{}: AUTH <{}> refused: {}",
                     self.label,
                     Escaped(&mechanism),
                     reply::UNKNOWN_MECHANISM.code_text()

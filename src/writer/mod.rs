@@ -116,7 +116,7 @@ pub(crate) struct Job {
     /// The session's log prefix (`conn N [peer]`).
     pub label: String,
     /// The rest of the log line about this message, its fields already escaped:
-    /// `from=<...> to=... bytes=...`.
+    /// `from=<...> to=<...>,<...> bytes=...`.
     pub summary: String,
     /// One entry per mailbox.
     pub entries: Vec<Entry>,
