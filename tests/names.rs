@@ -92,6 +92,8 @@ fn header_syntax_in_a_helo_name_or_local_part_cannot_hide_the_date_of_received()
         ("x;Mon,1Jan2001", "x?Mon,1Jan2001"),
         ("\"q<r>", "?q?r?"),
         ("[127.0.0.1]", "[127.0.0.1]"),
+        // UTF-8 in the header of a message sent without SMTPUTF8 (RFC 6532 §3).
+        ("b\u{fc}cher.test", "b?cher.test"),
     ] {
         let mut c = server.client();
         c.expect(&format!("EHLO {helo}"), 250);
@@ -106,6 +108,21 @@ fn header_syntax_in_a_helo_name_or_local_part_cannot_hide_the_date_of_received()
             "{helo:?}: {entry}"
         );
     }
+    // With SMTPUTF8 the header may hold the name as given.
+    let mut c = server.client();
+    c.expect("EHLO b\u{fc}cher.test", 250);
+    c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: s\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    c.expect("QUIT", 221);
+    let text = server.mbox_text("jones");
+    let entry = mbox_entries(&text).pop().unwrap();
+    assert!(
+        entry.contains("Received: from b\u{fc}cher.test (127.0.0.1)\n\tby "),
+        "{entry}"
+    );
     // The same characters in an unquoted local part: taken, and written as a quoted string,
     // which RFC 5321 §4.1.2 asks for. The file is named by the local part as given.
     let mut c = server.client();

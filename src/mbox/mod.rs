@@ -81,7 +81,7 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
     out.push_str(&format!("Return-Path: <{sender}>\n"));
     out.push_str(&format!(
         "Received: from {} ({})\n\tby {} (mboxd) with {} id {}\n\tfor <{}>; {}, {:02} {} {} {:02}:{:02}:{:02} +0000\n",
-        from_name(trace.helo),
+        from_name(trace.helo, trace.protocol.starts_with("UTF8")),
         trace.peer,
         trace.hostname,
         trace.protocol,
@@ -106,7 +106,9 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
 /// address or a quoted pair. Each of `( ) < > \ " ; @`, and `[` or `]` unless the name is one
 /// bracketed address literal, is written as `?` (as Postfix's smtpd does with most of them). A
 /// domain or address literal (RFC 5321 §4.1.3) holds none of them and is written as presented.
-fn from_name(helo: &str) -> Cow<'_, str> {
+/// A non-ASCII character is written as `?` too unless the message came with SMTPUTF8 (`utf8`):
+/// only such a message may have UTF-8 in its header (RFC 6532 §3, RFC 6531 §3.7.3).
+fn from_name(helo: &str, utf8: bool) -> Cow<'_, str> {
     const STRUCTURAL: &[char] = &['(', ')', '<', '>', '\\', '"', ';', '@'];
     const BRACKETS: &[char] = &['[', ']'];
     let literal = helo
@@ -119,6 +121,9 @@ fn from_name(helo: &str) -> Cow<'_, str> {
     }
     if !literal && name.contains(BRACKETS) {
         name = Cow::Owned(name.replace(BRACKETS, "?"));
+    }
+    if !utf8 && !name.is_ascii() {
+        name = Cow::Owned(name.replace(|c: char| !c.is_ascii(), "?"));
     }
     name
 }
@@ -238,7 +243,8 @@ mod tests {
             ("[127.0.0.1]", "[127.0.0.1]"),
             ("[IPv6:::1]", "[IPv6:::1]"),
             ("my_host-1", "my_host-1"),
-            ("b\u{fc}cher.test", "b\u{fc}cher.test"),
+            // Not sent with SMTPUTF8: no UTF-8 in the header (below, with it).
+            ("b\u{fc}cher.test", "b?cher.test"),
             // A comment never closed: the `by` clause and the date would be in it.
             ("a(", "a?"),
             ("a)(b", "a??b"),
@@ -262,6 +268,14 @@ mod tests {
                 "{helo:?}"
             );
         }
+        let mut t = trace(None);
+        t.helo = "b\u{fc}cher.test";
+        t.protocol = "UTF8SMTP";
+        let h = String::from_utf8(header(&t, "a@b")).unwrap();
+        assert_eq!(
+            h.lines().nth(2),
+            Some("Received: from b\u{fc}cher.test (127.0.0.1)")
+        );
     }
 
     #[test]
