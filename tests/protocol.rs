@@ -302,9 +302,13 @@ fn syntax_errors_500_501_and_unknown_parameters_555() {
     c.expect("MAIL FROM:<a@b.test> BODY=8BITMIME SIZE=10", 250);
     c.expect("RCPT TO:jones@mx.test", 250);
     c.expect("RCPT TO:<jones@mx.test> NOTIFY=NEVER", 555);
-    // A bare LF does not end a command line (RFC 5321 §2.3.8).
+    // A command line must end in CRLF (RFC 5321 §2.3.8): one ending in a bare LF is refused at
+    // once, not run, and what follows is the next line.
     c.send(b"NOOP\n");
     assert_eq!(c.read_reply().code, 500);
+    c.send(b"MAIL FROM:<x@b.test>\nNOOP\r\n");
+    assert_eq!(c.read_reply().code, 500);
+    assert_eq!(c.read_reply().code, 250);
     c.send(b"\xff\xfe\r\n");
     assert_eq!(c.read_reply().code, 500);
     c.expect("NOOP", 250);
