@@ -417,13 +417,13 @@ pub(crate) fn unquoted(local: &str) -> &str {
 
 /// RFC 5322 §3.2.3's atext, with RFC 6532's UTF-8: the octets an unquoted local part is made of,
 /// with dots between them.
-pub(crate) fn is_atext(b: u8) -> bool {
+fn is_atext(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | 0x80..=0xff | b'!' | b'#'..=b'\''
         | b'*' | b'+' | b'-' | b'/' | b'=' | b'?' | b'^'..=b'`' | b'{'..=b'~')
 }
 
 /// A dot-atom's text: atext runs joined by single dots (RFC 5322 §3.2.3).
-fn is_dot_atom(s: &str) -> bool {
+pub(crate) fn is_dot_atom(s: &str) -> bool {
     s.split('.')
         .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
 }

@@ -89,11 +89,13 @@ fn header_syntax_in_a_helo_name_or_local_part_cannot_hide_the_date_of_received()
     // closes, end the tokens before mboxd's date, or open a quoted string or an address.
     for (helo, written) in [
         ("a(", "a?"),
-        ("x;Mon,1Jan2001", "x?Mon,1Jan2001"),
+        ("x;Mon,1Jan2001", "x?Mon?1Jan2001"),
         ("\"q<r>", "?q?r?"),
         ("[127.0.0.1]", "[127.0.0.1]"),
         // UTF-8 in the header of a message sent without SMTPUTF8 (RFC 6532 §3).
         ("b\u{fc}cher.test", "b?cher.test"),
+        ("a,b:c", "a?b?c"),
+        ("[IPv6:::1]", "[IPv6:::1]"),
     ] {
         let mut c = server.client();
         c.expect(&format!("EHLO {helo}"), 250);
@@ -141,6 +143,15 @@ fn header_syntax_in_a_helo_name_or_local_part_cannot_hide_the_date_of_received()
     assert!(
         entry.contains("Return-Path: <\"a(b;c\"@b.test>\n")
             && entry.contains("\tfor <\"jo(n;es\"@mx.test>; "),
+        "{entry}"
+    );
+    // Dots only between atoms; and `for` names a mailbox, with a domain (RFC 5321 §4.4).
+    let r = c.send_mail(".a@b.test", &["postmaster"], "Subject: s\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250);
+    let entry = mbox_entries(&server.mbox_text("postmaster")).pop().unwrap();
+    assert!(
+        entry.contains("Return-Path: <\".a\"@b.test>\n")
+            && entry.contains("\tfor <postmaster@mx.test>; "),
         "{entry}"
     );
 }

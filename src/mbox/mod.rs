@@ -78,6 +78,12 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
         t.year
     );
     let sender = trace.sender.map_or(Cow::Borrowed(""), header_address);
+    // RFC 5321 §4.4: `for` takes a mailbox, with a domain; `<postmaster>` (§4.1.1.3) is this
+    // host's.
+    let recipient = match recipient.contains('@') {
+        true => header_address(recipient),
+        false => Cow::Owned(format!("{}@{}", header_address(recipient), trace.hostname)),
+    };
     out.push_str(&format!("Return-Path: <{sender}>\n"));
     out.push_str(&format!(
         "Received: from {} ({})\n\tby {} (mboxd) with {} id {}\n\tfor <{}>; {}, {:02} {} {} {:02}:{:02}:{:02} +0000\n",
@@ -86,7 +92,7 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
         trace.hostname,
         trace.protocol,
         trace.id,
-        header_address(recipient),
+        recipient,
         t.weekday_name(),
         t.day,
         t.month_name(),
@@ -103,18 +109,19 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
 /// an RFC 5322 header some characters carry structure: an unbalanced `(` would turn the rest of
 /// the header, its `by` clause and date included, into a comment; a `;` would end the tokens
 /// early, so the date read would be the client's; `"`, `<` and `\` open a quoted string, an
-/// address or a quoted pair. Each of `( ) < > \ " ; @`, and `[` or `]` unless the name is one
-/// bracketed address literal, is written as `?` (as Postfix's smtpd does with most of them). A
+/// address or a quoted pair; `,` and `:` belong to address lists and groups. Each of
+/// `( ) < > \ " ; @ ,`, and `[`, `]` or `:` unless the name is one bracketed address literal
+/// (`[IPv6:::1]`), is written as `?` (as Postfix's smtpd does with most of them). A
 /// domain or address literal (RFC 5321 §4.1.3) holds none of them and is written as presented.
 /// A non-ASCII character is written as `?` too unless the message came with SMTPUTF8 (`utf8`):
 /// only such a message may have UTF-8 in its header (RFC 6532 §3, RFC 6531 §3.7.3).
 fn from_name(helo: &str, utf8: bool) -> Cow<'_, str> {
-    const STRUCTURAL: &[char] = &['(', ')', '<', '>', '\\', '"', ';', '@'];
-    const BRACKETS: &[char] = &['[', ']'];
+    const STRUCTURAL: &[char] = &['(', ')', '<', '>', '\\', '"', ';', '@', ','];
+    const BRACKETS: &[char] = &['[', ']', ':'];
     let literal = helo
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))
-        .is_some_and(|inner| !inner.contains(BRACKETS));
+        .is_some_and(|inner| !inner.contains(['[', ']']));
     let mut name = Cow::Borrowed(helo);
     if name.contains(STRUCTURAL) {
         name = Cow::Owned(name.replace(STRUCTURAL, "?"));
@@ -130,8 +137,10 @@ fn from_name(helo: &str, utf8: bool) -> Cow<'_, str> {
 
 /// An address as `Return-Path:` and `Received:` can hold it. The session takes an unquoted local
 /// part with any character but space, `<`, `>` and a second `@`, but RFC 5321 §4.1.2 allows only
-/// atext and dots there (RFC 5322 §3.2.3): the others carry structure in a header (`(` opens a
-/// comment, `;` ends `Received:`'s tokens before its date). A local part holding one is written
+/// a dot-atom there (RFC 5322 §3.2.3: atext runs joined by single dots): other characters carry
+/// structure in a header (`(` opens a comment, `;` ends `Received:`'s tokens before its date),
+/// and a dot at either end or next to another is not the syntax. A local part that is not a
+/// dot-atom is written
 /// as the quoted string RFC 5321 asks for (`"a(b"@example.com`, each `"` and `\` escaped); any
 /// other address, a quoted local part included, as given. (mboxd itself delivers such a local
 /// part only unquoted: a mailbox name holds no `"`.)
@@ -140,7 +149,7 @@ fn header_address(address: &str) -> Cow<'_, str> {
         return Cow::Borrowed(address);
     }
     let (local, domain) = address.split_at(address.rfind('@').unwrap_or(address.len()));
-    if local.bytes().all(|b| b == b'.' || command::is_atext(b)) {
+    if command::is_dot_atom(local) {
         return Cow::Borrowed(address);
     }
     // RFC 5321 §4.1.2's quoted-pairSMTP: `\` and `"` are escaped with a `\`.
@@ -249,7 +258,7 @@ mod tests {
             ("a(", "a?"),
             ("a)(b", "a??b"),
             // A `;` ends the tokens: what follows would be read as the date.
-            ("x;Mon,1Jan2001", "x?Mon,1Jan2001"),
+            ("x;Mon,1Jan2001", "x?Mon?1Jan2001"),
             ("\"q", "?q"),
             ("<a@b>", "?a?b?"),
             ("a\\", "a?"),
@@ -257,6 +266,9 @@ mod tests {
             ("a]", "a?"),
             ("[a][b]", "?a??b?"),
             ("[]", "[]"),
+            // An address list's and a group's separators.
+            ("a,b", "a?b"),
+            ("a:b", "a?b"),
         ] {
             let mut t = trace(None);
             t.helo = helo;
@@ -283,13 +295,15 @@ mod tests {
         for (address, written) in [
             ("jones@mx.test", "jones@mx.test"),
             ("first.last+tag@mx.test", "first.last+tag@mx.test"),
-            ("a..b@mx.test", "a..b@mx.test"),
+            // Dots only between atoms (RFC 5322 §3.2.3).
+            ("a..b@mx.test", "\"a..b\"@mx.test"),
+            (".a@mx.test", "\".a\"@mx.test"),
+            ("a.@mx.test", "\"a.\"@mx.test"),
             ("j\u{f6}rg@mx.test", "j\u{f6}rg@mx.test"),
-            ("postmaster", "postmaster"),
             ("\"a b\"@mx.test", "\"a b\"@mx.test"),
             ("jo(n;es@mx.test", "\"jo(n;es\"@mx.test"),
             ("a\\b\"c@mx.test", "\"a\\\\b\\\"c\"@mx.test"),
-            ("x;y", "\"x;y\""),
+            ("x;y@b", "\"x;y\"@b"),
             ("a,b:c[d]@[127.0.0.1]", "\"a,b:c[d]\"@[127.0.0.1]"),
         ] {
             let h = String::from_utf8(header(&trace(Some(address)), address)).unwrap();
@@ -300,6 +314,12 @@ mod tests {
                 "{address:?}"
             );
         }
+    }
+
+    #[test]
+    fn postmaster_without_a_domain_is_this_hosts() {
+        let h = String::from_utf8(header(&trace(Some("a@b")), "postmaster")).unwrap();
+        assert!(h.contains("\tfor <postmaster@BBN-UNIX.ARPA>; "), "{h}");
     }
 
     #[test]
