@@ -2,7 +2,8 @@
 //! mboxd's own `Received:` header, bare CR and bare LF under `--bare-newline normalize` and
 //! `reject`, by DATA and by BDAT; and messages that do not fit the in-flight budget
 //! (`--max-inflight-bytes`), which are read to their end and refused with `452 4.3.1` while small
-//! ones keep flowing.
+//! ones keep flowing; and header fields that mbox readers act on (`Content-Length:`, `Status:`),
+//! which are stored renamed.
 
 mod support;
 
@@ -238,4 +239,50 @@ fn small_messages_keep_flowing_while_a_large_one_is_received_and_refused() {
     large.expect("QUIT", 221);
     assert_eq!(mbox_entries(&server.mbox_text("brown")).len(), 5);
     assert!(!server.mail_dir().join("jones").exists());
+}
+
+#[test]
+fn a_clients_content_length_or_status_cannot_reframe_or_flag_the_mailbox() {
+    // formail, mutt and Dovecot skip `Content-Length:` octets from the header's end, so a
+    // client's value swallowed the messages stored after its own (formail saw 1 message here,
+    // not 3); `Status:` and its kin are read as the mailbox's flags (read, deleted) and IMAP
+    // ids. They are stored renamed.
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO reader.test", 250);
+    let attacker = b"Content-Length: 100000\r\nStatus: RO\r\nX-Status: D\r\nX-UID: 4000000000\r\n\
+        Subject: first\r\n\r\nhi\r\n";
+    assert_eq!(by_data(&mut c, "jones@mx.test", attacker).code, 250);
+    for n in 0..2 {
+        let victim = format!("Subject: victim {n}\r\n\r\nhello\r\n");
+        assert_eq!(
+            by_bdat(&mut c, "jones@mx.test", victim.as_bytes()).code,
+            250
+        );
+    }
+    c.expect("QUIT", 221);
+    let entries = mbox_entries(&server.mbox_text("jones"));
+    assert_eq!(entries.len(), 3);
+    assert!(
+        entries[0].contains(
+            "\nX-Original-Content-Length: 100000\nX-Original-Status: RO\nX-Original-X-Status: D\n\
+             X-Original-X-UID: 4000000000\nSubject: first\n"
+        ),
+        "{}",
+        entries[0]
+    );
+    // And a reader that honours Content-Length splits the file where mboxd framed it.
+    if Command::new("formail").arg("-v").output().is_err() {
+        println!("skipped: formail not found (apt-get install procmail); the bytes were checked");
+        return;
+    }
+    let split = "formail -s sh -c 'cat >/dev/null; echo message' < \"$1\"";
+    let out = output_within(
+        Command::new("sh")
+            .args(["-c", split, "sh"])
+            .arg(server.mail_dir().join("jones")),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
 }

@@ -17,6 +17,16 @@
 //! quoted like any other. No CR is ever stored, so no splitting of the stored text at CR, LF or
 //! CRLF can meet an unquoted `From ` line. The header section ends at the first empty line on the
 //! wire (RFC 5322 §2.1).
+//!
+//! mboxrd frames a message by its `From ` lines alone, but readers also act on header fields
+//! that mbox software writes itself: `Content-Length:` (mutt, formail and Dovecot skip that many
+//! octets, so a client's value could swallow the messages after its own), and the flags and IMAP
+//! ids of `Status:`, `X-Status:`, `X-Keywords:`, `X-UID:`, `X-IMAP:`, `X-IMAPbase:` and
+//! Thunderbird's `X-Mozilla-Status:`, `X-Mozilla-Status2:`, `X-Mozilla-Keys:` (a message could
+//! arrive marked read or deleted). Such a field in the header section is stored renamed, with
+//! `X-Original-` before its name (Dovecot's delivery drops them), and so is one already named
+//! with `X-Original-` once or more before such a name, as mboxrd quotes `>From `: removing one
+//! `X-Original-` from each gives the message back.
 
 use std::fmt;
 use std::ops::Deref;
@@ -25,6 +35,23 @@ use crate::budget::{Reservation, STEP};
 use crate::config::BareNewline;
 
 const FROM: &[u8] = b"From ";
+
+/// Header fields that mbox readers take as the mailbox's own framing or flags, not the sender's.
+pub(crate) const READERS_FIELDS: &[&[u8]] = &[
+    b"content-length",
+    b"status",
+    b"x-status",
+    b"x-keywords",
+    b"x-uid",
+    b"x-imap",
+    b"x-imapbase",
+    b"x-mozilla-status",
+    b"x-mozilla-status2",
+    b"x-mozilla-keys",
+];
+
+/// What such a field's name is stored behind.
+pub(crate) const RENAMED: &[u8] = b"X-Original-";
 
 /// Why a message is not stored. Once refused, an encoder keeps nothing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +160,11 @@ pub(crate) struct Encoder {
     started: bool,
     /// No empty line yet: still in the header section.
     header: bool,
+    /// A line of the header section whose `:` has not come yet: its octets so far may be a
+    /// field name of [`READERS_FIELDS`].
+    name_open: bool,
+    /// Where the current line starts in `out`.
+    line_start: usize,
     line: Line,
 }
 
@@ -148,6 +180,8 @@ impl Encoder {
             cr: false,
             started: false,
             header: true,
+            name_open: true,
+            line_start: 0,
             line: EMPTY_LINE,
         }
     }
@@ -177,7 +211,7 @@ impl Encoder {
     pub(crate) fn push(&mut self, mut input: &[u8]) {
         self.received = self.received.saturating_add(input.len() as u64);
         while self.refused.is_none() {
-            if !self.cr && self.line == Line::Middle {
+            if !self.cr && self.line == Line::Middle && !self.name_open {
                 // The common case: copy up to the next CR or LF at once.
                 let n = input
                     .iter()
@@ -253,6 +287,11 @@ impl Encoder {
         self.started = true;
         match event {
             Event::Octet(b' ' | b'\t') if first => self.refuse(Refusal::Folds),
+            Event::Octet(b':') if self.name_open => {
+                self.text(b':');
+                self.name_open = false;
+                self.rename_readers_field();
+            }
             Event::Octet(b) => self.text(b),
             Event::LineEnd | Event::Bare => {
                 if self.line == EMPTY_LINE {
@@ -300,6 +339,31 @@ impl Encoder {
         }
         self.write(b"\n");
         self.line = EMPTY_LINE;
+        self.line_start = self.out.len();
+        self.name_open = self.header;
+    }
+
+    /// The current line's name and `:` were just written: if the name is one of
+    /// [`READERS_FIELDS`] (white space before the `:` allowed, as RFC 5322 §4.5's obsolete
+    /// syntax does), after any number of [`RENAMED`], one more [`RENAMED`] goes before it.
+    fn rename_readers_field(&mut self) {
+        let end = self.out.len().saturating_sub(1);
+        let Some(name) = self.out.get(self.line_start..end) else {
+            return;
+        };
+        if self.refused.is_some() {
+            return;
+        }
+        let mut name = name.trim_ascii_end();
+        while let Some((prefix, rest)) = name.split_at_checked(RENAMED.len())
+            && prefix.eq_ignore_ascii_case(RENAMED)
+        {
+            name = rest;
+        }
+        if READERS_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) && self.room(RENAMED.len()) {
+            let at = self.line_start;
+            self.out.splice(at..at, RENAMED.iter().copied());
+        }
     }
 
     /// Writes `quotes` `>` and the first `matched` octets of `From `.

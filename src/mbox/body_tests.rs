@@ -113,6 +113,25 @@ fn state_carries_across_pieces() {
 }
 
 #[test]
+fn fields_mbox_readers_act_on_are_renamed_in_the_header_section_only() {
+    let message: &[u8] = b"Content-Length: 5\r\nStatus: RO\r\nX-Status :D\r\nX-UID: 4000000000\r\n\
+        x-mozilla-status: 0009\r\nSubject: Status: x\r\n Status: folded\r\nStatuses: 1\r\n\
+        X-Original-Status: a\r\nx-original-X-ORIGINAL-content-length: 1\r\nX-Original-Foo: b\r\n\
+        \r\nStatus: in the body\r\nContent-Length: 0\r\n";
+    let expected: &[u8] = b"X-Original-Content-Length: 5\nX-Original-Status: RO\n\
+        X-Original-X-Status :D\nX-Original-X-UID: 4000000000\nX-Original-x-mozilla-status: 0009\n\
+        Subject: Status: x\n Status: folded\nStatuses: 1\n\
+        X-Original-X-Original-Status: a\nX-Original-x-original-X-ORIGINAL-content-length: 1\n\
+        X-Original-Foo: b\n\nStatus: in the body\nContent-Length: 0\n\n";
+    assert_eq!(stored(N, message).as_deref(), Ok(expected));
+    // Octet by octet, the same; and one `X-Original-` off each renamed line gives it back.
+    let octets: Vec<&[u8]> = message.chunks(1).collect();
+    assert_eq!(encode(N, &octets).as_deref(), Ok(expected));
+    assert_eq!(unquote(expected), message);
+    check_stored(N, message, &stored(N, message));
+}
+
+#[test]
 fn the_body_holds_its_budget_until_dropped() {
     let budget = Budget::new(2 * crate::budget::STEP);
     let mut e = Encoder::new(N, Reservation::new(&budget));
@@ -168,6 +187,9 @@ fn text() -> impl Strategy<Value = Vec<u8>> {
         Just(b" ".to_vec()),
         Just(b"\t".to_vec()),
         Just(b".".to_vec()),
+        Just(b"Status".to_vec()),
+        Just(b"X-Original-".to_vec()),
+        Just(b":".to_vec()),
         prop::collection::vec(any::<u8>(), 1..4),
     ];
     prop::collection::vec(unit, 0..40).prop_map(|units| units.concat())
@@ -178,15 +200,24 @@ fn crlf_message() -> impl Strategy<Value = Vec<u8>> {
     let line = (
         0usize..4,
         prop::bool::ANY,
+        prop::sample::select(vec![
+            "",
+            "Status:",
+            "x-original-CONTENT-LENGTH :",
+            "X-Original-",
+        ]),
         prop::collection::vec(
             any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
             0..12,
         ),
     )
-        .prop_map(|(quotes, from, rest)| {
+        .prop_map(|(quotes, from, field, rest)| {
             let mut line = vec![b'>'; quotes];
             if from {
                 line.extend_from_slice(b"From ");
+            }
+            if quotes == 0 && !from {
+                line.extend_from_slice(field.as_bytes());
             }
             line.extend_from_slice(&rest);
             line
