@@ -234,34 +234,15 @@ pub(crate) fn unquote(stored: &[u8]) -> Vec<u8> {
         let quotes = line.iter().take_while(|&&b| b == b'>').count();
         let quoted = quotes > 0 && line[quotes..].starts_with(b"From ");
         let line = if quoted { &line[1..] } else { line };
-        text.extend_from_slice(if header { unrenamed(line) } else { line });
+        text.extend_from_slice(if header {
+            crate::mbox::unrenamed(line)
+        } else {
+            line
+        });
         text.extend_from_slice(b"\r\n");
         header &= !line.is_empty();
     }
     text
-}
-
-/// A stored header line without the one `X-Original-` the encoder put before a field name that
-/// mbox readers act on (`mbox::body`): the line is `(X-Original-)+NAME WSP* :...`.
-fn unrenamed(line: &[u8]) -> &[u8] {
-    use crate::mbox::{READERS_FIELDS, RENAMED};
-    let prefixed =
-        |s: &[u8]| s.len() >= RENAMED.len() && s[..RENAMED.len()].eq_ignore_ascii_case(RENAMED);
-    if !prefixed(line) {
-        return line;
-    }
-    let Some(colon) = line.iter().position(|&b| b == b':') else {
-        return line;
-    };
-    let mut name = line[..colon].trim_ascii_end();
-    while prefixed(name) {
-        name = &name[RENAMED.len()..];
-    }
-    if READERS_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
-        &line[RENAMED.len()..]
-    } else {
-        line
-    }
 }
 
 /// What the stored form of `input` must be under `policy`, whatever the split.
@@ -306,7 +287,7 @@ pub(crate) fn check_stored(policy: BareNewline, input: &[u8], stored: &Result<Ve
         let got = if quotes > 0 && got[quotes..].starts_with(b"From ") {
             &got[1..]
         } else {
-            unrenamed(got)
+            crate::mbox::unrenamed(got)
         };
         assert_eq!(got, &expected[..], "header line changed");
         if sent.is_empty() {

@@ -271,6 +271,11 @@ fn a_clients_content_length_or_status_cannot_reframe_or_flag_the_mailbox() {
         "{}",
         entries[0]
     );
+    // The library's reader gives the message back as sent, and its fields by their own names.
+    let mailbox = mboxd::mbox::Mailbox::open(server.mail_dir().join("jones")).unwrap();
+    let first = &mailbox.messages()[0];
+    assert_eq!(first.as_sent_crlf(), attacker);
+    assert_eq!(first.header("content-length"), Some("100000"));
     // And a reader that honours Content-Length splits the file where mboxd framed it.
     if Command::new("formail").arg("-v").output().is_err() {
         println!("skipped: formail not found (apt-get install procmail); the bytes were checked");

@@ -51,7 +51,13 @@ pub(crate) const READERS_FIELDS: &[&[u8]] = &[
 ];
 
 /// What such a field's name is stored behind.
-pub(crate) const RENAMED: &[u8] = b"X-Original-";
+const RENAMED: &[u8] = b"X-Original-";
+
+/// `s` without a leading [`RENAMED`] (in any case), if it has one.
+pub(crate) fn strip_renamed(s: &[u8]) -> Option<&[u8]> {
+    let (prefix, rest) = s.split_at_checked(RENAMED.len())?;
+    prefix.eq_ignore_ascii_case(RENAMED).then_some(rest)
+}
 
 /// Why a message is not stored. Once refused, an encoder keeps nothing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,9 +361,7 @@ impl Encoder {
             return;
         }
         let mut name = name.trim_ascii_end();
-        while let Some((prefix, rest)) = name.split_at_checked(RENAMED.len())
-            && prefix.eq_ignore_ascii_case(RENAMED)
-        {
+        while let Some(rest) = strip_renamed(name) {
             name = rest;
         }
         if READERS_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) && self.room(RENAMED.len()) {

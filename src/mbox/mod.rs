@@ -17,7 +17,7 @@ mod reader;
 pub(crate) use body::{Body, Encoder, Refusal};
 /// For the reference unquoting the fuzz targets and tests check the encoder against.
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
-pub(crate) use body::{READERS_FIELDS, RENAMED};
+pub(crate) use reader::unrenamed;
 pub use reader::{Header, Mailbox, Message, ParseError};
 
 use std::borrow::Cow;

@@ -2,12 +2,16 @@
 //! its header fields unfolded, its body, and its text with the mboxrd quoting undone.
 //!
 //! It exists so a test reads back what mboxd stored with the exact inverse of what the writer
-//! does (`body.rs` quotes every line matching `^>*From ` with one more `>`; this removes one),
-//! so a message comes back byte for byte, line ends aside: the writer stores CRLF as LF.
+//! does (`body.rs` quotes every line matching `^>*From ` with one more `>`, and puts
+//! `X-Original-` before a header field mbox readers act on, such as `Content-Length:`; this
+//! removes one of each), so a message comes back byte for byte, line ends aside: the writer
+//! stores CRLF as LF.
 
 use std::fmt;
 use std::io;
 use std::path::Path;
+
+use super::body::{READERS_FIELDS, strip_renamed};
 
 const FROM: &[u8] = b"From ";
 
@@ -195,7 +199,9 @@ impl Message {
     }
 
     /// The message as stored after its `From ` line, with the mboxrd quoting undone (a line
-    /// `>From ` in the file is `From ` here, `>>From ` is `>From `): the trace fields the
+    /// `>From ` in the file is `From ` here, `>>From ` is `>From `), and mboxd's renaming of
+    /// header fields mbox readers act on (`X-Original-Content-Length:` in the file is
+    /// `Content-Length:` here): the trace fields the
     /// delivering server put on top (`Return-Path:`, `Received:`), then the message as sent,
     /// lines ending in LF. Without the empty line that separates entries.
     pub fn raw(&self) -> &[u8] {
@@ -267,18 +273,44 @@ impl Message {
     }
 }
 
-/// Undoes mboxrd quoting: one `>` less on every line matching `^>+From `.
+/// Undoes mboxrd quoting: one `>` less on every line matching `^>+From `; and in the header
+/// section, one `X-Original-` less on a field mboxd renamed ([`unrenamed`]).
 fn unquote(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len());
+    let mut header = true;
     for line in content.split_inclusive(|&b| b == b'\n') {
         let quotes = line.iter().take_while(|&&b| b == b'>').count();
         let after = line.get(quotes..).unwrap_or_default();
         match line.split_first() {
             Some((b'>', unquoted)) if after.starts_with(FROM) => out.extend_from_slice(unquoted),
+            _ if header => out.extend_from_slice(unrenamed(line)),
             _ => out.extend_from_slice(line),
         }
+        header &= line != b"\n";
     }
     out
+}
+
+/// A stored header line without the one `X-Original-` mboxd put before a field name that mbox
+/// readers act on (`body.rs`): the line is `(X-Original-)+NAME WSP* :...` with NAME one of
+/// [`READERS_FIELDS`]. Any other line as it is.
+pub(crate) fn unrenamed(line: &[u8]) -> &[u8] {
+    let name = line
+        .iter()
+        .position(|&b| b == b':')
+        .and_then(|colon| line.get(..colon))
+        .map(<[u8]>::trim_ascii_end);
+    let Some(mut name) = name.and_then(strip_renamed) else {
+        return line;
+    };
+    while let Some(rest) = strip_renamed(name) {
+        name = rest;
+    }
+    if READERS_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+        strip_renamed(line).unwrap_or(line)
+    } else {
+        line
+    }
 }
 
 /// The header fields of `raw`, where its body starts, and where it starts without mboxd's
