@@ -283,6 +283,14 @@ pub(crate) fn check_stored(policy: BareNewline, input: &[u8], stored: &Result<Ve
             .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
             .collect();
         let got = lines.next().expect("a stored line per header line");
+        // No stored field is one a mbox reader would take as the mailbox's framing or flags.
+        if let Some(colon) = got.iter().position(|&b| b == b':') {
+            let name = crate::mbox::field_name(&got[..colon]);
+            assert!(
+                !crate::mbox::is_readers_field(name),
+                "{got:?} stored as it came"
+            );
+        }
         let quotes = got.iter().take_while(|&&b| b == b'>').count();
         let got = if quotes > 0 && got[quotes..].starts_with(b"From ") {
             &got[1..]

@@ -250,8 +250,9 @@ fn a_clients_content_length_or_status_cannot_reframe_or_flag_the_mailbox() {
     let server = TestServer::start();
     let mut c = server.client();
     c.expect("EHLO reader.test", 250);
+    // Dovecot reads a field name up to a NUL: `X-Status\0x:` is `X-Status` there.
     let attacker = b"Content-Length: 100000\r\nStatus: RO\r\nX-Status: D\r\nX-UID: 4000000000\r\n\
-        Subject: first\r\n\r\nhi\r\n";
+        X-Status\0x: F\r\nSubject: first\r\n\r\nhi\r\n";
     assert_eq!(by_data(&mut c, "jones@mx.test", attacker).code, 250);
     for n in 0..2 {
         let victim = format!("Subject: victim {n}\r\n\r\nhello\r\n");
@@ -266,7 +267,7 @@ fn a_clients_content_length_or_status_cannot_reframe_or_flag_the_mailbox() {
     assert!(
         entries[0].contains(
             "\nX-Original-Content-Length: 100000\nX-Original-Status: RO\nX-Original-X-Status: D\n\
-             X-Original-X-UID: 4000000000\nSubject: first\n"
+             X-Original-X-UID: 4000000000\nX-Original-X-Status\0x: F\nSubject: first\n"
         ),
         "{}",
         entries[0]

@@ -37,7 +37,7 @@ use crate::config::BareNewline;
 const FROM: &[u8] = b"From ";
 
 /// Header fields that mbox readers take as the mailbox's own framing or flags, not the sender's.
-pub(crate) const READERS_FIELDS: &[&[u8]] = &[
+const READERS_FIELDS: &[&[u8]] = &[
     b"content-length",
     b"status",
     b"x-status",
@@ -52,6 +52,19 @@ pub(crate) const READERS_FIELDS: &[&[u8]] = &[
 
 /// What such a field's name is stored behind.
 const RENAMED: &[u8] = b"X-Original-";
+
+/// The name of a header field as readers compare it, from the octets before its `:`: up to the
+/// first NUL (Dovecot copies the name and compares it as a C string, so `Status\0x:` is
+/// `Status` there), without the white space before the `:`.
+pub(crate) fn field_name(before_colon: &[u8]) -> &[u8] {
+    let name = before_colon.split(|&b| b == 0).next().unwrap_or_default();
+    name.trim_ascii_end()
+}
+
+/// Whether a field of this name ([`field_name`]) is one of [`READERS_FIELDS`].
+pub(crate) fn is_readers_field(name: &[u8]) -> bool {
+    READERS_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
 
 /// `s` without a leading [`RENAMED`] (in any case), if it has one.
 pub(crate) fn strip_renamed(s: &[u8]) -> Option<&[u8]> {
@@ -351,7 +364,8 @@ impl Encoder {
 
     /// The current line's name and `:` were just written: if the name is one of
     /// [`READERS_FIELDS`] (white space before the `:` allowed, as RFC 5322 §4.5's obsolete
-    /// syntax does), after any number of [`RENAMED`], one more [`RENAMED`] goes before it.
+    /// syntax does), after any number of [`RENAMED`], one more [`RENAMED`] goes before it. The
+    /// name ends at a NUL ([`field_name`]), as Dovecot reads it.
     fn rename_readers_field(&mut self) {
         let end = self.out.len().saturating_sub(1);
         let Some(name) = self.out.get(self.line_start..end) else {
@@ -360,11 +374,11 @@ impl Encoder {
         if self.refused.is_some() {
             return;
         }
-        let mut name = name.trim_ascii_end();
+        let mut name = field_name(name);
         while let Some(rest) = strip_renamed(name) {
             name = rest;
         }
-        if READERS_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) && self.room(RENAMED.len()) {
+        if is_readers_field(name) && self.room(RENAMED.len()) {
             let at = self.line_start;
             self.out.splice(at..at, RENAMED.iter().copied());
         }

@@ -15,10 +15,13 @@ mod body;
 mod reader;
 
 pub(crate) use body::{Body, Encoder, Refusal};
+pub use reader::{Header, Mailbox, Message, ParseError};
 /// For the reference unquoting the fuzz targets and tests check the encoder against.
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
-pub(crate) use reader::unrenamed;
-pub use reader::{Header, Mailbox, Message, ParseError};
+pub(crate) use {
+    body::{field_name, is_readers_field},
+    reader::unrenamed,
+};
 
 use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
-use super::body::{READERS_FIELDS, strip_renamed};
+use super::body::{field_name, is_readers_field, strip_renamed};
 
 const FROM: &[u8] = b"From ";
 
@@ -293,20 +293,20 @@ fn unquote(content: &[u8]) -> Vec<u8> {
 
 /// A stored header line without the one `X-Original-` mboxd put before a field name that mbox
 /// readers act on (`body.rs`): the line is `(X-Original-)+NAME WSP* :...` with NAME one of
-/// [`READERS_FIELDS`]. Any other line as it is.
+/// those fields ([`is_readers_field`]). Any other line as it is.
 pub(crate) fn unrenamed(line: &[u8]) -> &[u8] {
     let name = line
         .iter()
         .position(|&b| b == b':')
         .and_then(|colon| line.get(..colon))
-        .map(<[u8]>::trim_ascii_end);
+        .map(field_name);
     let Some(mut name) = name.and_then(strip_renamed) else {
         return line;
     };
     while let Some(rest) = strip_renamed(name) {
         name = rest;
     }
-    if READERS_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+    if is_readers_field(name) {
         strip_renamed(line).unwrap_or(line)
     } else {
         line
@@ -321,6 +321,8 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
     let mut ends: Vec<usize> = Vec::new();
     let mut at = 0;
     let mut body = raw.len();
+    // The last line was a field or its continuation: a folded line continues it.
+    let mut open = false;
     for line in raw.split_inclusive(|&b| b == b'\n') {
         let next = at + line.len();
         let text = line.strip_suffix(b"\n".as_slice()).unwrap_or(line);
@@ -329,11 +331,13 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
             break;
         }
         match (text.first(), headers.last_mut(), ends.last_mut()) {
-            (Some(b' ' | b'\t'), Some(last), Some(end)) => {
+            (Some(b' ' | b'\t'), Some(last), Some(end)) if open => {
                 // RFC 5322 §2.2.3: unfolding removes the line break, keeping the white space.
                 last.value.push_str(&String::from_utf8_lossy(text));
                 *end = next;
             }
+            // A folded line after a line that is no field continues nothing: skipped.
+            (Some(b' ' | b'\t'), _, _) => {}
             _ => {
                 if let Some(colon) = text.iter().position(|&b| b == b':') {
                     let (name, value) = text.split_at(colon);
@@ -343,8 +347,12 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
                             .into_owned(),
                     });
                     ends.push(next);
+                    open = true;
+                } else {
+                    // A line that is neither a field nor a continuation is skipped, and so
+                    // are the folded lines after it.
+                    open = false;
                 }
-                // A line that is neither a field nor a continuation is skipped.
             }
         }
         at = next;

@@ -56,6 +56,35 @@ fn headers_unfolded_and_trace_fields_apart() {
 }
 
 #[test]
+fn a_folded_line_after_a_line_that_is_no_field_continues_nothing() {
+    // It was taken as a continuation of mboxd's `Received:`, so `as_sent()` began after it and
+    // lost the client's first two lines.
+    let file = format!(
+        "{FIRST}Return-Path: <a@b.test>\nReceived: from x (127.0.0.1)\n\tby y (mboxd) with SMTP id 1\n\
+         \tfor <j@y>; Sun, 22 Nov 2026 07:33:49 +0000\nFoo\n bar\nSubject: s\n\nbody\n\n"
+    );
+    let m = &parse(file.as_bytes())[0];
+    assert_eq!(m.as_sent(), b"Foo\n bar\nSubject: s\n\nbody\n");
+    assert!(m.header("received").unwrap().ends_with("+0000"));
+    assert_eq!(m.headers().len(), 3);
+}
+
+#[test]
+fn the_renaming_of_fields_readers_act_on_is_undone_in_the_header_section_only() {
+    let file = format!(
+        "{FIRST}X-Original-Content-Length: 5\nX-Original-X-Original-Status: a\n\
+         X-Original-Status\0x: b\nX-Original-Foo: c\n\nX-Original-Status: d\n\n"
+    );
+    let m = &parse(file.as_bytes())[0];
+    assert_eq!(
+        m.raw(),
+        b"Content-Length: 5\nX-Original-Status: a\nStatus\0x: b\nX-Original-Foo: c\n\n\
+          X-Original-Status: d\n"
+    );
+    assert_eq!(m.header("content-length"), Some("5"));
+}
+
+#[test]
 fn odd_entries() {
     // No body, no trailing empty line, an empty entry, the null sender.
     let ms = parse(b"From MAILER-DAEMON x\n\nFrom a x\nS: 1\n\nFrom b x\nS: 2\n");
