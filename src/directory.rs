@@ -96,6 +96,12 @@ impl Directory {
         self
     }
 
+    /// The first local domain: the one VRFY and EXPN answer with, and the one a recipient given
+    /// without a domain is written with in `Received:`.
+    pub(crate) fn home(&self) -> &str {
+        &self.home
+    }
+
     /// True when mail for `domain` is delivered here (case-insensitive, a trailing dot ignored).
     pub(crate) fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();

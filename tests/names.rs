@@ -332,3 +332,18 @@ fn an_unquoted_local_part_with_at_is_501_and_makes_no_file() {
     c.expect("RSET", 250);
     assert_eq!(files(&server), set(&[]));
 }
+
+#[test]
+fn a_recipient_without_a_domain_is_written_with_the_first_local_domain() {
+    // RFC 5321 §4.4: `for` names a mailbox. The host's name is not a domain delivered here.
+    let server = TestServer::with(|c| c.domains = vec!["example.org".into()]);
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail("a@b.test", &["jones"], "Subject: s\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250);
+    let entry = mbox_entries(&server.mbox_text("jones")).pop().unwrap();
+    assert!(
+        entry.contains("\tfor <jones@example.org>; ") && entry.contains("\tby mx.test (mboxd)"),
+        "{entry}"
+    );
+}

@@ -209,9 +209,16 @@ impl Session {
         }
         let mut recipients: Vec<(String, String)> = Vec::new();
         for rcpt in tx.recipients {
+            // RFC 5321 §4.4: `Received:`'s `for` names a mailbox, with a domain. A recipient
+            // given without one (`<postmaster>`, §4.1.1.3, or any local part, taken as local)
+            // is written with the first local domain, as VRFY answers.
+            let address = match rcpt.address.contains('@') {
+                true => rcpt.address,
+                false => format!("{}@{}", rcpt.address, self.config.directory.home()),
+            };
             for mailbox in rcpt.mailboxes {
                 if !recipients.iter().any(|(m, _)| *m == mailbox) {
-                    recipients.push((mailbox, rcpt.address.clone()));
+                    recipients.push((mailbox, address.clone()));
                 }
             }
         }
