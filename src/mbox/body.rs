@@ -410,9 +410,10 @@ impl Encoder {
         if needed <= self.out.capacity() {
             return true;
         }
-        // Grow by an eighth (at least a step): few reallocations, little unused capacity.
+        // Grow by an eighth (at least a step): few reallocations, little unused capacity. When
+        // the budget cannot give that much, what is needed now may still fit.
         let wanted = needed.max(len.saturating_add((len / 8).max(STEP as usize)));
-        if !self.reservation.cover(wanted as u64) {
+        if !self.reservation.cover(wanted as u64) && !self.reservation.cover(needed as u64) {
             self.refuse(Refusal::NoRoom);
             return false;
         }

@@ -147,6 +147,24 @@ fn the_body_holds_its_budget_until_dropped() {
 }
 
 #[test]
+fn a_message_that_fits_the_budget_is_not_refused_for_the_growth_it_asks_for() {
+    // 1 MiB: growth may take 896 KiB. The buffer grows by an eighth, so at 832 KiB it asked
+    // for 960 KiB, was refused, and a message of 880 KiB got 452 though it fits.
+    let step = crate::budget::STEP;
+    let budget = Budget::new(16 * step);
+    let mut e = Encoder::new(N, Reservation::new(&budget));
+    let line = [b'y'; 1022];
+    for _ in 0..880 {
+        e.push(&line);
+        e.push(b"\r\n");
+    }
+    assert_eq!(e.refused(), None);
+    let body = e.finish().unwrap();
+    assert_eq!(body.len(), 880 * 1023 + 1);
+    assert_eq!(budget.used(), 14 * step);
+}
+
+#[test]
 fn no_room_in_the_budget_refuses_and_gives_everything_back() {
     let budget = Budget::new(4 * crate::budget::STEP);
     let mut small = Encoder::new(N, Reservation::new(&budget));
