@@ -120,6 +120,17 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
     for rule in &config.fail {
         log::warn!("failing on purpose: --fail {:?}", rule.to_string());
     }
+    // Growing past its first step, a message leaves an eighth of the budget free (budget.rs).
+    let largest = config.max_inflight_bytes - config.max_inflight_bytes / 8;
+    if largest < config.max_message_size {
+        log::warn!(
+            "--max-inflight-bytes {} lets a message's buffer reach about {largest} octets, less \
+             than --max-message-size {}: a message larger than that gets 452 4.3.1 (a \
+             temporary failure) however often it is sent",
+            config.max_inflight_bytes,
+            config.max_message_size
+        );
+    }
     let mut directory = Directory::new(
         &config.local_domains(),
         config.users.as_ref(),

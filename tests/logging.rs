@@ -123,6 +123,8 @@ fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
             dir.path().to_str().unwrap(),
             "--hostname",
             "mx.test",
+            "--max-inflight-bytes",
+            "1048576",
         ],
         1,
     );
@@ -157,6 +159,10 @@ fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
     let log = log.join().unwrap();
     let conn = format!("conn 1 [127.0.0.1:{port}]");
     for line in [
+        // A budget too small for the largest message allowed is worth a warning at start.
+        "--max-inflight-bytes 1048576 lets a message's buffer reach about 917504 octets, less \
+         than --max-message-size 10485760"
+            .to_string(),
         format!("{conn}: RCPT <jo\\u{{e000}}nes@localhost> refused: 553 5.1.3"),
         format!("{conn}: RCPT <jones\\u{{2800}}@localhost> refused: 553 5.1.3"),
         format!("{conn}: RCPT <jo\\u{{0378}}nes@localhost> refused: 553 5.1.3"),
