@@ -243,12 +243,7 @@ impl Config {
                 "at least one address, one worker and one recipient are needed".into(),
             ));
         }
-        // RFC 1035 §2.3.4: a name is at most 255 octets, which also keeps the server's own
-        // greeting and HELO/EHLO lines within RFC 5321 §4.5.3.1.5's 512.
-        if self.hostname.is_empty()
-            || self.hostname.len() > 255
-            || self.hostname.contains(char::is_whitespace)
-        {
+        if !usable_hostname(&self.hostname) {
             return Err(ConfigError(format!(
                 "hostname {:?} (--hostname) is not usable",
                 self.hostname
@@ -389,14 +384,29 @@ impl Config {
     }
 }
 
-/// The system's host name, or `localhost`.
+/// The system's host name if it is usable as the server's ([`usable_hostname`]), or `localhost`.
 fn system_hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())
         .ok()
-        .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+        .filter(|s| usable_hostname(s))
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A name the server can call itself by. RFC 1035 §2.3.4: at most 255 octets, which also keeps
+/// the greeting and the HELO/EHLO replies within RFC 5321 §4.5.3.1.5's 512. ASCII: the greeting
+/// goes out before any SMTPUTF8 (an IDN is given as its A-label). No white space, control
+/// character or header syntax: it is written into every `Received:` (`by <hostname>`).
+fn usable_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.is_ascii()
+        && !name.contains(|c: char| {
+            c.is_ascii_whitespace()
+                || c.is_ascii_control()
+                || matches!(c, '(' | ')' | '<' | '>' | ';' | '"' | '\\' | '@' | ',')
+        })
 }
 
 #[cfg(test)]

@@ -395,7 +395,13 @@ mod tests {
         let before = temp_dirs();
         let err = Server::start(Config::for_tests().workers(0)).unwrap_err();
         assert!(matches!(err, StartError::Config(_)), "{err}");
-        for bad in ["two words".to_string(), "h".repeat(256)] {
+        for bad in [
+            "two words".to_string(),
+            "h".repeat(256),
+            "h\u{f6}st.test".to_string(),
+            "mx.test;x(".to_string(),
+            "a\u{7}b".to_string(),
+        ] {
             let err = Server::start(Config::for_tests().hostname(bad)).unwrap_err();
             assert!(err.to_string().contains("hostname"), "{err}");
         }
