@@ -402,11 +402,8 @@ fn usable_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name.is_ascii()
-        && !name.contains(|c: char| {
-            c.is_ascii_whitespace()
-                || c.is_ascii_control()
-                || matches!(c, '(' | ')' | '<' | '>' | ';' | '"' | '\\' | '@' | ',')
-        })
+        && !name.contains(|c: char| c.is_ascii_whitespace() || c.is_ascii_control())
+        && !name.contains(crate::mbox::HEADER_SYNTAX)
 }
 
 #[cfg(test)]

@@ -104,6 +104,11 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The characters that carry structure in a `Received:` field's tokens: a comment, a quoted
+/// string or pair, an address, the `;` before the date, a list. Neither a HELO name
+/// ([`from_name`]) nor the server's own name (`config.rs`) may bring one in.
+pub(crate) const HEADER_SYNTAX: &[char] = &['(', ')', '<', '>', '\\', '"', ';', '@', ','];
+
 /// The HELO name as the `from` clause of `Received:` can hold it. The session takes any one
 /// word as the name (RFC 5321 §4.1.4: a server must not refuse a client for its name), but in
 /// an RFC 5322 header some characters carry structure: an unbalanced `(` would turn the rest of
@@ -116,15 +121,14 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
 /// A non-ASCII character is written as `?` too unless the message came with SMTPUTF8 (`utf8`):
 /// only such a message may have UTF-8 in its header (RFC 6532 §3, RFC 6531 §3.7.3).
 fn from_name(helo: &str, utf8: bool) -> Cow<'_, str> {
-    const STRUCTURAL: &[char] = &['(', ')', '<', '>', '\\', '"', ';', '@', ','];
     const BRACKETS: &[char] = &['[', ']', ':'];
     let literal = helo
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))
         .is_some_and(|inner| !inner.contains(['[', ']']));
     let mut name = Cow::Borrowed(helo);
-    if name.contains(STRUCTURAL) {
-        name = Cow::Owned(name.replace(STRUCTURAL, "?"));
+    if name.contains(HEADER_SYNTAX) {
+        name = Cow::Owned(name.replace(HEADER_SYNTAX, "?"));
     }
     if !literal && name.contains(BRACKETS) {
         name = Cow::Owned(name.replace(BRACKETS, "?"));
