@@ -1,3 +1,6 @@
+//! Unit tests of the mbox reader, fed mbox text as byte literals: where entries start, how
+//! quoting and field renaming are undone, and what it makes of entries mboxd did not write.
+
 use super::*;
 
 const FIRST: &str = "From a@b.test Sun Nov 22 07:33:49 2026\n";
