@@ -5,7 +5,7 @@
 set -eu
 dir=$(mktemp -d)
 pid=
-trap 'kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 start() { # start mboxd with extra flags; sets $addr once the ready file is written
   rm -f "$dir/ready"
@@ -19,9 +19,21 @@ start() { # start mboxd with extra flags; sets $addr once the ready file is writ
   addr=$(head -n 1 "$dir/ready")
 }
 
-send() { # send $dir/message to $1@localhost with curl
+send() { # send $dir/message to $1@localhost with curl; fails unless it was accepted
   curl --silent --show-error --max-time 10 "smtp://$addr" \
     --mail-from app@example.com --mail-rcpt "$1@localhost" --upload-file "$dir/message"
+}
+
+last_reply() { # like send, but prints the code of the last reply mboxd sent, whatever it was
+  curl --verbose --max-time 10 "smtp://$addr" \
+    --mail-from app@example.com --mail-rcpt "$1@localhost" --upload-file "$dir/message" 2>&1 |
+    sed -n 's/^< \([0-9][0-9][0-9]\)[ -].*/\1/p' | tail -n 1
+}
+
+stop() { # SIGTERM; mboxd exits 0 after a clean shutdown
+  kill "$pid"
+  wait "$pid" || { echo "mboxd exited with status $?" >&2; exit 1; }
+  pid=
 }
 
 printf 'Subject: Report\r\n\r\nAll done.\r\n' > "$dir/message"
@@ -29,9 +41,11 @@ start
 send bob
 grep -q '^Subject: Report$' "$dir/mail/bob"
 echo "delivered to $dir/mail/bob"
-kill "$pid"; wait "$pid" || true
+stop
 
 start --fail 'data-end:*=452'
-if send carol 2>/dev/null; then echo "the failure rule did not fire" >&2; exit 1; fi
+code=$(last_reply carol)
+[ "$code" = 452 ] || { echo "expected 452 at the end of the data, got ${code:-no reply}" >&2; exit 1; }
 [ ! -e "$dir/mail/carol" ]
-echo "refused with 452 as the rule says; nothing stored"
+echo "refused with $code as the rule says; nothing stored"
+stop
