@@ -46,7 +46,10 @@ fn attack(
         match r.code {
             220 => {}
             421 => {
-                assert_eq!(r.lines[0].split(' ').next(), Some("Too"), "{r:?}");
+                assert_eq!(
+                    r.line(),
+                    "421 Too many connections from your address; closing transmission channel"
+                );
                 refused += 1;
                 continue;
             }

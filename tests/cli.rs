@@ -123,7 +123,11 @@ fn help_and_version_exit_0() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--mail-dir DIR"));
     let out = output_within(Command::new(BIN).arg("--version"), Duration::from_secs(10));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mboxd "));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        concat!("mboxd ", env!("CARGO_PKG_VERSION"), "\n")
+    );
 }
 
 #[test]

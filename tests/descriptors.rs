@@ -53,7 +53,9 @@ impl Sampler {
 
     fn peak(self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
-        self.handle.join().expect("sampler")
+        let peak = self.handle.join().expect("sampler");
+        assert!(peak > 0, "the sampler never saw the server's descriptors");
+        peak
     }
 }
 
@@ -95,6 +97,10 @@ fn attacker(addr: SocketAddr, t: usize, rounds: usize, tally: &Tally) {
                 }
                 421 => {
                     // Too many refusals: the server closes the session. Start another.
+                    assert_eq!(
+                        reply.line(),
+                        "421 4.7.0 Too many errors; closing transmission channel"
+                    );
                     c.expect_closed();
                     tally.reconnects.fetch_add(1, Ordering::Relaxed);
                     c = connect();

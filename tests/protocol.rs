@@ -169,7 +169,10 @@ fn vrfy_and_expn() {
     c.expect("VRFY", 501);
     let expn = c.expect("EXPN staff", 250);
     assert_eq!(expn.lines, ["<jones@mx.test>", "<brown@mx.test>"]);
-    c.expect("EXPN jones", 550);
+    assert_eq!(
+        c.expect("EXPN jones", 550).line(),
+        "550 Not a mailing list here"
+    );
     // RFC 6531 §3.7.4.2: the SMTPUTF8 a client such as curl adds changes nothing for ASCII.
     let r = c.expect("VRFY Jones SMTPUTF8", 250);
     assert_eq!(r.text(), "<jones@mx.test>");
@@ -304,10 +307,11 @@ fn syntax_errors_500_501_and_unknown_parameters_555() {
     c.expect("RCPT TO:<jones@mx.test> NOTIFY=NEVER", 555);
     // A command line must end in CRLF (RFC 5321 §2.3.8): one ending in a bare LF is refused at
     // once, not run, and what follows is the next line.
+    let bare_lf = "500 5.5.2 Syntax error, command lines must end with <CRLF>";
     c.send(b"NOOP\n");
-    assert_eq!(c.read_reply().code, 500);
+    assert_eq!(c.read_reply().line(), bare_lf);
     c.send(b"MAIL FROM:<x@b.test>\nNOOP\r\n");
-    assert_eq!(c.read_reply().code, 500);
+    assert_eq!(c.read_reply().line(), bare_lf);
     assert_eq!(c.read_reply().code, 250);
     c.send(b"\xff\xfe\r\n");
     assert_eq!(c.read_reply().code, 500);

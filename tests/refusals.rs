@@ -80,8 +80,8 @@ fn local_error_451_when_the_mailbox_cannot_be_opened() {
         "to a directory",
     );
     assert_eq!(
-        r.text(),
-        "4.3.0 Requested action aborted: local error in processing"
+        r.line(),
+        "451 4.3.0 Requested action aborted: local error in processing"
     );
     // All-or-nothing: brown's copy was not kept either.
     assert!(server.mbox("brown").is_empty());
@@ -178,8 +178,8 @@ fn insufficient_storage_452_on_a_full_disk() {
     let big = "z".repeat(200) + "\n";
     let r = c.send_mail("a@b.test", &["jones@mx.test"], &big.repeat(500));
     assert_eq!(
-        r.text(),
-        "4.3.1 Requested action not taken: insufficient system storage"
+        r.line(),
+        "452 4.3.1 Requested action not taken: insufficient system storage"
     );
     // Truncated back: exactly the first message is there, and the server serves on.
     assert_eq!(std::fs::read(mail.join("jones")).unwrap(), before);
@@ -202,8 +202,8 @@ fn idle_timeout_is_421() {
     let started = Instant::now();
     let r = c.read_reply();
     assert_eq!(
-        r.text(),
-        "4.4.2 Timeout waiting for client input; closing connection"
+        r.line(),
+        "421 4.4.2 Timeout waiting for client input; closing connection"
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
     c.expect_closed();
@@ -250,8 +250,8 @@ fn shutdown_answers_idle_sessions_421() {
     c.expect("EHLO client.test", 250);
     server.stop();
     assert_eq!(
-        c.read_reply().text(),
-        "4.3.2 Service shutting down; closing transmission channel"
+        c.read_reply().line(),
+        "421 4.3.2 Service shutting down; closing transmission channel"
     );
     c.expect_closed();
 }

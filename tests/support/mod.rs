@@ -66,9 +66,12 @@ impl TestServer {
         self.dir.path().join("mail")
     }
 
-    /// The bytes of a user's mbox, or empty if it does not exist.
+    /// The bytes of a user's mbox, or empty if it does not exist; any other error fails.
     pub fn mbox(&self, user: &str) -> Vec<u8> {
-        std::fs::read(self.mail_dir().join(user)).unwrap_or_default()
+        match std::fs::read(self.mail_dir().join(user)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            read => read.unwrap_or_else(|e| panic!("reading the mbox of {user}: {e}")),
+        }
     }
 
     /// The mbox as text.
@@ -106,6 +109,11 @@ impl Reply {
     /// The text of all lines joined with newlines.
     pub fn text(&self) -> String {
         self.lines.join("\n")
+    }
+
+    /// The code and text of a one-line reply as sent, without CRLF: `451 4.3.0 ...`.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.code, self.text())
     }
 }
 
