@@ -301,10 +301,34 @@ fn bdat_cases() {
     c.send(b"BDAT 3 LAST\r\n.\r\n");
     assert_eq!(c.read_reply().code, 250);
     assert!(server.mbox_text("brown").ends_with("\nBDAT 3 LAST\n\n"));
-    // BDAT after HELO: refused, bytes consumed.
+    // Between chunks no other transaction command is taken (RFC 3030 §2); the chunk so far
+    // stays, and BDAT LAST ends the message.
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<green@mx.test>", 250);
+    c.send(b"BDAT 3\r\nabc");
+    assert_eq!(c.read_reply().code, 250);
+    assert_eq!(
+        c.expect("RCPT TO:<jones@mx.test>", 503).line(),
+        "503 5.5.1 Bad sequence of commands: finish the message with BDAT LAST, or RSET"
+    );
+    c.send(b"BDAT 0 LAST\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("green").ends_with("\nabc\n\n"));
+    // BDAT after HELO, with or without a transaction: refused, as CHUNKING was not offered
+    // (no enhanced code after HELO), its bytes consumed, and the transaction left open.
+    let needs_ehlo = "503 Bad sequence of commands: BDAT needs EHLO";
     c.expect("HELO plain.test", 250);
     c.send(b"BDAT 4\r\nNOOP");
-    assert_eq!(c.read_reply().code, 503);
+    assert_eq!(c.read_reply().line(), needs_ehlo);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<smith@mx.test>", 250);
+    c.send(b"BDAT 4 LAST\r\nabcd");
+    assert_eq!(c.read_reply().line(), needs_ehlo);
+    assert!(!server.mail_dir().join("smith").exists());
+    c.expect("DATA", 354);
+    c.send(b"by DATA\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert!(server.mbox_text("smith").ends_with("\nby DATA\n\n"));
     c.expect("QUIT", 221);
 }
 
