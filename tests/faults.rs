@@ -40,6 +40,23 @@ fn hold_fcntl_lock(path: &std::path::Path) -> Child {
     child
 }
 
+/// True when nothing arrives on `c` within `within` (it times out); false when a byte arrives
+/// or the connection ends. Used where no reply is the thing asserted.
+fn silent_for(c: &mut Client, within: Duration) -> bool {
+    c.stream.set_read_timeout(Some(within)).unwrap();
+    let silent = match c.stream.peek(&mut [0u8; 1]) {
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        Ok(_) => false,
+    };
+    c.stream
+        .set_read_timeout(Some(support::REPLY_TIMEOUT))
+        .unwrap();
+    silent
+}
+
 #[test]
 fn fcntl_locked_mailbox_waits_while_others_are_delivered() {
     if !python3() {
@@ -49,14 +66,13 @@ fn fcntl_locked_mailbox_waits_while_others_are_delivered() {
     let server = TestServer::with(|c| c.lock_timeout = Duration::from_secs(20));
     std::fs::create_dir_all(server.mail_dir()).unwrap();
     let mut holder = hold_fcntl_lock(&server.mail_dir().join("jones"));
-    let addr = server.addr;
-    let waiting = thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        assert_eq!(c.read_reply().code, 220);
-        c.expect("EHLO waiting.test", 250);
-        c.send_mail("a@b.test", &["jones@mx.test"], "waited for the lock")
-            .code
-    });
+    // The message for the locked mailbox is sent whole before the other one.
+    let mut waiting = server.client();
+    waiting.expect("EHLO waiting.test", 250);
+    waiting.expect("MAIL FROM:<a@b.test>", 250);
+    waiting.expect("RCPT TO:<jones@mx.test>", 250);
+    waiting.expect("DATA", 354);
+    waiting.send(b"waited for the lock\r\n.\r\n");
     let mut other = server.client();
     other.expect("EHLO other.test", 250);
     let started = Instant::now();
@@ -67,11 +83,14 @@ fn fcntl_locked_mailbox_waits_while_others_are_delivered() {
         250
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(!waiting.is_finished(), "the locked delivery did not wait");
+    assert!(
+        silent_for(&mut waiting, Duration::from_millis(500)),
+        "the locked delivery did not wait for the lock"
+    );
     assert!(server.mbox("jones").is_empty());
     drop(holder.stdin.take());
     wait_bounded(&mut holder, Duration::from_secs(10));
-    assert_eq!(waiting.join().unwrap(), 250);
+    assert_eq!(waiting.read_reply().code, 250);
     let mbox = server.mbox_text("jones");
     assert_eq!(mbox_entries(&mbox).len(), 1);
     assert!(mbox.ends_with("waited for the lock\n\n"));
@@ -89,8 +108,8 @@ fn fcntl_lock_past_the_timeout_is_450_and_nothing_is_written() {
     let mut c = server.client();
     c.expect("EHLO x.test", 250);
     assert_eq!(
-        c.send_mail("a@b.test", &["jones@mx.test"], "x").text(),
-        "4.2.1 Requested mail action not taken: mailbox busy; try again later"
+        c.send_mail("a@b.test", &["jones@mx.test"], "x").line(),
+        "450 4.2.1 Requested mail action not taken: mailbox busy; try again later"
     );
     assert!(server.mbox("jones").is_empty());
     // The dotlock was given back when the fcntl lock could not be had.
@@ -218,8 +237,8 @@ fn a_read_inside_data_that_times_out_is_421() {
     c.expect("DATA", 354);
     c.send(b"Subject: never finished\r\n");
     assert_eq!(
-        c.read_reply().text(),
-        "4.4.2 Timeout waiting for client input; closing connection"
+        c.read_reply().line(),
+        "421 4.4.2 Timeout waiting for client input; closing connection"
     );
     c.expect_closed();
     assert!(server.mbox("jones").is_empty());
@@ -247,8 +266,8 @@ fn shutdown_lets_a_message_in_progress_finish_then_answers_421() {
     c.send(b"finished after shutdown began\r\n.\r\n");
     assert_eq!(c.read_reply().code, 250);
     assert_eq!(
-        c.read_reply().text(),
-        "4.3.2 Service shutting down; closing transmission channel"
+        c.read_reply().line(),
+        "421 4.3.2 Service shutting down; closing transmission channel"
     );
     c.expect_closed();
     let server = stopper.join().unwrap();
@@ -342,23 +361,30 @@ fn sigkill_loses_no_acknowledged_message() {
     let mail = dir.path().join("mail");
     let (mut child, addr) = spawn_binary(&mail);
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let senders: Vec<_> = (0..4)
         .map(|t| {
-            let (acked, stop, tx) = (Arc::clone(&acked), Arc::clone(&stop), tx.clone());
+            let (acked, killed, tx) = (Arc::clone(&acked), Arc::clone(&killed), tx.clone());
             thread::spawn(move || {
-                let Ok(stream) = std::net::TcpStream::connect(addr) else {
-                    return;
+                // A broken session is what the kill looks like; before it, it fails the test.
+                let broken = |what: String| {
+                    assert!(
+                        killed.load(Ordering::SeqCst),
+                        "sender {t}: {what} before the kill"
+                    )
                 };
-                drop(stream);
-                let mut c = Client::connect(addr);
-                if c.try_read_reply().is_none() {
-                    return;
-                }
-                c.expect("EHLO crash.test", 250);
+                let greeted = std::panic::catch_unwind(|| {
+                    let mut c = Client::connect(addr);
+                    assert_eq!(c.read_reply().code, 220);
+                    c.expect("EHLO crash.test", 250);
+                    c
+                });
+                let Ok(mut c) = greeted else {
+                    return broken("no session".into());
+                };
                 for n in 0..10_000 {
-                    if stop.load(Ordering::SeqCst) {
+                    if killed.load(Ordering::SeqCst) {
                         return;
                     }
                     let id = format!("msg-{t}-{n}");
@@ -368,9 +394,10 @@ fn sigkill_loses_no_acknowledged_message() {
                     match sent {
                         Ok(r) if r.code == 250 => {
                             acked.lock().unwrap().push(id);
-                            let _ = tx.send(());
+                            let _ = tx.send(()); // the receiver stops listening after 60
                         }
-                        _ => return,
+                        Ok(r) => return broken(format!("{:?} to {id}", r.line())),
+                        Err(_) => return broken(format!("no reply to {id}")),
                     }
                 }
             })
@@ -382,11 +409,11 @@ fn sigkill_loses_no_acknowledged_message() {
         rx.recv_timeout(Duration::from_secs(20))
             .expect("acknowledgements");
     }
+    killed.store(true, Ordering::SeqCst);
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    stop.store(true, Ordering::SeqCst);
     for s in senders {
-        let _ = s.join();
+        s.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 60);
