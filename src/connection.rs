@@ -422,3 +422,27 @@ fn close_with(
     linger(stream);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// The one reply path a client cannot reach from outside: a session that panicked is
+    /// answered 421 over its own socket before it is closed.
+    #[test]
+    fn a_session_that_panicked_is_answered_421() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        ended(&server, "conn 1 [test]", Err(Box::new("a bug")));
+        drop(server);
+        let mut got = String::new();
+        client.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "421 Internal error; closing transmission channel\r\n");
+    }
+}

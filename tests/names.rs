@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use support::{Client, TestServer, mbox_entries, output_within};
 
-/// Every file in the mail directory (none when it was never created).
+/// Every file in the mail directory (none when it was never created; any other error fails).
 fn files(server: &TestServer) -> BTreeSet<String> {
-    std::fs::read_dir(server.mail_dir())
-        .map(|dir| {
-            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    match std::fs::read_dir(server.mail_dir()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+        dir => dir
+            .expect("the mail directory")
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    }
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {

@@ -67,9 +67,12 @@ pub fn spawn_ulimit(
     Some((child, addr, log))
 }
 
-/// Descriptors `pid` has open now (0 once it is gone).
+/// Descriptors `pid` has open now (0 once it is gone; any other error fails).
 pub fn open_descriptors(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+    match fs::read_dir(format!("/proc/{pid}/fd")) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        dir => dir.expect("/proc/PID/fd").count(),
+    }
 }
 
 /// CPU time `pid` has used, in clock ticks (utime + stime, fields 14 and 15 of its stat line,

@@ -111,17 +111,18 @@ pub(crate) fn read_mailboxes(mail: &Path) -> Vec<HashMap<String, usize>> {
 /// Every lock file in the mail directory, with its size: `<mbox>.lock` and any other name with
 /// `.lock` in it (mboxd's own `.<mbox>.lock.mboxd-...` names).
 pub(crate) fn lock_files(mail: &Path) -> Vec<String> {
-    let mut locks: Vec<String> = fs::read_dir(mail)
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().contains(".lock"))
-                .map(|e| {
-                    let len = e.metadata().map_or(0, |m| m.len());
-                    format!("{} ({len} bytes)", e.file_name().to_string_lossy())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut locks: Vec<String> = match fs::read_dir(mail) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        dir => dir
+            .expect("the mail directory")
+            .map(|e| e.expect("a directory entry"))
+            .filter(|e| e.file_name().to_string_lossy().contains(".lock"))
+            .map(|e| {
+                let len = e.metadata().map_or(0, |m| m.len());
+                format!("{} ({len} bytes)", e.file_name().to_string_lossy())
+            })
+            .collect(),
+    };
     locks.sort();
     locks
 }
