@@ -60,8 +60,13 @@ with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         raise SystemExit("relaying was not refused")
     except smtplib.SMTPRecipientsRefused as e:
         assert e.recipients["nobody@example.com"][0] == 550
+    # An SMTPUTF8 sender: Python reads the From line as ASCII, so mboxd writes it so.
+    s.sendmail("jos\u00e9@b.test", ["jones@mx.test"], b"Subject: utf8\r\n\r\nx\r\n",
+               mail_options=["SMTPUTF8"])
 msgs = list(mailbox.mbox(path))
-assert len(msgs) == 1, len(msgs)
+assert len(msgs) == 2, len(msgs)
+assert msgs[1].get_from().startswith("jos\\x{E9}@b.test "), msgs[1].get_from()
+assert msgs[1]["Subject"] == "utf8", msgs[1]["Subject"]
 m = msgs[0]
 assert m["Subject"] == "from smtplib", m["Subject"]
 assert m["Return-Path"] == "<py@b.test>", m["Return-Path"]

@@ -54,6 +54,23 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The sender as the `From ` line holds it: ASCII, as readers such as Python's `mailbox`
+/// decode that line as ASCII. A space or tab is written `_` (RFC 4155: no spaces), and `\` and
+/// every non-ASCII character of an SMTPUTF8 address as RFC 6533's `\x{HEX}`, which the reader
+/// (`reader::decoded_sender`) undoes: `josé@x.test` is `jos\x{E9}@x.test`.
+fn from_line_address(sender: &str) -> String {
+    let mut out = String::with_capacity(sender.len());
+    for c in sender.chars() {
+        match c {
+            ' ' | '\t' => out.push('_'),
+            '\\' => out.push_str("\\x{5C}"),
+            c if c.is_ascii() => out.push(c),
+            c => out.push_str(&format!("\\x{{{:X}}}", u32::from(c))),
+        }
+    }
+    out
+}
+
 /// The entry header for one recipient: `From ` line, `Return-Path:` and `Received:`.
 ///
 /// The client's strings (the sender, the HELO name, the recipient) were refused by the parser
@@ -69,10 +86,9 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
     );
     let t = Civil::from_unix(trace.time);
     // RFC 4155: the separator's address has no spaces; the null sender is MAILER-DAEMON.
-    let from = trace.sender.map_or_else(
-        || "MAILER-DAEMON".to_string(),
-        |s| s.replace([' ', '\t'], "_"),
-    );
+    let from = trace
+        .sender
+        .map_or_else(|| "MAILER-DAEMON".to_string(), from_line_address);
     let mut out = format!(
         "From {from} {} {} {:2} {:02}:{:02}:{:02} {}\n",
         t.weekday_name(),
@@ -247,6 +263,27 @@ mod tests {
              \tby BBN-UNIX.ARPA (mboxd) with SMTP id 1a\n\
              \tfor <Jones@BBN-UNIX.ARPA>; Sun, 22 Nov 2026 07:33:49 +0000\n"
         );
+    }
+
+    #[test]
+    fn the_from_line_is_ascii_and_the_reader_gives_the_sender_back() {
+        for (sender, written) in [
+            ("a@b.test", "a@b.test"),
+            ("\"a b\"@b.test", "\"a_b\"@b.test"),
+            ("josé@bücher.test", "jos\\x{E9}@b\\x{FC}cher.test"),
+            ("\"a\\\\b\"@b.test", "\"a\\x{5C}\\x{5C}b\"@b.test"),
+            ("\"\\x{41}\"@b.test", "\"\\x{5C}x{41}\"@b.test"),
+            ("😀@b.test", "\\x{1F600}@b.test"),
+        ] {
+            let h = String::from_utf8(header(&trace(Some(sender)), "j@x.test")).unwrap();
+            let line = h.lines().next().unwrap();
+            assert_eq!(line.split(' ').nth(1), Some(written), "{sender}");
+            assert!(line.is_ascii(), "{line}");
+            let entry = format!("{h}\nbody\n\n");
+            let read = Mailbox::parse(entry.as_bytes()).unwrap();
+            let back = sender.replace(' ', "_");
+            assert_eq!(read.messages()[0].sender(), Some(back.as_str()));
+        }
     }
 
     #[test]

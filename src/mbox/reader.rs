@@ -173,7 +173,7 @@ impl Message {
             .strip_prefix(FROM)
             .and_then(|s| s.split(|&b| b == b' ').next())
             .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .map(|s| decoded_sender(&String::from_utf8_lossy(s)))
             .filter(|s| s != "MAILER-DAEMON" || real_mailer_daemon(&headers));
         Message {
             from_line,
@@ -186,7 +186,8 @@ impl Message {
     }
 
     /// The envelope sender from the `From ` line (RFC 5321 reverse path; mboxd writes spaces
-    /// in it as `_`), or `None` for the null sender, written `MAILER-DAEMON`. A sender really
+    /// in it as `_`, and `\` and non-ASCII characters as `\x{HEX}`, undone here), or `None` for
+    /// the null sender, written `MAILER-DAEMON`. A sender really
     /// named `<MAILER-DAEMON>` is told apart by the `Return-Path:` mboxd writes above the
     /// message (`<MAILER-DAEMON>`, not `<>`).
     pub fn sender(&self) -> Option<&str> {
@@ -374,6 +375,38 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
         0
     };
     (headers, body, sent)
+}
+
+/// The `From ` line's sender with each RFC 6533 `\x{HEX}` (how mboxd writes `\` and
+/// non-ASCII characters there) turned back into its character; anything else is kept as it is.
+fn decoded_sender(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\x{") {
+        let (before, escape) = rest.split_at(at);
+        out.push_str(before);
+        let hex = escape.get(3..).and_then(|h| h.split_once('}'));
+        let decoded = hex.and_then(|(digits, after)| {
+            let valid =
+                (1..=6).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_hexdigit());
+            let c = u32::from_str_radix(digits, 16)
+                .ok()
+                .and_then(char::from_u32);
+            c.filter(|_| valid).map(|c| (c, after))
+        });
+        match decoded {
+            Some((c, after)) => {
+                out.push(c);
+                rest = after;
+            }
+            None => {
+                out.push('\\');
+                rest = escape.get(1..).unwrap_or_default();
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether an entry whose `From ` line names `MAILER-DAEMON` had that sender, not the null one:

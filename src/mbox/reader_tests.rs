@@ -127,3 +127,27 @@ fn a_mailer_daemon_from_line_is_the_null_sender_unless_return_path_names_it() {
         assert_eq!(parse(entry(other).as_bytes())[0].sender(), None, "{other}");
     }
 }
+
+#[test]
+fn a_from_line_escape_is_decoded_only_when_it_names_a_character() {
+    for (written, sender) in [
+        ("jos\\x{E9}@b", "jos\u{e9}@b"),
+        ("\\x{1F600}\\x{5c}@b", "\u{1f600}\\@b"),
+        // Not one character: kept as it is.
+        ("a\\x{}@b", "a\\x{}@b"),
+        ("a\\x{ZZ}@b", "a\\x{ZZ}@b"),
+        ("a\\x{110000}@b", "a\\x{110000}@b"),
+        ("a\\x{D800}@b", "a\\x{D800}@b"),
+        ("a\\x{0000041}@b", "a\\x{0000041}@b"),
+        ("a\\x{41@b", "a\\x{41@b"),
+        ("a\\x{", "a\\x{"),
+        ("a\\", "a\\"),
+    ] {
+        let entry = format!("From {written} Sun Nov 22 07:33:49 2026\nS: x\n\n");
+        assert_eq!(
+            parse(entry.as_bytes())[0].sender(),
+            Some(sender),
+            "{written}"
+        );
+    }
+}
