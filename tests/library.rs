@@ -141,12 +141,23 @@ fn wait_for_times_out_with_what_arrived() {
         text.contains("3 message(s) for \"jones\"; 1 arrived: \"the only one\""),
         "{text}"
     );
+    // What `?` in a test returning Result and `unwrap()` print: the same text, no octets.
+    assert_eq!(format!("{err:?}"), text);
     match err {
         WaitError::Timeout {
             wanted, arrived, ..
         } => {
             assert_eq!(wanted, 3);
             assert_eq!(arrived.len(), 1);
+            let debug = format!("{:?}", arrived[0]);
+            assert!(
+                debug.starts_with("Message { from_line: \"From a@b.test "),
+                "{debug}"
+            );
+            assert!(
+                debug.contains("Subject: the only one\\n\\nhi\\n\" }"),
+                "{debug}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -138,8 +138,9 @@ pub struct Header {
     pub value: String,
 }
 
-/// One message of an mbox file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One message of an mbox file. Its `Debug` shows the `From ` line, the sender and the raw
+/// message as text (invalid UTF-8 replaced), not as a list of octets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     from_line: String,
     sender: Option<String>,
@@ -149,6 +150,16 @@ pub struct Message {
     body: usize,
     /// Where the message starts in `raw` without the delivering server's trace fields.
     sent: usize,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("from_line", &self.from_line)
+            .field("sender", &self.sender)
+            .field("raw", &String::from_utf8_lossy(&self.raw))
+            .finish()
+    }
 }
 
 impl Message {
