@@ -59,8 +59,9 @@ impl Config {
     }
 
     /// This server's name in the greeting and the `Received:` headers (`--hostname`). It is
-    /// checked when the server starts: empty or containing white space is a
-    /// [`StartError::Config`](crate::StartError::Config).
+    /// checked when the server starts: empty, over 255 octets, not ASCII (give an IDN as its
+    /// A-label), or holding white space, a control character or one of `( ) < > \ " ; @ ,` is
+    /// a [`StartError::Config`](crate::StartError::Config).
     pub fn hostname(mut self, name: impl Into<String>) -> Config {
         self.hostname = name.into();
         self

@@ -64,10 +64,10 @@ impl Server {
     /// started afterwards inherit it.
     ///
     /// Fails with [`StartError::Config`] for an unusable setting (no address, no worker, a
-    /// recipient limit of 0, an empty host name or one with white space, `auth_required`
-    /// without AUTH, a zero socket timeout or any time of 10^9 s or more), before anything is
-    /// created; and with the other variants when the mail directory, an address or a thread
-    /// cannot be had.
+    /// recipient limit of 0, a host name [`Config::hostname`] refuses, `auth_required` without
+    /// AUTH, a zero socket timeout or any time of 10^9 s or more, a `max_inflight_bytes` under
+    /// 65 536), before anything is created; and with the other variants when the mail
+    /// directory, an address, a thread or the ready file cannot be had.
     pub fn start(mut config: Config) -> Result<Server, StartError> {
         config.check().map_err(|e| StartError::Config(e.0))?;
         let temp = if config.temp_mail_dir {

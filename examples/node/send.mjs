@@ -14,7 +14,7 @@ const dir = mkdtempSync(join(tmpdir(), "mboxd-node-"));
 // Starts mboxd with extra flags; resolves to { proc, port } once it accepts.
 function start(...flags) {
   const proc = spawn(process.env.MBOXD ?? "mboxd",
-    ["--listen", "127.0.0.1:0", "--mail-dir", join(dir, "mail"), ...flags],
+    ["--listen", "127.0.0.1:0", "--mail-dir", join(dir, "mail"), "--shutdown-grace", "1", ...flags],
     { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => { proc.kill(); reject(new Error("mboxd did not start")); }, 10000);

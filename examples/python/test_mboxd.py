@@ -19,8 +19,12 @@ def start_mboxd(tmp_path):
 
     def start(*flags):
         mail = tmp_path / "mail"
+        # A grace of 1 s, not 30: a test that left a client inside a message still stops
+        # within the wait below. stderr (the log) is inherited: a pipe nobody reads would fill
+        # up after a few hundred messages and stall the server's next log line.
         proc = subprocess.Popen(
-            [MBOXD, "--listen", "127.0.0.1:0", "--mail-dir", str(mail), *flags],
+            [MBOXD, "--listen", "127.0.0.1:0", "--mail-dir", str(mail), "--shutdown-grace", "1",
+             *flags],
             stdout=subprocess.PIPE,
             text=True,
         )

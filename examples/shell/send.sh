@@ -9,7 +9,8 @@ trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 start() { # start mboxd with extra flags; sets $addr once the ready file is written
   rm -f "$dir/ready"
-  "${MBOXD:-mboxd}" --listen 127.0.0.1:0 --mail-dir "$dir/mail" --ready-file "$dir/ready" "$@" >/dev/null &
+  "${MBOXD:-mboxd}" --listen 127.0.0.1:0 --mail-dir "$dir/mail" --ready-file "$dir/ready" \
+    --shutdown-grace 1 "$@" >/dev/null &
   pid=$!
   i=0 # wait (at most 10 s) for the ready file, written atomically once mboxd accepts
   while [ ! -s "$dir/ready" ]; do

@@ -269,7 +269,9 @@ impl Message {
             .map(|h| h.value.as_str())
     }
 
-    /// The `Subject:` value, if there is one.
+    /// The `Subject:` value, if there is one, as [`Message::header`] gives it: unfolded but not
+    /// decoded, so a subject a client wrote as RFC 2047 encoded words (as most do for
+    /// non-ASCII text) is `=?utf-8?b?...?=` here.
     pub fn subject(&self) -> Option<&str> {
         self.header("Subject")
     }
@@ -279,7 +281,8 @@ impl Message {
         self.raw.get(self.body..).unwrap_or_default()
     }
 
-    /// The body as text, invalid UTF-8 replaced by U+FFFD.
+    /// The body as text, invalid UTF-8 replaced by U+FFFD. It is the body as stored: a
+    /// `Content-Transfer-Encoding` (quoted-printable, base64) or a MIME structure is not undone.
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(self.body()).into_owned()
     }
