@@ -105,8 +105,9 @@ pub struct Config {
     /// configured with credentials. There is no TLS here, so passwords cross the connection in
     /// the clear: for tests only. Default [`Auth::Off`]: AUTH is neither offered nor accepted.
     pub auth: Auth,
-    /// MAIL, VRFY, EXPN and HELP before a successful AUTH get `530 5.7.0` (RFC 4954 §6: every
-    /// command but AUTH, EHLO, HELO, NOOP, RSET and QUIT). Only useful with `auth`
+    /// VRFY, EXPN and HELP before a successful AUTH, and MAIL after HELO or EHLO but before
+    /// one, get `530 5.7.0` (RFC 4954 §6: every command but AUTH, EHLO, HELO, NOOP, RSET and
+    /// QUIT); MAIL before any HELO or EHLO gets 503 as always. Only useful with `auth`
     /// on: with [`Auth::Off`] no client could ever send ([`crate::Server::start`] refuses that).
     /// Default false.
     pub auth_required: bool,
@@ -376,8 +377,8 @@ impl Config {
         self
     }
 
-    /// With `true`, MAIL, VRFY, EXPN and HELP before a successful AUTH get `530 5.7.0` (see
-    /// [`Config::auth_required`]).
+    /// With `true`, VRFY, EXPN, HELP and (after HELO or EHLO) MAIL before a successful AUTH get
+    /// `530 5.7.0` (see [`Config::auth_required`]).
     pub fn auth_required(mut self, required: bool) -> Self {
         self.auth_required = required;
         self

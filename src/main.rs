@@ -3,8 +3,8 @@
 //! It exists only to turn the command line into a [`mboxd::Config`] (`cli`), set up logging and
 //! the allocator (`os`), print the bound addresses for whoever started it, wait for a shutdown
 //! signal (`os`), and map every failure to an exit code: 0 after a clean shutdown, 1 for a
-//! failure while running, 2 for a bad command line or an unusable mail directory or address
-//! (nothing is bound then).
+//! failure while running, 2 when the server cannot start (a bad command line or configuration,
+//! an unusable mail directory or address, a ready file or thread that cannot be had).
 // Denied, not forbidden, so that `os` (and only it) can allow it.
 #![deny(unsafe_code)]
 #![cfg_attr(

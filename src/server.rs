@@ -268,14 +268,15 @@ fn raise_descriptor_limit(config: &Config) {
 
 /// Creates the mail directory if needed and checks it is a writable directory.
 fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let meta = std::fs::metadata(dir)?;
-    if !meta.is_dir() {
+    // A file there makes create_dir_all say only "File exists": say what is wrong instead.
+    let made = std::fs::create_dir_all(dir);
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
         return Err(io::Error::new(
             io::ErrorKind::NotADirectory,
             "not a directory",
         ));
     }
+    made?;
     // One name per start, not per process: servers of one process (a test suite's) may start
     // at once on one directory, and one must not remove the other's probe.
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

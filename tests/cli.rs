@@ -114,6 +114,10 @@ fn bad_command_lines_exit_2_with_one_line() {
             .filter(|l| l.starts_with("mboxd: "))
             .collect();
         assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        if args.contains(&file.to_str().unwrap()) {
+            // Says what is wrong, not create_dir_all's "File exists".
+            assert!(errors[0].ends_with(": not a directory"), "{stderr}");
+        }
     }
 }
 

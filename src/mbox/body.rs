@@ -236,8 +236,7 @@ impl Encoder {
                     .iter()
                     .position(|&b| b == b'\r' || b == b'\n')
                     .unwrap_or(input.len());
-                if n > 0 {
-                    let (run, rest) = input.split_at(n);
+                if let Some((run, rest)) = input.split_at_checked(n).filter(|_| n > 0) {
                     self.write(run);
                     input = rest;
                     continue;

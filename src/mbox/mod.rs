@@ -168,7 +168,8 @@ fn header_address(address: &str) -> Cow<'_, str> {
     if address.starts_with('"') {
         return Cow::Borrowed(address);
     }
-    let (local, domain) = address.split_at(address.rfind('@').unwrap_or(address.len()));
+    let at = address.rfind('@').unwrap_or(address.len());
+    let (local, domain) = address.split_at_checked(at).unwrap_or((address, ""));
     if command::is_dot_atom(local) {
         return Cow::Borrowed(address);
     }

@@ -71,7 +71,7 @@ impl Mailbox {
         let mut rest = bytes;
         while !rest.is_empty() {
             let end = next_entry(rest);
-            let (entry, next) = rest.split_at(end);
+            let (entry, next) = rest.split_at_checked(end).unwrap_or((rest, &[]));
             messages.push(Message::from_entry(entry));
             rest = next;
         }
@@ -354,8 +354,8 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
             // A folded line after a line that is no field continues nothing: skipped.
             (Some(b' ' | b'\t'), _, _) => {}
             _ => {
-                if let Some(colon) = text.iter().position(|&b| b == b':') {
-                    let (name, value) = text.split_at(colon);
+                let colon = text.iter().position(|&b| b == b':');
+                if let Some((name, value)) = colon.and_then(|c| text.split_at_checked(c)) {
                     headers.push(Header {
                         name: String::from_utf8_lossy(name).trim_end().to_string(),
                         value: String::from_utf8_lossy(value.get(1..).unwrap_or_default())
@@ -396,8 +396,7 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
 fn decoded_sender(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find("\\x{") {
-        let (before, escape) = rest.split_at(at);
+    while let Some((before, escape)) = rest.find("\\x{").and_then(|at| rest.split_at_checked(at)) {
         out.push_str(before);
         let hex = escape.get(3..).and_then(|h| h.split_once('}'));
         let decoded = hex.and_then(|(digits, after)| {
