@@ -67,7 +67,8 @@ pub(crate) struct Context {
     ended: Condvar,
     next_connection: AtomicU64,
     next_message: AtomicU64,
-    started: u64,
+    /// What every message id of this server starts with; see [`Context::message_id`].
+    id_stem: String,
 }
 
 impl Context {
@@ -89,7 +90,7 @@ impl Context {
             ended: Condvar::new(),
             next_connection: AtomicU64::new(1),
             next_message: AtomicU64::new(1),
-            started: mbox::now() as u64,
+            id_stem: id_stem(),
         }
     }
 
@@ -98,11 +99,20 @@ impl Context {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// A new message id: the server's start time and a counter, in hex.
+    /// A new message id, unique across servers: `<start time>.<pid>.<server>.<counter>`, in
+    /// hex (the server's number within its process, as a test suite may start many at once).
     pub(crate) fn message_id(&self) -> String {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}.{n:x}", self.started)
+        format!("{}.{n:x}", self.id_stem)
     }
+}
+
+/// The start of a new server's message ids (see [`Context::message_id`]).
+fn id_stem() -> String {
+    static SERVERS: AtomicU64 = AtomicU64::new(0);
+    let server = SERVERS.fetch_add(1, Ordering::Relaxed);
+    let started = mbox::now() as u64;
+    format!("{started:x}.{:x}.{server:x}", std::process::id())
 }
 
 /// Serves one connection to its end. Never panics: a panic inside the session is caught,
