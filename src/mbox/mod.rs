@@ -55,15 +55,18 @@ pub(crate) fn now() -> i64 {
 }
 
 /// The sender as the `From ` line holds it: ASCII, as readers such as Python's `mailbox`
-/// decode that line as ASCII. A space or tab is written `_` (RFC 4155: no spaces), and `\` and
-/// every non-ASCII character of an SMTPUTF8 address as RFC 6533's `\x{HEX}`, which the reader
-/// (`reader::decoded_sender`) undoes: `josé@x.test` is `jos\x{E9}@x.test`.
+/// decode that line as ASCII. A space or tab is written `_` (RFC 4155: no spaces), and `\`, `"`
+/// and every non-ASCII character of an SMTPUTF8 address as RFC 6533's `\x{HEX}`, which the
+/// reader (`reader::decoded_sender`) undoes: `josé@x.test` is `jos\x{E9}@x.test`. A quote is
+/// escaped too: mutt takes `\` and `"` on that line as quoting, and a line whose quotes do
+/// not pair up (`"a\"b"@x.test`) as no separator, merging two messages.
 fn from_line_address(sender: &str) -> String {
     let mut out = String::with_capacity(sender.len());
     for c in sender.chars() {
         match c {
             ' ' | '\t' => out.push('_'),
             '\\' => out.push_str("\\x{5C}"),
+            '"' => out.push_str("\\x{22}"),
             c if c.is_ascii() => out.push(c),
             c => out.push_str(&format!("\\x{{{:X}}}", u32::from(c))),
         }
@@ -270,10 +273,11 @@ mod tests {
     fn the_from_line_is_ascii_and_the_reader_gives_the_sender_back() {
         for (sender, written) in [
             ("a@b.test", "a@b.test"),
-            ("\"a b\"@b.test", "\"a_b\"@b.test"),
+            ("\"a b\"@b.test", "\\x{22}a_b\\x{22}@b.test"),
+            ("\"a\\\"b\"@b.test", "\\x{22}a\\x{5C}\\x{22}b\\x{22}@b.test"),
             ("josé@bücher.test", "jos\\x{E9}@b\\x{FC}cher.test"),
-            ("\"a\\\\b\"@b.test", "\"a\\x{5C}\\x{5C}b\"@b.test"),
-            ("\"\\x{41}\"@b.test", "\"\\x{5C}x{41}\"@b.test"),
+            ("\"a\\\\b\"@b.test", "\\x{22}a\\x{5C}\\x{5C}b\\x{22}@b.test"),
+            ("\"\\x{41}\"@b.test", "\\x{22}\\x{5C}x{41}\\x{22}@b.test"),
             ("😀@b.test", "\\x{1F600}@b.test"),
         ] {
             let h = String::from_utf8(header(&trace(Some(sender)), "j@x.test")).unwrap();
