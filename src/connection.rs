@@ -99,8 +99,9 @@ impl Context {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// A new message id, unique across servers: `<start time>.<pid>.<server>.<counter>`, in
-    /// hex (the server's number within its process, as a test suite may start many at once).
+    /// A new message id, unique among the servers of one host (one PID namespace):
+    /// `<start time>.<pid>.<server>.<counter>`, in hex (the server's number within its
+    /// process, as a test suite may start many at once).
     pub(crate) fn message_id(&self) -> String {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
         format!("{}.{n:x}", self.id_stem)

@@ -4,7 +4,8 @@
 //! the allocator (`os`), print the bound addresses for whoever started it, wait for a shutdown
 //! signal (`os`), and map every failure to an exit code: 0 after a clean shutdown, 1 for a
 //! failure while running, 2 when the server cannot start (a bad command line or configuration,
-//! an unusable mail directory or address, a ready file or thread that cannot be had).
+//! an unusable mail directory or address, a ready file, thread or signal mask that cannot be
+//! had).
 // Denied, not forbidden, so that `os` (and only it) can allow it.
 #![deny(unsafe_code)]
 #![cfg_attr(
@@ -74,7 +75,7 @@ fn run() -> Result<(), Failure> {
     }
     // Before any thread starts, so every thread inherits the mask and only sigwait sees them.
     os::block_shutdown_signals().map_err(|e| Failure {
-        code: 1,
+        code: 2,
         message: format!("cannot block signals: {e}"),
     })?;
     let server = Server::start(config).map_err(|e| usage(e.to_string()))?;

@@ -190,6 +190,13 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
                 .map_err(StartError::Thread)?,
         );
     }
+    // Before any connection is accepted: a start that fails here has served no one (a client
+    // that read the file and connected waits in the listen backlog for the acceptor).
+    if let Some(path) = &config.ready_file {
+        let text = write_ready_file(path, running.addrs())
+            .map_err(|e| StartError::ReadyFile(path.clone(), e))?;
+        running.ready_file = Some((path.clone(), text));
+    }
     let peers = Peers::new(config.peer_limit());
     for (listener, addr) in listeners.into_iter().zip(addrs) {
         let waiting = waiting_tx.clone();
@@ -201,11 +208,6 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
                 .spawn(move || accept(&listener, addr, &waiting, &accept_ctx, &peers))
                 .map_err(StartError::Thread)?,
         );
-    }
-    if let Some(path) = &config.ready_file {
-        let text = write_ready_file(path, running.addrs())
-            .map_err(|e| StartError::ReadyFile(path.clone(), e))?;
-        running.ready_file = Some((path.clone(), text));
     }
     Ok(running)
 }

@@ -25,10 +25,10 @@ send() { # send $dir/message to $1@localhost with curl; fails unless it was acce
     --mail-from app@example.com --mail-rcpt "$1@localhost" --upload-file "$dir/message"
 }
 
-last_reply() { # like send, but prints the code of the last reply mboxd sent, whatever it was
+refusal() { # like send, but prints the code of the first refusal (4xx or 5xx) mboxd sent, if any
   curl --verbose --max-time 10 "smtp://$addr" \
     --mail-from app@example.com --mail-rcpt "$1@localhost" --upload-file "$dir/message" 2>&1 |
-    sed -n 's/^< \([0-9][0-9][0-9]\)[ -].*/\1/p' | tail -n 1
+    sed -n 's/^< \([45][0-9][0-9]\)[ -].*/\1/p' | head -n 1
 }
 
 stop() { # SIGTERM; mboxd exits 0 after a clean shutdown
@@ -45,8 +45,8 @@ echo "delivered to $dir/mail/bob"
 stop
 
 start --fail 'data-end:*=452'
-code=$(last_reply carol)
-[ "$code" = 452 ] || { echo "expected 452 at the end of the data, got ${code:-no reply}" >&2; exit 1; }
+code=$(refusal carol)
+[ "$code" = 452 ] || { echo "expected 452 at the end of the data, got ${code:-no refusal}" >&2; exit 1; }
 [ ! -e "$dir/mail/carol" ]
 echo "refused with $code as the rule says; nothing stored"
 stop
