@@ -10,9 +10,7 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::{Message, SmtpTransport, Transport};
 use mboxd::Config;
-use support::{
-    Client, TestServer, mbox_entries, output_within, signal, spawn_logged, wait_bounded,
-};
+use support::{Client, TestServer, mbox_entries, output_within, spawn_logged, stop_logged};
 
 /// base64 of "\0jones\0s3cret".
 const JONES_PLAIN: &str = "AGpvbmVzAHMzY3JldA==";
@@ -262,7 +260,7 @@ fn log_names_the_user_escaped_and_never_the_password() {
     let file = dir.path().join("auth");
     std::fs::write(&file, "# accounts\njones:pw-Zebra-42\n").unwrap();
     let mail = dir.path().join("mail");
-    let (mut child, addrs, log) = spawn_logged(
+    let (child, addrs, log) = spawn_logged(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -294,12 +292,7 @@ fn log_names_the_user_escaped_and_never_the_password() {
     c.expect("AUTH PLAIN AGpvbmVzAHB3LVplYnJhLTQy", 235);
     send(&mut c, "a@b.test");
     c.expect("QUIT", 221);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let log = log.join().unwrap();
+    let log = stop_logged(child, log);
     // The one login accepted is the one line that reads so: the forged name's `>` is escaped.
     assert_eq!(log.matches("user=<jones> accepted").count(), 1, "{log}");
     let conn = format!("conn 1 [127.0.0.1:{port}]");

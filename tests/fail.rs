@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{BIN, Client, TestServer, output_within, signal, spawn_logged, wait_bounded};
+use support::{BIN, Client, TestServer, output_within, spawn_logged, stop_logged};
 
 /// A test server with these rules, `--fail-seed seed`, and room for many refusals.
 fn seeded(rules: &[&str], seed: u64) -> TestServer {
@@ -415,7 +415,7 @@ fn the_binary_refuses_a_malformed_rule_with_exit_2() {
 #[test]
 fn the_binary_fails_on_purpose_and_logs_each_firing() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addrs, log) = spawn_logged(
+    let (child, addrs, log) = spawn_logged(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -431,12 +431,7 @@ fn the_binary_fails_on_purpose_and_logs_each_firing() {
     let mut c = Client::connect(addrs[0]);
     assert_eq!(c.read_reply().code, 421);
     c.expect_closed();
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let log = log.join().unwrap();
+    let log = stop_logged(child, log);
     assert!(
         log.lines()
             .any(|l| l.contains("conn 1 [127.0.0.1:") && l.contains("--fail \"connect=421\" fired")),

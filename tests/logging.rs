@@ -6,12 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Client, signal, spawn_logged, wait_bounded};
+use support::{Client, spawn_logged, stop_logged};
 
 #[test]
 fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addrs, log) = spawn_logged(
+    let (child, addrs, log) = spawn_logged(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -69,12 +69,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(reset);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let log = log.join().unwrap();
+    let log = stop_logged(child, log);
     let conn = format!("conn 1 [127.0.0.1:{port}]");
     let expect = [
         format!(
@@ -118,7 +113,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
 fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
     // Catch-all mode: `jones,root` is one mailbox, whose name holds the list's separator.
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addrs, log) = spawn_logged(
+    let (child, addrs, log) = spawn_logged(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -154,12 +149,7 @@ fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
     c.send(b"Subject: hi\r\n\r\nhi\r\n.\r\n");
     assert_eq!(c.read_reply().code, 250);
     c.expect("QUIT", 221);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let log = log.join().unwrap();
+    let log = stop_logged(child, log);
     let conn = format!("conn 1 [127.0.0.1:{port}]");
     for line in [
         // A budget too small for the largest message allowed is worth a warning at start.

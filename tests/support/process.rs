@@ -68,6 +68,17 @@ pub fn spawn_logged(
     (child, addrs, log)
 }
 
+/// Stops a [`spawn_logged`] child with SIGTERM, fails the test unless it exits 0 within 10 s,
+/// and returns all it logged.
+pub fn stop_logged(mut child: ChildGuard, log: std::thread::JoinHandle<String>) -> String {
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    log.join().expect("the log reader")
+}
+
 fn listening(mut child: ChildGuard, listeners: usize) -> (ChildGuard, Vec<SocketAddr>) {
     let stdout = child.stdout.take().expect("stdout");
     let addrs = read_lines_within(stdout, listeners, REPLY_TIMEOUT)
