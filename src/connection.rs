@@ -18,7 +18,7 @@
 //! sessions waiting for a command are woken at once and answer 421; a session inside a message
 //! may go on for the shutdown grace in total, then its reading side is shut and it answers 421.
 //! A session the server ends after QUIT, too many errors, a timeout, eviction or shutdown ends in
-//! `socket::linger`, so a client that pipelined more commands still reads the last replies.
+//! `socket::linger` (but for one that shutdown ends before its greeting), so a client that pipelined more commands still reads the last replies.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
@@ -272,7 +272,8 @@ fn run(
         }
         // Only when there is something to say: a message's answer is not waited for before
         // reading the client's next command. Writing may wait for the writer's answer to the last
-        // message (up to the lock timeout), so the client's clocks start after it.
+        // message (about the lock timeout at most, plus the commit's syncs), so the client's
+        // clocks start after it.
         flush(stream, &mut core, &mut pending)?;
         let now = Instant::now();
         if core.progress() != clock.progress {
@@ -405,8 +406,8 @@ fn flush(
     result
 }
 
-/// Settles the last message's answer, if one is outstanding (waiting for the writer, within the
-/// lock timeout), and says when the writer gave it.
+/// Settles the last message's answer, if one is outstanding (waiting for the writer, about the
+/// lock timeout at most, plus the commit's syncs), and says when the writer gave it.
 #[cold]
 fn answer(pending: &mut Option<Pending>) -> io::Result<Option<Instant>> {
     let Some(watch) = pending.as_ref().and_then(Pending::watch) else {

@@ -62,7 +62,7 @@ impl Drop for Pending {
     }
 }
 
-/// Hands a message to the writer and returns at once; the writer answers the client itself
+/// Hands a message to the writer (waiting only if the writer's queue is full) and returns; the writer answers the client itself
 /// where it can (see the module comment). `enhanced`: the reply carries enhanced status codes.
 #[inline(never)]
 pub(crate) fn deliver(

@@ -1,7 +1,7 @@
 //! The only module with `unsafe`: the POSIX and glibc calls std does not wrap.
 //!
 //! It exists so every other module can do without `unsafe` (both crate roots deny it and only
-//! this module allows it). Each function is a thin, documented wrapper over one or two libc calls
+//! this module allows it). Each public function is a thin, documented wrapper over a few libc calls
 //! with plain Rust arguments and results, used by the library: an fcntl(2) write lock on a whole
 //! file (the lock Postfix and mail readers use on Linux), asking whether a process exists with
 //! kill(2) and signal 0, and sending a reply without waiting with send(2), for the writer;
@@ -105,10 +105,11 @@ pub(crate) struct NofileLimit {
     pub hard: u64,
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as far as the system lets it, and says what
-/// the limits are. The soft limit is often 1024 for the sake of select(2), which mboxd does not
-/// use, while the hard one is far higher. Where setrlimit refuses the hard limit (a hard limit
-/// of `RLIM_INFINITY`, which Linux refuses above `fs.nr_open`), the soft limit is left as it was.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and says what the limits are. The soft
+/// limit is often 1024 for the sake of select(2), which mboxd does not use, while the hard one
+/// is far higher. Where setrlimit refuses the hard limit (a hard limit of `RLIM_INFINITY`, which
+/// Linux refuses above `fs.nr_open`), the soft limit is left as it was and the error returned
+/// (nothing lower is tried).
 pub(crate) fn raise_nofile_limit() -> io::Result<NofileLimit> {
     // SAFETY: `rlimit` is a plain C struct for which all-zero bytes are a valid value.
     let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
@@ -136,6 +137,7 @@ pub(crate) fn raise_nofile_limit() -> io::Result<NofileLimit> {
     })
 }
 
+/// The set of the two signals that stop the server, SIGINT and SIGTERM.
 fn shutdown_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set it is given; sigaddset adds valid signal numbers.
     unsafe {

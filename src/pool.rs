@@ -4,8 +4,9 @@
 //! per connection), as in the Rust Book's chapter 21 server. Workers take accepted connections
 //! from one rendezvous channel: a hand-off succeeds only when a worker is free, which is how the
 //! dispatcher knows to answer 421 instead of letting a client hang. A cloned crossbeam `Receiver`
-//! is multi-consumer, so no `Mutex` is needed. Dropping the pool closes the channel, then joins
-//! the workers, which finish their current session first.
+//! is multi-consumer, so no `Mutex` is needed. Dropping the pool drops its sender and joins the
+//! workers, which finish their current session first; the channel closes, and the join returns,
+//! only once every sender from [`Pool::sender`] is dropped too.
 //!
 //! Every worker has a stack of [`WORKER_STACK`] bytes. With many workers, most of them waiting
 //! in an idle session, the stack pages each has touched are most of the server's memory, so the

@@ -4,8 +4,9 @@
 //! thread per listener passes each new connection to one dispatcher thread, which hands it to a
 //! free worker or, after `queue_wait`, answers `421` and closes it, so no client is left hanging
 //! with no answer. Shutdown wakes each acceptor with a flag plus a connection to itself (as
-//! tiny_http does), then: stop accepting, stop dispatching, wake idle sessions, close the job
-//! channel and join the workers, drop the last delivery sender so the writer drains, join it.
+//! tiny_http does), then: stop accepting, stop dispatching, wake idle sessions, close the
+//! workers' connection channel and join the workers, drop the last delivery sender so the writer
+//! drains, join it.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -30,7 +31,8 @@ use crate::reply::{self, Reply, write_reply};
 use crate::session::{Policy, SessionConfig};
 use crate::writer::{self, Job};
 
-/// Connections accepted but not yet handed to a worker, at most.
+/// Connections accepted and waiting in the queue for a worker, at most (the dispatcher holds one
+/// more while it waits for a free worker, and each acceptor one for a moment).
 const WAITING_ROOM: usize = 1024;
 /// Messages queued for the writer, at most; a full queue makes workers wait.
 const DELIVERY_QUEUE: usize = 1024;
@@ -232,7 +234,8 @@ fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<
 /// Raises the soft limit on open descriptors to the hard one (best effort) and logs it, with a
 /// warning when it is below what this configuration can hold open at once: the socket and its
 /// clone (kept so shutdown can wake the session) per worker, a socket per connection waiting for
-/// a worker, the writer's mailboxes (a single job may hold `max_recipients`) and two more, and
+/// a worker, the writer's mailboxes (a single job may hold `max_recipients` times what an alias
+/// expands to; this estimate counts `max_recipients` only) and two more, and
 /// a few for the listeners, standard streams and the mail directory.
 fn raise_descriptor_limit(config: &Config) {
     let needed = 2 * config.workers
@@ -326,7 +329,7 @@ impl Running {
         }
         // 3. Wake the sessions that started meanwhile; give those inside a message the rest of
         //    the grace, then shut their reading side too, and half a second later both sides of
-        //    any still there. Then close the job channel and join the workers.
+        //    any still there. Then close the workers' connection channel and join the workers.
         if let Some(ctx) = &self.ctx {
             ctx.begin_shutdown();
             // Half a second for the 421s; then no session can hold the stop, even one blocked

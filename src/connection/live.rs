@@ -144,8 +144,8 @@ impl Context {
     }
 
     /// The last step of shutdown: shuts both directions of every live session but one waiting
-    /// for the writer (bounded by the lock timeout; cutting it would lose a stored message's
-    /// 250). A write blocked on a client that reads nothing is not woken by the reading side
+    /// for the writer (about the lock timeout at most, plus the commit's syncs; cutting it
+    /// would lose a stored message's 250). A write blocked on a client that reads nothing is not woken by the reading side
     /// being shut, and could wait out `--timeout` twice (reply, then 421); now it fails at once.
     pub(crate) fn cut(&self) {
         let live = self.live();

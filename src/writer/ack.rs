@@ -19,7 +19,7 @@
 //! waiting for the next command; and the worker, when it settles the answer before writing
 //! anything else, takes whatever is still unsent and writes it itself. The writer sends only
 //! under the slot's lock; the worker takes the rest under it, leaving nothing for the writer to
-//! send (the writer fills the rest once, before the outcome the worker waits for). So the
+//! send (the writer fills the rest once, under the same lock as the outcome the worker waits for). So the
 //! reply's bytes go out once and in order.
 
 use std::net::TcpStream;
@@ -211,7 +211,8 @@ impl Drop for Ack {
 
 impl Awaited {
     /// Blocks until the writer answers, and takes over whatever of the reply is still unsent.
-    /// The writer answers every job it takes, within the lock timeout of taking it, or drops it
+    /// The writer answers every job it takes, about the lock timeout after taking it at the
+    /// latest (plus the commit's own writes and syncs), or drops it
     /// (which answers [`Outcome::Failed`]).
     pub(crate) fn settle(self) -> Answered {
         let mut state = self.0.state();

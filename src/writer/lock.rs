@@ -20,8 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::os;
 
-/// A dotlock no living process may hold is still respected until it is this old (Postfix's
-/// `stale_lock_time` is 500 s).
+/// A dotlock whose holder cannot be known (empty or foreign contents), or whose process still
+/// lives, is respected until it is this old, then broken (rule 4 of [`judge`]; Postfix's
+/// `stale_lock_time` is 500 s). One that no living process can hold is broken at once.
 pub(super) const STALE_DOTLOCK: Duration = Duration::from_secs(500);
 
 /// What sits between a mailbox name and the owner in the name of mboxd's private lock file.
@@ -243,8 +244,8 @@ fn stale(reason: impl Into<String>) -> Verdict {
 /// 2. linked to a private name `.<mailbox>.lock.mboxd-<pid>-<starttime>-<writer>` (same device
 ///    and inode): mboxd's. Held if it names another writer this process has started (a second
 ///    server's); stale if no process `<pid>` with that start time exists, or if it names this
-///    process otherwise: this very writer (which holds a dotlock only inside one commit, and
-///    asks only about locks it does not hold) or a number this process never gave (0 for an
+///    process otherwise: this very writer (which never asks about a lock it holds: a mailbox
+///    it keeps across commits is reused or released before it is opened again) or a number this process never gave (0 for an
 ///    older mboxd's name without one); held otherwise;
 /// 3. its contents are a process id, and no such process exists, or it is this process's id
 ///    (whose own locks are linked to a private name, rule 2): stale;
@@ -269,7 +270,8 @@ pub(super) fn judge(dir: &Path, mailbox: &str, lock: &Path, me: Owner) -> Verdic
         && let Some((temp, owner)) = mboxd_name(dir, mailbox, &meta)
     {
         let reason = if me.sibling(owner) {
-            // Another server's writer in this process: it holds its lock inside a commit.
+            // Another server's writer in this process: it holds its lock for a commit, or
+            // across back-to-back commits.
             return Verdict::Held;
         } else if (owner.pid, owner.start) == (me.pid, me.start) {
             "left by this process".to_string()

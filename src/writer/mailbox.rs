@@ -123,8 +123,9 @@ impl Mailbox {
         }
     }
 
-    /// Whether to keep this mailbox locked for the next commit: it was written by this one, was
-    /// never cut back, and has been held for less than `max`.
+    /// Whether to keep this mailbox locked for the next commit: it was written by this one, its
+    /// last bytes are known (not cut back since its last append), and it has been held for less
+    /// than `max`.
     pub(super) fn worth_holding(&self, max: Duration) -> bool {
         self.len != self.start && !self.tail.is_empty() && self.locked_at.elapsed() < max
     }

@@ -1,4 +1,5 @@
-//! The single writer thread: the only code that opens, locks, appends to or syncs an mbox file.
+//! The single writer thread: the only code that opens for writing, locks, appends to or syncs
+//! an mbox file (`Server::messages` only reads one).
 //!
 //! It exists so that no two threads ever append to one file and so that the promise behind a
 //! 250 (RFC 5321 §6.1: the message is ours to keep) is kept in one place. It takes every job
@@ -16,7 +17,7 @@
 //! of this commit, before the new entry. A mailbox locked by another program does not stall the
 //! others: its job waits in a retry list until the lock timeout. Nor does one whose sync fails:
 //! the commit is taken back whole, its jobs are refused, and the others of the commit are
-//! written again at once, on their own.
+//! written again at once, on their own, unless their lock timeout has run out.
 //!
 //! The writer's descriptors are bounded: one group commit holds at most [`MAX_OPEN_MAILBOXES`]
 //! mailboxes open, so a batch that touches more is split, in order, into several commits, each
@@ -62,7 +63,8 @@ const MAX_BATCH: usize = 256;
 /// alone). Each open mailbox is one descriptor, its file: its dotlock is a name, created,
 /// written, closed and linked, and its fcntl lock belongs to that file. Opening the next mailbox
 /// uses at most two more for a moment (the dotlock's private file, or a dotlock being judged),
-/// and the directory sync one, so the writer holds at most this many plus two.
+/// and the directory sync one, so the writer holds at most this many plus two, or, for a
+/// single job with more mailboxes, that many plus two.
 pub(crate) const MAX_OPEN_MAILBOXES: usize = 64;
 /// How long a mailbox may have been locked across back-to-back commits and still be kept for
 /// one more (see [`Writer::held`]); after that the writer lets go, as between any two commits,
@@ -145,7 +147,7 @@ pub(crate) fn spawn_with(
     disk: Arc<dyn Disk>,
     commits: Arc<Commits>,
 ) -> io::Result<JoinHandle<()>> {
-    // Before the server listens, not in the thread: a private lock file that appears once the
+    // Before the server accepts any connection, not in the thread: a private lock file that appears once the
     // server runs is a live commit's (or one that dies later), never an orphan of this start.
     lock::remove_orphans(&mail_dir);
     thread::Builder::new()
@@ -157,7 +159,8 @@ pub(crate) fn spawn_with(
                 disk,
                 owner: lock::Owner::current(),
                 // An earlier process may have created a file and died before syncing the
-                // directory: the first commit syncs it before acknowledging anything.
+                // directory: the first commit syncs it before any message is acknowledged as
+                // delivered.
                 dir_unsynced: true,
                 starved: false,
                 commits,
@@ -389,7 +392,7 @@ impl Writer {
         }
         // A file created in this batch (or before a failed directory sync, or by an earlier
         // process: the first batch) is not there after a power cut until its directory entry is
-        // synced: once for the batch, before any ack.
+        // synced: once for the batch, before any 250 (a refusal may be answered earlier).
         if failure.is_none() && self.dir_unsynced {
             match self.disk.sync_dir(&self.mail_dir) {
                 Ok(()) => self.dir_unsynced = false,
@@ -409,7 +412,8 @@ impl Writer {
             }
         }
         // Unlock before acknowledging: once a client has its 250, the mailbox is free, unless
-        // the next commit is about to write it (see `held`).
+        // another commit is about to start (see `held`), which releases it first if it does
+        // not write it.
         let lengths: Vec<(String, u64)> = boxes
             .iter()
             .filter(|(_, mailbox)| mailbox.len != mailbox.start)
@@ -429,14 +433,16 @@ impl Writer {
             self.commits
                 .record(lengths.iter().map(|(name, len)| (name.as_str(), *len)));
         }
-        // Every client is answered first; the lines are logged after, so logging never delays a
-        // 250.
+        // Every client of the jobs written here is answered first; their lines are logged
+        // after, so those lines never delay one of this commit's 250s (refusals and warnings
+        // met earlier in the commit were logged as they happened).
         let outcome = failure.unwrap_or(Outcome::Delivered);
         let mut told = Vec::with_capacity(written.len());
         let mut again = Vec::new();
         for item in written {
             // A job whose own mailboxes all synced was taken back only with the rest of the
-            // batch: it is written again, not failed for another's fault.
+            // batch: it is written again, not failed for another's fault, unless its lock
+            // timeout has run out (then it gets the commit's failure).
             let innocent = |failed: &HashSet<String>| {
                 !item.job.entries.iter().any(|e| failed.contains(&e.mailbox))
             };
