@@ -4,9 +4,11 @@
 //! It exists so code that starts a server does not have to know which fields hold lists, which
 //! are optional and which are checked. The style, for every setting added later too: a method
 //! named after the field (or, for a list, after one element) that takes `mut self`, sets it and
-//! returns `Self`; a setting that is checked returns `Result<Self, ConfigError>` instead, so a
-//! bad value is an error the caller sees at once (with `?`), never a panic and never a surprise
-//! at start-up. Each method's doc says which command-line flag it is.
+//! returns `Self`; a name that is checked (`domain`, `user`, `alias`) returns
+//! `Result<Self, ConfigError>` instead, so a bad one is an error the caller sees at once (with
+//! `?`), never a panic. What can only be checked against the other settings (a hostname, zero
+//! workers or times, `max_inflight_bytes`, `auth_required` without AUTH) is checked by
+//! `Server::start`, which refuses it with `StartError::Config`. Each method's doc says which command-line flag it is.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -13,7 +13,8 @@ use crate::escape::is_unsafe;
 /// A mailbox address as written in a path: `local@domain`, or a bare `local` with no domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Address {
-    /// The local part exactly as sent (a quoted string keeps its quotes).
+    /// The local part as sent, less quotes it does not need (`"jones"` is `jones`; a quoted
+    /// string that needs them keeps them).
     pub local: String,
     /// The domain, when one was given.
     pub domain: Option<String>,
@@ -141,7 +142,9 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         std::str::from_utf8(rest).map_err(|_| ParseError::Syntax("argument is not UTF-8"))?;
     // Unsafe characters (controls, line separators, bidi controls, invisible characters: see
     // `escape::is_unsafe`) are a syntax error in every argument but a path, whose address the
-    // session refuses with 553 (`session/params.rs`); a tab separates words.
+    // session refuses with 553 (`session/params.rs`), and MAIL and RCPT parameters, which the
+    // session checks itself (555); a tab separates the words of most commands, not BDAT's or
+    // MAIL/RCPT parameters, where it is a syntax error.
     let path_verb = matches!(
         verb.as_slice(),
         b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT"
@@ -213,7 +216,7 @@ fn domain_arg(rest: &str) -> Result<String, ParseError> {
 fn auth(rest: &str) -> Result<Command, ParseError> {
     const USAGE: ParseError = ParseError::Syntax("expected AUTH <mechanism> [initial-response]");
     let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
-    // RFC 4954 §4: sasl-mech = 1*20(UPPER-ALPHA / DIGIT / "-" / "_"), taken in any case.
+    // RFC 4422 §3.1: sasl-mech = 1*20(UPPER-ALPHA / DIGIT / "-" / "_"), taken in any case.
     let mechanism = words
         .next()
         .filter(|m| {
@@ -394,7 +397,8 @@ fn address(s: &str) -> Result<Address, ParseError> {
         return Err(ParseError::Syntax("malformed domain"));
     }
     if s.len() > 256 {
-        // RFC 5321 §4.5.3.1.3: a path is at most 256 octets.
+        // RFC 5321 §4.5.3.1.3: a path is at most 256 octets, its angle brackets included;
+        // counted without them here, so up to 258 with them are taken.
         return Err(ParseError::Syntax("path too long"));
     }
     let local = unquoted(local);
@@ -464,7 +468,8 @@ fn param(word: &str) -> Result<Param, ParseError> {
         .next()
         .is_some_and(|b| b.is_ascii_alphanumeric())
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    // esmtp-value = 1*(%d33-60 / %d62-126), widened to UTF-8 for RFC 6531.
+    // esmtp-value = 1*(%d33-60 / %d62-126), widened to UTF-8 for RFC 6531; checked here only
+    // for being non-empty and holding no `=`.
     let value_ok = value.is_none_or(|v| !v.is_empty() && !v.contains('='));
     if !key_ok || !value_ok {
         return Err(ParseError::Syntax("malformed parameter"));

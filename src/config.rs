@@ -92,7 +92,7 @@ pub struct Config {
     pub ready_file: Option<PathBuf>,
     /// Bytes that all messages being received or waiting for the writer may hold in memory
     /// together (their stored form, counted in 64 KiB steps). A message that would pass it is
-    /// read to its end and refused with `452 4.3.1` (insufficient system storage, RFC 3463), so
+    /// read to its end and refused with `452 4.3.1` (RFC 5321's "insufficient system storage"; RFC 3463's 4.3.1, "mail system full"), so
     /// memory stays bounded however many clients send at once. Growing past its first 64 KiB, a
     /// message must leave an eighth of the budget free, so small messages keep flowing while
     /// large ones fill the rest. Default 128 MiB.

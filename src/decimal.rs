@@ -2,7 +2,8 @@
 //! parsed by hand into whole billionths.
 //!
 //! It exists because std's float parser brings about 15 KB of code and tables into a binary that
-//! is to stay under 1 MiB, for three flags that need no more than a plain decimal. The library
+//! is to stay under 1 MiB, for the flags in seconds and the `--fail` rules' numbers, which need no more than a plain
+//! decimal. The library
 //! (`--fail` rules) and the binary (the flags in seconds) each compile this file as a module of
 //! their own, as they do `os.rs`.
 

@@ -3,10 +3,11 @@
 //! It exists to answer, in one pure place, every question the session asks about an address:
 //! is its domain ours (else relaying is denied, RFC 5321 §3.6.2), is it a known user, an alias
 //! (aliases(5)), or the postmaster every server must accept (§4.5.1), and which mailbox its local
-//! part names. Every name it compares or returns (a recipient's, a user's, an alias's or an alias
-//! target's) goes through [`mailbox_name`] (`names.rs`), so two spellings of one name meet, and a
-//! name that reaches the writer is a single path component with no separators, no leading dot
-//! or dash and no unsafe character.
+//! part names. Every name it compares or delivers to (a recipient's, a user's, an alias's or an
+//! alias target's) goes through [`mailbox_name`] (`names.rs`), so two spellings of one name
+//! meet, and a name that reaches the writer is a single path component with no separators, no
+//! leading dot or dash and no unsafe character. EXPN is the exception: it lists an alias's
+//! targets as configured, unchecked (a remote target among them, which RCPT would refuse).
 //! In catch-all mode it also keeps the bound on new mailboxes (`--max-mailboxes`, see
 //! [`Mailboxes`]): a name routed there only by catch-all (not postmaster, not an alias's target)
 //! must be known or fit under the bound, else the RCPT gets 452.
@@ -26,7 +27,7 @@ const MAX_ALIAS_DEPTH: usize = 8;
 #[derive(Debug, Clone)]
 pub(crate) struct Directory {
     /// The domain VRFY and EXPN name in the addresses they answer with: the first local
-    /// domain, so that every address they give is one RCPT accepts.
+    /// domain, so that a bare name they give is an address RCPT accepts.
     home: String,
     domains: Vec<String>,
     users: Option<BTreeSet<String>>,
@@ -50,8 +51,8 @@ impl Directory {
     /// A directory. `users` of `None` means every safe local part is a mailbox (catch-all).
     ///
     /// The first of `domains` is the one VRFY and EXPN answer with (`localhost` when `domains`
-    /// is empty, which [`crate::Config::local_domains`] never is), so the address they give is
-    /// one RCPT accepts.
+    /// is empty, which [`crate::Config::local_domains`] never is), so a bare name they give is an
+    /// address RCPT accepts.
     pub(crate) fn new(
         domains: &[String],
         users: Option<&BTreeSet<String>>,
@@ -228,8 +229,8 @@ impl Directory {
         }
     }
 
-    /// The reply to `EXPN arg`: one line per member of an alias (RFC 5321 §3.5.2), a bare name
-    /// given as an address at the first local domain, like VRFY's.
+    /// The reply to `EXPN arg`: one line per member of an alias (RFC 5321 §3.5.2), as configured
+    /// and unchecked, a bare name given as an address at the first local domain, like VRFY's.
     pub(crate) fn expn(&self, arg: &str) -> Reply {
         let Some(name) = self.lookup_arg(arg).and_then(mailbox_name) else {
             return reply::NOT_A_LIST;

@@ -1,13 +1,13 @@
 //! The protocol core as one value: input bytes in, reply bytes and deliveries out, no I/O.
 //!
 //! It exists so the connection loop and the fuzz targets run exactly the same code. A
-//! [`Protocol`] owns a bounded input buffer (512 bytes until the first message or a longer MAIL
-//! line or AUTH response, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only
+//! [`Protocol`] owns a bounded input buffer (512 bytes until the first message, refused BDAT
+//! chunk, or longer MAIL line or AUTH response, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only
 //! copies socket bytes into [`Protocol::space`], calls [`Protocol::poll`], writes
 //! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
 //! commands pile up in the output until the next step would wait for the client: that is the
 //! one moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
-//! (RFC 2920 §3.1: batch replies, but never hold them while waiting for input). The output is
+//! (RFC 2920 §3.2: batch replies, but never hold them while waiting for input). The output is
 //! also written before a `--fail` delay ([`Event::Delay`]), a wait of the server's own, and
 //! before a message is handed over ([`Event::Deliver`]), whose verdict the writer then sends
 //! itself.
@@ -31,7 +31,8 @@ pub(crate) const INPUT_BUFFER: usize = 2 * TEXT_PIECE;
 /// a read more per 512 bytes.
 pub(crate) const COMMAND_BUFFER: usize = MAX_COMMAND_LINE;
 
-/// The output capacity kept between replies: an EHLO reply fits.
+/// The output capacity kept between replies: an EHLO reply with names of ordinary length fits
+/// (a longer one grows it for that reply).
 const KEPT_OUTPUT: usize = 512;
 
 /// What the caller must do next.
@@ -86,8 +87,8 @@ impl Protocol {
     /// Where to put the next input bytes; then call [`Protocol::received`]. Never empty.
     ///
     /// The buffer is allocated at the first read with [`COMMAND_BUFFER`] bytes, and grows to
-    /// [`INPUT_BUFFER`] when the first message comes (large reads for large messages) or a MAIL
-    /// line or AUTH response fills it, where it stays: a session that never sends a message
+    /// [`INPUT_BUFFER`] when the first message or BDAT chunk comes (large reads for large
+    /// messages), refused or not, or a MAIL line or AUTH response fills it, where it stays: a session that never sends a message
     /// (most idle ones) keeps only the small one.
     /// It is not shrunk after each message: that would cost an allocation and the zeroing of
     /// 8 KiB per message (about 10% more instructions for 1 KiB messages, counted with
@@ -186,7 +187,7 @@ impl Protocol {
         write_reply(&mut self.output, r, self.session.enhanced());
     }
 
-    /// Whether replies carry enhanced status codes (the session began with EHLO).
+    /// Whether replies carry enhanced status codes (the latest HELO or EHLO was EHLO).
     pub(crate) fn enhanced(&self) -> bool {
         self.session.enhanced()
     }
@@ -460,8 +461,8 @@ pub(crate) struct Driven {
 
 /// Runs `input` through a core with the fuzz configuration of `seed`, as a connection would
 /// with no clock: reads of the given sizes (cycled), delays skipped, every delivery answered
-/// with `answer`. The one test driver of the core, for the unit tests of this module and the
-/// fuzz module's.
+/// with `answer`. The test driver of the core for most unit tests of this module and for the
+/// fuzz module's (a few tests here drive it by hand).
 #[cfg(test)]
 pub(crate) fn drive(seed: u8, input: &[u8], sizes: &[usize], answer: &Reply) -> Driven {
     let mut core = Protocol::new(Session::new(crate::fuzz::config(seed), "t".into()));

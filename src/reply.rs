@@ -1,7 +1,7 @@
 //! Replies: the numbered answers a server sends, named once and written by one function.
 //!
 //! Every reply the server can send is either one of the named constants below or is built with
-//! [`Reply::new`] around a computed text. [`write_reply`] is the only code that turns a reply into
+//! [`Reply::new`] or [`Reply::plain`] around a computed text. [`write_reply`] is the only code that turns a reply into
 //! bytes: it owns the CRLF line ending, the `250-` continuation framing of multi-line replies
 //! (RFC 5321 §4.2.1) and the enhanced status code prefix of RFC 2034.
 
@@ -37,8 +37,8 @@ impl Reply {
         }
     }
 
-    /// A reply without an enhanced status code: the greeting, the HELO and EHLO replies and 354
-    /// (RFC 2034 §3 gives them none).
+    /// A reply without an enhanced status code: the greeting, the HELO and EHLO replies, 354 and
+    /// the AUTH exchange's 334 (RFC 2034 §3 gives them none).
     pub(crate) fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
         Reply {
             code,
@@ -212,7 +212,8 @@ pub(crate) const NO_AUTH: Reply = Reply::fixed(
     "5.5.1",
     "AUTH not available: authentication is not enabled on this server",
 );
-/// RFC 4954 §4: AUTH needs EHLO, is refused inside a transaction and after a successful AUTH.
+/// RFC 4954 §4: AUTH is refused inside a transaction and after a successful AUTH; it needs EHLO,
+/// which offers it (§3).
 pub(crate) const BAD_SEQUENCE_AUTH_EHLO: Reply =
     Reply::fixed(503, "5.5.1", "Bad sequence of commands: AUTH needs EHLO");
 pub(crate) const BAD_SEQUENCE_AUTH_TWICE: Reply = Reply::fixed(
@@ -240,7 +241,8 @@ pub(crate) const AUTH_MALFORMED: Reply =
 /// RFC 4954 §4: the client cancelled the exchange with `*`.
 pub(crate) const AUTH_CANCELLED: Reply =
     Reply::fixed(501, "5.7.0", "Authentication cancelled by the client");
-/// RFC 4954 §6: MAIL before AUTH where authentication is required.
+/// RFC 4954 §6: MAIL (after HELO or EHLO), VRFY, EXPN or HELP before AUTH where authentication
+/// is required.
 pub(crate) const AUTH_REQUIRED: Reply = Reply::fixed(530, "5.7.0", "Authentication required");
 /// RFC 4954 §6: wrong user name or password.
 pub(crate) const AUTH_INVALID: Reply =
@@ -260,7 +262,7 @@ pub(crate) const FIRST_LINE_FOLDS: Reply = Reply::fixed(
 );
 pub(crate) const RELAY_DENIED: Reply = Reply::fixed(550, "5.7.1", "Relaying denied");
 pub(crate) const NOT_A_LIST: Reply = Reply::fixed(550, "5.1.1", "Not a mailing list here");
-/// RFC 6531 §3.7.4.2 and §3.8: a VRFY or EXPN answer that needs UTF-8, to a client that did not
+/// RFC 6531 §3.7.4.2 and §4.2: a VRFY or EXPN answer that needs UTF-8, to a client that did not
 /// give `SMTPUTF8`.
 pub(crate) const UTF8_REPLY_NOT_ALLOWED: Reply = Reply::fixed(
     550,

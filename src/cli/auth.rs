@@ -1,7 +1,8 @@
 //! The `--auth-file` loader: `user:password` lines into [`Config::auth`].
 //!
 //! It exists beside `cli.rs` (which parses the flags) because a password file has its own rules:
-//! a password is taken exactly as written, so `#` starts a comment only at the start of a line.
+//! a password is taken exactly as written, so `#` starts a comment only as a line's first character
+//! other than white space.
 
 use std::path::Path;
 

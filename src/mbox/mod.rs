@@ -7,7 +7,8 @@
 //! (`Return-Path:` and `Received:`), the message with CRLF turned into LF and every line
 //! matching `^>*From ` quoted with one more `>`, and one empty line. Every entry therefore ends
 //! in `\n\n`, so the next entry starts a `From ` line after an empty line (the writer pads a
-//! mailbox that ends otherwise). The reader (`reader.rs`) undoes exactly this. The writer side
+//! mailbox that ends otherwise). The reader (`reader.rs`) undoes exactly this,
+//! and the `X-Original-` renaming of header fields readers act on (`body.rs`). The writer side
 //! is kept apart from the I/O as pure functions: this file writes the per-recipient header;
 //! `body` converts the message as it arrives, once for all recipients.
 
@@ -39,7 +40,7 @@ pub(crate) struct Trace<'a> {
     pub peer: &'a str,
     /// This server's name.
     pub hostname: &'a str,
-    /// `SMTP`, `ESMTP`, `ESMTPA` (RFC 3848), `UTF8SMTP` or `UTF8SMTPA` (RFC 6531 §3.7.7).
+    /// `SMTP`, `ESMTP`, `ESMTPA` (RFC 3848), `UTF8SMTP` or `UTF8SMTPA` (RFC 6531 §4.3).
     pub protocol: &'a str,
     /// The message id used in logs.
     pub id: &'a str,

@@ -197,8 +197,8 @@ impl Message {
     }
 
     /// The envelope sender from the `From ` line (RFC 5321 reverse path; mboxd writes spaces
-    /// in it as `_`, and `\` and non-ASCII characters as `\x{HEX}`, undone here), or `None` for
-    /// the null sender, written `MAILER-DAEMON`. A sender really
+    /// in it as `_`, which stays, and `\`, `"` and non-ASCII characters as `\x{HEX}`, undone
+    /// here), or `None` for the null sender, written `MAILER-DAEMON`. A sender really
     /// named `<MAILER-DAEMON>` is told apart by the `Return-Path:` mboxd writes above the
     /// message (`<MAILER-DAEMON>`, not `<>`).
     pub fn sender(&self) -> Option<&str> {
@@ -227,7 +227,8 @@ impl Message {
     }
 
     /// [`Message::as_sent`] with every LF turned into CRLF: for a message sent with CRLF line
-    /// ends only (as SMTP requires), exactly the octets sent (after DATA's dot-unstuffing).
+    /// ends only (as SMTP requires), exactly the octets sent (after DATA's dot-unstuffing; a BDAT
+    /// message that did not end in CRLF gains one).
     pub fn as_sent_crlf(&self) -> Vec<u8> {
         let sent = self.as_sent();
         let mut out = Vec::with_capacity(sent.len() + sent.len() / 32);
@@ -391,7 +392,7 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
     (headers, body, sent)
 }
 
-/// The `From ` line's sender with each RFC 6533 `\x{HEX}` (how mboxd writes `\` and
+/// The `From ` line's sender with each RFC 6533 `\x{HEX}` (how mboxd writes `\`, `"` and
 /// non-ASCII characters there) turned back into its character; anything else is kept as it is.
 fn decoded_sender(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -25,7 +25,7 @@ use crate::reply::{self, Reply};
 pub(crate) struct Policy {
     /// Which credentials are accepted; [`Auth::Off`] means AUTH is not offered.
     pub accounts: Auth,
-    /// MAIL before a successful AUTH gets `530 5.7.0`.
+    /// VRFY, EXPN, HELP and (after HELO or EHLO) MAIL before a successful AUTH get `530 5.7.0`.
     pub required: bool,
 }
 

@@ -1,7 +1,7 @@
 //! The HELP command's text: one usage line per command this server knows.
 //!
 //! It exists apart from the state machine because it is data, not protocol: RFC 5321 §4.1.1.8
-//! asks only that HELP answer 211 (system help) or 214 (help on a command).
+//! defines HELP, and §4.3.2 gives its replies: 211 (system help) or 214 (help on a command).
 
 use crate::reply::{self, Reply};
 
@@ -50,7 +50,7 @@ const HELP_TOPICS: &[(&str, &str)] = &[
     ),
 ];
 
-/// RFC 5321 §4.1.1.8: HELP alone is the system help reply (211), HELP with a command its usage
+/// RFC 5321 §4.1.1.8 and §4.3.2: HELP alone is the system help reply (211), HELP with a command its usage
 /// (214), and an unknown topic 504.
 pub(crate) fn help(topic: Option<&str>) -> Reply {
     match topic {

@@ -55,7 +55,7 @@ pub(crate) enum Protocol {
     Utf8Smtp,
     /// After EHLO and a successful AUTH (RFC 3848 §2).
     EsmtpA,
-    /// After EHLO and a successful AUTH, with `MAIL ... SMTPUTF8` (RFC 6531 §3.7.7).
+    /// After EHLO and a successful AUTH, with `MAIL ... SMTPUTF8` (RFC 6531 §4.3).
     Utf8SmtpA,
 }
 

@@ -7,7 +7,7 @@
 //! (state, input) that yields the next state and an [`Action`]: a reply to write, a reply after
 //! which to close, or an envelope to deliver (or, for a `--fail` rule, a close without a reply or
 //! a delay before the action; see `fault.rs`). An illegal command gets its error reply and leaves
-//! the state exactly as it was. A command refused by a `--fail` rule is treated as the same
+//! the state exactly as it was, unless it is the `max_errors`-th refusal: then 421 and close. A command refused by a `--fail` rule is treated as the same
 //! command refused for a real reason: a refused RCPT counts as a rejected recipient, a message
 //! refused at its end (`data-end`) is not stored and ends its transaction, a refused first BDAT
 //! chunk is read and discarded, and any other refusal leaves the state as it was.
@@ -98,7 +98,7 @@ impl SessionConfig {
 pub(crate) struct Hello {
     /// The name it gave.
     name: String,
-    /// True after EHLO: extensions and enhanced status codes are on (RFC 2034).
+    /// True after EHLO (not after a later HELO): extensions and enhanced status codes are on.
     extended: bool,
     /// The user a successful AUTH named (RFC 4954). A later HELO or EHLO keeps it: RFC 4954
     /// forgets it only when a security layer starts, and this server negotiates none.
@@ -110,7 +110,8 @@ pub(crate) struct Hello {
 pub(crate) struct Transaction {
     from: Option<Address>,
     recipients: Vec<Recipient>,
-    /// RCPTs refused so far: DATA then says 554 rather than 503 (RFC 5321 §3.3).
+    /// RCPTs refused so far: DATA then says 554 rather than 503 (RFC 5321 §3.3 allows either;
+    /// this is mboxd's choice).
     rejected: usize,
     /// The client said SMTPUTF8 on MAIL (RFC 6531).
     utf8: bool,
@@ -150,9 +151,9 @@ pub(crate) enum State {
     /// session was in `Ready` and returns there, authenticated or not (`auth.rs`).
     Auth(Hello, Sasl),
     /// The greeting was a refusal other than 421: only QUIT is answered, every other command
-    /// gets 503 (RFC 5321 §3.1).
+    /// gets 503 (RFC 5321 §3.1), until the `max_errors`-th, which gets 421 and a close.
     Rejected,
-    /// QUIT answered, or the session was closed for too many errors.
+    /// QUIT answered, or the session was closed for too many errors or by a `--fail` rule.
     Closed,
 }
 
@@ -224,7 +225,8 @@ impl Session {
         Reply::plain(220, text)
     }
 
-    /// True once EHLO was used: replies then carry enhanced status codes (RFC 2034).
+    /// True while the latest HELO or EHLO was EHLO: replies then carry enhanced status codes
+    /// (RFC 2034, which mboxd offers after EHLO only).
     pub(crate) fn enhanced(&self) -> bool {
         hello_of(&self.state).is_some_and(|h| h.extended)
     }
@@ -250,7 +252,7 @@ impl Session {
         )
     }
 
-    /// True once the session has ended (QUIT, or too many errors).
+    /// True once the session has ended (QUIT, too many errors, or a `--fail` close or drop).
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
@@ -554,8 +556,8 @@ fn not_ready_for_message(tx: &Transaction) -> Option<Reply> {
     if !tx.recipients.is_empty() {
         None
     } else if tx.rejected > 0 {
-        // RFC 5321 §3.3: no valid recipient after some were tried is 554; none tried at all is a
-        // bad sequence.
+        // No valid recipient after some were tried is 554, none tried at all a bad sequence
+        // (RFC 5321 §3.3 allows 503 or 554 for either; this split is mboxd's).
         Some(reply::NO_VALID_RECIPIENTS)
     } else {
         Some(reply::BAD_SEQUENCE_RCPT)

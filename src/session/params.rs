@@ -34,12 +34,12 @@ pub(crate) fn mail(
         }
         match (param.key.as_str(), param.value.as_deref()) {
             ("SIZE", Some(v)) => match crate::command::digits(v) {
-                // RFC 1870 §6.2: a declared size over the limit is refused at once.
+                // RFC 1870 §6.1: a declared size over the limit is refused at once.
                 Some(n) if n > max_message_size => return Err(reply::MESSAGE_TOO_BIG),
                 Some(_) => {}
                 None => return Err(bad_value(param)),
             },
-            // RFC 6152: both bodies are stored byte for byte. BINARYMIME is not offered: mbox
+            // RFC 6152: both bodies are stored the same way, 8-bit octets kept as they are. BINARYMIME is not offered: mbox
             // cannot keep a binary body exactly.
             ("BODY", Some(v))
                 if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
@@ -72,7 +72,9 @@ pub(crate) fn rcpt(utf8: bool, to: &Address, params: &[Param]) -> Result<(), Rep
 /// controls, NEL and C1, U+2028 and U+2029, bidi controls, default-ignorable characters) in the
 /// local part or the domain is `553 5.1.3`, before and whatever the encoding: such an address
 /// would reach `Return-Path:` or `Received:` and could forge a header line, and no SMTPUTF8 makes
-/// it acceptable. Only then is a non-ASCII address without SMTPUTF8 `553 5.6.7` (RFC 6531 §3.5).
+/// it acceptable. Only then is a non-ASCII address without SMTPUTF8 `553 5.6.7`, the
+/// code RFC 6531 §3.5 gives for a recipient; mboxd gives it for a sender too, where §3.5 names
+/// 550.
 fn address(utf8: bool, addr: &Address) -> Result<(), Reply> {
     if has_unsafe(&addr.local) || addr.domain.as_deref().is_some_and(has_unsafe) {
         return Err(reply::NAME_NOT_ALLOWED);
