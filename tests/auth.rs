@@ -10,7 +10,9 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::{Message, SmtpTransport, Transport};
 use mboxd::Config;
-use support::{Client, TestServer, mbox_entries, output_within, spawn_logged, stop_logged};
+use support::{
+    Client, TestServer, delivered_line, mbox_entries, output_within, spawn_logged, stop_logged,
+};
 
 /// base64 of "\0jones\0s3cret".
 const JONES_PLAIN: &str = "AGpvbmVzAHMzY3JldA==";
@@ -305,10 +307,7 @@ fn log_names_the_user_escaped_and_never_the_password() {
     ] {
         assert!(log.contains(&line), "missing {line:?} in:\n{log}");
     }
-    let delivered = log
-        .lines()
-        .find(|l| l.contains(" delivered: "))
-        .unwrap_or_else(|| panic!("no delivery line in:\n{log}"));
+    let delivered = delivered_line(&log);
     assert!(
         delivered.ends_with("from=<a@b.test> to=<jones> bytes=24 auth=<jones>"),
         "{delivered}"

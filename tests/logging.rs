@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Client, spawn_logged, stop_logged};
+use support::{Client, delivered_line, spawn_logged, stop_logged};
 
 #[test]
 fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
@@ -92,10 +92,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
     for line in &expect {
         assert!(log.contains(line.as_str()), "missing {line:?} in:\n{log}");
     }
-    let delivered = log
-        .lines()
-        .find(|l| l.contains(" delivered: "))
-        .unwrap_or_else(|| panic!("no delivery line in:\n{log}"));
+    let delivered = delivered_line(&log);
     assert!(
         delivered.contains(&conn) && delivered.contains("from=<sender@b.test> to=<alice> bytes=19"),
         "{delivered}"
@@ -163,10 +160,7 @@ fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
     ] {
         assert!(log.contains(&line), "missing {line:?} in:\n{log}");
     }
-    let delivered = log
-        .lines()
-        .find(|l| l.contains(" delivered: "))
-        .unwrap_or_else(|| panic!("no delivery line in:\n{log}"));
+    let delivered = delivered_line(&log);
     assert!(
         delivered
             .ends_with("from=<\"x\\u{003e} to=root bytes=1\"@e.test> to=<jones,root> bytes=19"),

@@ -79,6 +79,13 @@ pub fn stop_logged(mut child: ChildGuard, log: std::thread::JoinHandle<String>) 
     log.join().expect("the log reader")
 }
 
+/// The first `delivered:` line of a log; fails the test when there is none.
+pub fn delivered_line(log: &str) -> &str {
+    log.lines()
+        .find(|l| l.contains(" delivered: "))
+        .unwrap_or_else(|| panic!("no delivery line in:\n{log}"))
+}
+
 fn listening(mut child: ChildGuard, listeners: usize) -> (ChildGuard, Vec<SocketAddr>) {
     let stdout = child.stdout.take().expect("stdout");
     let addrs = read_lines_within(stdout, listeners, REPLY_TIMEOUT)
