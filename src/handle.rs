@@ -59,7 +59,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the mail directory, binds every address of `config` and starts serving. Raises
+    /// Binds every address of `config`, creates the mail directory and starts serving. Raises
     /// this process's soft limit of open files to its hard limit, for many sessions; processes
     /// started afterwards inherit it.
     ///
@@ -430,11 +430,16 @@ mod tests {
             let err = Server::start(config).unwrap_err();
             assert!(matches!(err, StartError::Config(_)), "{err}");
         }
-        // Binding a port already bound fails after the directory was made.
+        // Binding a port already bound fails after the temporary directory was made.
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let err =
             Server::start(Config::for_tests().listen(taken.local_addr().unwrap())).unwrap_err();
         assert!(matches!(err, StartError::Bind(..)), "{err}");
+        let cause = std::error::Error::source(&err).expect("the bind error is the source");
+        assert_eq!(
+            cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::AddrInUse)
+        );
         assert_eq!(temp_dirs(), before);
     }
 }

@@ -79,19 +79,30 @@ impl std::fmt::Display for StartError {
     }
 }
 
-impl std::error::Error for StartError {}
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::MailDir(_, e)
+            | StartError::Bind(_, e)
+            | StartError::Thread(e)
+            | StartError::ReadyFile(_, e) => Some(e),
+            StartError::Config(_) => None,
+        }
+    }
+}
 
 /// Binds every address of a checked configuration ([`Config::check`]) and starts every thread.
 /// The writer records each commit in `commits`.
 pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, StartError> {
     raise_descriptor_limit(config);
-    prepare_mail_dir(&config.mail_dir)
-        .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
+    // Bound first, so a start refused for a taken port leaves no new mail directory behind.
     let listeners = config
         .listen
         .iter()
         .map(|addr| TcpListener::bind(addr).map_err(|e| StartError::Bind(*addr, e)))
         .collect::<Result<Vec<_>, _>>()?;
+    prepare_mail_dir(&config.mail_dir)
+        .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
     let addrs = listeners
         .iter()
         .map(TcpListener::local_addr)

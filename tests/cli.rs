@@ -95,7 +95,7 @@ fn bad_command_lines_exit_2_with_one_line() {
             "--listen",
             &taken,
             "--mail-dir",
-            dir.path().to_str().unwrap(),
+            dir.path().join("new").to_str().unwrap(),
         ],
         vec!["--users", "/nonexistent/users"],
         vec![
@@ -114,6 +114,8 @@ fn bad_command_lines_exit_2_with_one_line() {
             .filter(|l| l.starts_with("mboxd: "))
             .collect();
         assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        // A start refused for a taken port creates no mail directory.
+        assert!(!dir.path().join("new").exists(), "{args:?}");
         if args.contains(&file.to_str().unwrap()) {
             // Says what is wrong, not create_dir_all's "File exists".
             assert!(errors[0].ends_with(": not a directory"), "{stderr}");
