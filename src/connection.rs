@@ -132,7 +132,12 @@ pub(crate) fn serve(arrival: Arrival, ctx: &Context) {
     };
     let _registration = Registration { ctx, id };
     let result = panic::catch_unwind(AssertUnwindSafe(|| run(&stream, peer, &label, ctx, &flags)));
-    ended(&stream, &label, result);
+    ended(
+        &stream,
+        &label,
+        result,
+        flags.enhanced.load(Ordering::Relaxed),
+    );
     drop(slot);
 }
 
@@ -167,16 +172,22 @@ fn register(stream: &TcpStream, ctx: &Context) -> Option<(u64, SocketAddr, Arc<F
     Some((id, peer, flags, label))
 }
 
-/// Logs how a session ended; after a panic, answers 421.
+/// Logs how a session ended; after a panic, answers 421 (with its enhanced code if the session
+/// had negotiated them: RFC 2034 §3).
 #[inline(never)]
-fn ended(mut stream: &TcpStream, label: &str, result: std::thread::Result<io::Result<()>>) {
+fn ended(
+    mut stream: &TcpStream,
+    label: &str,
+    result: std::thread::Result<io::Result<()>>,
+    enhanced: bool,
+) {
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::info!("{label}: {e}"),
         Err(_) => {
             log::error!("{label}: session panicked; answering 421");
             let mut out = Vec::new();
-            write_reply(&mut out, &reply::INTERNAL_ERROR, false);
+            write_reply(&mut out, &reply::INTERNAL_ERROR, enhanced);
             let _ = stream.write_all(&out);
         }
     }
@@ -262,6 +273,7 @@ fn run(
         // Before the 354 can reach the client, so shutdown never takes a session that is about
         // to receive a message for an idle one.
         flags.in_message.store(message, Ordering::SeqCst);
+        flags.enhanced.store(core.enhanced(), Ordering::Relaxed);
         // Not idle while answering what came since the last read (set again below, with the
         // clocks); with nothing new, the flag already says since when it has waited.
         if core.progress() != clock.progress {
@@ -451,10 +463,55 @@ mod tests {
         client
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        ended(&server, "conn 1 [test]", Err(Box::new("a bug")));
+        ended(&server, "conn 1 [test]", Err(Box::new("a bug")), false);
         drop(server);
         let mut got = String::new();
         client.read_to_string(&mut got).unwrap();
         assert_eq!(got, "421 Internal error; closing transmission channel\r\n");
+    }
+
+    /// After EHLO, the 421 carries its enhanced code, as every other reply would (RFC 2034 §3);
+    /// the worker records that in the session's flags, which outlive its panic.
+    #[test]
+    fn a_session_that_panicked_after_ehlo_is_answered_421_with_its_enhanced_code() {
+        let server = crate::Server::start(crate::Config::for_tests()).unwrap();
+        let mut c = TcpStream::connect(server.local_addr()).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        assert!(line.starts_with("220 "), "{line}");
+        c.write_all(b"EHLO a.test\r\n").unwrap();
+        loop {
+            line.clear();
+            std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+            assert!(line.starts_with("250"), "{line}");
+            if line.starts_with("250 ") {
+                break;
+            }
+        }
+        // What the worker stored before it read its next command.
+        let live = server.context().live();
+        let flags: Vec<bool> = live
+            .values()
+            .map(|l| l.flags.enhanced.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(flags, [true]);
+        drop(live);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (victim, _) = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        ended(&victim, "conn 1 [test]", Err(Box::new("a bug")), flags[0]);
+        drop(victim);
+        let mut got = String::new();
+        client.read_to_string(&mut got).unwrap();
+        assert_eq!(
+            got,
+            "421 4.3.0 Internal error; closing transmission channel\r\n"
+        );
     }
 }

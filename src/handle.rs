@@ -138,6 +138,12 @@ impl Server {
         &self.mail_dir
     }
 
+    /// The sessions' shared context, for tests that look at a live session's flags.
+    #[cfg(test)]
+    pub(crate) fn context(&self) -> &crate::connection::Context {
+        self.running.context()
+    }
+
     /// Sessions in progress now. A session counts until its worker has let go of it, which can
     /// be a moment after its client saw the connection close.
     pub fn live_connections(&self) -> usize {

@@ -313,6 +313,12 @@ impl Running {
         self.ctx.as_ref().map_or(0, |ctx| ctx.live_connections())
     }
 
+    /// The sessions' shared context, for tests that look at a live session's flags.
+    #[cfg(test)]
+    pub(crate) fn context(&self) -> &Context {
+        self.ctx.as_ref().expect("set by a start that succeeded")
+    }
+
     /// Stops everything in order and returns when every thread is joined. Idempotent. A session
     /// inside a message may finish it within the shutdown grace; then it is closed with 421.
     pub(crate) fn shutdown(&mut self) {

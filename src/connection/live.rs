@@ -32,6 +32,9 @@ pub(super) struct Flags {
     pub(super) waiting_since: AtomicU64,
     /// Set when the session was closed to make room; it then answers 421.
     pub(super) evicted: AtomicBool,
+    /// Whether the session's replies carry enhanced status codes (after EHLO): a 421 after a
+    /// panic, when the session's state is gone, follows it.
+    pub(super) enhanced: AtomicBool,
     /// The answer to the session's last message: until the writer has given it, the session
     /// waits for the server, not the client, and is not idle.
     pub(super) delivery: Mutex<Option<Awaited>>,
