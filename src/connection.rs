@@ -453,28 +453,47 @@ mod tests {
     use std::io::Read;
     use std::net::TcpListener;
 
-    /// The one reply path a client cannot reach from outside: a session that panicked is
-    /// answered 421 over its own socket before it is closed.
-    #[test]
-    fn a_session_that_panicked_is_answered_421() {
+    /// What a client reads when its session panicked: `ended` answers over the session's own
+    /// socket, with enhanced codes or not, before it is closed.
+    fn answer_after_panic(enhanced: bool) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         client
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        ended(&server, "conn 1 [test]", Err(Box::new("a bug")), false);
+        ended(&server, "conn 1 [test]", Err(Box::new("a bug")), enhanced);
         drop(server);
         let mut got = String::new();
         client.read_to_string(&mut got).unwrap();
-        assert_eq!(got, "421 Internal error; closing transmission channel\r\n");
+        got
     }
 
-    /// After EHLO, the 421 carries its enhanced code, as every other reply would (RFC 2034 §3);
-    /// the worker records that in the session's flags, which outlive its panic.
+    /// The one reply path a client cannot reach from outside: a session that panicked is
+    /// answered 421; after EHLO with its enhanced code, as every other reply (RFC 2034 §3).
     #[test]
-    fn a_session_that_panicked_after_ehlo_is_answered_421_with_its_enhanced_code() {
+    fn a_session_that_panicked_is_answered_421() {
+        assert_eq!(
+            answer_after_panic(false),
+            "421 Internal error; closing transmission channel\r\n"
+        );
+        assert_eq!(
+            answer_after_panic(true),
+            "421 4.3.0 Internal error; closing transmission channel\r\n"
+        );
+    }
+
+    /// The flag `ended` is given: the worker records in the session's flags, which outlive a
+    /// panic, whether the session has negotiated enhanced codes, before it answers.
+    #[test]
+    fn a_session_records_whether_its_replies_carry_enhanced_codes() {
         let server = crate::Server::start(crate::Config::for_tests()).unwrap();
+        let flags = || -> Vec<bool> {
+            let live = server.context().live();
+            live.values()
+                .map(|l| l.flags.enhanced.load(Ordering::Relaxed))
+                .collect()
+        };
         let mut c = TcpStream::connect(server.local_addr()).unwrap();
         c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
@@ -482,6 +501,7 @@ mod tests {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut r, &mut line).unwrap();
         assert!(line.starts_with("220 "), "{line}");
+        assert_eq!(flags(), [false]);
         c.write_all(b"EHLO a.test\r\n").unwrap();
         loop {
             line.clear();
@@ -491,27 +511,11 @@ mod tests {
                 break;
             }
         }
-        // What the worker stored before it read its next command.
-        let live = server.context().live();
-        let flags: Vec<bool> = live
-            .values()
-            .map(|l| l.flags.enhanced.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(flags, [true]);
-        drop(live);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (victim, _) = listener.accept().unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        ended(&victim, "conn 1 [test]", Err(Box::new("a bug")), flags[0]);
-        drop(victim);
-        let mut got = String::new();
-        client.read_to_string(&mut got).unwrap();
-        assert_eq!(
-            got,
-            "421 4.3.0 Internal error; closing transmission channel\r\n"
-        );
+        assert_eq!(flags(), [true]);
+        c.write_all(b"HELO a.test\r\n").unwrap();
+        line.clear();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        assert!(line.starts_with("250 "), "{line}");
+        assert_eq!(flags(), [false]);
     }
 }
