@@ -188,6 +188,39 @@ fn wrong_credentials_get_535_and_the_session_goes_on() {
     c.expect(&format!("AUTH PLAIN {JONES_PLAIN}"), 235);
 }
 
+/// Every AUTH refusal counts toward `--max-errors` (here 3): a wrong password, a cancelled
+/// exchange, then an AUTH line too long for its initial response (RFC 4954 §4 sends a long one
+/// after the `334`), which is the third and closes the session.
+#[test]
+fn auth_refusals_count_toward_max_errors() {
+    let server = TestServer::with(|c| {
+        let mut config = std::mem::take(c).auth_user("jones", "s3cret");
+        config.max_errors = 3;
+        *c = config;
+    });
+    let mut c = ehlo(&server);
+    c.expect(&format!("AUTH PLAIN {JONES_WRONG}"), 535);
+    c.expect("AUTH LOGIN", 334);
+    let r = c.expect("*", 501);
+    assert_eq!(
+        r.text(),
+        "5.7.0 Authentication cancelled by the client",
+        "{r:?}"
+    );
+    let r = c.expect(&format!("AUTH PLAIN {}", "A".repeat(600)), 421);
+    assert_eq!(
+        r.line(),
+        "421 4.7.0 Too many errors; closing transmission channel"
+    );
+    c.expect_closed();
+    // With room for it, the long line gets its own reply, and the session goes on.
+    let server = with_users(false);
+    let mut c = ehlo(&server);
+    let r = c.expect(&format!("AUTH PLAIN {}", "A".repeat(600)), 500);
+    assert_eq!(r.text(), "5.5.2 Line too long", "{r:?}");
+    c.expect(&format!("AUTH PLAIN {JONES_PLAIN}"), 235);
+}
+
 #[test]
 fn required_refuses_mail_with_530_until_auth() {
     let server = with_users(true);

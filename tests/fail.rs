@@ -345,23 +345,27 @@ fn drop_with_p_example_repeats_and_stores_only_the_rest() {
     assert_eq!(drops(&seeded(&[rule], 3)), first);
 }
 
-/// The failure codes of the seeds' reply table (and README's 555), with the enhanced code each
-/// gets at RCPT and at MAIL.
+/// The failure codes of the seeds' reply table (and README's 455, 521 and 555, and two codes
+/// no RFC names), with the enhanced code each gets at RCPT and at MAIL.
 const CODES: &[(u16, &str, &str)] = &[
     (450, "4.2.1", "4.2.1"),
     (451, "4.3.0", "4.3.0"),
     (452, "4.5.3", "4.3.1"),
+    (455, "4.5.4", "4.5.4"),
+    (499, "4.0.0", "4.0.0"),
     (500, "5.5.1", "5.5.1"),
     (501, "5.5.4", "5.5.4"),
     (502, "5.5.1", "5.5.1"),
     (503, "5.5.1", "5.5.1"),
     (504, "5.5.4", "5.5.4"),
+    (521, "5.3.2", "5.3.2"),
     (550, "5.1.1", "5.7.1"),
     (551, "5.1.6", "5.1.6"),
     (552, "5.2.2", "5.3.4"),
     (553, "5.1.3", "5.1.7"),
     (554, "5.3.0", "5.3.0"),
     (555, "5.5.4", "5.5.4"),
+    (599, "5.0.0", "5.0.0"),
 ];
 
 #[test]
@@ -422,7 +426,13 @@ fn the_binary_fails_on_purpose_and_logs_each_firing() {
             "--mail-dir",
             dir.path().to_str().unwrap(),
             "--fail",
-            "connect=421",
+            "connect=421,count=1",
+            "--fail",
+            "mail:x*=550",
+            "--fail",
+            "data:*d1*=451",
+            "--fail",
+            "data-end:*d2*=452",
             "--fail-seed",
             "9",
         ],
@@ -431,10 +441,43 @@ fn the_binary_fails_on_purpose_and_logs_each_firing() {
     let mut c = Client::connect(addrs[0]);
     assert_eq!(c.read_reply().code, 421);
     c.expect_closed();
+    // A refusal by a rule is logged as the same refusal without one would be, after `fired`.
+    let mut c = Client::connect(addrs[0]);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO client.test", 250);
+    let mail = c.expect("MAIL FROM:<x@b.test>", 550).line();
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<d1@localhost>", 250);
+    let data = c.expect("DATA", 451).line();
+    c.expect("RSET", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<d2@localhost>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    let end = c.read_reply().line();
+    assert!(end.starts_with("452 "), "{end}");
+    c.expect("QUIT", 221);
     let log = stop_logged(child, log);
-    assert!(
-        log.lines()
-            .any(|l| l.contains("conn 1 [127.0.0.1:") && l.contains("--fail \"connect=421\" fired")),
-        "{log}"
+    let code = |line: &str| line.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    for (conn, wanted) in [
+        (1, "--fail \"connect=421,count=1\" fired".to_string()),
+        (2, "--fail \"mail:x*=550\" fired".to_string()),
+        (2, format!("MAIL <x@b.test> refused: {}", code(&mail))),
+        (2, "--fail \"data:*d1*=451\" fired".to_string()),
+        (2, format!("message refused: {}", code(&data))),
+        (2, "--fail \"data-end:*d2*=452\" fired".to_string()),
+        (2, format!("message refused: {}", code(&end))),
+    ] {
+        let conn = format!("conn {conn} [127.0.0.1:");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&conn) && l.ends_with(&wanted)),
+            "{wanted}: {log}"
+        );
+    }
+    assert_eq!(
+        log.matches("message refused: ").count(),
+        2,
+        "a message line for DATA and one for its end: {log}"
     );
 }

@@ -85,8 +85,12 @@ impl Session {
         params: Vec<command::Param>,
     ) -> (State, Action) {
         let sender = || vec![from.as_ref().map(Address::to_string).unwrap_or_default()];
-        if let Some(f) = self.fault(Stage::Mail, sender) {
-            return self.faulted(State::Ready(h), f);
+        match self.fault(Stage::Mail, sender) {
+            Some(Fault::Refuse(r)) => {
+                return self.refuse_logged(State::Ready(h), "MAIL", from.as_ref(), r);
+            }
+            Some(f) => return self.faulted(State::Ready(h), f),
+            None => {}
         }
         let max = self.config.max_message_size;
         let auth = self.config.auth.accounts.enabled();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::{Action, Hello, Session, State, Transaction};
 use crate::data::{DataDecoder, DataStatus};
-use crate::fail::Stage;
+use crate::fail::{Fault, Stage};
 use crate::mbox::{Body, Encoder, Refusal};
 use crate::reply::{self, Reply};
 
@@ -204,8 +204,10 @@ impl Session {
         size: u64,
     ) -> (State, Action) {
         // A fault here fires instead of the delivery: nothing is stored.
-        if let Some(f) = self.fault(Stage::DataEnd, || tx.addresses()) {
-            return self.faulted(State::Ready(hello), f);
+        match self.fault(Stage::DataEnd, || tx.addresses()) {
+            Some(Fault::Refuse(r)) => return self.refuse_message(State::Ready(hello), r),
+            Some(f) => return self.faulted(State::Ready(hello), f),
+            None => {}
         }
         let mut recipients: Vec<(String, String)> = Vec::new();
         for rcpt in tx.recipients {

@@ -419,6 +419,7 @@ impl Session {
             (S::Mail(h, tx), Input::Command(C::Data)) => match not_ready_for_message(&tx) {
                 Some(r) => self.refuse_message(S::Mail(h, tx), r),
                 None => match self.fault(Stage::Data, || tx.addresses()) {
+                    Some(Fault::Refuse(r)) => self.refuse_message(S::Mail(h, tx), r),
                     Some(f) => self.faulted(S::Mail(h, tx), f),
                     None => {
                         let decoder = Box::new(DataDecoder::new(
