@@ -17,8 +17,9 @@
 //! every worker is busy, the one idle longest is closed to make room. Shutdown is bounded too:
 //! sessions waiting for a command are woken at once and answer 421; a session inside a message
 //! may go on for the shutdown grace in total, then its reading side is shut and it answers 421.
-//! A session the server ends after QUIT, too many errors, a timeout, eviction or shutdown ends in
-//! `socket::linger` (but for one that shutdown ends before its greeting), so a client that pipelined more commands still reads the last replies.
+//! A session the server ends (after QUIT, too many errors, a timeout, eviction, shutdown, before
+//! its greeting too, or a panic) ends in `socket::linger`, so a client that pipelined more
+//! commands still reads the last replies.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
@@ -176,7 +177,7 @@ fn register(stream: &TcpStream, ctx: &Context) -> Option<(u64, SocketAddr, Arc<F
 /// had negotiated them: RFC 2034 §3).
 #[inline(never)]
 fn ended(
-    mut stream: &TcpStream,
+    stream: &TcpStream,
     label: &str,
     result: std::thread::Result<io::Result<()>>,
     enhanced: bool,
@@ -186,12 +187,21 @@ fn ended(
         Ok(Err(e)) => log::info!("{label}: {e}"),
         Err(_) => {
             log::error!("{label}: session panicked; answering 421");
-            let mut out = Vec::new();
-            write_reply(&mut out, &reply::INTERNAL_ERROR, enhanced);
-            let _ = stream.write_all(&out);
+            let _ = answer_and_close(stream, &reply::INTERNAL_ERROR, enhanced);
         }
     }
     log::info!("{label}: closed");
+}
+
+/// Writes `r` to a session that has no protocol core (not yet, or no longer), then lingers as
+/// every close of a session does (`socket::linger`), so input the client already sent cannot
+/// turn the close into a reset that loses the reply.
+fn answer_and_close(mut stream: &TcpStream, r: &Reply, enhanced: bool) -> io::Result<()> {
+    let mut out = Vec::new();
+    write_reply(&mut out, r, enhanced);
+    stream.write_all(&out)?;
+    linger(stream);
+    Ok(())
 }
 
 /// Where a session is in time: since when it has waited for its current command, and when its
@@ -217,9 +227,7 @@ fn run(
     // client's delayed ACK of that 250 (about 40 ms on Linux).
     stream.set_nodelay(true)?;
     if ctx.shutting_down() {
-        let mut out = Vec::new();
-        write_reply(&mut out, &reply::SHUTTING_DOWN, false);
-        return (&**stream).write_all(&out);
+        return answer_and_close(stream, &reply::SHUTTING_DOWN, false);
     }
     let mut timer = ReadTimer::new(
         stream,
@@ -454,7 +462,9 @@ mod tests {
     use std::net::TcpListener;
 
     /// What a client reads when its session panicked: `ended` answers over the session's own
-    /// socket, with enhanced codes or not, before it is closed.
+    /// socket, with enhanced codes or not, before it is closed. The client has pipelined a
+    /// command the session never read: closed at once, the socket would be reset and the
+    /// client's read would fail.
     fn answer_after_panic(enhanced: bool) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -462,6 +472,8 @@ mod tests {
         client
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
+        client.write_all(b"NOOP\r\n").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
         ended(&server, "conn 1 [test]", Err(Box::new("a bug")), enhanced);
         drop(server);
         let mut got = String::new();

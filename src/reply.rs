@@ -172,7 +172,7 @@ pub(crate) const NO_SEND: Reply = Reply::fixed(
 pub(crate) const NO_TURN: Reply = Reply::fixed(
     502,
     "5.5.1",
-    "TURN not implemented: it is unsafe without authentication (RFC 2821 4.1.1)",
+    "TURN not implemented: it is unsafe without authentication (RFC 5321 Appendix F.1)",
 );
 pub(crate) const BAD_SEQUENCE_HELO: Reply = Reply::fixed(
     503,
