@@ -279,8 +279,15 @@ pub(crate) const NAME_NOT_ALLOWED: Reply = Reply::fixed(
     "5.1.3",
     "Requested action not taken: mailbox name not allowed",
 );
-pub(crate) const NEEDS_SMTPUTF8: Reply = Reply::fixed(
+/// RFC 6531 §3.5: a recipient that needs SMTPUTF8 is 553 ("mailbox name not allowed").
+pub(crate) const RECIPIENT_NEEDS_SMTPUTF8: Reply = Reply::fixed(
     553,
+    "5.6.7",
+    "Non-ASCII address requires the SMTPUTF8 parameter",
+);
+/// RFC 6531 §3.5: a sender that needs SMTPUTF8 is 550 ("mailbox unavailable").
+pub(crate) const SENDER_NEEDS_SMTPUTF8: Reply = Reply::fixed(
+    550,
     "5.6.7",
     "Non-ASCII address requires the SMTPUTF8 parameter",
 );

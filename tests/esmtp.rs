@@ -243,12 +243,16 @@ fn smtputf8_addresses() {
     let server = TestServer::start();
     let mut c = server.client();
     c.expect("EHLO utf8.test", 250);
+    // RFC 6531 §3.5: 550 for a sender, 553 for a recipient, both with 5.6.7.
     assert_eq!(
-        c.expect("MAIL FROM:<josé@b.test>", 553).text(),
-        "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
+        c.expect("MAIL FROM:<josé@b.test>", 550).line(),
+        "550 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
     );
     c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jörg@mx.test>", 553);
+    assert_eq!(
+        c.expect("RCPT TO:<jörg@mx.test>", 553).line(),
+        "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
+    );
     c.expect("RSET", 250);
     c.expect("MAIL FROM:<josé@b.test> SMTPUTF8", 250);
     c.expect("RCPT TO:<Jörg@mx.test>", 250);

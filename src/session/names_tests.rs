@@ -79,8 +79,9 @@ fn addresses_with_unsafe_characters_are_553_5_1_3_whatever_the_encoding() {
             "{from:?}"
         );
     }
-    // Without SMTPUTF8, a clean non-ASCII address is an encoding matter: 5.6.7.
-    assert_eq!(answer(&mut s, "MAIL FROM:<jörg@b.test>"), "553 5.6.7");
+    // Without SMTPUTF8, a clean non-ASCII address is an encoding matter: 5.6.7, with 550 for a
+    // sender (RFC 6531 §3.5).
+    assert_eq!(answer(&mut s, "MAIL FROM:<jörg@b.test>"), "550 5.6.7");
     assert_eq!(
         answer(&mut s, "MAIL FROM:<jörg@b.test> SMTPUTF8"),
         "250 2.1.0"

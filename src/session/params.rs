@@ -54,7 +54,7 @@ pub(crate) fn mail(
         }
     }
     if let Some(addr) = from {
-        address(out.utf8, addr)?;
+        address(out.utf8, addr, reply::SENDER_NEEDS_SMTPUTF8)?;
     }
     Ok(out)
 }
@@ -65,22 +65,21 @@ pub(crate) fn rcpt(utf8: bool, to: &Address, params: &[Param]) -> Result<(), Rep
         // DSN (RFC 3461) is not offered, so NOTIFY and ORCPT are unknown here.
         return Err(not_recognized(param));
     }
-    address(utf8, to)
+    address(utf8, to, reply::RECIPIENT_NEEDS_SMTPUTF8)
 }
 
 /// Checks an address's characters, whatever its role. An unsafe character (`escape::is_unsafe`:
 /// controls, NEL and C1, U+2028 and U+2029, bidi controls, default-ignorable characters) in the
 /// local part or the domain is `553 5.1.3`, before and whatever the encoding: such an address
 /// would reach `Return-Path:` or `Received:` and could forge a header line, and no SMTPUTF8 makes
-/// it acceptable. Only then is a non-ASCII address without SMTPUTF8 `553 5.6.7`, the
-/// code RFC 6531 §3.5 gives for a recipient; mboxd gives it for a sender too, where §3.5 names
-/// 550.
-fn address(utf8: bool, addr: &Address) -> Result<(), Reply> {
+/// it acceptable. Only then is a non-ASCII address without SMTPUTF8 refused with `needs_utf8`:
+/// RFC 6531 §3.5 gives `553 5.6.7` for a recipient and `550 5.6.7` for a sender.
+fn address(utf8: bool, addr: &Address, needs_utf8: Reply) -> Result<(), Reply> {
     if has_unsafe(&addr.local) || addr.domain.as_deref().is_some_and(has_unsafe) {
         return Err(reply::NAME_NOT_ALLOWED);
     }
     if !utf8 && !addr.to_string().is_ascii() {
-        return Err(reply::NEEDS_SMTPUTF8);
+        return Err(needs_utf8);
     }
     Ok(())
 }
