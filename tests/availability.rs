@@ -1,7 +1,9 @@
 //! Availability under one greedy peer: with default flags, a peer opening twice `--workers`
 //! connections that stay idle, trickle a command or trickle DATA cannot stop a second peer, whose
-//! every message gets its 250 within 2 s of its connect. Also: a command line and a message
-//! are bounded in total time, not per read, and under pressure the idlest session makes room.
+//! every message gets its 250 within 2 s of its connect. Also: a command line is bounded in
+//! total time, not per read; a message must keep a minimum average rate once its grace has
+//! passed (one fast enough is never cut, however long); and under pressure the idlest session
+//! makes room.
 //! Peers are played from distinct loopback addresses (all of 127/8 is this machine).
 
 mod support;

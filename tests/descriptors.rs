@@ -4,7 +4,8 @@
 //! mailbox files than `--max-mailboxes` allows.
 //!
 //! The binary runs under `ulimit -n 1024` (soft and hard; see `tests/limited/`); where the shell
-//! cannot set it, the tests print `skipped:` and pass. A connection flood that takes every
+//! cannot set it, the tests print `skipped:` and pass. One test, of the 452 past the bound, runs
+//! an in-process server without a limit. A connection flood that takes every
 //! descriptor is in `tests/exhaustion.rs`.
 
 mod limited;

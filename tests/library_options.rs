@@ -1,5 +1,9 @@
-//! Every builder method of `Config` takes effect: each test starts a server with
-//! `Config::for_tests()` and one or two settings, and observes them over a real socket.
+//! The builder methods of `Config` for addresses, names, limits and times take effect: each
+//! test starts a server with `Config::for_tests()` and one or two settings, and observes them
+//! over a real socket (the last checks that `Config::new` is the default, starting nothing).
+//! The others are tested where their feature is: `keep_mail_dir` and `ready_file` in
+//! `tests/library.rs`, the AUTH methods in `tests/auth.rs`, `fail` and `fail_seed` in
+//! `tests/fail.rs`.
 
 mod support;
 

@@ -81,6 +81,7 @@ fn ehlo_with_a_line_separator_is_501_and_cannot_reach_received() {
         "{entry}"
     );
     python_sees_only_mboxd_headers(&server, "jones", &["Return-Path", "Received", "Subject"]);
+    assert_eq!(files(&server), set(&["jones"]));
 }
 
 #[test]
@@ -155,6 +156,7 @@ fn header_syntax_in_a_helo_name_or_local_part_cannot_hide_the_date_of_received()
             && entry.contains("\tfor <postmaster@mx.test>; "),
         "{entry}"
     );
+    assert_eq!(files(&server), set(&["jones", "jo(n;es", "postmaster"]));
 }
 
 /// Python's email package (which re-serialises U+2028 as a line break) sees exactly `headers`
@@ -347,4 +349,5 @@ fn a_recipient_without_a_domain_is_written_with_the_first_local_domain() {
         entry.contains("\tfor <jones@example.org>; ") && entry.contains("\tby mx.test (mboxd)"),
         "{entry}"
     );
+    assert_eq!(files(&server), set(&["jones"]));
 }

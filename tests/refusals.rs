@@ -2,10 +2,11 @@
 //! recipients (452), a mailbox locked by someone else (450), a mailbox that cannot be opened, a
 //! directory, a FIFO or a symlink, which is never followed (451), a full disk (452, on a small
 //! tmpfs, so only as root), and the 421s that close a connection between commands: the idle
-//! timeout, no free worker, shutdown and too many errors, which a client that pipelined more
-//! commands still reads. Where mail was refused, the test checks that none of it was stored and,
-//! but for the symlink, that the same session then delivers. The 421s given inside a message are
-//! in `tests/timeouts.rs`, `tests/faults.rs` and `tests/shutdown.rs`.
+//! timeout, no free worker, shutdown and too many errors (the last, and QUIT's 221, also with
+//! more commands pipelined behind, which the client still reads). Where mail was refused, the
+//! test checks that none of it was stored and, but for the symlink, that the same session then
+//! delivers. The 421s given inside a message are in `tests/timeouts.rs`, `tests/faults.rs` and
+//! `tests/shutdown.rs`.
 
 mod support;
 

@@ -3,7 +3,8 @@
 //! `tests/exhaustion.rs`).
 //!
 //! The binary is started as `sh -c 'ulimit -n N || exit 97; exec mboxd ...'`, so the limit is
-//! both soft and hard and mboxd cannot raise it. Where the shell cannot set the limit, the
+//! both soft and hard and mboxd cannot raise it; or with `ulimit -S -n N`, which sets only the
+//! soft limit, for a test that mboxd raises it. Where the shell cannot set the limit, the
 //! helpers print `skipped:` and return `None`, and the test passes.
 #![allow(dead_code)]
 
