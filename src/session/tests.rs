@@ -362,7 +362,7 @@ fn smtputf8_is_needed_for_non_ascii_addresses() {
                 b"DATA\r\n",
             ]
         ),
-        [250, 553, 501, 250, 553, 250, 250, 250, 354]
+        [250, 550, 501, 250, 553, 250, 250, 250, 354]
     );
     let Action::Deliver(env) = feed(&mut s, b".\r\n") else {
         panic!("no delivery")
