@@ -59,6 +59,10 @@ fn connect_554_waits_for_quit_and_answers_503_meanwhile() {
     for cmd in ["EHLO client.test", "MAIL FROM:<a@b.test>", "NOOP", "FROB"] {
         c.expect(cmd, 503);
     }
+    // A BDAT chunk is read and thrown away (RFC 3030 §2): its octets are not commands.
+    c.send(b"BDAT 12\r\nQUIT\r\nNOOP\r\n");
+    assert_eq!(c.read_reply().code, 503);
+    c.expect("NOOP", 503);
     c.expect("QUIT", 221);
     c.expect_closed();
     // Without text: the default text, and no enhanced code before EHLO.

@@ -293,6 +293,10 @@ impl Session {
         match (state, input) {
             // RFC 5321 §3.1: after a refused greeting, QUIT or 503.
             (S::Rejected, Input::Command(C::Quit)) => self.quit(),
+            // RFC 3030 §2: a refused chunk's octets are still read, never taken for commands.
+            (S::Rejected, Input::Command(C::Bdat { size, .. })) => {
+                self.start_discard(S::Rejected, size, reply::BAD_SEQUENCE_REFUSED)
+            }
             (state @ S::Rejected, _) => self.refuse(state, reply::BAD_SEQUENCE_REFUSED),
             // Message text and chunk octets, in the states whose mode asks for them.
             (S::Data(hello, tx, decoder), Input::Text(text)) => self.text(hello, tx, decoder, text),
