@@ -171,7 +171,8 @@ impl Config {
         self
     }
 
-    /// Rejected commands before a session is closed with `421` (`--max-errors`).
+    /// Rejected commands before a session is closed with `421` (`--max-errors`); a RCPT's
+    /// `452` is not counted.
     pub fn max_errors(mut self, n: usize) -> Config {
         self.max_errors = n;
         self

@@ -78,7 +78,7 @@ pub struct Config {
     /// being read) may go on in total, however slowly it sends, before it gets 421. Default 30 s.
     pub shutdown_grace: Duration,
     /// Rejected commands in one session before it is closed with 421 (Postfix's
-    /// `smtpd_hard_error_limit`). Default 20.
+    /// `smtpd_hard_error_limit`), a RCPT's 452 not counted (RFC 5321 §4.5.3.1.10). Default 20.
     pub max_errors: usize,
     /// Catch-all mode only: the most mailbox files the mail directory may hold before a RCPT
     /// naming a new one gets `452 4.3.1`. Without it, a client inventing names creates a file

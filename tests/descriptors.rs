@@ -70,8 +70,8 @@ struct Tally {
 }
 
 /// One attacking session: `rounds` messages, each to `SPREAD` names no one else uses (fewer when
-/// a RCPT gets 452). A session makes at most one refused command a round, too few for the
-/// server's error limit (20), so any reply but 250 or 452 to a RCPT fails the test.
+/// a RCPT gets 452). A RCPT's 452 does not count toward the server's error limit, so the
+/// session is never closed, and any reply but 250 or 452 to a RCPT fails the test.
 fn attacker(addr: SocketAddr, t: usize, rounds: usize, tally: &Tally) {
     let mut c = Client::connect(addr);
     assert_eq!(c.read_reply().code, 220);

@@ -36,6 +36,37 @@ fn too_many_recipients_452() {
     );
 }
 
+/// RFC 5321 §4.5.3.1.10: a client may send more recipients than the server takes, then DATA
+/// for those accepted. The 452s for the rest are not errors: 120 recipients pipelined against
+/// the default limits (100 recipients, 20 errors) deliver to the first 100.
+#[test]
+fn recipients_past_the_limit_are_452_and_not_counted_as_errors() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let mut group = String::from("MAIL FROM:<a@b.test>\r\n");
+    for n in 0..120 {
+        group.push_str(&format!("RCPT TO:<u{n}@mx.test>\r\n"));
+    }
+    group.push_str("DATA\r\n");
+    c.send(group.as_bytes());
+    assert_eq!(c.read_reply().code, 250);
+    for n in 0..120 {
+        let r = c.read_reply();
+        if n < 100 {
+            assert_eq!(r.code, 250, "RCPT {n}: {r:?}");
+        } else {
+            assert_eq!(r.line(), "452 4.5.3 Too many recipients", "RCPT {n}");
+        }
+    }
+    assert_eq!(c.read_reply().code, 354);
+    c.send(b"Subject: many\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    c.expect("QUIT", 221);
+    assert_eq!(mbox_entries(&server.mbox_text("u99")).len(), 1);
+    assert!(server.mbox("u100").is_empty());
+}
+
 #[test]
 fn mailbox_busy_450_while_other_mailboxes_are_served() {
     let server = TestServer::with(|c| c.lock_timeout = Duration::from_millis(300));

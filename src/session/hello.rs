@@ -7,6 +7,7 @@
 
 use super::{Action, Hello, Recipient, Session, State, Transaction, params, user_of};
 use crate::command::{self, Address};
+use crate::escape::Escaped;
 use crate::fail::{Fault, Stage};
 use crate::reply::{self, MAX_REPLY_LINE, Reply, decimal};
 
@@ -129,6 +130,30 @@ impl Session {
                 self.refuse_logged(State::Mail(h, tx), "RCPT", Some(&to), r)
             }
         }
+    }
+
+    /// [`Session::refuse`] for MAIL and RCPT, with a log line naming the address. A RCPT's 452
+    /// (too many recipients or mailboxes, or a `--fail` rule's) is not counted toward
+    /// `max_errors`: RFC 5321 §4.5.3.1.10 expects a client to send more recipients than a server
+    /// takes, deliver to those accepted, and send the rest later.
+    pub(super) fn refuse_logged(
+        &mut self,
+        state: State,
+        verb: &str,
+        address: Option<&Address>,
+        r: Reply,
+    ) -> (State, Action) {
+        let address = address.map(Address::to_string).unwrap_or_default();
+        log::info!(
+            "{}: {verb} <{}> refused: {}",
+            self.label,
+            Escaped(&address),
+            r.code_text()
+        );
+        if verb == "RCPT" && r.code == 452 {
+            return (state, Action::Reply(r));
+        }
+        self.refuse(state, r)
     }
 
     /// Checks a recipient and adds it to `tx`; the RCPT reply, or the refusal.

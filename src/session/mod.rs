@@ -38,7 +38,6 @@ use crate::command::{self, Address, Command, MailVerb, ParseError};
 use crate::config::BareNewline;
 use crate::data::DataDecoder;
 use crate::directory::Directory;
-use crate::escape::Escaped;
 use crate::fail::{Fault, Faults, Stage};
 use crate::framer::{Frame, Mode};
 use crate::mbox::Encoder;
@@ -57,7 +56,7 @@ pub(crate) struct SessionConfig {
     pub max_message_size: u64,
     /// Most recipients in one transaction (RFC 5321 §4.5.3.1.8 requires at least 100).
     pub max_recipients: usize,
-    /// Rejected commands before the session is closed with 421.
+    /// Rejected commands before the session is closed with 421 (a RCPT's 452 not counted).
     pub max_errors: usize,
     /// Local domains, users and aliases.
     pub directory: Directory,
@@ -507,24 +506,6 @@ impl Session {
             return (State::Closed, Action::Close(reply::TOO_MANY_ERRORS));
         }
         (state, Action::Reply(r))
-    }
-
-    /// [`Session::refuse`] for MAIL and RCPT, with a log line naming the address.
-    fn refuse_logged(
-        &mut self,
-        state: State,
-        verb: &str,
-        address: Option<&Address>,
-        r: Reply,
-    ) -> (State, Action) {
-        let address = address.map(Address::to_string).unwrap_or_default();
-        log::info!(
-            "{}: {verb} <{}> refused: {}",
-            self.label,
-            Escaped(&address),
-            r.code_text()
-        );
-        self.refuse(state, r)
     }
 
     /// [`Session::refuse`] for a message (DATA, BDAT or its end), with a log line.
