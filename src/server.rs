@@ -449,18 +449,38 @@ fn dispatch(
                 continue;
             }
         };
-        // Every worker is busy: idle sessions lose first. The one waiting longest for a command
-        // (if it has waited long enough) is closed with 421 to make room.
-        ctx.evict_idlest();
-        let left = queue_wait.saturating_sub(arrival.accepted.elapsed());
-        match workers.send_timeout(arrival, left) {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(arrival)) => {
-                log::warn!("no worker free within {queue_wait:?}; answering 421");
-                refuse(arrival.stream, &reply::TOO_BUSY);
-            }
-            Err(SendTimeoutError::Disconnected(arrival)) => {
-                refuse(arrival.stream, &reply::SHUTTING_DOWN)
+        wait_for_a_worker(arrival, workers, ctx, queue_wait);
+    }
+}
+
+/// How often a newcomer waiting for a worker looks for shutdown.
+const DISPATCH_STEP: Duration = Duration::from_millis(50);
+
+/// Every worker is busy: the newcomer waits for one until `queue_wait` after its arrival, then
+/// gets 421. Idle sessions lose first: the session waiting longest for a command, if it has
+/// waited long enough, is closed with 421 to make room. Shutdown ends the wait within a step.
+fn wait_for_a_worker(
+    mut arrival: Arrival,
+    workers: &Sender<Arrival>,
+    ctx: &Context,
+    queue_wait: Duration,
+) {
+    let deadline = arrival.accepted + queue_wait;
+    ctx.evict_idlest();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if ctx.shutting_down() {
+            return refuse(arrival.stream, &reply::SHUTTING_DOWN);
+        }
+        if left.is_zero() {
+            log::warn!("no worker free within {queue_wait:?}; answering 421");
+            return refuse(arrival.stream, &reply::TOO_BUSY);
+        }
+        match workers.send_timeout(arrival, left.min(DISPATCH_STEP)) {
+            Ok(()) => return,
+            Err(SendTimeoutError::Timeout(back)) => arrival = back,
+            Err(SendTimeoutError::Disconnected(back)) => {
+                return refuse(back.stream, &reply::SHUTTING_DOWN);
             }
         }
     }

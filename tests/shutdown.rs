@@ -1,6 +1,7 @@
 //! Shutdown is bounded: a client inside a message that keeps sending one byte at a time cannot
 //! hold a stopping server past `--shutdown-grace`, whether it is in DATA, in an accepted BDAT
-//! chunk or in a refused chunk being discarded; nor can one that never reads its replies.
+//! chunk or in a refused chunk being discarded; nor can one that never reads its replies, nor a
+//! newcomer waiting for a worker.
 
 mod support;
 
@@ -116,6 +117,52 @@ fn a_trickle_inside_a_refused_bdat_chunk_is_cut_at_the_grace() {
             ("chunk BDAT 3\r\nabc", 250),
         ],
         b"BDAT 100000\r\n",
+    );
+}
+
+/// A newcomer waiting for the one worker (busy with a message) under a long `queue_wait` gets
+/// the shutdown 421 at once, and cannot hold the stop past the grace (it held it for the whole
+/// `queue_wait`, 20 s here, before).
+#[test]
+fn a_newcomer_waiting_for_a_worker_cannot_hold_the_stop() {
+    let server = TestServer::with(|c| {
+        c.shutdown_grace = GRACE;
+        c.workers = 1;
+        c.queue_wait = Duration::from_secs(20);
+    });
+    let mut c = server.client();
+    for (line, code) in [
+        ("EHLO a.test", 250),
+        ("MAIL FROM:<a@b.test>", 250),
+        ("RCPT TO:<jones@mx.test>", 250),
+        ("DATA", 354),
+    ] {
+        c.expect(line, code);
+    }
+    let (stop, trickler) = trickle(&c.stream);
+    let mut waiting = Client::connect(server.addr);
+    // Nothing signals that the dispatcher holds the newcomer; it takes it within microseconds.
+    thread::sleep(Duration::from_millis(300));
+    let stopper = thread::spawn(move || {
+        let mut server = server;
+        let began = Instant::now();
+        server.stop();
+        began.elapsed()
+    });
+    assert_eq!(
+        waiting.read_reply().line(),
+        "421 Service shutting down; closing transmission channel"
+    );
+    assert_eq!(
+        c.read_reply().line(),
+        "421 4.3.2 Service shutting down; closing transmission channel"
+    );
+    let took = stopper.join().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    trickler.join().unwrap();
+    assert!(
+        took < GRACE + Duration::from_secs(1),
+        "shutdown took {took:?}"
     );
 }
 
