@@ -37,7 +37,7 @@ use crate::mbox;
 use crate::protocol::{Event, Protocol};
 use crate::reply::{self, Reply, write_reply};
 use crate::session::{Session, SessionConfig};
-use crate::socket::{Late, ReadTimer, linger};
+use crate::socket::{Late, ReadTimer, linger, write_within};
 use crate::writer::Job;
 
 mod live;
@@ -412,16 +412,12 @@ fn end_of_file(
 }
 
 /// Writes the replies the core has gathered, if any, after settling the last message's answer.
-fn flush(
-    mut stream: &TcpStream,
-    core: &mut Protocol,
-    pending: &mut Option<Pending>,
-) -> io::Result<()> {
+fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>) -> io::Result<()> {
     if core.output().is_empty() {
         return Ok(());
     }
     settle(pending)?;
-    let result = stream.write_all(core.output());
+    let result = write_within(stream, core.output());
     core.clear_output();
     result
 }

@@ -1,9 +1,10 @@
 //! A session's socket, read against deadlines. [`ReadTimer`] reads with a deadline while changing
 //! the socket's read timeout as rarely as it can (a `setsockopt` per line was once most of a
 //! session's system calls), and [`Late`] says which deadline a client missed. [`linger`] closes a
-//! session so that its client sees the last replies.
+//! session so that its client sees the last replies. [`write_within`] writes a reply within the
+//! timeout in total.
 
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,46 @@ impl ReadTimer {
         self.setting = timeout;
         Ok(())
     }
+}
+
+/// Writes all of `buf` within the socket's write timeout in total. The timeout bounds each
+/// `write(2)`, and one that sent part of `buf` before it expired starts the next with the whole
+/// timeout again: a client that reads a little now and then could hold a worker for many
+/// timeouts on one reply. So once a write is partial (rare: a reply group fits the socket's
+/// buffer), each further one gets only what is left of the timeout since the first began, and
+/// the timeout is put back after. A `TimedOut` error once it has passed.
+pub(crate) fn write_within(mut stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    let started = Instant::now();
+    let mut limit = None;
+    let result = loop {
+        match stream.write(buf) {
+            Ok(n) if n == buf.len() => break Ok(()),
+            Ok(0) => break Err(io::Error::from(ErrorKind::WriteZero)),
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+        let standing = match limit {
+            Some(standing) => standing,
+            None => match stream.write_timeout() {
+                Ok(Some(standing)) => *limit.insert(standing),
+                // No timeout to keep to: write on as `write_all` would.
+                Ok(None) => continue,
+                Err(e) => break Err(e),
+            },
+        };
+        let left = (started + standing).saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(io::Error::from(ErrorKind::TimedOut));
+        }
+        if let Err(e) = stream.set_write_timeout(Some(left)) {
+            break Err(e);
+        }
+    };
+    if let Some(standing) = limit {
+        let _ = stream.set_write_timeout(Some(standing));
+    }
+    result
 }
 
 /// Ends a session the server closes (after a 421, or the 221 to QUIT): shuts the sending side,

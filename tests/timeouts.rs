@@ -1,9 +1,12 @@
 //! Timeouts over a real socket: the idle timeout between commands and the longer data timeout
 //! inside a message, which the connection waits out across its shorter socket timeout; and no
-//! client clock runs while the client waits for the server's answer to its last message.
+//! client clock runs while the client waits for the server's answer to its last message; and a
+//! reply is written within the timeout in total.
 
 mod support;
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -87,4 +90,35 @@ fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
     c.send(b"Subject: second\r\n\r\ny\r\n.\r\n");
     assert_eq!(c.read_reply().code, 250);
     assert!(server.mbox_text("brown").ends_with("y\n\n"));
+}
+
+/// A reply is written within `--timeout` in total, not per `write(2)`: a client that pipelines
+/// commands and never reads, while it keeps sending a little, held its worker for three
+/// timeouts and more, as each write that sent part of a reply group started the next with a
+/// whole timeout. The session now ends about one timeout after its writes block.
+#[test]
+fn a_client_that_never_reads_its_replies_is_closed_within_the_timeout() {
+    let timeout = Duration::from_secs(2);
+    let server = TestServer::with(|c| c.timeout = timeout);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_nonblocking(true).unwrap();
+    let noops = b"NOOP\r\n".repeat(2000);
+    let began = Instant::now();
+    // Pipelined commands until the server stops reading, then a little more now and then, as
+    // a client that keeps sending would; never a read.
+    while stream.write(&noops).is_ok() {}
+    let until = began + Duration::from_secs(20);
+    while server.live_connections() > 0 {
+        assert!(Instant::now() < until, "the session is still open");
+        let _ = stream.write(&noops[..600]);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let took = began.elapsed();
+    assert!(
+        took < timeout * 2,
+        "the session held its worker for {took:?}"
+    );
 }
