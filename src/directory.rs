@@ -212,13 +212,18 @@ impl Directory {
     }
 
     /// The reply to `VRFY arg` (RFC 5321 §3.5.1): the mailbox, as an address at the first local
-    /// domain, which RCPT accepts.
+    /// domain, which RCPT accepts; for an alias RCPT would refuse, RCPT's refusal.
     pub(crate) fn vrfy(&self, arg: &str) -> Reply {
         let Some(name) = self.lookup_arg(arg).and_then(mailbox_name) else {
             return reply::NO_SUCH_USER;
         };
+        // An alias answers as RCPT would route it: 551 when all its targets are elsewhere
+        // (RFC 5321 §3.5.3 gives VRFY 551 too), 550 when it leads to no mailbox (a loop).
         if self.aliases.contains_key(&name) || name == "postmaster" {
-            return Reply::new(250, "2.1.5", format!("<{name}@{}>", self.home));
+            return match self.route_alias(&name) {
+                Err(r) if self.aliases.contains_key(&name) => r,
+                _ => Reply::new(250, "2.1.5", format!("<{name}@{}>", self.home)),
+            };
         }
         match &self.users {
             Some(users) if users.contains(&name) => {
