@@ -219,10 +219,11 @@ impl Directory {
         };
         // An alias answers as RCPT would route it: 551 when all its targets are elsewhere
         // (RFC 5321 §3.5.3 gives VRFY 551 too), 550 when it leads to no mailbox (a loop).
+        // Postmaster, if no alias, routes to its own mailbox.
         if self.aliases.contains_key(&name) || name == "postmaster" {
             return match self.route_alias(&name) {
-                Err(r) if self.aliases.contains_key(&name) => r,
-                _ => Reply::new(250, "2.1.5", format!("<{name}@{}>", self.home)),
+                Ok(_) => Reply::new(250, "2.1.5", format!("<{name}@{}>", self.home)),
+                Err(r) => r,
             };
         }
         match &self.users {
