@@ -6,7 +6,8 @@
 //! file (the lock Postfix and mail readers use on Linux), asking whether a process exists with
 //! kill(2) and signal 0, and sending a reply without waiting with send(2), for the writer;
 //! raising the soft limit on open descriptors to the hard one with getrlimit(2) and
-//! setrlimit(2), for the server at start; and, used by the binary,
+//! setrlimit(2), for the server at start; waking an acceptor with shutdown(2) of its listening
+//! socket, for the server at stop; and, used by the binary,
 //! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
 //! ordinary thread instead of an async-signal handler, and fixing glibc's mmap threshold with
 //! mallopt(3) so message buffers go back to the system when freed. The binary compiles this same
@@ -16,7 +17,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
 /// Tries to take an fcntl(2) write lock on the whole of `file` without waiting: an open file
@@ -92,6 +93,18 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     // is positive, so it names one process.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Wakes every thread waiting in accept(2) on `listener`, which then fails (`EINVAL`), as does
+/// every later accept: shutdown(2) of a listening socket, on Linux. Unlike a connection to the
+/// listener, it needs no descriptor.
+pub(crate) fn stop_accepting(listener: &TcpListener) -> io::Result<()> {
+    // SAFETY: shutdown(2) of a descriptor the borrowed listener owns and keeps open for the call.
+    if unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The limit on open descriptors (`RLIMIT_NOFILE`), soft and hard, after [`raise_nofile_limit`].

@@ -4,7 +4,7 @@
 //! thread per listener passes each new connection to one dispatcher thread, which hands it to a
 //! free worker or, after `queue_wait`, answers `421` and closes it, so no client is left hanging
 //! with no answer. Shutdown wakes each acceptor with a flag plus a connection to itself (as
-//! tiny_http does), then: stop accepting, stop dispatching, wake idle sessions, close the
+//! tiny_http does; shutdown(2) of its socket where no descriptor is free to connect with), then: stop accepting, stop dispatching, wake idle sessions, close the
 //! workers' connection channel and join the workers, drop the last delivery sender so the writer
 //! drains, join it.
 
@@ -42,6 +42,8 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 /// The threads and state of a running server.
 pub(crate) struct Running {
     addrs: Vec<SocketAddr>,
+    /// The listening sockets, shared with their acceptors, for [`os::stop_accepting`].
+    listeners: Vec<Arc<TcpListener>>,
     ctx: Option<Arc<Context>>,
     acceptors: Vec<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<()>>,
@@ -169,6 +171,7 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
     let (deliveries, jobs) = crossbeam_channel::bounded::<Job>(DELIVERY_QUEUE);
     let mut running = Running {
         addrs: addrs.clone(),
+        listeners: Vec::new(),
         ctx: None,
         acceptors: Vec::new(),
         dispatcher: None,
@@ -212,6 +215,8 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
     }
     let peers = Peers::new(config.peer_limit());
     for (listener, addr) in listeners.into_iter().zip(addrs) {
+        let listener = Arc::new(listener);
+        running.listeners.push(Arc::clone(&listener));
         let waiting = waiting_tx.clone();
         let accept_ctx = Arc::clone(&ctx);
         let peers = Arc::clone(&peers);
@@ -325,9 +330,19 @@ impl Running {
         let grace_ends = Instant::now() + self.shutdown_grace;
         if let Some(ctx) = &self.ctx {
             // 1. Stop accepting: raise the flag, wake each acceptor with a connection to itself.
+            //    That needs a descriptor: with none free (a flood of connections took them, and
+            //    the acceptor waiting in accept(2) holds the number of the next), shutdown(2) of
+            //    the listening socket wakes it instead.
             ctx.begin_shutdown();
-            for addr in &self.addrs {
-                let _ = TcpStream::connect_timeout(&wake_address(*addr), Duration::from_secs(1));
+            for (addr, listener) in self.addrs.iter().zip(&self.listeners) {
+                if let Err(e) =
+                    TcpStream::connect_timeout(&wake_address(*addr), Duration::from_secs(1))
+                {
+                    log::warn!("cannot connect to {addr} to stop accepting ({e}); shutting it");
+                    if let Err(e) = os::stop_accepting(listener) {
+                        log::error!("cannot shut {addr}: {e}");
+                    }
+                }
             }
         }
         for acceptor in self.acceptors.drain(..) {

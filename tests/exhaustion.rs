@@ -1,7 +1,8 @@
 //! Running out of descriptors (issue 8, item 3), against the binary under a small
 //! `RLIMIT_NOFILE` (see `tests/limited/`): a connection flood that takes every descriptor is
-//! waited out by accept and by the writer (up to `--lock-timeout`, then `451`), and a soft
-//! limit below the hard one is raised.
+//! waited out by accept and by the writer (up to `--lock-timeout`, then `451`); a soft limit
+//! below the hard one is raised; and, with the running server's limit lowered by prlimit(2), a
+//! new mailbox needs only one free descriptor, and SIGTERM stops a server that has none.
 
 mod limited;
 mod support;
@@ -229,4 +230,138 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
         log.contains(&format!("descriptor limit raised from 256 to {hard}")),
         "{log}"
     );
+}
+
+/// The `n`th (from 0) descriptor number `pid` does not have open.
+fn free_descriptor(pid: u32, n: usize) -> u64 {
+    let open: std::collections::BTreeSet<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    (0..).filter(|n| !open.contains(n)).nth(n).unwrap()
+}
+
+/// With one descriptor free, a message to a new mailbox is delivered: the mailbox takes it, and
+/// the mail directory, synced because the file is new, is synced through the descriptor the
+/// writer holds, not one it would have to open then (which failed the delivery with `451`).
+#[test]
+fn a_new_mailbox_is_delivered_with_one_descriptor_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--domain",
+        "mx.test",
+        "--mail-dir",
+        mail.to_str().unwrap(),
+        "--lock-timeout",
+        "2",
+    ];
+    let Some((mut child, addr, log)) = spawn_limited(LIMIT as u64, &args) else {
+        return;
+    };
+    let mut c = Client::connect(addr);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO good.test", 250);
+    // A first delivery: the writer is past its start (where it opens and syncs the directory
+    // holding the mail directory), and the mail directory is synced.
+    let r = c.send_mail(
+        "friend@good.test",
+        &["warm@mx.test"],
+        "Subject: first\n\nfirst",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    c.expect("MAIL FROM:<friend@good.test>", 250);
+    c.expect("RCPT TO:<fresh@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: one descriptor\r\n\r\nstill here\r\n");
+    // Every descriptor number below the limit is taken but one. The lowest number not open is
+    // not free either: Linux reserves the number a connection will get when accept(2) starts
+    // waiting, and the accepting thread waits.
+    let pid = child.id();
+    set_nofile(pid, free_descriptor(pid, 1) + 1);
+    c.send(b".\r\n");
+    let end = c.read_reply();
+    assert_eq!(end.code, 250, "{end:?}");
+    c.expect("QUIT", 221);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert!(!log.contains("cannot sync"), "{log}");
+    let stored = fs::read_to_string(mail.join("fresh")).unwrap();
+    assert!(stored.contains("still here"), "{stored}");
+}
+
+/// Lowers the descriptor limit of `pid` to `limit`, soft and hard.
+fn set_nofile(pid: u32, limit: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: a plain system call on another process; `limit` outlives it, and the old limits
+    // are not asked for (null).
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// SIGTERM with no descriptor free: the acceptor, waiting in accept(2), cannot be woken by a
+/// connection to itself (there is no descriptor to connect with), so the listening socket is
+/// shut instead, and the server stops, answering its session 421 once its grace is over. The
+/// session is inside a message, so shutdown does not close it (and free its descriptors) before
+/// the acceptor is woken.
+#[test]
+fn sigterm_with_no_descriptor_free_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--mail-dir",
+        mail.to_str().unwrap(),
+        "--shutdown-grace",
+        "1",
+    ];
+    let Some((mut child, addr, log)) = spawn_limited(LIMIT as u64, &args) else {
+        return;
+    };
+    let mut c = Client::connect(addr);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO good.test", 250);
+    // The writer is past its start, where it opens and syncs the directory above the mail
+    // directory.
+    let r = c.send_mail(
+        "friend@good.test",
+        &["warm@localhost"],
+        "Subject: first\n\nfirst",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    c.expect("MAIL FROM:<friend@good.test>", 250);
+    c.expect("RCPT TO:<warm@localhost>", 250);
+    c.expect("DATA", 354);
+    // No number below the limit is free but the one the waiting accept(2) holds.
+    let pid = child.id();
+    set_nofile(pid, free_descriptor(pid, 0) + 1);
+    signal(&child, "TERM");
+    let r = c.read_reply();
+    assert_eq!(
+        r.line(),
+        "421 4.3.2 Service shutting down; closing transmission channel"
+    );
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert!(log.contains("to stop accepting"), "{log}");
 }

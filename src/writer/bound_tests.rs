@@ -94,8 +94,8 @@ impl Disk for Counting {
             open: Arc::clone(&self.open),
         })
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealDisk.sync_dir(dir)
+    fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
+        RealDisk.sync_dir(dir, path)
     }
 }
 

@@ -1,13 +1,15 @@
 //! The writer's seam to the disk: the few file operations its promise rests on (append, cut
 //! back, sync a file, sync a directory), as traits the tests replace to inject a full disk, a
-//! failing sync, or to watch which syncs come before an answer.
+//! failing sync, or to watch which syncs come before an answer; and the mail directory, which
+//! the writer holds open to sync it.
 //!
 //! It exists apart from the group commit (`mod.rs`) so that what is I/O and what is bookkeeping
 //! can be read separately.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// The file operations the writer does on an open, locked mailbox, as [`Disk::mailbox`] wraps
 /// it.
@@ -59,9 +61,9 @@ pub(crate) fn write_all_parts(out: &mut impl Write, parts: &[&[u8]]) -> io::Resu
 pub(crate) trait Disk: Send + Sync {
     /// Wraps a mailbox file, opened and locked for one commit, given with its mailbox name.
     fn mailbox(&self, file: File, name: &str) -> Box<dyn MboxFile>;
-    /// Flushes the directory `dir`, and so the names of the files created in it, to stable
-    /// storage (fsync(2): syncing a file does not sync its directory entry).
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Flushes the directory `dir`, open as `path`, and so the names of the files created in
+    /// it, to stable storage (fsync(2): syncing a file does not sync its directory entry).
+    fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()>;
 }
 
 /// The disk as it is.
@@ -71,7 +73,85 @@ impl Disk for RealDisk {
     fn mailbox(&self, file: File, _name: &str) -> Box<dyn MboxFile> {
         Box::new(file)
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+    fn sync_dir(&self, dir: &File, _path: &Path) -> io::Result<()> {
+        dir.sync_all()
+    }
+}
+
+/// The mail directory, held open for the writer's life, so that syncing it after a mailbox file
+/// was created needs no descriptor of its own. When other threads hold every descriptor the
+/// process may have (a flood of connections), the writer waits for one to open a new mailbox,
+/// up to the lock timeout; a second one for the directory would fail the commit with `451`.
+/// Before each sync the path is looked up again (stat(2), no descriptor needed): a directory
+/// replaced meanwhile is opened afresh, with the descriptor the old one frees.
+pub(crate) struct MailDir {
+    path: PathBuf,
+    held: Option<File>,
+}
+
+impl MailDir {
+    /// Opens the directory at `path`; if it cannot be opened now, the first sync tries again.
+    pub(crate) fn open(path: PathBuf) -> MailDir {
+        let held = File::open(&path).ok();
+        MailDir { path, held }
+    }
+
+    /// The mail directory's path, under which mailboxes are opened.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Syncs the directory the path names now, through `disk`.
+    pub(crate) fn sync(&mut self, disk: &dyn Disk) -> io::Result<()> {
+        let named = fs::metadata(&self.path)?;
+        let file = match self.held.take() {
+            Some(f)
+                if f.metadata()
+                    .is_ok_and(|m| (m.dev(), m.ino()) == (named.dev(), named.ino())) =>
+            {
+                f
+            }
+            old => {
+                drop(old);
+                File::open(&self.path)?
+            }
+        };
+        let synced = disk.sync_dir(&file, &self.path);
+        self.held = Some(file);
+        synced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The held directory is the one its path names at each sync: replaced, it is opened afresh;
+    /// gone, the sync fails.
+    #[test]
+    fn the_mail_directory_synced_is_the_one_its_path_names() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("mail");
+        fs::create_dir(&path).unwrap();
+        let named = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        let held = |d: &MailDir| {
+            let m = d.held.as_ref().expect("held").metadata().unwrap();
+            (m.dev(), m.ino())
+        };
+        let mut dir = MailDir::open(path.clone());
+        let first = named(&path);
+        assert_eq!(held(&dir), first);
+        dir.sync(&RealDisk).unwrap();
+        assert_eq!(held(&dir), first);
+        fs::rename(&path, root.path().join("old")).unwrap();
+        fs::create_dir(&path).unwrap();
+        dir.sync(&RealDisk).unwrap();
+        assert_eq!(held(&dir), named(&path));
+        assert_ne!(held(&dir), first);
+        fs::remove_dir(&path).unwrap();
+        assert!(dir.sync(&RealDisk).is_err());
     }
 }

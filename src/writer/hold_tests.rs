@@ -49,8 +49,8 @@ impl Disk for Gated {
             go: self.go.clone(),
         })
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealDisk.sync_dir(dir)
+    fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
+        RealDisk.sync_dir(dir, path)
     }
 }
 

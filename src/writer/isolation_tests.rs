@@ -39,8 +39,8 @@ impl Disk for OneBadMailbox {
             fails: name == "bad",
         })
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealDisk.sync_dir(dir)
+    fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
+        RealDisk.sync_dir(dir, path)
     }
 }
 

@@ -33,6 +33,7 @@
 //! it finds.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +52,7 @@ mod lock;
 mod mailbox;
 
 use ack::Ack;
+use disk::MailDir;
 #[cfg(test)]
 use disk::write_all_parts;
 pub(crate) use disk::{Disk, MboxFile, RealDisk};
@@ -154,7 +156,7 @@ pub(crate) fn spawn_with(
         .name("mboxd-writer".into())
         .spawn(move || {
             Writer {
-                mail_dir,
+                mail_dir: MailDir::open(mail_dir),
                 lock_timeout,
                 disk,
                 owner: lock::Owner::current(),
@@ -172,7 +174,7 @@ pub(crate) fn spawn_with(
 }
 
 struct Writer {
-    mail_dir: PathBuf,
+    mail_dir: MailDir,
     lock_timeout: Duration,
     disk: Arc<dyn Disk>,
     /// This process, as the owner of the dotlocks it takes.
@@ -266,11 +268,11 @@ impl Writer {
     /// Syncs the directory that holds the mail directory, once, as the server may just have
     /// created the mail directory. Best effort: the parent may not be readable.
     fn sync_parent(&self) {
-        let parent = match self.mail_dir.parent() {
+        let parent = match self.mail_dir.path().parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        if let Err(e) = self.disk.sync_dir(parent) {
+        if let Err(e) = File::open(parent).and_then(|dir| self.disk.sync_dir(&dir, parent)) {
             log::warn!("cannot sync {parent:?}, the directory holding the mail directory: {e}");
         }
     }
@@ -302,7 +304,7 @@ impl Writer {
                     continue;
                 }
                 if let Some(mut kept) = held.remove(&entry.mailbox) {
-                    if kept.reuse(&self.mail_dir, &entry.mailbox) {
+                    if kept.reuse(self.mail_dir.path(), &entry.mailbox) {
                         boxes.insert(entry.mailbox.clone(), kept);
                         continue;
                     }
@@ -312,7 +314,7 @@ impl Writer {
                     );
                 }
                 match mailbox::open(
-                    &self.mail_dir,
+                    self.mail_dir.path(),
                     &entry.mailbox,
                     self.owner,
                     &*self.disk,
@@ -394,10 +396,13 @@ impl Writer {
         // process: the first batch) is not there after a power cut until its directory entry is
         // synced: once for the batch, before any 250 (a refusal may be answered earlier).
         if failure.is_none() && self.dir_unsynced {
-            match self.disk.sync_dir(&self.mail_dir) {
+            match self.mail_dir.sync(&*self.disk) {
                 Ok(()) => self.dir_unsynced = false,
                 Err(e) => {
-                    log::error!("cannot sync the mail directory {:?}: {e}", self.mail_dir);
+                    log::error!(
+                        "cannot sync the mail directory {:?}: {e}",
+                        self.mail_dir.path()
+                    );
                     failure = Some(classify(&e));
                     failed = None;
                 }

@@ -205,8 +205,8 @@ impl Disk for FaultyDisk {
             fail_sync: self.fail_sync,
         })
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealDisk.sync_dir(dir)
+    fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
+        RealDisk.sync_dir(dir, path)
     }
 }
 
@@ -376,11 +376,11 @@ impl Disk for Watched {
             events: Arc::clone(&self.events),
         })
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
         let mut events = self.events.lock().unwrap();
-        if dir != self.mail_dir {
+        if path != self.mail_dir {
             events.push("sync parent".into());
-            return RealDisk.sync_dir(dir);
+            return RealDisk.sync_dir(dir, path);
         }
         let answered = self
             .in_flight
@@ -399,7 +399,7 @@ impl Disk for Watched {
         if self.fail_dir.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        RealDisk.sync_dir(dir)
+        RealDisk.sync_dir(dir, path)
     }
 }
 
