@@ -473,7 +473,9 @@ const DISPATCH_STEP: Duration = Duration::from_millis(50);
 
 /// Every worker is busy: the newcomer waits for one until `queue_wait` after its arrival, then
 /// gets 421. Idle sessions lose first: the session waiting longest for a command, if it has
-/// waited long enough, is closed with 421 to make room. Shutdown ends the wait within a step.
+/// waited long enough, is closed with 421 to make room. One is closed per newcomer, looked for
+/// again at each step while none is (a session may become idle enough meanwhile), and none for
+/// a newcomer whose wait is over. Shutdown ends the wait within a step.
 fn wait_for_a_worker(
     mut arrival: Arrival,
     workers: &Sender<Arrival>,
@@ -481,7 +483,7 @@ fn wait_for_a_worker(
     queue_wait: Duration,
 ) {
     let deadline = arrival.accepted + queue_wait;
-    ctx.evict_idlest();
+    let mut evicted = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if ctx.shutting_down() {
@@ -490,6 +492,9 @@ fn wait_for_a_worker(
         if left.is_zero() {
             log::warn!("no worker free within {queue_wait:?}; answering 421");
             return refuse(arrival.stream, &reply::TOO_BUSY);
+        }
+        if !evicted {
+            evicted = ctx.evict_idlest();
         }
         match workers.send_timeout(arrival, left.min(DISPATCH_STEP)) {
             Ok(()) => return,

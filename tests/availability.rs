@@ -3,7 +3,8 @@
 //! every message gets its 250 within 2 s of its connect. Also: a command line is bounded in
 //! total time, not per read; a message must keep a minimum average rate once its grace has
 //! passed (one fast enough is never cut, however long); and under pressure the idlest session
-//! makes room.
+//! makes room, also one that becomes idle enough while the newcomer waits, but not for a
+//! newcomer whose wait is over.
 //! Peers are played from distinct loopback addresses (all of 127/8 is this machine).
 
 mod support;
@@ -201,6 +202,53 @@ fn the_session_idle_longest_gets_421_4_3_2_and_its_worker_serves_the_newcomer() 
     first.expect_closed();
     newcomer.expect("NOOP", 250);
     second.expect("NOOP", 250);
+}
+
+/// A newcomer that arrives while every session has waited under the 1 s that spares it is not
+/// refused at once: the dispatcher looks again while the newcomer waits, and closes the session
+/// that becomes idle enough first.
+#[test]
+fn a_session_that_becomes_evictable_while_a_newcomer_waits_makes_room() {
+    let server = TestServer::with(|c| {
+        c.workers = 2;
+        c.queue_wait = Duration::from_secs(5);
+    });
+    let mut first = server.client();
+    first.expect("EHLO first.test", 250);
+    let mut second = server.client();
+    second.expect("EHLO second.test", 250);
+    let since = Instant::now();
+    let mut newcomer = Client::connect_with_timeout(server.addr, Duration::from_secs(10));
+    let greeting = newcomer.read_reply();
+    let waited = since.elapsed();
+    assert_eq!(greeting.code, 220, "after {waited:?}: {greeting:?}");
+    assert!(waited < Duration::from_secs(3), "greeted after {waited:?}");
+    let r = first.read_reply();
+    assert_eq!(r.code, 421, "{r:?}");
+    first.expect_closed();
+    newcomer.expect("NOOP", 250);
+    second.expect("NOOP", 250);
+}
+
+/// A newcomer whose wait is over when it reaches the dispatcher (`--queue-wait 0`) gets `421`
+/// and closes no session: an eviction would free a worker for no one.
+#[test]
+fn a_newcomer_whose_wait_is_over_closes_no_idle_session() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.queue_wait = Duration::ZERO;
+    });
+    let mut first = server.client();
+    first.expect("EHLO first.test", 250);
+    thread::sleep(Duration::from_millis(1100)); // past the 1 s an idle session is spared
+    let mut newcomer = Client::connect(server.addr);
+    let r = newcomer.read_reply();
+    assert_eq!(
+        r.line(),
+        "421 Too busy; try again later; closing transmission channel"
+    );
+    newcomer.expect_closed();
+    first.expect("NOOP", 250);
 }
 
 #[test]

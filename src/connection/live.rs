@@ -87,8 +87,8 @@ impl Context {
 
     /// Closes the session that has waited longest for a command (the oldest connection of those
     /// tied), if one has waited at least [`EVICTABLE_AFTER`]: it answers `421 4.3.2` and its
-    /// worker is free for a newcomer.
-    pub(crate) fn evict_idlest(&self) {
+    /// worker is free for a newcomer. True if it closed one.
+    pub(crate) fn evict_idlest(&self) -> bool {
         let now = self.clock();
         let limit = EVICTABLE_AFTER.as_millis() as u64;
         let live = self.live();
@@ -100,11 +100,13 @@ impl Context {
             .filter_map(|(&id, conn)| Some((conn.flags.idle_for(now)?, id, conn)))
             .filter(|(idle, ..)| *idle >= limit)
             .max_by_key(|&(idle, id, _)| (idle, std::cmp::Reverse(id)));
-        if let Some((idle, _, conn)) = idlest {
-            log::info!("every worker busy: closing a session idle for {idle} ms to make room");
-            conn.flags.evicted.store(true, Ordering::SeqCst);
-            let _ = conn.stream.shutdown(Shutdown::Read);
-        }
+        let Some((idle, _, conn)) = idlest else {
+            return false;
+        };
+        log::info!("every worker busy: closing a session idle for {idle} ms to make room");
+        conn.flags.evicted.store(true, Ordering::SeqCst);
+        let _ = conn.stream.shutdown(Shutdown::Read);
+        true
     }
 
     /// Milliseconds since the epoch, plus one (so 0 can mean "never").
