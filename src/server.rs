@@ -4,9 +4,9 @@
 //! thread per listener passes each new connection to one dispatcher thread, which hands it to a
 //! free worker or, after `queue_wait`, answers `421` and closes it, so no client is left hanging
 //! with no answer. Shutdown wakes each acceptor with a flag plus a connection to itself (as
-//! tiny_http does; shutdown(2) of its socket where no descriptor is free to connect with), then: stop accepting, stop dispatching, wake idle sessions, close the
-//! workers' connection channel and join the workers, drop the last delivery sender so the writer
-//! drains, join it.
+//! tiny_http does; shutdown(2) of its socket where no descriptor is free to connect with), then:
+//! stop accepting, stop dispatching, wake idle sessions, close the workers' connection channel
+//! and join the workers, drop the last delivery sender so the writer drains, join it.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -348,6 +348,8 @@ impl Running {
         for acceptor in self.acceptors.drain(..) {
             let _ = acceptor.join();
         }
+        // The last handles: the listening sockets close, and new connections are refused.
+        self.listeners.clear();
         // Nothing listens any more: the ready file goes, unless something else has replaced it
         // since (another server started with the same path).
         if let Some((path, text)) = self.ready_file.take()
