@@ -208,8 +208,13 @@ fn answer_and_close(mut stream: &TcpStream, r: &Reply, enhanced: bool) -> io::Re
 /// message began and how much of it has come.
 struct Clock {
     /// The core's progress count when the current command wait began.
-    progress: u64,
+    progress: u32,
     waiting_since: Instant,
+    /// The core's count of useful frames, and when the wait after the last of them began:
+    /// eviction counts a session idle from then, so keep-alive commands (NOOP, RSET, VRFY, EXPN,
+    /// HELP) cannot keep a session it does not use from being closed for a newcomer.
+    useful: u32,
+    idle_since: Instant,
     message: Option<(Instant, u64)>,
 }
 
@@ -239,6 +244,8 @@ fn run(
     let mut clock = Clock {
         progress: core.progress(),
         waiting_since: Instant::now(),
+        useful: core.useful(),
+        idle_since: Instant::now(),
         message: None,
     };
     // The last message handed to the writer, until its answer is settled.
@@ -300,6 +307,10 @@ fn run(
             clock.progress = core.progress();
             clock.waiting_since = now;
         }
+        if core.useful() != clock.useful {
+            clock.useful = core.useful();
+            clock.idle_since = now;
+        }
         match (message, clock.message) {
             (true, None) => clock.message = Some((now, 0)),
             (false, Some(_)) => clock.message = None,
@@ -309,7 +320,7 @@ fn run(
             0
         } else {
             ctx.clock()
-                .saturating_sub(clock.waiting_since.elapsed().as_millis() as u64)
+                .saturating_sub(clock.idle_since.elapsed().as_millis() as u64)
                 .max(1)
         };
         flags.waiting_since.store(waiting, Ordering::SeqCst);

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::framer::{Framer, MAX_COMMAND_LINE, Mode, Status, TEXT_PIECE};
+use crate::framer::{Frame, Framer, MAX_COMMAND_LINE, Mode, Status, TEXT_PIECE};
 use crate::reply::{Reply, write_reply};
 use crate::session::{Action, Envelope, Session};
 
@@ -61,8 +61,10 @@ pub(crate) struct Protocol {
     start: usize,
     end: usize,
     output: Vec<u8>,
-    /// Frames handled so far.
-    progress: u64,
+    /// Frames handled so far (wrapping: only compared for a change).
+    progress: u32,
+    /// Frames handled so far that were not a keep-alive command (see [`is_keep_alive`]).
+    useful: u32,
     /// An action still to carry out (after a delay, or the session's first), and whether the
     /// session used EHLO when it was made.
     pending: Option<(Action, bool)>,
@@ -80,6 +82,7 @@ impl Protocol {
             end: 0,
             output: Vec::new(),
             progress: 0,
+            useful: 0,
             pending: Some((first, false)),
         }
     }
@@ -149,9 +152,13 @@ impl Protocol {
                 Status::Complete { frame, used } => (frame, used),
             };
             let enhanced = self.session.enhanced();
+            let keep_alive = is_keep_alive(&frame);
             let action = self.session.handle(frame);
             self.start += used;
-            self.progress += 1;
+            self.progress = self.progress.wrapping_add(1);
+            if !keep_alive {
+                self.useful = self.useful.wrapping_add(1);
+            }
             if let Some(event) = self.act(action, enhanced) {
                 return event;
             }
@@ -206,14 +213,34 @@ impl Protocol {
 
     /// How many frames (command lines, text pieces, chunk parts) were handled so far: when it
     /// has moved on, a wait for the next command has begun.
-    pub(crate) fn progress(&self) -> u64 {
+    pub(crate) fn progress(&self) -> u32 {
         self.progress
+    }
+
+    /// How many of those frames were not a keep-alive command: when it has moved on, the
+    /// session did something with its worker besides keeping it.
+    pub(crate) fn useful(&self) -> u32 {
+        self.useful
     }
 
     /// True while a message is being received: shutdown gives such a session its grace.
     pub(crate) fn in_message(&self) -> bool {
         self.session.in_message()
     }
+}
+
+/// Whether `frame` is NOOP, RSET, VRFY, EXPN or HELP: a command that moves no mail, which a
+/// client can send now and then to keep a session it does not use (Postfix counts NOOP, RSET,
+/// VRFY and ETRN as "junk" commands). They do not make a session busy for eviction.
+fn is_keep_alive(frame: &Frame<'_>) -> bool {
+    let Frame::Command(line) = frame else {
+        return false;
+    };
+    let verb = line.get(..4).unwrap_or_default();
+    matches!(line.get(4), None | Some(b' ' | b'\r' | b'\n'))
+        && [b"NOOP", b"RSET", b"VRFY", b"EXPN", b"HELP"]
+            .iter()
+            .any(|keep| verb.eq_ignore_ascii_case(*keep))
 }
 
 #[cfg(test)]
@@ -272,6 +299,25 @@ mod tests {
             "250 2.0.0 OK\r\n221 2.0.0 mx.test Service closing transmission channel\r\n"
         );
         assert_eq!(p.poll(), Event::Close);
+    }
+
+    #[test]
+    fn keep_alive_commands_are_progress_but_not_useful() {
+        let mut p = protocol();
+        assert_eq!(p.poll(), Event::NeedInput);
+        feed(&mut p, b"EHLO c\r\n");
+        assert_eq!(p.poll(), Event::NeedInput);
+        let (progress, useful) = (p.progress(), p.useful());
+        feed(
+            &mut p,
+            b"NOOP\r\nnoop x\r\nRSET\r\nVRFY a\r\nEXPN b\r\nHELP\r\nhelp mail\r\n",
+        );
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!((p.progress(), p.useful()), (progress + 7, useful));
+        // Anything else is useful: a verb that only starts like one, MAIL, an unknown command.
+        feed(&mut p, b"NOOPS\r\nMAIL FROM:<a@b>\r\nXYZZY\r\n");
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!((p.progress(), p.useful()), (progress + 10, useful + 3));
     }
 
     #[test]

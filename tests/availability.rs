@@ -3,8 +3,8 @@
 //! every message gets its 250 within 2 s of its connect. Also: a command line is bounded in
 //! total time, not per read; a message must keep a minimum average rate once its grace has
 //! passed (one fast enough is never cut, however long); and under pressure the idlest session
-//! makes room, also one that becomes idle enough while the newcomer waits, but not for a
-//! newcomer whose wait is over.
+//! makes room, also one that becomes idle enough while the newcomer waits or one kept only with
+//! NOOPs, but not for a newcomer whose wait is over.
 //! Peers are played from distinct loopback addresses (all of 127/8 is this machine).
 
 mod support;
@@ -228,6 +228,44 @@ fn a_session_that_becomes_evictable_while_a_newcomer_waits_makes_room() {
     first.expect_closed();
     newcomer.expect("NOOP", 250);
     second.expect("NOOP", 250);
+}
+
+/// A session kept with NOOPs, and nothing else, is idle for eviction: keep-alive commands do not
+/// hold a worker against a newcomer. (Before, a NOOP every 0.3 s kept it from ever being idle a
+/// second, and the newcomer got `421` after `--queue-wait`.)
+#[test]
+fn keep_alive_noops_do_not_spare_a_session_from_eviction() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.queue_wait = Duration::from_secs(3);
+    });
+    let mut first = server.client();
+    first.expect("EHLO first.test", 250);
+    let addr = server.addr;
+    let newcomer = thread::spawn(move || {
+        let mut c = Client::connect_with_timeout(addr, Duration::from_secs(10));
+        let greeting = c.read_reply();
+        (greeting, c)
+    });
+    let since = Instant::now();
+    let closed = loop {
+        thread::sleep(Duration::from_millis(300)); // the client's pace, not a synchronisation
+        let r = first.cmd("NOOP");
+        if r.code != 250 {
+            break r;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "the NOOP-kept session was never closed"
+        );
+    };
+    assert_eq!(
+        closed.line(),
+        "421 4.3.2 Busy; closing idle session to make room; closing transmission channel"
+    );
+    let (greeting, mut newcomer) = newcomer.join().unwrap();
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    newcomer.expect("NOOP", 250);
 }
 
 /// A newcomer whose wait is over when it reaches the dispatcher (`--queue-wait 0`) gets `421`

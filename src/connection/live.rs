@@ -28,7 +28,8 @@ pub(super) struct Flags {
     /// Inside a message: shutdown gives it its grace, eviction leaves it alone.
     pub(super) in_message: AtomicBool,
     /// Milliseconds after the context's epoch, plus one, since when the session has been
-    /// waiting for its current command; 0 while it is not waiting for one.
+    /// waiting for a command, counted from its last command that was not a keep-alive (NOOP,
+    /// RSET, VRFY, EXPN, HELP); 0 while it is not waiting for one.
     pub(super) waiting_since: AtomicU64,
     /// Set when the session was closed to make room; it then answers 421.
     pub(super) evicted: AtomicBool,
