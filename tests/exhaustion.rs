@@ -241,59 +241,52 @@ fn free_descriptor(pid: u32, n: usize) -> u64 {
     (0..).filter(|n| !open.contains(n)).nth(n).unwrap()
 }
 
-/// With one descriptor free, a message to a new mailbox is delivered: the mailbox takes it, and
-/// the mail directory, synced because the file is new, is synced through the descriptor the
-/// writer holds, not one it would have to open then (which failed the delivery with `451`).
-#[test]
-fn a_new_mailbox_is_delivered_with_one_descriptor_free() {
+/// A server under `RLIMIT_NOFILE` [`LIMIT`], started with `args` besides its address, domain and
+/// mail directory, and a client inside a message to `fresh@mx.test`, its text sent but not its
+/// end. A first message was delivered on the way: the writer is past its start (where it opens
+/// and syncs the directory holding the mail directory), and the mail directory is synced.
+/// `None` where the limit cannot be set.
+struct InMessage {
+    child: ChildGuard,
+    log: JoinHandle<String>,
+    client: Client,
+    mail: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn in_message(args: &[&str]) -> Option<InMessage> {
     let dir = tempfile::tempdir().unwrap();
     let mail = dir.path().join("mail");
-    let args = [
+    let mut all = vec![
         "--listen",
         "127.0.0.1:0",
         "--domain",
         "mx.test",
         "--mail-dir",
         mail.to_str().unwrap(),
-        "--lock-timeout",
-        "2",
     ];
-    let Some((mut child, addr, log)) = spawn_limited(LIMIT as u64, &args) else {
-        return;
-    };
-    let mut c = Client::connect(addr);
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO good.test", 250);
-    // A first delivery: the writer is past its start (where it opens and syncs the directory
-    // holding the mail directory), and the mail directory is synced.
-    let r = c.send_mail(
+    all.extend_from_slice(args);
+    let (child, addr, log) = spawn_limited(LIMIT as u64, &all)?;
+    let mut client = Client::connect(addr);
+    assert_eq!(client.read_reply().code, 220);
+    client.expect("EHLO good.test", 250);
+    let r = client.send_mail(
         "friend@good.test",
         &["warm@mx.test"],
         "Subject: first\n\nfirst",
     );
     assert_eq!(r.code, 250, "{r:?}");
-    c.expect("MAIL FROM:<friend@good.test>", 250);
-    c.expect("RCPT TO:<fresh@mx.test>", 250);
-    c.expect("DATA", 354);
-    c.send(b"Subject: one descriptor\r\n\r\nstill here\r\n");
-    // Every descriptor number below the limit is taken but one. The lowest number not open is
-    // not free either: Linux reserves the number a connection will get when accept(2) starts
-    // waiting, and the accepting thread waits.
-    let pid = child.id();
-    set_nofile(pid, free_descriptor(pid, 1) + 1);
-    c.send(b".\r\n");
-    let end = c.read_reply();
-    assert_eq!(end.code, 250, "{end:?}");
-    c.expect("QUIT", 221);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let log = log.join().expect("log");
-    assert!(!log.contains("cannot sync"), "{log}");
-    let stored = fs::read_to_string(mail.join("fresh")).unwrap();
-    assert!(stored.contains("still here"), "{stored}");
+    client.expect("MAIL FROM:<friend@good.test>", 250);
+    client.expect("RCPT TO:<fresh@mx.test>", 250);
+    client.expect("DATA", 354);
+    client.send(b"Subject: one descriptor\r\n\r\nstill here\r\n");
+    Some(InMessage {
+        child,
+        log,
+        client,
+        mail,
+        _dir: dir,
+    })
 }
 
 /// Lowers the descriptor limit of `pid` to `limit`, soft and hard.
@@ -315,6 +308,41 @@ fn set_nofile(pid: u32, limit: u64) {
     assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
+/// With one descriptor free, a message to a new mailbox is delivered: the mailbox takes it, and
+/// the mail directory, synced because the file is new, is synced through the descriptor the
+/// writer holds, not one it would have to open then (which failed the delivery with `451`).
+#[test]
+fn a_new_mailbox_is_delivered_with_one_descriptor_free() {
+    let Some(InMessage {
+        mut child,
+        log,
+        client: mut c,
+        mail,
+        _dir,
+    }) = in_message(&["--lock-timeout", "2"])
+    else {
+        return;
+    };
+    // Every descriptor number below the limit is taken but one. The lowest number not open is
+    // not free either: Linux reserves the number a connection will get when accept(2) starts
+    // waiting, and the accepting thread waits.
+    let pid = child.id();
+    set_nofile(pid, free_descriptor(pid, 1) + 1);
+    c.send(b".\r\n");
+    let end = c.read_reply();
+    assert_eq!(end.code, 250, "{end:?}");
+    c.expect("QUIT", 221);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert!(!log.contains("cannot sync"), "{log}");
+    let stored = fs::read_to_string(mail.join("fresh")).unwrap();
+    assert!(stored.contains("still here"), "{stored}");
+}
+
 /// SIGTERM with no descriptor free: the acceptor, waiting in accept(2), cannot be woken by a
 /// connection to itself (there is no descriptor to connect with), so the listening socket is
 /// shut instead, and the server stops, answering its session 421 once its grace is over. The
@@ -322,33 +350,15 @@ fn set_nofile(pid: u32, limit: u64) {
 /// the acceptor is woken.
 #[test]
 fn sigterm_with_no_descriptor_free_stops_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let mail = dir.path().join("mail");
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--mail-dir",
-        mail.to_str().unwrap(),
-        "--shutdown-grace",
-        "1",
-    ];
-    let Some((mut child, addr, log)) = spawn_limited(LIMIT as u64, &args) else {
+    let Some(InMessage {
+        mut child,
+        log,
+        client: mut c,
+        ..
+    }) = in_message(&["--shutdown-grace", "1"])
+    else {
         return;
     };
-    let mut c = Client::connect(addr);
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO good.test", 250);
-    // The writer is past its start, where it opens and syncs the directory above the mail
-    // directory.
-    let r = c.send_mail(
-        "friend@good.test",
-        &["warm@localhost"],
-        "Subject: first\n\nfirst",
-    );
-    assert_eq!(r.code, 250, "{r:?}");
-    c.expect("MAIL FROM:<friend@good.test>", 250);
-    c.expect("RCPT TO:<warm@localhost>", 250);
-    c.expect("DATA", 354);
     // No number below the limit is free but the one the waiting accept(2) holds.
     let pid = child.id();
     set_nofile(pid, free_descriptor(pid, 0) + 1);
