@@ -24,18 +24,26 @@ pub(crate) struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for c in self.0.chars() {
+        // Runs of characters shown as they are go out in one write each: this formats every
+        // delivery's log line, and a write per character cost more than the rest of the line.
+        let mut rest = self.0;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
+            let (run, from_c) = rest.split_at(at);
+            f.write_str(run)?;
             if c == '\\' {
                 f.write_str("\\\\")?;
-            } else if is_unsafe(c) || matches!(c, '<' | '>') {
-                write!(f, "\\u{{{:04x}}}", c as u32)?;
             } else {
-                f.write_char(c)?;
+                write!(f, "\\u{{{:04x}}}", c as u32)?;
             }
+            rest = from_c.get(c.len_utf8()..).unwrap_or_default();
         }
-        Ok(())
+        f.write_str(rest)
     }
+}
+
+/// Whether [`Escaped`] writes `c` escaped.
+fn needs_escape(c: char) -> bool {
+    matches!(c, '\\' | '<' | '>') || is_unsafe(c)
 }
 
 /// True for characters that must not appear raw in a log line, a header mboxd writes or a
@@ -55,6 +63,10 @@ impl fmt::Display for Escaped<'_> {
 /// - code points that are unassigned or for private use (the `unicode-normalization` crate's
 ///   tables).
 pub(crate) fn is_unsafe(c: char) -> bool {
+    if c.is_ascii() {
+        // Of ASCII, only the C0 controls and DEL are in the set (the tests compare the two).
+        return c.is_ascii_control();
+    }
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{fff9}'..='\u{fffb}')
         || is_default_ignorable(c)
@@ -147,6 +159,26 @@ mod tests {
     #[test]
     fn backslash_is_escaped_so_escapes_cannot_be_forged() {
         assert_eq!(esc("\\u{000a}"), "\\\\u{000a}");
+    }
+
+    #[test]
+    fn of_ascii_only_controls_are_unsafe() {
+        // What the fast path in `is_unsafe` gives, against the general rule.
+        for c in (0u8..=0x7f).map(char::from) {
+            let general = c.is_control() || is_default_ignorable(c);
+            assert_eq!(is_unsafe(c), general, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn runs_between_escapes_are_kept_whole() {
+        assert_eq!(esc(""), "");
+        assert_eq!(esc("<"), "\\u{003c}");
+        assert_eq!(
+            esc("ab<cd>ef\\gh\u{202e}"),
+            "ab\\u{003c}cd\\u{003e}ef\\\\gh\\u{202e}"
+        );
+        assert_eq!(esc("ü\u{200b}ü"), "ü\\u{200b}ü");
     }
 
     #[test]
