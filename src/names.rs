@@ -61,6 +61,16 @@ pub(crate) fn mailbox_name(local: &str) -> Option<String> {
 /// no reallocation deep below RCPT's frames (they would take a worker's stack a page deeper;
 /// see `pool::WORKER_STACK`).
 fn fold(s: &str) -> String {
+    if s.is_ascii() {
+        // No ASCII character decomposes or composes with another, so both NFKC passes leave
+        // ASCII text as it is, and lower-casing it is ASCII's (a test compares the two ways).
+        return s.to_ascii_lowercase();
+    }
+    fold_unicode(s)
+}
+
+/// [`fold`] for any text.
+fn fold_unicode(s: &str) -> String {
     let mut nfkc = String::with_capacity(s.len());
     nfkc.extend(s.nfkc());
     let lower = nfkc.to_lowercase();
@@ -77,6 +87,17 @@ fn allowed(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_folds_as_the_general_rule_folds_it() {
+        let all: String = (0u8..=0x7f).map(char::from).collect();
+        assert_eq!(fold(&all), fold_unicode(&all));
+        for c in all.chars() {
+            let pair = format!("{c}{c}");
+            assert_eq!(fold(&pair), fold_unicode(&pair), "{c:?}");
+        }
+        assert_eq!(fold("Alice.Smith-42"), "alice.smith-42");
+    }
 
     #[test]
     fn canonically_equivalent_spellings_are_one_name() {
