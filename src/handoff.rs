@@ -129,27 +129,32 @@ fn job(
             body: Arc::clone(&envelope.body),
         })
         .collect();
-    let to: Vec<String> = envelope
-        .recipients
-        .iter()
-        .map(|(m, _)| format!("<{}>", Escaped(m)))
-        .collect();
-    let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
-    let bytes = envelope.size;
-    let to = to.join(",");
-    // The user a successful AUTH named, never a password (none is kept past AUTH).
-    let auth = envelope
-        .user
-        .as_deref()
-        .map(|user| format!(" auth=<{}>", Escaped(user)))
-        .unwrap_or_default();
     Job {
         id: id.to_string(),
         label: label.to_string(),
-        summary: format!("from=<{sender}> to={to} bytes={bytes}{auth}"),
+        summary: summary(envelope),
         entries,
         ack,
     }
+}
+
+/// The log's account of a message: `from=<...> to=<...>,<...> bytes=N`, and ` auth=<...>` when
+/// a successful AUTH named a user (never a password: none is kept past AUTH).
+fn summary(envelope: &Envelope) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64);
+    // Formatting into a String cannot fail.
+    let sender = Escaped(envelope.sender.as_deref().unwrap_or(""));
+    let _ = write!(out, "from=<{sender}> to=");
+    for (i, (mailbox, _)) in envelope.recipients.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(out, "{comma}<{}>", Escaped(mailbox));
+    }
+    let _ = write!(out, " bytes={}", envelope.size);
+    if let Some(user) = &envelope.user {
+        let _ = write!(out, " auth=<{}>", Escaped(user));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -183,6 +188,33 @@ mod tests {
             stream: Arc::clone(stream),
         };
         (ack, pending)
+    }
+
+    #[test]
+    fn the_summary_names_every_mailbox_and_escapes_what_a_client_sent() {
+        let mut envelope = Envelope {
+            sender: Some("a>b@x.test".into()),
+            recipients: vec![
+                ("jones".into(), "jones@x".into()),
+                ("ro\u{202e}ot".into(), "r@x".into()),
+            ],
+            body: Arc::new(crate::mbox::Body::stored(b"hi\n")),
+            size: 19,
+            helo: "x".into(),
+            protocol: crate::session::Protocol::Esmtp,
+            user: None,
+        };
+        assert_eq!(
+            summary(&envelope),
+            "from=<a\\u{003e}b@x.test> to=<jones>,<ro\\u{202e}ot> bytes=19"
+        );
+        envelope.sender = None;
+        envelope.recipients.truncate(1);
+        envelope.user = Some("u<".into());
+        assert_eq!(
+            summary(&envelope),
+            "from=<> to=<jones> bytes=19 auth=<u\\u{003c}>"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) use {
 };
 
 use std::borrow::Cow;
+use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::command;
@@ -90,37 +91,32 @@ pub(crate) fn header(trace: &Trace<'_>, recipient: &str) -> Vec<u8> {
     );
     let t = Civil::from_unix(trace.time);
     // RFC 4155: the separator's address has no spaces; the null sender is MAILER-DAEMON.
-    let from = trace
-        .sender
-        .map_or_else(|| "MAILER-DAEMON".to_string(), from_line_address);
-    let mut out = format!(
-        "From {from} {} {} {:2} {:02}:{:02}:{:02} {}\n",
-        t.weekday_name(),
-        t.month_name(),
-        t.day,
-        t.hour,
-        t.minute,
-        t.second,
-        t.year
-    );
+    let from = trace.sender.map_or(Cow::Borrowed("MAILER-DAEMON"), |s| {
+        Cow::Owned(from_line_address(s))
+    });
     let sender = trace.sender.map_or(Cow::Borrowed(""), header_address);
-    out.push_str(&format!("Return-Path: <{sender}>\n"));
-    out.push_str(&format!(
-        "Received: from {} ({})\n\tby {} (mboxd) with {} id {}\n\tfor <{}>; {}, {:02} {} {} {:02}:{:02}:{:02} +0000\n",
-        from_name(trace.helo, trace.protocol.starts_with("UTF8")),
-        trace.peer,
-        trace.hostname,
-        trace.protocol,
-        trace.id,
-        header_address(recipient),
-        t.weekday_name(),
-        t.day,
-        t.month_name(),
-        t.year,
-        t.hour,
-        t.minute,
-        t.second
-    ));
+    let helo = from_name(trace.helo, trace.protocol.starts_with("UTF8"));
+    let recipient = header_address(recipient);
+    // One buffer, sized for the whole header (the fixed text and the dates take 129 octets in
+    // years of four digits), that the three lines are formatted into: a header is made for
+    // every mailbox of every message.
+    let variable = [&from, &sender, &helo, &recipient]
+        .iter()
+        .map(|s| s.len())
+        .chain([trace.peer, trace.hostname, trace.protocol, trace.id].map(str::len))
+        .sum::<usize>();
+    let mut out = String::with_capacity(160 + variable);
+    let (weekday, month, year) = (t.weekday_name(), t.month_name(), t.year);
+    let (hour, minute, second) = (t.hour, t.minute, t.second);
+    // Formatting into a String cannot fail.
+    let _ = write!(
+        out,
+        "From {from} {weekday} {month} {:2} {hour:02}:{minute:02}:{second:02} {year}\n\
+         Return-Path: <{sender}>\n\
+         Received: from {helo} ({})\n\tby {} (mboxd) with {} id {}\n\
+         \tfor <{recipient}>; {weekday}, {:02} {month} {year} {hour:02}:{minute:02}:{second:02} +0000\n",
+        t.day, trace.peer, trace.hostname, trace.protocol, trace.id, t.day,
+    );
     out.into_bytes()
 }
 

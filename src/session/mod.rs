@@ -43,6 +43,8 @@ use crate::framer::{Frame, Mode};
 use crate::mbox::Encoder;
 pub(crate) use auth::Policy;
 use auth::Sasl;
+#[cfg(test)]
+pub(crate) use message::Protocol;
 pub(crate) use message::{Chunk, Discard, Envelope};
 
 use crate::reply::{self, Reply};
