@@ -174,7 +174,7 @@ fn suffix(bytes: &[u8], n: usize) -> &[u8] {
 
 /// The offset just past the first LF, if there is one.
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n').map(|i| i + 1)
+    crate::scan::find2(bytes, b'\n', b'\n').map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -85,6 +85,7 @@ mod os;
 mod pool;
 mod protocol;
 mod reply;
+mod scan;
 mod server;
 mod session;
 mod socket;

@@ -33,6 +33,7 @@ use std::ops::Deref;
 
 use crate::budget::{Reservation, STEP};
 use crate::config::BareNewline;
+use crate::scan::find2;
 
 const FROM: &[u8] = b"From ";
 
@@ -230,12 +231,17 @@ impl Encoder {
     pub(crate) fn push(&mut self, mut input: &[u8]) {
         self.received = self.received.saturating_add(input.len() as u64);
         while self.refused.is_none() {
-            if !self.cr && self.line == Line::Middle && !self.name_open {
-                // The common case: copy up to the next CR or LF at once.
-                let n = input
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(input.len());
+            if !self.cr && self.line == Line::Middle {
+                // The common case: copy up to the next CR or LF at once, or in a header field's
+                // name up to its `:`, which decides whether the name is renamed.
+                let n = if self.name_open {
+                    input
+                        .iter()
+                        .position(|&b| matches!(b, b'\r' | b'\n' | b':'))
+                } else {
+                    find2(input, b'\r', b'\n')
+                };
+                let n = n.unwrap_or(input.len());
                 if let Some((run, rest)) = input.split_at_checked(n).filter(|_| n > 0) {
                     self.write(run);
                     input = rest;
@@ -385,6 +391,10 @@ impl Encoder {
 
     /// Writes `quotes` `>` and the first `matched` octets of `From `.
     fn write_start(&mut self, quotes: u64, matched: usize) {
+        if quotes == 0 && matched == 0 {
+            // Nothing held back: the start of almost every line.
+            return;
+        }
         let quotes = usize::try_from(quotes).unwrap_or(usize::MAX);
         if quotes > 0 && self.room(quotes) {
             self.out.resize(self.out.len() + quotes, b'>');
