@@ -7,7 +7,8 @@
 //! kill(2) and signal 0, and sending a reply without waiting with send(2), for the writer;
 //! raising the soft limit on open descriptors to the hard one with getrlimit(2) and
 //! setrlimit(2), for the server at start; waking an acceptor with shutdown(2) of its listening
-//! socket, for the server at stop; and, used by the binary,
+//! socket, for the server at stop; choosing the `SCHED_BATCH` policy with sched_setscheduler(2),
+//! for the workers and the writer; and, used by the binary,
 //! blocking then waiting for SIGINT and SIGTERM with sigwait(3) so that signals arrive in an
 //! ordinary thread instead of an async-signal handler, and fixing glibc's mmap threshold with
 //! mallopt(3) so message buffers go back to the system when freed. The binary compiles this same
@@ -104,6 +105,32 @@ pub(crate) fn stop_accepting(listener: &TcpListener) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Puts the calling thread, and the threads it starts later, under `SCHED_BATCH` (sched(7)):
+/// the same share of the CPU and the same nice value as under the default policy, but a wake-up
+/// of the thread does not preempt the thread that is running; the woken one waits its turn. Any
+/// thread may choose it for itself, without privilege. On Linux the policy is a thread's, not
+/// the process's.
+pub(crate) fn batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread, and `param` is a valid sched_param (priority 0,
+    // the only one SCHED_BATCH takes) that the call only reads.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's scheduling policy (`libc::SCHED_OTHER`, `libc::SCHED_BATCH`...).
+#[cfg(test)]
+pub(crate) fn scheduling_policy() -> io::Result<i32> {
+    // SAFETY: sched_getscheduler only reads the policy of the thread pid 0 names, the caller.
+    match unsafe { libc::sched_getscheduler(0) } {
+        -1 => Err(io::Error::last_os_error()),
+        policy => Ok(policy),
     }
 }
 

@@ -155,6 +155,10 @@ pub(crate) fn spawn_with(
     thread::Builder::new()
         .name("mboxd-writer".into())
         .spawn(move || {
+            // Like the workers (`pool.rs`): its wake-ups wait for the running thread's turn.
+            if let Err(e) = crate::os::batch_scheduling() {
+                log::debug!("writer: SCHED_BATCH refused ({e}); default policy kept");
+            }
             Writer {
                 mail_dir: MailDir::open(mail_dir),
                 lock_timeout,
