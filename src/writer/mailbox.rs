@@ -5,7 +5,7 @@
 //! written, which lock it holds) in one value that releases its locks when dropped.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -52,7 +52,8 @@ impl From<Refused> for OpenError {
     }
 }
 
-/// Opens a mailbox under both locks and finds what must precede the first new entry.
+/// Opens a mailbox under both locks, checks that its name still names the file locked, and
+/// finds what must precede the first new entry.
 ///
 /// `created` is set as soon as this call creates the file, even if it then fails: the new
 /// directory entry must be synced before anything in the file is acknowledged.
@@ -65,22 +66,19 @@ pub(super) fn open(
 ) -> Result<Mailbox, OpenError> {
     let path = dir.join(name);
     let dotlock = lock::take(dir, name, owner)?;
-    let (file, new) = open_or_create(&path).map_err(OpenError::Io)?;
-    *created |= new;
-    match os::try_lock_exclusive(&file) {
-        Ok(true) => {}
-        Ok(false) => return Err(OpenError::Busy),
-        Err(e) => return Err(OpenError::Io(e)),
+    let mut opened = None;
+    for _ in 0..3 {
+        let (file, new) = open_or_create(&path).map_err(OpenError::Io)?;
+        *created |= new;
+        opened = lock_opened(file, &path)?;
+        if opened.is_some() {
+            break;
+        }
     }
-    let meta = file.metadata().map_err(OpenError::Io)?;
-    // A FIFO or a device where a mailbox was would take writes without end (a pipe no one
-    // reads blocks the writer, and every delivery behind it) and cannot be synced.
-    if !meta.file_type().is_file() {
-        return Err(OpenError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
-    }
+    // Replaced three times over in a moment: try again later, as for a lock held.
+    let Some((file, meta)) = opened else {
+        return Err(OpenError::Busy);
+    };
     let len = meta.len();
     let tail = read_tail(&file, len).map_err(OpenError::Io)?;
     let pad = padding(&tail);
@@ -136,6 +134,32 @@ impl Mailbox {
         self.len = len;
         self.tail.clear();
     }
+}
+
+/// Takes the fcntl lock on `file`, just opened as `path`, and checks what it is; `None` if `path`
+/// no longer names it. Between the open and the lock, a program that locks with fcntl alone may
+/// have renamed a new mailbox over the old one (as a rewrite does), or any program may have
+/// removed it: a message appended to a file that no name leads to would be acknowledged and lost.
+/// Checked once the lock is held, so a program that honours the locks cannot change it again
+/// before the commit ends.
+fn lock_opened(file: File, path: &Path) -> Result<Option<(File, Metadata)>, OpenError> {
+    match os::try_lock_exclusive(&file) {
+        Ok(true) => {}
+        Ok(false) => return Err(OpenError::Busy),
+        Err(e) => return Err(OpenError::Io(e)),
+    }
+    let meta = file.metadata().map_err(OpenError::Io)?;
+    // A FIFO or a device where a mailbox was would take writes without end (a pipe no one
+    // reads blocks the writer, and every delivery behind it) and cannot be synced.
+    if !meta.file_type().is_file() {
+        return Err(OpenError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let named = std::fs::symlink_metadata(path)
+        .is_ok_and(|now| (now.dev(), now.ino()) == (meta.dev(), meta.ino()));
+    Ok(named.then_some((file, meta)))
 }
 
 /// Opens the mailbox file for appending, creating it (mode 0600) if it does not exist; says
@@ -234,4 +258,44 @@ pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Res
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mailbox `box` in a fresh directory, opened as the writer opens it, not yet locked.
+    fn opened() -> (tempfile::TempDir, std::path::PathBuf, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("box");
+        std::fs::write(&path, "From a\n\n").unwrap();
+        let (file, new) = open_or_create(&path).unwrap();
+        assert!(!new);
+        (dir, path, file)
+    }
+
+    #[test]
+    fn a_file_still_named_is_locked_and_kept() {
+        let (_dir, path, file) = opened();
+        let Ok(Some((_file, meta))) = lock_opened(file, &path) else {
+            panic!("the file under its name was not kept");
+        };
+        assert_eq!(meta.len(), 8);
+    }
+
+    #[test]
+    fn a_file_renamed_over_before_the_lock_is_not_kept() {
+        let (dir, path, file) = opened();
+        let new = dir.path().join("box.new");
+        std::fs::write(&new, "From a\n\nFrom b\n\n").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        assert!(matches!(lock_opened(file, &path), Ok(None)));
+    }
+
+    #[test]
+    fn a_file_removed_before_the_lock_is_not_kept() {
+        let (_dir, path, file) = opened();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(lock_opened(file, &path), Ok(None)));
+    }
 }
