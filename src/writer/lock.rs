@@ -179,6 +179,9 @@ pub(super) fn take(dir: &Path, mailbox: &str, me: Owner) -> Result<DotLock, Refu
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match judge(dir, mailbox, &lock, me) {
                     Verdict::Held => break,
+                    // Nothing to remove: removing the name now could remove a lock another
+                    // program has just taken. Link again.
+                    Verdict::Gone => {}
                     Verdict::Stale {
                         reason,
                         temp: theirs,
@@ -222,6 +225,8 @@ fn create_temp(path: &Path, pid: u32) -> io::Result<()> {
 pub(super) enum Verdict {
     /// A living process may hold it: respect it.
     Held,
+    /// It was removed before it could be looked at: there is nothing to break.
+    Gone,
     /// No living process can hold it.
     Stale {
         /// Why, for the log.
@@ -257,7 +262,7 @@ fn stale(reason: impl Into<String>) -> Verdict {
 pub(super) fn judge(dir: &Path, mailbox: &str, lock: &Path, me: Owner) -> Verdict {
     let meta = match fs::symlink_metadata(lock) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return stale("removed meanwhile"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Verdict::Gone,
         Err(_) => return Verdict::Held,
     };
     let modified = meta.modified().ok();
