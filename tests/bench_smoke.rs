@@ -154,6 +154,37 @@ fn proc_status_date_and_limits_read() {
     );
 }
 
+#[test]
+fn cpu_times_of_a_process_and_of_waited_for_children_grow() {
+    let me = std::process::id();
+    let before = bench::procs::cpu_time(me).expect("cpu time");
+    // Busy for a tenth of a second of CPU at least: ten ticks.
+    let spin = std::time::Instant::now();
+    let mut x = 0u64;
+    while spin.elapsed() < Duration::from_millis(300) {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    assert!(bench::procs::cpu_time(me).expect("cpu time") > before);
+    assert!(bench::procs::cpu_time(u32::MAX).is_err(), "no such process");
+    // A child busy for a while, waited for: its time is counted as the children's, not ours
+    // (we only wait meanwhile).
+    let (children, own) = (
+        bench::procs::children_cpu_time().expect("children"),
+        bench::procs::cpu_time(me).expect("cpu time"),
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    let grown = bench::procs::children_cpu_time().expect("children") - children;
+    let own_grown = bench::procs::cpu_time(me).expect("cpu time") - own;
+    assert!(
+        grown > own_grown,
+        "children {grown:?}, this process {own_grown:?}"
+    );
+}
+
 /// The binary of this crate, built for integration tests.
 fn mboxd_binary() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_mboxd"))

@@ -175,6 +175,55 @@ pub fn threads(pid: u32) -> Result<u64, String> {
         .ok_or(format!("{path}: no Threads"))
 }
 
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s times: `getconf CLK_TCK`, read once
+/// (100 if that fails: Linux's `USER_HZ` on every common architecture).
+fn ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks: &f64| ticks > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// The sum of fields `first` and `first + 1` (1-based, as proc(5) numbers them) of
+/// `/proc/PID/stat` (`pid` `self` for this process), as a time.
+fn stat_time_pair(pid: &str, first: usize) -> Result<Duration, String> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // The name, in parentheses, may hold spaces: the fields after it start with the third.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| -> Result<f64, String> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or(format!("{path}: no field {n}"))
+    };
+    let ticks = field(first)? + field(first + 1)?;
+    Ok(Duration::from_secs_f64(ticks / ticks_per_second()))
+}
+
+/// The CPU time, user and system, that process `pid` has used so far (fields 14 and 15 of
+/// `/proc/PID/stat`), counted in clock ticks (10 ms on Linux).
+pub fn cpu_time(pid: u32) -> Result<Duration, String> {
+    stat_time_pair(&pid.to_string(), 14)
+}
+
+/// The CPU time, user and system, of this process's children that have ended and been waited
+/// for (fields 16 and 17 of `/proc/self/stat`).
+pub fn children_cpu_time() -> Result<Duration, String> {
+    stat_time_pair("self", 16)
+}
+
 /// This process's soft limit on open files, from `/proc/self/limits` (`None`: unlimited or
 /// unreadable).
 pub fn open_files_limit() -> Option<u64> {

@@ -222,7 +222,11 @@ pub(super) fn suite(argv: &[String]) -> Result<(), String> {
     }
     if part("source") {
         match &o.source {
-            Ok(binary) => source_cases(binary, o.rounds, server.addr, &mail_dir, sink_addr)?,
+            Ok(binary) => {
+                let sink = sink.as_ref().map(|(guard, addr)| (*addr, guard.pid()));
+                let mboxd = (server.addr, server.guard.pid());
+                source_cases(binary, o.rounds, mboxd, &mail_dir, sink)?
+            }
             Err(e) => println!("skipped: smtp-source comparison: {e}"),
         }
     }
@@ -279,19 +283,47 @@ fn print_cases(points: &[Point], results: &Results, rounds: usize) {
     }
 }
 
+/// What one smtp-source run against one server cost, per message: the server's CPU time and
+/// smtp-source's, in µs; and the rate, msg/s.
+#[derive(Clone, Copy)]
+struct Cost {
+    rate: f64,
+    server_us: f64,
+    client_us: f64,
+}
+
+/// Runs `run` against the server at `to.0`, process `to.1`, through `send` (which returns
+/// msg/s), and reads what the server and smtp-source (a child of this process, waited for by
+/// then) used of the CPU meanwhile.
+fn measured(
+    to: (SocketAddr, u32),
+    run: &SourceRun,
+    send: impl FnOnce(SocketAddr) -> Result<f64, String>,
+) -> Result<Cost, String> {
+    let (server0, client0) = (procs::cpu_time(to.1)?, procs::children_cpu_time()?);
+    let rate = send(to.0)?;
+    let (server1, client1) = (procs::cpu_time(to.1)?, procs::children_cpu_time()?);
+    let per_message = |d: Duration| d.as_secs_f64() * 1e6 / run.messages as f64;
+    Ok(Cost {
+        rate,
+        server_us: per_message(server1.saturating_sub(server0)),
+        client_us: per_message(client1.saturating_sub(client0)),
+    })
+}
+
 /// Cases A–C sent by `smtp-source -d` against mboxd (each run's mailbox then counted) and
-/// smtp-sink, alternating; prints the table.
+/// smtp-sink, alternating; prints the table, with the CPU time each side used per message.
 fn source_cases(
     binary: &Path,
     rounds: usize,
-    mboxd: SocketAddr,
+    mboxd: (SocketAddr, u32),
     mail_dir: &Path,
-    sink: Option<SocketAddr>,
+    sink: Option<(SocketAddr, u32)>,
 ) -> Result<(), String> {
     let points = cases();
-    let mut rates: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); points.len()];
+    let mut costs: Vec<(Vec<Cost>, Vec<Cost>)> = vec![(Vec::new(), Vec::new()); points.len()];
     for round in 1..=rounds {
-        for (p, rate) in points.iter().zip(&mut rates) {
+        for (p, cost) in points.iter().zip(&mut costs) {
             let run = SourceRun {
                 sessions: p.sessions,
                 messages: p.messages,
@@ -299,23 +331,26 @@ fn source_cases(
                 user: format!("src{}r{round}", p.user),
                 timeout: Duration::from_secs(300),
             };
-            let r = source::run_checked(binary, mboxd, mail_dir, &run)
-                .map_err(|e| format!("{} smtp-source → mboxd round {round}: {e}", p.label))?;
+            let c = measured(mboxd, &run, |addr| {
+                source::run_checked(binary, addr, mail_dir, &run)
+            })
+            .map_err(|e| format!("{} smtp-source → mboxd round {round}: {e}", p.label))?;
             println!(
-                "{} | smtp-source → mboxd round {round}: {r:.0} msg/s (mbox counted)",
-                p.label
+                "{} | smtp-source → mboxd round {round}: {:.0} msg/s (mbox counted), CPU µs/msg: mboxd {:.1}, smtp-source {:.1}",
+                p.label, c.rate, c.server_us, c.client_us
             );
-            rate.0.push(r);
+            cost.0.push(c);
             if let Some(sink) = sink {
-                let elapsed = source::run_source(binary, sink, &run).map_err(|e| {
-                    format!("{} smtp-source → smtp-sink round {round}: {e}", p.label)
-                })?;
-                let r = p.messages as f64 / elapsed.as_secs_f64();
+                let c = measured(sink, &run, |addr| {
+                    let elapsed = source::run_source(binary, addr, &run)?;
+                    Ok(p.messages as f64 / elapsed.as_secs_f64())
+                })
+                .map_err(|e| format!("{} smtp-source → smtp-sink round {round}: {e}", p.label))?;
                 println!(
-                    "{} | smtp-source → smtp-sink round {round}: {r:.0} msg/s",
-                    p.label
+                    "{} | smtp-source → smtp-sink round {round}: {:.0} msg/s, CPU µs/msg: smtp-sink {:.1}, smtp-source {:.1}",
+                    p.label, c.rate, c.server_us, c.client_us
                 );
-                rate.1.push(r);
+                cost.1.push(c);
             }
         }
     }
@@ -329,19 +364,37 @@ fn source_cases(
         "Median of {rounds} alternating round(s) of `{} -d -s SESSIONS -m MESSAGES -l SIZE -f bench@localhost -t USER@localhost 127.0.0.1:PORT` \
          (no pipelining: smtp-source has none; SIZE is the body, to which smtp-source adds its own From, To, Date and Message-Id headers), \
          each whole run timed from spawn to exit; after each mboxd run the mailbox must hold exactly MESSAGES messages. \
-         ratio = median mboxd msg/s / median smtp-sink msg/s.",
+         ratio = median mboxd msg/s / median smtp-sink msg/s. \
+         CPU µs/msg: user and system time per message, medians over the rounds, of the server (from /proc/PID/stat around the run) \
+         and of smtp-source (this process's waited-for children, from /proc/self/stat), counted in /proc's clock ticks (10 ms on Linux).",
         binary.display()
     );
     println!();
-    println!("| case | mboxd msg/s | smtp-sink msg/s | mboxd / smtp-sink |");
-    println!("|---|---|---|---|");
-    for (p, (m, s)) in points.iter().zip(rates) {
-        let m = median(m);
+    println!(
+        "| case | mboxd msg/s | smtp-sink msg/s | mboxd / smtp-sink | CPU µs/msg: mboxd | smtp-sink | smtp-source → mboxd | smtp-source → smtp-sink |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let medians = |cs: &[Cost]| {
+        (
+            median(cs.iter().map(|c| c.rate).collect()),
+            median(cs.iter().map(|c| c.server_us).collect()),
+            median(cs.iter().map(|c| c.client_us).collect()),
+        )
+    };
+    for (p, (m, s)) in points.iter().zip(costs) {
+        let (m_rate, m_server, m_client) = medians(&m);
         if s.is_empty() {
-            println!("| {} | {m:.0} | – | – |", p.label);
+            println!(
+                "| {} | {m_rate:.0} | – | – | {m_server:.1} | – | {m_client:.1} | – |",
+                p.label
+            );
         } else {
-            let s = median(s);
-            println!("| {} | {m:.0} | {s:.0} | {:.2} |", p.label, m / s);
+            let (s_rate, s_server, s_client) = medians(&s);
+            println!(
+                "| {} | {m_rate:.0} | {s_rate:.0} | {:.2} | {m_server:.1} | {s_server:.1} | {m_client:.1} | {s_client:.1} |",
+                p.label,
+                m_rate / s_rate
+            );
         }
     }
     Ok(())
