@@ -58,23 +58,41 @@ fn the_shell_curl_example_passes() {
         println!("skipped: curl not found");
         return;
     }
-    let out = output_within(
-        Command::new("sh")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/examples/shell/send.sh"
-            ))
-            .env("MBOXD", BIN),
-        Duration::from_secs(30),
+    // As it is, and with a `sleep` that takes only whole seconds, as POSIX's does.
+    let strict = tempfile::tempdir().expect("temp dir");
+    let sleep = strict.path().join("sleep");
+    std::fs::write(
+        &sleep,
+        "#!/bin/sh\ncase \"$1\" in *[!0-9]*) echo \"sleep: invalid time: $1\" >&2; exit 1;; esac\nexec /bin/sleep \"$1\"\n",
+    )
+    .expect("write sleep");
+    std::fs::set_permissions(&sleep, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod sleep");
+    let path = format!(
+        "{}:{}",
+        strict.path().display(),
+        std::env::var("PATH").unwrap_or_default()
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "send.sh failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("delivered to"), "{stdout}");
-    assert!(stdout.contains("refused with 452"), "{stdout}");
+    for path in [std::env::var("PATH").unwrap_or_default(), path] {
+        let out = output_within(
+            Command::new("sh")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/examples/shell/send.sh"
+                ))
+                .env("MBOXD", BIN)
+                .env("PATH", &path),
+            Duration::from_secs(30),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "send.sh failed with PATH={path}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("delivered to"), "{stdout}");
+        assert!(stdout.contains("refused with 452"), "{stdout}");
+    }
 }
 
 #[test]

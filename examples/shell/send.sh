@@ -15,7 +15,7 @@ start() { # start mboxd with extra flags; sets $addr once the ready file is writ
   i=0 # wait (at most 10 s) for the ready file, written atomically once mboxd accepts
   while [ ! -s "$dir/ready" ]; do
     i=$((i + 1)); [ "$i" -le 100 ] || { echo "mboxd did not start" >&2; exit 1; }
-    sleep 0.1
+    sleep 0.1 2>/dev/null || sleep 1 # POSIX sleep takes whole seconds; most take a fraction
   done
   addr=$(head -n 1 "$dir/ready")
 }
