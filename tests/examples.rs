@@ -18,6 +18,18 @@ fn have(cmd: &str, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The standard output of a run of `what` that must have succeeded (else the test fails,
+/// showing both outputs).
+fn succeeded(out: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn readme_quotes(file: &str) {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
@@ -42,12 +54,7 @@ fn the_python_pytest_example_passes() {
             .env("MBOXD", BIN),
         Duration::from_secs(60),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pytest failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out, "pytest");
     assert!(stdout.contains("3 passed"), "{stdout}");
 }
 
@@ -84,12 +91,7 @@ fn the_shell_curl_example_passes() {
                 .env("PATH", &path),
             Duration::from_secs(30),
         );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "send.sh failed with PATH={path}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = succeeded(&out, &format!("send.sh with PATH={path}"));
         assert!(stdout.contains("delivered to"), "{stdout}");
         assert!(stdout.contains("refused with 452"), "{stdout}");
     }
@@ -116,11 +118,6 @@ fn the_node_nodemailer_example_passes() {
             .env("RUST_LOG", "warn"),
         Duration::from_secs(60),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "send.mjs failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out, "send.mjs");
     assert!(stdout.contains("the failure rule gave 550"), "{stdout}");
 }
