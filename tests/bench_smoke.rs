@@ -308,3 +308,9 @@ fn a_reply_whose_code_changes_or_whose_line_is_endless_fails() {
         );
     }
 }
+
+#[test]
+fn ratios_print_with_three_decimals_so_one_under_a_target_does_not_round_up_to_it() {
+    assert_eq!(bench::suite::ratio(14_404.0, 24_175.0), "0.596");
+    assert_eq!(bench::suite::ratio(2.0, 1.0), "2.000");
+}

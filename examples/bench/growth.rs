@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::procs;
-use super::suite::{Point, Results, alternate, medians};
+use super::suite::{Point, Results, alternate, medians, ratio};
 
 /// Sessions of every point of the size curve.
 pub const SIZE_SESSIONS: usize = 4;
@@ -74,9 +74,9 @@ fn print_sizes(points: &[Point], results: &Results, rounds: usize) {
         } else {
             let [sr, sb, _, _] = medians(s);
             println!(
-                "| {} | {mb:.2} | {mr:.0} | {m99:.3} | {sb:.2} | {sr:.0} | {:.2} |",
+                "| {} | {mb:.2} | {mr:.0} | {m99:.3} | {sb:.2} | {sr:.0} | {} |",
                 p.label,
-                mb / sb
+                ratio(mb, sb)
             );
         }
     }
@@ -109,9 +109,9 @@ fn print_sessions(points: &[Point], results: &Results, rounds: usize) {
         } else {
             let [sr, _, _, s99] = medians(s);
             println!(
-                "| {} | {mr:.0} | {m50:.3} | {m99:.3} | {sr:.0} | {s99:.3} | {:.2} |",
+                "| {} | {mr:.0} | {m50:.3} | {m99:.3} | {sr:.0} | {s99:.3} | {} |",
                 p.label,
-                mr / sr
+                ratio(mr, sr)
             );
         }
     }
