@@ -101,8 +101,8 @@ impl Mailbox {
     /// program that ignores locks) returns `false` and the mailbox must be opened afresh. One
     /// `lstat(2)` instead of the dozen calls of a fresh open.
     pub(super) fn reuse(&mut self, dir: &Path, name: &str) -> bool {
-        let same = std::fs::symlink_metadata(dir.join(name))
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity && meta.len() == self.len);
+        let same =
+            naming(&dir.join(name), self.identity).is_some_and(|meta| meta.len() == self.len);
         if same {
             self.start = self.len;
             self.pad = padding(&self.tail);
@@ -157,9 +157,16 @@ fn lock_opened(file: File, path: &Path) -> Result<Option<(File, Metadata)>, Open
             "not a regular file",
         )));
     }
-    let named = std::fs::symlink_metadata(path)
-        .is_ok_and(|now| (now.dev(), now.ino()) == (meta.dev(), meta.ino()));
+    let named = naming(path, (meta.dev(), meta.ino())).is_some();
     Ok(named.then_some((file, meta)))
+}
+
+/// What lstat(2) says of `path`, if `path` names the file `identity` (device, inode) itself, not
+/// a file renamed over it, nor a symbolic link to it, nor nothing.
+fn naming(path: &Path, identity: (u64, u64)) -> Option<Metadata> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|meta| (meta.dev(), meta.ino()) == identity)
 }
 
 /// Opens the mailbox file for appending, creating it (mode 0600) if it does not exist; says
