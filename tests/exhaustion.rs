@@ -244,7 +244,7 @@ fn free_descriptor(pid: u32, n: usize) -> u64 {
 /// A server under `RLIMIT_NOFILE` [`LIMIT`], started with `args` besides its address, domain and
 /// mail directory, and a client inside a message to `fresh@mx.test`, its text sent but not its
 /// end. A first message was delivered on the way: the writer is past its start (where it opens
-/// and syncs the directory holding the mail directory), and the mail directory is synced.
+/// and syncs the directories above the mail directory), and the mail directory is synced.
 /// `None` where the limit cannot be set.
 struct InMessage {
     child: ChildGuard,

@@ -6,6 +6,7 @@ use super::tests::{job, run_writer};
 use super::*;
 use std::fs;
 use std::fs::File;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn waiting(mailboxes: &[&str]) -> Waiting {

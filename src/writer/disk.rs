@@ -120,6 +120,47 @@ impl MailDir {
         self.held = Some(file);
         synced
     }
+
+    /// Syncs, through `disk`, every directory on the way to the mail directory, nearest first:
+    /// a directory's name is durable only once the directory holding it is synced. The server
+    /// may just have created the mail directory and any missing levels above it
+    /// (`create_dir_all`), or an earlier process may have and died before syncing them, so the
+    /// writer calls this once at start, before its first commit. Best effort, each failure
+    /// logged: a directory above may not be readable.
+    pub(crate) fn sync_ancestors(&self, disk: &dyn Disk) {
+        let dirs = match ancestors(&self.path) {
+            Ok(dirs) => dirs,
+            Err(e) => {
+                log::warn!(
+                    "cannot find the directories above the mail directory {:?}: {e}",
+                    self.path
+                );
+                return;
+            }
+        };
+        for dir in dirs {
+            if let Err(e) = File::open(&dir).and_then(|f| disk.sync_dir(&f, &dir)) {
+                log::warn!("cannot sync {dir:?}, a directory above the mail directory: {e}");
+            }
+        }
+    }
+}
+
+/// The directories that hold `dir` and each other, from its parent up to the root of the file
+/// system `dir` is on, symbolic links and `..` resolved. Above that root, names belong to
+/// another file system: its mount point is set up by the administrator, not by mboxd.
+fn ancestors(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let real = fs::canonicalize(dir)?;
+    let dev = fs::metadata(&real)?.dev();
+    Ok(real
+        .ancestors()
+        .skip(1)
+        .map_while(|a| {
+            fs::metadata(a)
+                .is_ok_and(|m| m.dev() == dev)
+                .then(|| a.to_path_buf())
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -153,5 +194,32 @@ mod tests {
         assert_ne!(held(&dir), first);
         fs::remove_dir(&path).unwrap();
         assert!(dir.sync(&RealDisk).is_err());
+    }
+
+    /// Every directory above, up to the root of the file system, and no further: a tmpfs at
+    /// /dev/shm is a file system of its own, whose root is /dev/shm, not /.
+    #[test]
+    fn the_directories_above_stop_at_the_root_of_the_file_system() {
+        let root = tempfile::tempdir().unwrap();
+        let mail = root.path().join("a/b/mail");
+        fs::create_dir_all(&mail).unwrap();
+        let real = fs::canonicalize(root.path()).unwrap();
+        let found = ancestors(&mail.join("../mail")).unwrap();
+        assert_eq!(found[..3], [real.join("a/b"), real.join("a"), real.clone()]);
+        let last = found.last().unwrap();
+        assert_eq!(
+            fs::metadata(last).unwrap().dev(),
+            fs::metadata(&real).unwrap().dev()
+        );
+        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+        let shm = match fs::canonicalize("/dev/shm") {
+            Ok(shm) if dev(&shm).is_some() && dev(&shm) != shm.parent().and_then(dev) => shm,
+            _ => {
+                println!("skipped: the stop at a mount point: no /dev/shm of its own");
+                return;
+            }
+        };
+        let there = tempfile::tempdir_in(&shm).unwrap();
+        assert_eq!(ancestors(there.path()).unwrap(), [shm]);
     }
 }

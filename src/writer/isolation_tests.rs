@@ -6,6 +6,7 @@ use super::disk::write_all_parts;
 use super::tests::{LiveWriter, job, run_writer};
 use super::*;
 use std::fs::{self, File};
+use std::path::Path;
 use std::thread;
 
 /// A mailbox file whose sync fails with EIO if `fails`.

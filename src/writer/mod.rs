@@ -33,9 +33,8 @@
 //! it finds.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -216,7 +215,7 @@ struct Waiting {
 
 impl Writer {
     fn run(&mut self, jobs: &Receiver<Job>) {
-        self.sync_parent();
+        self.mail_dir.sync_ancestors(&*self.disk);
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut open = true;
         loop {
@@ -267,18 +266,6 @@ impl Writer {
         }
         self.held.clear();
         log::debug!("writer: job channel closed and drained; exiting");
-    }
-
-    /// Syncs the directory that holds the mail directory, once, as the server may just have
-    /// created the mail directory. Best effort: the parent may not be readable.
-    fn sync_parent(&self) {
-        let parent = match self.mail_dir.path().parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Err(e) = File::open(parent).and_then(|dir| self.disk.sync_dir(&dir, parent)) {
-            log::warn!("cannot sync {parent:?}, the directory holding the mail directory: {e}");
-        }
     }
 
     /// Writes a batch; returns the jobs that must wait for a lock, and those to write again

@@ -341,6 +341,8 @@ fn a_failed_job_truncates_to_its_own_start_not_the_commits() {
 struct Watched {
     mail_dir: PathBuf,
     events: Arc<Mutex<Vec<String>>>,
+    /// The directories above the mail directory synced, in order; the first is also an event.
+    above: Mutex<Vec<PathBuf>>,
     in_flight: Mutex<Option<ack::Awaited>>,
     fail_dir: AtomicBool,
 }
@@ -379,7 +381,11 @@ impl Disk for Watched {
     fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
         let mut events = self.events.lock().unwrap();
         if path != self.mail_dir {
-            events.push("sync parent".into());
+            let mut above = self.above.lock().unwrap();
+            if above.is_empty() {
+                events.push("sync parent".into());
+            }
+            above.push(path.to_path_buf());
             return RealDisk.sync_dir(dir, path);
         }
         let answered = self
@@ -414,6 +420,7 @@ impl WatchedWriter {
         let disk = Arc::new(Watched {
             mail_dir: dir.to_path_buf(),
             events: Arc::default(),
+            above: Mutex::default(),
             in_flight: Mutex::new(None),
             fail_dir: AtomicBool::new(false),
         });
@@ -468,6 +475,25 @@ fn a_created_mailbox_is_in_a_synced_directory_before_its_ack() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(writer.deliver(&["new"]), delivered(&["sync new"]));
+}
+
+/// Every directory on the way to the mail directory is synced before the first ack: the server
+/// may have just created several levels of it.
+#[test]
+fn the_directories_above_the_mail_directory_are_synced_before_the_first_ack() {
+    let root = tempfile::tempdir().unwrap();
+    let mail = root.path().join("new1/new2/mail");
+    fs::create_dir_all(&mail).unwrap();
+    let writer = WatchedWriter::start(&mail);
+    let (outcome, events) = writer.deliver(&["a"]);
+    assert_eq!(outcome, Outcome::Delivered);
+    assert_eq!(events, ["sync parent", "sync a", "sync dir"]);
+    let real = fs::canonicalize(root.path()).unwrap();
+    let above = writer.disk.above.lock().unwrap();
+    assert_eq!(
+        above[..3],
+        [real.join("new1/new2"), real.join("new1"), real]
+    );
 }
 
 #[test]
