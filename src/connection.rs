@@ -215,7 +215,11 @@ struct Clock {
     /// HELP) cannot keep a session it does not use from being closed for a newcomer.
     useful: u32,
     idle_since: Instant,
-    message: Option<(Instant, u64)>,
+    /// The message being received: the core's count of messages begun when it began (each
+    /// message gets a clock of its own, also one pipelined right behind the last), when its
+    /// clock started (once its 354 and everything owed before it were written), and its octets
+    /// so far.
+    message: Option<(u32, Instant, u64)>,
 }
 
 fn run(
@@ -311,11 +315,11 @@ fn run(
             clock.useful = core.useful();
             clock.idle_since = now;
         }
-        match (message, clock.message) {
-            (true, None) => clock.message = Some((now, 0)),
-            (false, Some(_)) => clock.message = None,
-            _ => {}
-        }
+        clock.message = match clock.message {
+            _ if !message => None,
+            Some(this) if this.0 == core.messages() => Some(this),
+            _ => Some((core.messages(), now, 0)),
+        };
         let waiting = if message {
             0
         } else {
@@ -328,7 +332,7 @@ fn run(
         // (within the data timeout, and soon enough to keep the minimum rate).
         let (deadline, late) = match clock.message {
             None => (clock.waiting_since + ctx.timeout, Late::Command),
-            Some((began, bytes)) => {
+            Some((_, began, bytes)) => {
                 let per_read = now + ctx.data_timeout;
                 let rate = began
                     + ctx.min_data_rate_grace.max(Duration::from_secs_f64(
@@ -365,7 +369,7 @@ fn run(
         if n == 0 {
             return end_of_file(stream, &mut core, &mut pending, label, ctx, flags, message);
         }
-        if let Some((_, bytes)) = &mut clock.message {
+        if let Some((_, _, bytes)) = &mut clock.message {
             *bytes += n as u64;
         }
         core.received(n);

@@ -65,6 +65,8 @@ pub(crate) struct Protocol {
     progress: u32,
     /// Frames handled so far that were not a keep-alive command (see [`is_keep_alive`]).
     useful: u32,
+    /// Messages begun so far (a 354, a first BDAT chunk, a refused chunk), wrapping.
+    messages: u32,
     /// An action still to carry out (after a delay, or the session's first), and whether the
     /// session used EHLO when it was made.
     pending: Option<(Action, bool)>,
@@ -83,6 +85,7 @@ impl Protocol {
             output: Vec::new(),
             progress: 0,
             useful: 0,
+            messages: 0,
             pending: Some((first, false)),
         }
     }
@@ -153,9 +156,13 @@ impl Protocol {
             };
             let enhanced = self.session.enhanced();
             let keep_alive = is_keep_alive(&frame);
+            let was_in_message = self.session.in_message();
             let action = self.session.handle(frame);
             self.start += used;
             self.progress = self.progress.wrapping_add(1);
+            if !was_in_message && self.session.in_message() {
+                self.messages = self.messages.wrapping_add(1);
+            }
             if !keep_alive {
                 self.useful = self.useful.wrapping_add(1);
             }
@@ -226,6 +233,13 @@ impl Protocol {
     /// True while a message is being received: shutdown gives such a session its grace.
     pub(crate) fn in_message(&self) -> bool {
         self.session.in_message()
+    }
+
+    /// How many messages have begun so far (wrapping: only compared for a change). One ends
+    /// and the next begins within one [`Protocol::poll`] when a client pipelines them, so
+    /// [`Protocol::in_message`] alone cannot tell them apart.
+    pub(crate) fn messages(&self) -> u32 {
+        self.messages
     }
 }
 
@@ -318,6 +332,30 @@ mod tests {
         feed(&mut p, b"NOOPS\r\nMAIL FROM:<a@b>\r\nXYZZY\r\n");
         assert_eq!(p.poll(), Event::NeedInput);
         assert_eq!((p.progress(), p.useful()), (progress + 10, useful + 3));
+    }
+
+    #[test]
+    fn a_message_pipelined_behind_the_end_of_another_is_counted_as_a_new_one() {
+        let mut p = protocol();
+        feed(
+            &mut p,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\nx",
+        );
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!((p.in_message(), p.messages()), (true, 1));
+        feed(
+            &mut p,
+            b"\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n",
+        );
+        assert!(matches!(p.poll(), Event::Deliver(_)));
+        p.reply(&Reply::new(250, "2.0.0", "OK"));
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!((p.in_message(), p.messages()), (true, 2));
+        // A refused BDAT chunk is read as a message of its own too.
+        feed(&mut p, b".\r\nRSET\r\nBDAT 3 LAST\r\n");
+        assert!(matches!(p.poll(), Event::Deliver(_)));
+        assert_eq!(p.poll(), Event::NeedInput);
+        assert_eq!((p.in_message(), p.messages()), (true, 3));
     }
 
     #[test]

@@ -363,3 +363,41 @@ fn a_message_below_the_minimum_rate_is_cut_after_its_grace() {
     let r = c.send_mail("a@b.test", &["jones@mx.test"], &body.repeat(20_000));
     assert_eq!(r.code, 250, "{r:?}");
 }
+
+/// Each message keeps the minimum rate on its own: the octets of a fast message pipelined
+/// right up to the next one's DATA used to count for that next message too, so a client could
+/// bank time (100 000 octets here: 100 s at 1 000 a second) and trickle the next one.
+#[test]
+fn a_fast_message_buys_no_time_for_the_next_one_pipelined_behind_it() {
+    let server = TestServer::with(|c| {
+        c.min_data_rate = 1000;
+        c.min_data_rate_grace = Duration::from_millis(800);
+    });
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    // Many reads for the server; the last holds the end and the next transaction's commands.
+    let fast = ("x".repeat(98) + "\r\n").repeat(1000);
+    c.send(
+        format!("{fast}.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<brown@mx.test>\r\nDATA\r\n")
+            .as_bytes(),
+    );
+    for code in [250, 250, 250, 354] {
+        assert_eq!(c.read_reply().code, code);
+    }
+    let began = Instant::now();
+    let _trickle = Trickler::start(vec![c.stream.try_clone().unwrap()], Attack::TrickleData);
+    let r = c.read_reply();
+    let took = began.elapsed();
+    assert_eq!(
+        r.line(),
+        "421 4.4.2 Message data arriving too slowly; closing connection"
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1600),
+        "{took:?}"
+    );
+    assert!(server.mbox("brown").is_empty());
+}

@@ -92,6 +92,37 @@ fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
     assert!(server.mbox_text("brown").ends_with("y\n\n"));
 }
 
+/// A message pipelined right behind the end of one that took several reads gets clocks of its
+/// own, started once its 354 is written: it kept the first message's, so the writer's wait on a
+/// locked mailbox was charged to it and it was cut right behind its 354.
+#[test]
+fn a_message_pipelined_behind_one_of_several_reads_gets_clocks_of_its_own() {
+    let server = TestServer::with(|c| {
+        c.data_timeout = Duration::from_millis(300);
+        c.min_data_rate_grace = Duration::from_millis(300);
+        c.lock_timeout = Duration::from_millis(1000);
+    });
+    std::fs::write(server.mail_dir().join("jones.lock"), b"").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    // The message in two reads (the pause lets the server read the first part alone; no signal
+    // says it has), the second with the next transaction's commands behind its end.
+    c.send(b"Subject: first\r\n\r\n");
+    thread::sleep(Duration::from_millis(100));
+    c.send(b"x\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<brown@mx.test>\r\nDATA\r\n");
+    for code in [450, 250, 250, 354] {
+        assert_eq!(c.read_reply().code, code);
+    }
+    thread::sleep(Duration::from_millis(150));
+    c.send(b"Subject: second\r\n\r\ny\r\n.\r\n");
+    let r = c.read_reply();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(server.mbox_text("brown").ends_with("y\n\n"));
+}
+
 /// A reply is written within `--timeout` in total, not per `write(2)`: a client that pipelines
 /// commands and never reads, while it keeps sending a little, held its worker for three
 /// timeouts and more, as each write that sent part of a reply group started the next with a
