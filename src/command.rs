@@ -265,9 +265,9 @@ fn lookup(arg: String) -> (String, bool) {
 /// A size as RFC 3030 §2 (`chunk-size ::= 1*DIGIT`) and RFC 1870 §3 (`size-value ::=
 /// 1*20DIGIT`) write it: digits only, leading zeros and all; `None` for anything else (a sign
 /// too). A value too large for a `u64` is taken as `u64::MAX`, not refused: it is over every
-/// limit, which is the answer it gets (552 for SIZE; a BDAT chunk that size is read and
-/// discarded like any chunk over the limit, where refusing the command would have its octets
-/// read as commands, and the session's time limits end it).
+/// limit, which is the answer it gets (552 for SIZE; for a BDAT chunk over twice the size
+/// limit, 552 and the end of the session, where refusing only the command would have its
+/// octets read as commands).
 pub(crate) fn digits(word: &str) -> Option<u64> {
     if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -3,7 +3,8 @@
 //! It exists to keep the one subtle framing rule of SMTP in one pure, fuzzed place: only a line
 //! that is exactly `.` after a CRLF ends the message (RFC 5321 §4.1.1.4), a leading dot is removed
 //! from every other line (§4.5.2), and a message that grows past the size limit is read to its end
-//! without being kept, so the client gets a 552 instead of a broken connection (RFC 1870 §6.3).
+//! without being kept, so the client gets a 552 instead of a broken connection (RFC 1870 §6.3;
+//! the session ends one that passes twice the limit, see `Session::discard_limit`).
 //! A bare LF or a bare CR never ends the message: it goes on, with the rest of the unstuffed
 //! text, to the mbox [`Encoder`], which stores the message as it arrives and applies the
 //! bare-newline policy.

@@ -274,6 +274,13 @@ pub(crate) const MESSAGE_TOO_BIG: Reply = Reply::fixed(
     "5.3.4",
     "Requested mail action aborted: message exceeds fixed maximum message size",
 );
+/// A message read and thrown away (over the size limit, or a refused BDAT chunk) that grows past
+/// twice the size limit: the session ends, so no client can keep a worker reading for ever.
+pub(crate) const MESSAGE_FAR_TOO_BIG: Reply = Reply::fixed(
+    552,
+    "5.3.4",
+    "Message exceeds fixed maximum message size; closing transmission channel",
+);
 pub(crate) const NAME_NOT_ALLOWED: Reply = Reply::fixed(
     553,
     "5.1.3",

@@ -355,6 +355,25 @@ fn message_too_big_552_declared_and_during_data() {
     // The session goes on and a message within the limit is delivered.
     let r = c.send_mail("a@b.test", &["jones@mx.test"], "small");
     assert_eq!(r.code, 250);
+    // Past twice the limit the session ends, before the message does: what is read only to be
+    // thrown away is bounded too.
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    for _ in 0..60 {
+        c.send(b"0123456789012345678901234567890123456789\r\n");
+    }
+    assert_eq!(
+        c.read_reply().line(),
+        "552 5.3.4 Message exceeds fixed maximum message size; closing transmission channel"
+    );
+    c.expect_closed();
+    // A BDAT chunk declared that large, even before EHLO, is answered at once.
+    let mut c = server.client();
+    c.send(b"BDAT 99999999999999999999999 LAST\r\n");
+    assert_eq!(c.read_reply().code, 552);
+    c.expect_closed();
+    assert!(server.mbox("jones").ends_with(b"small\n\n"));
 }
 
 #[test]

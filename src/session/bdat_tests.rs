@@ -78,3 +78,35 @@ fn bdat_over_the_size_limit_is_552_and_ends_the_transaction() {
     assert_eq!(feed(&mut s, b"BDAT 2 LAST\r\n"), Action::Continue);
     assert_eq!(code(&chunk(&mut s, b"zz")), 503);
 }
+
+/// Octets read only to be thrown away are bounded: a message or refused chunk over twice the
+/// size limit (100 here) ends the session with 552, at once for a chunk declared that large.
+#[test]
+fn a_discard_over_twice_the_size_limit_ends_the_session() {
+    let closed = |a: &Action| matches!(a, Action::Close(r) if r.code == 552);
+    // Before HELO, a chunk as large as a u64 can say.
+    let mut s = session(None);
+    assert!(closed(&feed(
+        &mut s,
+        b"BDAT 99999999999999999999999 LAST\r\n"
+    )));
+    assert!(s.is_closed());
+    // Up to twice the limit, a refused chunk is read and the session goes on.
+    let mut s = session(None);
+    assert_eq!(feed(&mut s, b"BDAT 200\r\n"), Action::Continue);
+    assert_eq!(code(&chunk(&mut s, &[b'q'; 200])), 503);
+    assert!(closed(&feed(&mut s, b"BDAT 201\r\n")));
+    // DATA text past twice the limit, before its end.
+    let mut s = session(None);
+    let tx: [&[u8]; 4] = [
+        b"HELO x\r\n",
+        b"MAIL FROM:<a@b>\r\n",
+        b"RCPT TO:<a@bbn-unix.arpa>\r\n",
+        b"DATA\r\n",
+    ];
+    codes(&mut s, &tx);
+    assert_eq!(feed(&mut s, &[b'x'; 198]), Action::Continue);
+    assert_eq!(feed(&mut s, b"\r\n"), Action::Continue);
+    assert!(closed(&feed(&mut s, b"y\r\n")));
+    assert!(s.is_closed());
+}

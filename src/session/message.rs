@@ -101,6 +101,9 @@ impl Session {
         text: &[u8],
     ) -> (State, Action) {
         if decoder.push(text) == DataStatus::Partial {
+            if decoder.received() > self.discard_limit() {
+                return self.far_too_big();
+            }
             return (State::Data(hello, tx, decoder), Action::Continue);
         }
         let size = decoder.received();
@@ -120,7 +123,7 @@ impl Session {
     ) -> (State, Action) {
         if message.received().saturating_add(size) > self.config.max_message_size {
             // RFC 3030 §2 and RFC 1870: over the limit the transaction fails; the chunk is
-            // still read, and nothing of the message is kept.
+            // still read (unless over twice the limit), and nothing of the message is kept.
             return self.start_discard(State::Ready(hello), size, reply::MESSAGE_TOO_BIG);
         }
         let chunk = Chunk {
@@ -179,12 +182,34 @@ impl Session {
         if size == 0 {
             return self.refuse_message(after, refusal);
         }
+        if size > self.discard_limit() {
+            return self.far_too_big();
+        }
         let discard = Discard {
             after: Box::new(after),
             remaining: size,
             refusal,
         };
         (State::Discard(discard), Action::Continue)
+    }
+
+    /// The most octets of one message, or of one refused BDAT chunk, read only to be thrown
+    /// away: twice the size limit. A client that sends a message a little over the limit
+    /// without heeding SIZE gets its 552 after the end (RFC 1870 §6.3); one that goes on past
+    /// this (or declares a chunk larger, up to `u64::MAX`) would otherwise keep a worker
+    /// reading for as long as it sends fast enough for the minimum rate.
+    fn discard_limit(&self) -> u64 {
+        self.config.max_message_size.saturating_mul(2)
+    }
+
+    /// Ends the session over a message past [`Session::discard_limit`]: `552` (it would never
+    /// fit, so retrying is pointless) and the connection closed.
+    fn far_too_big(&mut self) -> (State, Action) {
+        log::info!(
+            "{}: message over twice the size limit; closing with 552",
+            self.label
+        );
+        (State::Closed, Action::Close(reply::MESSAGE_FAR_TOO_BIG))
     }
 
     pub(super) fn discard(&mut self, mut discard: Discard, octets: &[u8]) -> (State, Action) {
