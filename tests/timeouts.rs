@@ -57,11 +57,9 @@ fn inside_a_message_the_longer_data_timeout_applies() {
     assert!(server.mbox_text("jones").ends_with("still here\n\n"));
 }
 
-#[test]
-fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
-    // The writer waits a second for a mailbox another program has locked; the client's command
-    // and data timeouts are shorter. Both used to run during that wait: the client waiting for
-    // its 450 got a 421 right behind it, and a message begun after it was cut at once.
+/// A server whose client clocks (command, data, rate grace) are 0.3 s, with jones's mailbox
+/// locked by another program, so the writer waits a second for it before its 450.
+fn jones_locked_for_a_second() -> TestServer {
     let server = TestServer::with(|c| {
         c.timeout = Duration::from_millis(300);
         c.data_timeout = Duration::from_millis(300);
@@ -69,6 +67,25 @@ fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
         c.lock_timeout = Duration::from_millis(1000);
     });
     std::fs::write(server.mail_dir().join("jones.lock"), b"").unwrap();
+    server
+}
+
+/// Sends, a moment after its 354, the message `c` was told to send, and checks it is delivered
+/// to brown.
+fn second_message_is_delivered(server: &TestServer, c: &mut support::Client) {
+    thread::sleep(Duration::from_millis(150));
+    c.send(b"Subject: second\r\n\r\ny\r\n.\r\n");
+    let r = c.read_reply();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(server.mbox_text("brown").ends_with("y\n\n"));
+}
+
+#[test]
+fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
+    // The writer waits a second for a mailbox another program has locked; the client's command
+    // and data timeouts are shorter. Both used to run during that wait: the client waiting for
+    // its 450 got a 421 right behind it, and a message begun after it was cut at once.
+    let server = jones_locked_for_a_second();
     let mut c = server.client();
     c.expect("EHLO x.test", 250);
     // Waiting for the answer, sending nothing.
@@ -86,10 +103,7 @@ fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
     for code in [250, 250, 354, 450, 250, 250, 354] {
         assert_eq!(c.read_reply().code, code);
     }
-    thread::sleep(Duration::from_millis(150));
-    c.send(b"Subject: second\r\n\r\ny\r\n.\r\n");
-    assert_eq!(c.read_reply().code, 250);
-    assert!(server.mbox_text("brown").ends_with("y\n\n"));
+    second_message_is_delivered(&server, &mut c);
 }
 
 /// A message pipelined right behind the end of one that took several reads gets clocks of its
@@ -97,12 +111,7 @@ fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
 /// locked mailbox was charged to it and it was cut right behind its 354.
 #[test]
 fn a_message_pipelined_behind_one_of_several_reads_gets_clocks_of_its_own() {
-    let server = TestServer::with(|c| {
-        c.data_timeout = Duration::from_millis(300);
-        c.min_data_rate_grace = Duration::from_millis(300);
-        c.lock_timeout = Duration::from_millis(1000);
-    });
-    std::fs::write(server.mail_dir().join("jones.lock"), b"").unwrap();
+    let server = jones_locked_for_a_second();
     let mut c = server.client();
     c.expect("EHLO x.test", 250);
     c.expect("MAIL FROM:<a@b.test>", 250);
@@ -116,11 +125,7 @@ fn a_message_pipelined_behind_one_of_several_reads_gets_clocks_of_its_own() {
     for code in [450, 250, 250, 354] {
         assert_eq!(c.read_reply().code, code);
     }
-    thread::sleep(Duration::from_millis(150));
-    c.send(b"Subject: second\r\n\r\ny\r\n.\r\n");
-    let r = c.read_reply();
-    assert_eq!(r.code, 250, "{r:?}");
-    assert!(server.mbox_text("brown").ends_with("y\n\n"));
+    second_message_is_delivered(&server, &mut c);
 }
 
 /// A reply is written within `--timeout` in total, not per `write(2)`: a client that pipelines
