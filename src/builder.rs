@@ -128,7 +128,8 @@ impl Config {
         Ok(self)
     }
 
-    /// Worker threads, one per live session (`--workers`).
+    /// Worker threads, one per live session (`--workers`); at most 10 000, or `Server::start`
+    /// refuses the configuration.
     pub fn workers(mut self, n: usize) -> Config {
         self.workers = n;
         self

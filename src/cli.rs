@@ -38,7 +38,7 @@ usage: mboxd [options]
   --user NAME              a known mailbox (repeatable; with none, every safe name is accepted)
   --users FILE             known mailboxes, one per line, # comments
   --aliases FILE           aliases(5) file: `name: target, target`
-  --workers N              worker threads = concurrent sessions (default 64)
+  --workers N              worker threads = concurrent sessions (default 64, at most 10000)
   --max-message-size BYTES largest message (default 10485760)
   --max-recipients N       recipients per message (default 100)
   --max-inflight-bytes BYTES

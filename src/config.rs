@@ -47,7 +47,7 @@ pub struct Config {
     pub users: Option<BTreeSet<String>>,
     /// Aliases in aliases(5) form: a name and its targets (local names, aliases or addresses).
     pub aliases: Vec<(String, Vec<String>)>,
-    /// Worker threads, one per live session. Default 64.
+    /// Worker threads, one per live session. Default 64, at most 10 000.
     pub workers: usize,
     /// Largest message accepted in octets, advertised as SIZE (RFC 1870). Default 10 MiB.
     pub max_message_size: u64,
@@ -234,6 +234,13 @@ impl std::error::Error for ConfigError {}
 /// [`std::time::Instant`] cannot overflow; the command line refuses longer ones too.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
 
+/// The most worker threads a configuration may ask for. Every worker is started with the server,
+/// and Linux allows a process 65 530 memory maps by default (`vm.max_map_count`), of which each
+/// thread takes a few (its stack, guard page and signal stack): past about 16 000 threads a
+/// thread's set-up fails inside the standard library, which aborts the whole process instead of
+/// returning an error. 10 000 leaves room below that.
+pub(crate) const MAX_WORKERS: usize = 10_000;
+
 impl Config {
     /// Checks what no setting can be checked for alone: the one place, before anything is
     /// created, where [`crate::Server::start`] refuses an unusable configuration (the command line
@@ -243,6 +250,12 @@ impl Config {
             return Err(ConfigError(
                 "at least one address, one worker and one recipient are needed".into(),
             ));
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError(format!(
+                "{} workers (--workers) is more than the {MAX_WORKERS} a server may start",
+                self.workers
+            )));
         }
         if !usable_hostname(&self.hostname) {
             return Err(ConfigError(format!(

@@ -57,7 +57,15 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Failure> {
     let usage = |message: String| Failure { code: 2, message };
-    let config = match cli::parse(std::env::args().skip(1)).map_err(|e| usage(e.to_string()))? {
+    // `std::env::args` would panic on an argument that is not UTF-8 (a path may be anything).
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|arg| {
+            arg.into_string()
+                .map_err(|arg| usage(format!("argument {arg:?} is not valid UTF-8")))
+        })
+        .collect::<Result<Vec<String>, Failure>>()?;
+    let config = match cli::parse(args).map_err(|e| usage(e.to_string()))? {
         Invocation::Run(config) => *config,
         Invocation::Help => {
             print!("{}", cli::USAGE);

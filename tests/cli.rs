@@ -83,6 +83,8 @@ fn bad_command_lines_exit_2_with_one_line() {
     for args in [
         vec!["--frobnicate"],
         vec!["--workers", "zero"],
+        // Every worker is started at once: a count this large aborted the process (SIGABRT).
+        vec!["--listen", "127.0.0.1:0", "--workers", "20000"],
         vec!["--listen"],
         vec!["--listen", "not an address"],
         vec![
@@ -121,6 +123,21 @@ fn bad_command_lines_exit_2_with_one_line() {
             assert!(errors[0].ends_with(": not a directory"), "{stderr}");
         }
     }
+    // An argument that is not UTF-8 (a legal path on Unix) made std::env::args panic.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"/tmp/mboxd-\xff");
+    let out = output_within(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--mail-dir"])
+            .arg(odd),
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some(r#"mboxd: argument "/tmp/mboxd-\xFF" is not valid UTF-8"#),
+    );
 }
 
 #[test]
