@@ -117,10 +117,13 @@ impl Mailbox {
 }
 
 /// Where the entry that `bytes` begins with ends: at the next `From ` line that follows an
-/// empty line, or at the end.
+/// empty line, or at the end. The empty line may be a CRLF: another program may have written
+/// the mailbox with CRLF line ends, which mboxd keeps (it only appends).
 fn next_entry(bytes: &[u8]) -> usize {
-    // The first newline ends the last line, the second is the empty line.
-    find(bytes, b"\n\nFrom ").map_or(bytes.len(), |found| found + 2)
+    // The first newline ends the last line, the second (after a CR or not) the empty line.
+    let lf = find(bytes, b"\n\nFrom ").map(|found| found + 2);
+    let crlf = find(bytes, b"\n\r\nFrom ").map(|found| found + 3);
+    lf.into_iter().chain(crlf).min().unwrap_or(bytes.len())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -171,8 +174,11 @@ impl Message {
             ),
             None => (entry, &[][..]),
         };
+        let first = first.strip_suffix(b"\r").unwrap_or(first);
         // The empty line that separates this entry from the next, or ends the file.
-        let content = if content == b"\n" || content.ends_with(b"\n\n") {
+        let content = if content == b"\r\n" || content.ends_with(b"\n\r\n") {
+            content.get(..content.len() - 2).unwrap_or(content)
+        } else if content == b"\n" || content.ends_with(b"\n\n") {
             content.get(..content.len() - 1).unwrap_or(content)
         } else {
             content
@@ -342,6 +348,8 @@ fn parse_headers(raw: &[u8]) -> (Vec<Header>, usize, usize) {
     for line in raw.split_inclusive(|&b| b == b'\n') {
         let next = at + line.len();
         let text = line.strip_suffix(b"\n".as_slice()).unwrap_or(line);
+        // A header section with CRLF line ends (a mailbox another program wrote).
+        let text = text.strip_suffix(b"\r".as_slice()).unwrap_or(text);
         if text.is_empty() {
             body = next;
             break;
