@@ -41,7 +41,7 @@ use crate::socket::{Late, ReadTimer, linger, write_within};
 use crate::writer::Job;
 
 mod live;
-use live::{Flags, Live, Registration};
+use live::{EVICTED, Flags, Live, Registration};
 
 /// What every connection of a server shares.
 pub(crate) struct Context {
@@ -267,7 +267,9 @@ fn run(
                 // A `--fail` delay: what is answered so far goes out first; the session is not
                 // idle meanwhile, so it is not evicted.
                 flush(stream, &mut core, &mut pending)?;
-                flags.waiting_since.store(0, Ordering::SeqCst);
+                if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
+                    return evicted(stream, &mut core, &mut pending, label);
+                }
                 ctx.pause(pause);
                 continue;
             }
@@ -294,9 +296,13 @@ fn run(
         flags.in_message.store(message, Ordering::SeqCst);
         flags.enhanced.store(core.enhanced(), Ordering::Relaxed);
         // Not idle while answering what came since the last read (set again below, with the
-        // clocks); with nothing new, the flag already says since when it has waited.
-        if core.progress() != clock.progress {
-            flags.waiting_since.store(0, Ordering::SeqCst);
+        // clocks); with nothing new, the flag already says since when it has waited. Picked for
+        // eviction before this, the session answers nothing of it but the 421 (see
+        // `Flags::waiting_since`).
+        if core.progress() != clock.progress
+            && flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED
+        {
+            return evicted(stream, &mut core, &mut pending, label);
         }
         if !message && ctx.shutting_down() {
             return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
@@ -327,7 +333,15 @@ fn run(
                 .saturating_sub(clock.idle_since.elapsed().as_millis() as u64)
                 .max(1)
         };
-        flags.waiting_since.store(waiting, Ordering::SeqCst);
+        // Picked for eviction while it answered: the 421 follows what it wrote.
+        if (flags.waiting_since)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                (v != EVICTED).then_some(waiting)
+            })
+            .is_err()
+        {
+            return evicted(stream, &mut core, &mut pending, label);
+        }
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
         let (deadline, late) = match clock.message {
@@ -411,8 +425,7 @@ fn end_of_file(
     message: bool,
 ) -> io::Result<()> {
     if flags.evicted.load(Ordering::SeqCst) {
-        log::info!("{label}: closed to make room for a newcomer; 421");
-        return close_with(stream, core, pending, &reply::EVICTED);
+        return evicted(stream, core, pending, label);
     }
     if ctx.shutting_down() {
         if message {
@@ -452,6 +465,18 @@ fn answer(pending: &mut Option<Pending>) -> io::Result<Option<Instant>> {
 /// its reply the writer did not.
 fn settle(pending: &mut Option<Pending>) -> io::Result<()> {
     pending.take().map_or(Ok(()), Pending::settle)
+}
+
+/// Closes a session eviction picked, with `421 4.3.2`, and nothing else it has not written yet.
+fn evicted(
+    stream: &TcpStream,
+    core: &mut Protocol,
+    pending: &mut Option<Pending>,
+    label: &str,
+) -> io::Result<()> {
+    log::info!("{label}: closed to make room for a newcomer; 421");
+    core.clear_output();
+    close_with(stream, core, pending, &reply::EVICTED)
 }
 
 fn close_with(

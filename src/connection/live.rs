@@ -29,7 +29,12 @@ pub(super) struct Flags {
     pub(super) in_message: AtomicBool,
     /// Milliseconds after the context's epoch, plus one, since when the session has been
     /// waiting for a command, counted from its last command that was not a keep-alive (NOOP,
-    /// RSET, VRFY, EXPN, HELP); 0 while it is not waiting for one.
+    /// RSET, VRFY, EXPN, HELP); 0 while it is not waiting for one; [`EVICTED`] once eviction
+    /// has picked it. Eviction takes a session by a compare-and-swap of the value that made it
+    /// idle, and its worker swaps in 0 before it answers anything read since: so either the
+    /// worker sees [`EVICTED`] and answers only the 421, or eviction sees the session busy and
+    /// leaves it. (With a flag apart, a session picked just as its client sent DATA answered
+    /// 354, then found its reading side shut and answered 421 inside the message.)
     pub(super) waiting_since: AtomicU64,
     /// Set when the session was closed to make room; it then answers 421.
     pub(super) evicted: AtomicBool,
@@ -48,20 +53,26 @@ impl Flags {
         delivery.as_ref().is_some_and(|d| d.answered_at().is_none())
     }
 
-    /// How long the session has been idle, waiting for its client's next command, if it is.
-    fn idle_for(&self, now: u64) -> Option<u64> {
-        let since = match self.waiting_since.load(Ordering::SeqCst) {
-            0 => return None,
+    /// How long the session has been idle, waiting for its client's next command, if it is,
+    /// and the value of [`Flags::waiting_since`] that says so.
+    fn idle_for(&self, now: u64) -> Option<(u64, u64)> {
+        let seen = self.waiting_since.load(Ordering::SeqCst);
+        let since = match seen {
+            0 | EVICTED => return None,
             since => now.saturating_sub(since),
         };
         let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
-        match delivery.as_ref().map(Awaited::answered_at) {
-            None => Some(since),
-            Some(None) => None,
-            Some(Some(answered)) => Some(since.min(answered.elapsed().as_millis() as u64)),
-        }
+        let idle = match delivery.as_ref().map(Awaited::answered_at) {
+            None => since,
+            Some(None) => return None,
+            Some(Some(answered)) => since.min(answered.elapsed().as_millis() as u64),
+        };
+        Some((idle, seen))
     }
 }
+
+/// [`Flags::waiting_since`] of a session eviction has picked.
+pub(super) const EVICTED: u64 = u64::MAX;
 
 /// How long a session must have waited for a command before it may be evicted: a client
 /// between two pipelined commands is not idle.
@@ -93,21 +104,32 @@ impl Context {
         let now = self.clock();
         let limit = EVICTABLE_AFTER.as_millis() as u64;
         let live = self.live();
-        // Idle times are in whole milliseconds, so two sessions can tie: the older connection
-        // (the lower number) goes first, not whichever the map yields last.
-        let idlest = live
-            .iter()
-            .filter(|(_, conn)| !conn.flags.evicted.load(Ordering::SeqCst))
-            .filter_map(|(&id, conn)| Some((conn.flags.idle_for(now)?, id, conn)))
-            .filter(|(idle, ..)| *idle >= limit)
-            .max_by_key(|&(idle, id, _)| (idle, std::cmp::Reverse(id)));
-        let Some((idle, _, conn)) = idlest else {
-            return false;
-        };
-        log::info!("every worker busy: closing a session idle for {idle} ms to make room");
-        conn.flags.evicted.store(true, Ordering::SeqCst);
-        let _ = conn.stream.shutdown(Shutdown::Read);
-        true
+        // A session that turns busy between the pick and the swap is left, and another picked;
+        // a few tries, as one picked again and again is one that keeps answering at once.
+        for _ in 0..3 {
+            // Idle times are in whole milliseconds, so two sessions can tie: the older
+            // connection (the lower number) goes first, not whichever the map yields last.
+            let idlest = live
+                .iter()
+                .filter_map(|(&id, conn)| Some((conn.flags.idle_for(now)?, id, conn)))
+                .filter(|((idle, _), ..)| *idle >= limit)
+                .max_by_key(|&((idle, _), id, _)| (idle, std::cmp::Reverse(id)));
+            let Some(((idle, seen), _, conn)) = idlest else {
+                return false;
+            };
+            let flags = &conn.flags;
+            if (flags.waiting_since)
+                .compare_exchange(seen, EVICTED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            log::info!("every worker busy: closing a session idle for {idle} ms to make room");
+            flags.evicted.store(true, Ordering::SeqCst);
+            let _ = conn.stream.shutdown(Shutdown::Read);
+            return true;
+        }
+        false
     }
 
     /// Milliseconds since the epoch, plus one (so 0 can mean "never").
