@@ -120,10 +120,19 @@ impl Mailbox {
 /// empty line, or at the end. The empty line may be a CRLF: another program may have written
 /// the mailbox with CRLF line ends, which mboxd keeps (it only appends).
 fn next_entry(bytes: &[u8]) -> usize {
-    // The first newline ends the last line, the second (after a CR or not) the empty line.
-    let lf = find(bytes, b"\n\nFrom ").map(|found| found + 2);
-    let crlf = find(bytes, b"\n\r\nFrom ").map(|found| found + 3);
-    lf.into_iter().chain(crlf).min().unwrap_or(bytes.len())
+    // Each `From ` after a newline, in order, until one whose line before is empty (a newline,
+    // or a CR, right after the newline that ends the line before that). One pass: the file is
+    // not searched to its end for every entry.
+    let mut from = 0;
+    while let Some(found) = bytes.get(from..).and_then(|rest| find(rest, b"\nFrom ")) {
+        let newline = from + found;
+        let before = bytes.get(..newline).unwrap_or_default();
+        if before.ends_with(b"\n") || before.ends_with(b"\n\r") {
+            return newline + 1;
+        }
+        from = newline + 1;
+    }
+    bytes.len()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
