@@ -99,6 +99,15 @@ fn hand_over(ctx: &Context, job: Job) {
     }
 }
 
+/// `ip` as an address literal (RFC 5321 §4.1.3), as the TCP-info of a `Received:` field's from
+/// clause is written (§4.4).
+fn address_literal(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+    }
+}
+
 /// The writer's job for a message: an entry per mailbox, each with its trace header.
 #[inline(never)]
 fn job(
@@ -109,7 +118,7 @@ fn job(
     label: &str,
     ack: Ack,
 ) -> Job {
-    let peer_ip = peer.ip().to_string();
+    let peer_ip = address_literal(peer.ip());
     let trace = Trace {
         sender: envelope.sender.as_deref(),
         helo: &envelope.helo,
@@ -163,6 +172,16 @@ mod tests {
     use crate::writer::ack::tests::{connected, fill};
     use std::io::Read;
     use std::thread;
+
+    #[test]
+    fn the_peer_is_written_as_an_address_literal() {
+        assert_eq!(address_literal("192.0.2.1".parse().unwrap()), "[192.0.2.1]");
+        assert_eq!(address_literal("::1".parse().unwrap()), "[IPv6:::1]");
+        assert_eq!(
+            address_literal("2001:db8::7".parse().unwrap()),
+            "[IPv6:2001:db8::7]"
+        );
+    }
 
     /// What the client reads until the server's end is closed.
     fn drain(mut client: TcpStream) -> thread::JoinHandle<Vec<u8>> {

@@ -64,7 +64,7 @@ fn seed_conversation_replayed_verbatim() {
             lines[0]
         );
         assert_eq!(lines[1], "Return-Path: <Smith@USC-ISIF.ARPA>");
-        assert_eq!(lines[2], "Received: from USC-ISIF.ARPA (127.0.0.1)");
+        assert_eq!(lines[2], "Received: from USC-ISIF.ARPA ([127.0.0.1])");
         assert!(
             lines[3].starts_with("\tby BBN-UNIX.ARPA (mboxd) with SMTP id "),
             "{}",

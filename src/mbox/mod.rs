@@ -37,7 +37,7 @@ pub(crate) struct Trace<'a> {
     pub sender: Option<&'a str>,
     /// The name the client gave in HELO or EHLO.
     pub helo: &'a str,
-    /// The client's IP address.
+    /// The client's IP address as an address literal (RFC 5321 §4.1.3): `[192.0.2.1]`, `[IPv6:::1]`.
     pub peer: &'a str,
     /// This server's name.
     pub hostname: &'a str,
@@ -240,7 +240,7 @@ mod tests {
         Trace {
             sender,
             helo: "USC-ISIF.ARPA",
-            peer: "127.0.0.1",
+            peer: "[127.0.0.1]",
             hostname: "BBN-UNIX.ARPA",
             protocol: "SMTP",
             id: "1a",
@@ -260,7 +260,7 @@ mod tests {
             h,
             "From Smith@USC-ISIF.ARPA Sun Nov 22 07:33:49 2026\n\
              Return-Path: <Smith@USC-ISIF.ARPA>\n\
-             Received: from USC-ISIF.ARPA (127.0.0.1)\n\
+             Received: from USC-ISIF.ARPA ([127.0.0.1])\n\
              \tby BBN-UNIX.ARPA (mboxd) with SMTP id 1a\n\
              \tfor <Jones@BBN-UNIX.ARPA>; Sun, 22 Nov 2026 07:33:49 +0000\n"
         );
@@ -319,7 +319,7 @@ mod tests {
             let line = h.lines().nth(2).unwrap();
             assert_eq!(
                 line,
-                format!("Received: from {written} (127.0.0.1)"),
+                format!("Received: from {written} ([127.0.0.1])"),
                 "{helo:?}"
             );
         }
@@ -329,7 +329,7 @@ mod tests {
         let h = String::from_utf8(header(&t, "a@b")).unwrap();
         assert_eq!(
             h.lines().nth(2),
-            Some("Received: from b\u{fc}cher.test (127.0.0.1)")
+            Some("Received: from b\u{fc}cher.test ([127.0.0.1])")
         );
     }
 
