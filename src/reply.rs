@@ -286,6 +286,13 @@ pub(crate) const NAME_NOT_ALLOWED: Reply = Reply::fixed(
     "5.1.3",
     "Requested action not taken: mailbox name not allowed",
 );
+/// A sender's address that is not allowed: RFC 3463 §3.2 gives X.1.7 ("bad sender's mailbox
+/// address syntax") where X.1.3 is the destination's.
+pub(crate) const SENDER_NOT_ALLOWED: Reply = Reply::fixed(
+    553,
+    "5.1.7",
+    "Requested action not taken: mailbox name not allowed",
+);
 /// RFC 6531 §3.5: a recipient that needs SMTPUTF8 is 553 ("mailbox name not allowed").
 pub(crate) const RECIPIENT_NEEDS_SMTPUTF8: Reply = Reply::fixed(
     553,

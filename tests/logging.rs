@@ -83,7 +83,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
         format!("{conn}: RCPT <\"bob\\u{{2028}}X-Injected: yes\\u{{202e}}\"@mx.test> refused: 553"),
         format!("{conn}: message refused: 554 5.5.1"),
         format!("{conn}: message refused: 552 5.3.4"),
-        format!("{conn}: MAIL <s\\u{{0085}}@b.test> refused: 553 5.1.3"),
+        format!("{conn}: MAIL <s\\u{{0085}}@b.test> refused: 553 5.1.7"),
         format!(
             "conn 2 [127.0.0.1:{reset_port}]: Connection reset by peer (os error 104) inside a \
              message; it is discarded"

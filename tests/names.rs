@@ -194,15 +194,16 @@ fn mail_from_with_a_forged_header_in_a_quoted_local_part_is_553() {
             &mut c,
             "MAIL FROM:<\"x\u{2028}Bcc: victim@example.test\"@attacker.test> SMTPUTF8"
         ),
-        "553 5.1.3"
+        "553 5.1.7"
     );
-    // Not an encoding matter: without SMTPUTF8 it is 5.1.3 too, not 5.6.7.
+    // Not an encoding matter: without SMTPUTF8 it is 5.1.7 too (a sender's X.1.7, RFC 3463
+    // §3.2), not 5.6.7.
     assert_eq!(
         code(
             &mut c,
             "MAIL FROM:<\"x\u{2028}Bcc: victim@example.test\"@attacker.test>"
         ),
-        "553 5.1.3"
+        "553 5.1.7"
     );
     assert_eq!(c.cmd("RCPT TO:<jones@mx.test>").code, 503);
     assert_eq!(c.cmd("DATA").code, 503);
@@ -223,7 +224,7 @@ fn nel_csi_and_bidi_overrides_in_domains_are_553() {
     ] {
         assert_eq!(
             code(&mut c, &format!("MAIL FROM:<a@{domain}> SMTPUTF8")),
-            "553 5.1.3",
+            "553 5.1.7",
             "{domain:?}"
         );
     }

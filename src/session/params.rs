@@ -54,7 +54,12 @@ pub(crate) fn mail(
         }
     }
     if let Some(addr) = from {
-        address(out.utf8, addr, reply::SENDER_NEEDS_SMTPUTF8)?;
+        address(
+            out.utf8,
+            addr,
+            reply::SENDER_NOT_ALLOWED,
+            reply::SENDER_NEEDS_SMTPUTF8,
+        )?;
     }
     Ok(out)
 }
@@ -65,18 +70,24 @@ pub(crate) fn rcpt(utf8: bool, to: &Address, params: &[Param]) -> Result<(), Rep
         // DSN (RFC 3461) is not offered, so NOTIFY and ORCPT are unknown here.
         return Err(not_recognized(param));
     }
-    address(utf8, to, reply::RECIPIENT_NEEDS_SMTPUTF8)
+    address(
+        utf8,
+        to,
+        reply::NAME_NOT_ALLOWED,
+        reply::RECIPIENT_NEEDS_SMTPUTF8,
+    )
 }
 
 /// Checks an address's characters, whatever its role. An unsafe character (`escape::is_unsafe`:
 /// controls, NEL and C1, U+2028 and U+2029, bidi controls, default-ignorable characters) in the
-/// local part or the domain is `553 5.1.3`, before and whatever the encoding: such an address
+/// local part or the domain is `not_allowed` (`553 5.1.3` for a recipient, `553 5.1.7` for a
+/// sender: RFC 3463 §3.2), before and whatever the encoding: such an address
 /// would reach `Return-Path:` or `Received:` and could forge a header line, and no SMTPUTF8 makes
 /// it acceptable. Only then is a non-ASCII address without SMTPUTF8 refused with `needs_utf8`:
 /// RFC 6531 §3.5 gives `553 5.6.7` for a recipient and `550 5.6.7` for a sender.
-fn address(utf8: bool, addr: &Address, needs_utf8: Reply) -> Result<(), Reply> {
+fn address(utf8: bool, addr: &Address, not_allowed: Reply, needs_utf8: Reply) -> Result<(), Reply> {
     if has_unsafe(&addr.local) || addr.domain.as_deref().is_some_and(has_unsafe) {
-        return Err(reply::NAME_NOT_ALLOWED);
+        return Err(not_allowed);
     }
     if !utf8 && !addr.to_string().is_ascii() {
         return Err(needs_utf8);
