@@ -255,7 +255,14 @@ fn run(
     // The last message handed to the writer, until its answer is settled.
     let mut pending: Option<Pending> = None;
     loop {
-        match core.poll() {
+        let event = core.poll();
+        // Busy from here until it waits again (below, before the read): picked for eviction
+        // before this, the session answers nothing of what it read but the 421, whatever the
+        // event (see `Flags::waiting_since`).
+        if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
+            return evicted(stream, &mut core, &mut pending, label);
+        }
+        match event {
             Event::NeedInput => {}
             Event::Close => {
                 settle(&mut pending)?;
@@ -267,9 +274,6 @@ fn run(
                 // A `--fail` delay: what is answered so far goes out first; the session is not
                 // idle meanwhile, so it is not evicted.
                 flush(stream, &mut core, &mut pending)?;
-                if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
-                    return evicted(stream, &mut core, &mut pending, label);
-                }
                 ctx.pause(pause);
                 continue;
             }
@@ -295,15 +299,6 @@ fn run(
         // to receive a message for an idle one.
         flags.in_message.store(message, Ordering::SeqCst);
         flags.enhanced.store(core.enhanced(), Ordering::Relaxed);
-        // Not idle while answering what came since the last read (set again below, with the
-        // clocks); with nothing new, the flag already says since when it has waited. Picked for
-        // eviction before this, the session answers nothing of it but the 421 (see
-        // `Flags::waiting_since`).
-        if core.progress() != clock.progress
-            && flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED
-        {
-            return evicted(stream, &mut core, &mut pending, label);
-        }
         if !message && ctx.shutting_down() {
             return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
         }
@@ -333,15 +328,9 @@ fn run(
                 .saturating_sub(clock.idle_since.elapsed().as_millis() as u64)
                 .max(1)
         };
-        // Picked for eviction while it answered: the 421 follows what it wrote.
-        if (flags.waiting_since)
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                (v != EVICTED).then_some(waiting)
-            })
-            .is_err()
-        {
-            return evicted(stream, &mut core, &mut pending, label);
-        }
+        // Idle again from here, if waiting for a command. Since the swap above the flag was 0,
+        // which eviction never picks, so nothing is overwritten.
+        flags.waiting_since.store(waiting, Ordering::SeqCst);
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
         let (deadline, late) = match clock.message {

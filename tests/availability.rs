@@ -316,6 +316,46 @@ fn a_session_evicted_as_its_client_sends_data_never_gets_354_then_421() {
     }
 }
 
+/// A session that has read something is busy until it waits again, also while it writes a long
+/// answer to a client that does not read: eviction used to pick such a session while it was
+/// still answering the commands before a message (its flag said idle until its next read), so
+/// no idle session was closed, and the newcomer was refused after `--queue-wait`.
+#[test]
+fn a_session_writing_to_a_slow_reader_is_not_taken_for_idle() {
+    let server = TestServer::with(|c| {
+        c.workers = 2;
+        c.queue_wait = Duration::from_secs(3);
+        c.aliases = vec![("big".into(), (0..8000).map(|i| format!("u{i}")).collect())];
+    });
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut busy = Client::from_stream(socket.into(), Duration::from_secs(10));
+    assert_eq!(busy.read_reply().code, 220);
+    busy.expect("EHLO busy.test", 250);
+    busy.expect("MAIL FROM:<a@b.test>", 250);
+    busy.expect("RCPT TO:<jones@mx.test>", 250);
+    let mut idle = server.client();
+    idle.expect("EHLO idle.test", 250);
+    thread::sleep(Duration::from_millis(1100)); // past the 1 s an idle session is spared
+    // Megabytes of answers before a message, never read: the worker blocks writing them.
+    busy.send(
+        &[
+            b"EXPN big\r\n".repeat(49),
+            b"BDAT 7 LAST\r\nsecond\n".to_vec(),
+        ]
+        .concat(),
+    );
+    // Time for the server to read them (no signal says it has): until then it is idle.
+    thread::sleep(Duration::from_millis(300));
+    let mut newcomer = Client::connect_with_timeout(server.addr, Duration::from_secs(10));
+    assert_eq!(newcomer.read_reply().code, 220);
+    assert_eq!(
+        idle.read_reply().line(),
+        "421 4.3.2 Busy; closing idle session to make room; closing transmission channel"
+    );
+}
+
 /// A newcomer whose wait is over when it reaches the dispatcher (`--queue-wait 0`) gets `421`
 /// and closes no session: an eviction would free a worker for no one.
 #[test]

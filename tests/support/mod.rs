@@ -144,7 +144,7 @@ impl Client {
         Client::from_stream(connect_from(from, addr), REPLY_TIMEOUT)
     }
 
-    fn from_stream(stream: TcpStream, timeout: Duration) -> Client {
+    pub fn from_stream(stream: TcpStream, timeout: Duration) -> Client {
         stream.set_read_timeout(Some(timeout)).unwrap();
         stream.set_write_timeout(Some(timeout)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
