@@ -188,7 +188,12 @@ impl Message {
         let content = if content == b"\r\n" || content.ends_with(b"\n\r\n") {
             content.get(..content.len() - 2).unwrap_or(content)
         } else if content == b"\n" || content.ends_with(b"\n\n") {
-            content.get(..content.len() - 1).unwrap_or(content)
+            let content = content.get(..content.len() - 1).unwrap_or(content);
+            // mboxd's padding after another program's CRLF empty line: together they separate.
+            match content.strip_suffix(b"\r\n") {
+                Some(rest) if rest.ends_with(b"\n") => rest,
+                _ => content,
+            }
         } else {
             content
         };

@@ -153,13 +153,14 @@ fn a_from_line_escape_is_decoded_only_when_it_names_a_character() {
 }
 
 /// A mailbox another program wrote with CRLF line ends, which mboxd appended to (it pads the
-/// end with a newline and leaves every byte as it was): each entry is one message, and the
-/// header section ends at the CRLF line. The reader merged such entries, so `wait_for` could
+/// end with a newline and leaves every byte as it was): each entry is one message, the header
+/// section ends at the CRLF line, and the empty lines between entries belong to neither. The reader merged such entries, so `wait_for` could
 /// not reach its count.
 #[test]
 fn entries_with_crlf_line_ends_are_told_apart() {
     let file = b"From a@b.test Sun Nov 22 07:33:49 2026\r\nSubject: one\r\n\r\nhello\r\n\r\n\
         From c@d.test Sun Nov 22 07:33:50 2026\r\nSubject:  two \r\n\r\nbye\r\n\n\
+        From g@h.test Sun Nov 22 07:33:50 2026\r\nSubject: four\r\n\r\nend\r\n\r\n\n\
         From e@f.test Sun Nov 22 07:33:51 2026\nSubject: three\n\nhi\n\n";
     let messages = parse(file);
     let seen: Vec<_> = messages
@@ -171,6 +172,8 @@ fn entries_with_crlf_line_ends_are_told_apart() {
         [
             (Some("a@b.test"), Some("one"), &b"hello\r\n"[..]),
             (Some("c@d.test"), Some("two"), &b"bye\r\n"[..]),
+            // Its own empty CRLF line, then mboxd's padding: both are the separator.
+            (Some("g@h.test"), Some("four"), &b"end\r\n"[..]),
             (Some("e@f.test"), Some("three"), &b"hi\n"[..]),
         ]
     );
