@@ -255,14 +255,7 @@ fn run(
     // The last message handed to the writer, until its answer is settled.
     let mut pending: Option<Pending> = None;
     loop {
-        let event = core.poll();
-        // Busy from here until it waits again (below, before the read): picked for eviction
-        // before this, the session answers nothing of what it read but the 421, whatever the
-        // event (see `Flags::waiting_since`).
-        if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
-            return evicted(stream, &mut core, &mut pending, label);
-        }
-        match event {
+        match core.poll() {
             Event::NeedInput => {}
             Event::Close => {
                 settle(&mut pending)?;
@@ -328,8 +321,9 @@ fn run(
                 .saturating_sub(clock.idle_since.elapsed().as_millis() as u64)
                 .max(1)
         };
-        // Idle again from here, if waiting for a command. Since the swap above the flag was 0,
-        // which eviction never picks, so nothing is overwritten.
+        // Idle again from here, if waiting for a command. Since the swap after the last read
+        // (or since the start) the flag was 0, which eviction never picks: nothing is
+        // overwritten.
         flags.waiting_since.store(waiting, Ordering::SeqCst);
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
@@ -371,6 +365,13 @@ fn run(
         };
         if n == 0 {
             return end_of_file(stream, &mut core, &mut pending, label, ctx, flags, message);
+        }
+        // Busy from here until it waits again (above, before the read). Picked for eviction
+        // before this, the session handles nothing of what it read, and answers only the 421
+        // (see `Flags::waiting_since`): no reply is lost after being made, and no `--fail` rule
+        // fires for a command nobody gets the answer to.
+        if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
+            return evicted(stream, &mut core, &mut pending, label);
         }
         if let Some((_, _, bytes)) = &mut clock.message {
             *bytes += n as u64;
@@ -456,7 +457,8 @@ fn settle(pending: &mut Option<Pending>) -> io::Result<()> {
     pending.take().map_or(Ok(()), Pending::settle)
 }
 
-/// Closes a session eviction picked, with `421 4.3.2`, and nothing else it has not written yet.
+/// Closes a session eviction picked, with `421 4.3.2`. It is called before anything read since
+/// the session last waited is handled, so no reply of it is pending.
 fn evicted(
     stream: &TcpStream,
     core: &mut Protocol,
@@ -464,7 +466,6 @@ fn evicted(
     label: &str,
 ) -> io::Result<()> {
     log::info!("{label}: closed to make room for a newcomer; 421");
-    core.clear_output();
     close_with(stream, core, pending, &reply::EVICTED)
 }
 

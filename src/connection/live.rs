@@ -31,8 +31,8 @@ pub(super) struct Flags {
     /// waiting for a command, counted from its last command that was not a keep-alive (NOOP,
     /// RSET, VRFY, EXPN, HELP); 0 while it is not waiting for one; [`EVICTED`] once eviction
     /// has picked it. Eviction takes a session by a compare-and-swap of the value that made it
-    /// idle, and its worker swaps in 0 as soon as it has read anything, before it answers or
-    /// delivers it: so either the worker sees [`EVICTED`] and answers only the 421, or eviction
+    /// idle, and its worker swaps in 0 as soon as a read returns something, before it handles
+    /// it: so either the worker sees [`EVICTED`] and answers only the 421, or eviction
     /// sees the session busy and leaves it. (With a flag apart, a session picked just as its
     /// client sent DATA answered 354, then found its reading side shut and answered 421 inside
     /// the message; and one picked while it wrote a long answer went on, so no idle session was
