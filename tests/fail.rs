@@ -284,6 +284,24 @@ fn shutdown_cuts_a_delay_short() {
     assert_eq!(codes, [250, 421]);
 }
 
+/// A DATA answered during a stop (here, once its delay is cut short) is refused with the 421
+/// alone: it got 354, then, its reading side shut by the stop, 421 inside the message.
+#[test]
+fn a_data_answered_during_a_stop_gets_421_not_354() {
+    let mut s = server(&["data=delay:60s"]);
+    let mut c = in_transaction(&s);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.send(b"DATA\r\n");
+    // Time for the delay to begin (no signal says it has); a stop before it gives 421 too.
+    std::thread::sleep(Duration::from_millis(300));
+    s.stop();
+    let lines: Vec<String> = c.replies_until_close().iter().map(line).collect();
+    assert_eq!(
+        lines,
+        ["421 4.3.2 Service shutting down; closing transmission channel"]
+    );
+}
+
 #[test]
 fn count_example_fires_once_per_server() {
     let s = server(&["rcpt:*=451,count=1"]);
