@@ -293,15 +293,15 @@ fn run(
         flags.in_message.store(message, Ordering::SeqCst);
         flags.enhanced.store(core.enhanced(), Ordering::Relaxed);
         // A message whose 354 (or first chunk's reply) has not been written yet.
-        let began = message && clock.message.is_none_or(|(n, ..)| n != core.messages());
+        let unannounced = message && clock.message.is_none_or(|(n, ..)| n != core.messages());
         // Shutdown lets a message in progress finish, but refuses one not yet begun for the
         // client: `in_message` is stored above before this looks at shutdown's flag, and
         // shutdown sets its flag before it looks at `in_message`, so either this sees the
         // shutdown, or the shutdown sees the message and leaves its reading side open. (A DATA
         // answered during a shutdown, after a `--fail` delay say, got 354 and then, its reading
         // side shut, 421 inside the message.)
-        if ctx.shutting_down() && (!message || began) {
-            if began {
+        if ctx.shutting_down() && (!message || unannounced) {
+            if unannounced {
                 core.clear_output();
             }
             return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
