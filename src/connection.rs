@@ -302,7 +302,7 @@ fn run(
         // side shut, 421 inside the message.)
         if ctx.shutting_down() && (!message || unannounced) {
             if unannounced {
-                core.clear_output();
+                core.unannounce();
             }
             return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
         }
@@ -333,8 +333,8 @@ fn run(
                 .max(1)
         };
         // Idle again from here, if waiting for a command. Since the swap after the last read
-        // (or since the start) the flag was 0, which eviction never picks: nothing is
-        // overwritten.
+        // (or the last timed-out one, or since the start) the flag was 0, which eviction never
+        // picks: nothing is overwritten.
         flags.waiting_since.store(waiting, Ordering::SeqCst);
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
@@ -363,6 +363,10 @@ fn run(
                     && answered > clock.waiting_since
                 {
                     clock.waiting_since = answered;
+                    // Round again as after a read: the flag goes back to 0 until the next wait.
+                    if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
+                        return evicted(stream, &mut core, &mut pending, label);
+                    }
                     continue;
                 }
                 return timed_out(stream, &mut core, &mut pending, label, late);

@@ -289,17 +289,45 @@ fn shutdown_cuts_a_delay_short() {
 #[test]
 fn a_data_answered_during_a_stop_gets_421_not_354() {
     let mut s = server(&["data=delay:60s"]);
-    let mut c = in_transaction(&s);
-    c.expect("RCPT TO:<jones@mx.test>", 250);
-    c.send(b"DATA\r\n");
+    let mut c = s.client();
+    c.expect("EHLO client.test", 250);
+    // The replies before the delay are written before it begins; the 354 after it.
+    c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nDATA\r\n");
     // Time for the delay to begin (no signal says it has); a stop before it gives 421 too.
     std::thread::sleep(Duration::from_millis(300));
     s.stop();
     let lines: Vec<String> = c.replies_until_close().iter().map(line).collect();
     assert_eq!(
         lines,
-        ["421 4.3.2 Service shutting down; closing transmission channel"]
+        [
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+            "421 4.3.2 Service shutting down; closing transmission channel"
+        ]
     );
+}
+
+/// When a stop comes as a message ends and the next is asked for in the same group, only the
+/// new DATA gets the 421: the replies before it stay, the ended message's verdict among them.
+/// They were all replaced by the 421, so a refusal that a retry cannot change (a 452 here, a 550
+/// for a bare newline) reached the client as a 421 it would retry.
+#[test]
+fn a_stop_keeps_the_verdict_written_before_the_next_data() {
+    let s = server(&["data-end=452"]);
+    let mut c = in_transaction(&s);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: x\r\n\r\nbody\r\n");
+    let stopper = std::thread::spawn(move || {
+        let mut s = s;
+        s.stop();
+    });
+    // Time for the stop to begin (no signal says it has); the session has its grace.
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(b".\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nDATA\r\n");
+    let codes: Vec<u16> = c.replies_until_close().iter().map(|r| r.code).collect();
+    assert_eq!(codes, [452, 250, 250, 421]);
+    stopper.join().unwrap();
 }
 
 #[test]
