@@ -212,7 +212,21 @@ fn parameters_not_offered_are_555_and_bad_values_501() {
     // DSN is not advertised, so its parameters are unknown (RFC 5321 §4.1.1.11).
     c.expect("MAIL FROM:<a@b.test> RET=HDRS", 555);
     c.expect("MAIL FROM:<a@b.test> ENVID=x", 555);
-    c.expect("MAIL FROM:<a@b.test> BODY=BINARYMIME", 501);
+    // RFC 3030 §3: BINARYMIME is not offered, so a BODY naming it cannot be implemented.
+    assert_eq!(
+        c.expect("MAIL FROM:<a@b.test> BODY=BINARYMIME", 555).text(),
+        "5.5.4 BODY=BINARYMIME not implemented"
+    );
+    c.expect("MAIL FROM:<a@b.test> BODY=8-BIT", 501);
+    // A known parameter given twice is a syntax error, whichever values it carries; an unknown
+    // one given twice is still unknown.
+    assert_eq!(
+        c.expect("MAIL FROM:<a@b.test> SIZE=10 SIZE=99", 501).text(),
+        "5.5.4 Syntax error: SIZE given twice"
+    );
+    c.expect("MAIL FROM:<a@b.test> BODY=7BIT size=5 BODY=7BIT", 501);
+    c.expect("MAIL FROM:<a@b.test> SMTPUTF8 SMTPUTF8", 501);
+    c.expect("MAIL FROM:<a@b.test> RET=HDRS RET=HDRS", 555);
     c.expect("MAIL FROM:<a@b.test> SIZE=-1", 501);
     c.expect("MAIL FROM:<a@b.test> SIZE=+1", 501);
     // RFC 1870 §3: size-value ::= 1*20DIGIT; one past a u64 is a size over the limit.

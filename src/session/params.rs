@@ -28,7 +28,7 @@ pub(crate) fn mail(
     params: &[Param],
 ) -> Result<MailParams, Reply> {
     let mut out = MailParams::default();
-    for param in params {
+    for (i, param) in params.iter().enumerate() {
         if !extended {
             return Err(not_recognized(param));
         }
@@ -39,10 +39,16 @@ pub(crate) fn mail(
                 Some(_) => {}
                 None => return Err(bad_value(param)),
             },
-            // RFC 6152: both bodies are stored the same way, 8-bit octets kept as they are. BINARYMIME is not offered: mbox
-            // cannot keep a binary body exactly.
+            // RFC 6152: both bodies are stored the same way, 8-bit octets kept as they are.
             ("BODY", Some(v))
                 if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+            // RFC 3030 §3: BINARYMIME is a value of BODY that only a server advertising it
+            // takes. It is not offered (mbox cannot keep a binary body exactly), so this is a
+            // parameter the server cannot implement: 555 (RFC 5321 §4.1.1.11), not a syntax
+            // error.
+            ("BODY", Some(v)) if v.eq_ignore_ascii_case("BINARYMIME") => {
+                return Err(Reply::new(555, "5.5.4", "BODY=BINARYMIME not implemented"));
+            }
             ("SMTPUTF8", None) => out.utf8 = true,
             // RFC 4954 §5: a server that offers AUTH MUST take the parameter, from any client.
             // One it does not trust is treated as `AUTH=<>`; this server relays nothing and
@@ -51,6 +57,12 @@ pub(crate) fn mail(
             ("AUTH", _) if auth => return Err(bad_value(param)),
             ("BODY" | "SIZE" | "SMTPUTF8", _) => return Err(bad_value(param)),
             _ => return Err(not_recognized(param)),
+        }
+        // A parameter given twice says two things at once (`SIZE=10 SIZE=99`, `BODY=7BIT
+        // BODY=8BITMIME`): no RFC lets a server take either, so the line is a syntax error in its
+        // arguments rather than the first or the last value silently winning.
+        if params[..i].iter().any(|p| p.key == param.key) {
+            return Err(given_twice(param));
         }
     }
     if let Some(addr) = from {
@@ -135,6 +147,15 @@ fn is_xtext(v: &str) -> bool {
         any = true;
     }
     any
+}
+
+/// A parameter the line already gave, and the server knows.
+fn given_twice(param: &Param) -> Reply {
+    Reply::new(
+        501,
+        "5.5.4",
+        format!("Syntax error: {}given twice", named(param)),
+    )
 }
 
 /// A known parameter with a value it cannot take is a syntax error in the arguments.
