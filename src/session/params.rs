@@ -61,7 +61,7 @@ pub(crate) fn mail(
         // A parameter given twice says two things at once (`SIZE=10 SIZE=99`, `BODY=7BIT
         // BODY=8BITMIME`): no RFC lets a server take either, so the line is a syntax error in its
         // arguments rather than the first or the last value silently winning.
-        if params[..i].iter().any(|p| p.key == param.key) {
+        if params.iter().take(i).any(|p| p.key == param.key) {
             return Err(given_twice(param));
         }
     }
