@@ -235,10 +235,35 @@ impl Awaited {
         self.0.state().at
     }
 
-    /// Blocks until the writer answers, and says what became of the message.
+    /// [`settle`](Self::settle) for tests: a writer that never answers fails the test after
+    /// 10 s instead of hanging it.
+    #[cfg(test)]
+    pub(crate) fn settled(self) -> Answered {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut state = self.0.state();
+        loop {
+            if let Some(outcome) = state.outcome {
+                let unsent = std::mem::take(&mut state.rest);
+                return Answered { outcome, unsent };
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("the writer did not answer within 10 s");
+            state.waiting = true;
+            state = self
+                .0
+                .filled
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Waits (at most 10 s, or the test fails) until the writer answers, and says what became
+    /// of the message.
     #[cfg(test)]
     pub(crate) fn wait(self) -> Outcome {
-        self.settle().outcome
+        self.settled().outcome
     }
 
     /// Whether the writer has answered yet (tests watch the order of syncs and answers).
@@ -304,7 +329,7 @@ pub(crate) mod tests {
         let mut got = vec![0; expected.len()];
         client.read_exact(&mut got).unwrap();
         assert_eq!(got, expected);
-        let answered = awaited.clone().settle();
+        let answered = awaited.clone().settled();
         assert_eq!(answered.outcome, Outcome::Delivered);
         assert!(answered.unsent.is_empty());
         assert!(awaited.answered_at().is_some());
@@ -319,7 +344,7 @@ pub(crate) mod tests {
         let late = ack.send(Outcome::Busy).expect("the reply did not fit");
         // A watching clone keeps the slot alive past the settle, as a session's flags do.
         let watch = awaited.clone();
-        let answered = awaited.settle();
+        let answered = awaited.settled();
         assert_eq!(answered.outcome, Outcome::Busy);
         let whole = direct(&server).bytes(Outcome::Busy);
         assert!(!answered.unsent.is_empty());
@@ -351,7 +376,7 @@ pub(crate) mod tests {
         let mut got = vec![0; expected.len()];
         client.read_exact(&mut got).unwrap();
         assert_eq!(got, expected);
-        assert_eq!(awaited.settle().unsent, b"");
+        assert_eq!(awaited.settled().unsent, b"");
     }
 
     #[test]
@@ -363,7 +388,7 @@ pub(crate) mod tests {
         let mut got = vec![0; expected.len()];
         client.read_exact(&mut got).unwrap();
         assert_eq!(got, expected);
-        let answered = awaited.settle();
+        let answered = awaited.settled();
         assert_eq!(answered.outcome, Outcome::Failed);
         assert!(answered.unsent.is_empty());
     }

@@ -222,4 +222,57 @@ mod tests {
         let there = tempfile::tempdir_in(&shm).unwrap();
         assert_eq!(ancestors(there.path()).unwrap(), [shm]);
     }
+
+    /// A writer that takes at most 3 bytes per call and is interrupted every other call.
+    struct Dribble {
+        out: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Write for Dribble {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[io::IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 1 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            let n = first.len().min(3);
+            self.out.extend_from_slice(&first[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parts_are_written_whole_and_in_order_across_short_writes_and_interruptions() {
+        let mut out = Dribble {
+            out: Vec::new(),
+            calls: 0,
+        };
+        write_all_parts(&mut out, &[b"\n", b"", b"From a\n", b"body\n\n"]).unwrap();
+        assert_eq!(out.out, b"\nFrom a\nbody\n\n");
+    }
+
+    #[test]
+    fn a_write_of_nothing_is_an_error_not_a_loop() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Ok(0)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = write_all_parts(&mut Full, &[b"x"]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+    }
 }
