@@ -111,10 +111,26 @@ mod tests {
         let commits = Arc::new(Commits::default());
         assert_eq!(commits.committed("jones", || 7), (0, 7));
         let c = Arc::clone(&commits);
-        let waiter =
-            std::thread::spawn(move || c.wait_past(0, Instant::now() + Duration::from_secs(10)));
+        let waiter = std::thread::spawn(move || {
+            let n = c.wait_past(0, Instant::now() + Duration::from_secs(10));
+            (n, Instant::now())
+        });
+        // The waiter must be asleep in `wait_past` before the record, or the record's wake-up
+        // is not what ends its wait. Nothing signals that, so watch its count, for up to 10 s.
+        let began = Instant::now();
+        while commits.state().waiters == 0 {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "the waiter never waited"
+            );
+            std::thread::yield_now();
+        }
+        let recorded = Instant::now();
         commits.record([("jones", 120)]);
-        assert_eq!(waiter.join().unwrap(), 1);
+        let (n, woke) = waiter.join().unwrap();
+        assert_eq!(n, 1);
+        // Woken by the record, not by its 10 s deadline.
+        assert!(woke.duration_since(recorded) < Duration::from_secs(1));
         assert_eq!(commits.committed("jones", || 7), (1, 120));
         // Opened again (say after the file was replaced): its length then is what counts.
         commits.opened("jones", 40);
