@@ -7,7 +7,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{BIN, Client, TestServer, output_within, spawn_logged, stop_logged};
+use support::{
+    BIN, Client, TestServer, output_within, refuses_connections, spawn_logged, stop_logged,
+};
 
 /// A test server with these rules, `--fail-seed seed`, and room for many refusals.
 fn seeded(rules: &[&str], seed: u64) -> TestServer {
@@ -293,17 +295,15 @@ fn a_data_answered_during_a_stop_gets_421_not_354() {
     c.expect("EHLO client.test", 250);
     // The replies before the delay are written before it begins; the 354 after it.
     c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nDATA\r\n");
-    // Time for the delay to begin (no signal says it has); a stop before it gives 421 too.
-    std::thread::sleep(Duration::from_millis(300));
+    // Written as the delay begins, so the stop comes during it (a stop just before it gives
+    // 421 too).
+    assert_eq!(line(&c.read_reply()), "250 2.1.0 Sender OK");
+    assert_eq!(line(&c.read_reply()), "250 2.1.5 Recipient OK");
     s.stop();
     let lines: Vec<String> = c.replies_until_close().iter().map(line).collect();
     assert_eq!(
         lines,
-        [
-            "250 2.1.0 Sender OK",
-            "250 2.1.5 Recipient OK",
-            "421 4.3.2 Service shutting down; closing transmission channel"
-        ]
+        ["421 4.3.2 Service shutting down; closing transmission channel"]
     );
 }
 
@@ -318,12 +318,16 @@ fn a_stop_keeps_the_verdict_written_before_the_next_data() {
     c.expect("RCPT TO:<jones@mx.test>", 250);
     c.expect("DATA", 354);
     c.send(b"Subject: x\r\n\r\nbody\r\n");
+    let addr = s.addr;
     let stopper = std::thread::spawn(move || {
         let mut s = s;
         s.stop();
     });
-    // Time for the stop to begin (no signal says it has); the session has its grace.
-    std::thread::sleep(Duration::from_millis(300));
+    // The stop has begun once new connections are refused; the session has its grace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refuses_connections(addr, Duration::from_secs(5)) {
+        assert!(Instant::now() < deadline, "the server kept accepting");
+    }
     c.send(b".\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nDATA\r\n");
     let codes: Vec<u16> = c.replies_until_close().iter().map(|r| r.code).collect();
     assert_eq!(codes, [452, 250, 250, 421]);
