@@ -58,7 +58,12 @@ impl Directory {
         users: Option<&BTreeSet<String>>,
         aliases: &[(String, Vec<String>)],
     ) -> Self {
-        let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        // Kept as a client's domain is compared: lower-case, without the trailing dot that
+        // `--domain a.test.` or `--hostname mx.test.` may carry (a fully qualified name).
+        let domains: Vec<String> = domains
+            .iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
         Directory {
             home: domains
                 .first()

@@ -76,6 +76,31 @@ fn vrfy_answers_an_address_that_rcpt_accepts() {
     assert!(server.mbox_text("jones").contains("Subject: verified\n"));
 }
 
+/// A local domain given with its trailing dot (a fully qualified name) is the same domain: mail
+/// for `a.test` and `a.test.` alike was refused as relaying, and VRFY answered with an address
+/// RCPT refused.
+#[test]
+fn a_local_domain_given_with_a_trailing_dot_is_the_same_domain() {
+    let server = TestServer::with(|c| c.domains = vec!["A.test.".into()]);
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<x@a.test>", 250);
+    c.expect("RCPT TO:<y@A.TEST.>", 250);
+    let answer = c.expect("VRFY postmaster", 250).text();
+    assert_eq!(answer, "2.1.5 <postmaster@a.test>");
+    c.expect("RCPT TO:<postmaster@a.test>", 250);
+    // With no domain given, the hostname is the local domain, dot or no dot.
+    let server = TestServer::with(|c| {
+        c.hostname = "mx.test.".into();
+        c.domains = Vec::new();
+    });
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<x@mx.test>", 250);
+}
+
 #[test]
 fn aliases_251_forward_and_551_not_local() {
     let server = TestServer::with(|c| {
