@@ -35,7 +35,8 @@ usage: mboxd [options]
   --hostname NAME          name in the greeting and Received: headers (default: system hostname)
   --mail-dir DIR           where mbox files are written (default ./mail)
   --domain NAME            a domain delivered here (repeatable; default localhost and the hostname)
-  --user NAME              a known mailbox (repeatable; with none, every safe name is accepted)
+  --user NAME              a known mailbox (repeatable; with no --user and no --users,
+                           every safe name is accepted)
   --users FILE             known mailboxes, one per line, # comments
   --aliases FILE           aliases(5) file: `name: target, target`
   --workers N              worker threads = concurrent sessions (default 64, at most 10000)

@@ -196,3 +196,12 @@ fn the_buffer_never_fills_whatever_the_input() {
     assert_eq!(p.poll(), Event::NeedInput);
     assert_eq!(take_output(&mut p), "250 OK\r\n");
 }
+
+/// The sizes the comments on the worker's stack (`pool::WORKER_STACK`, `connection::start`) and
+/// the README give, kept true: a field added to the core changes them.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn the_core_and_a_state_are_the_sizes_the_comments_give() {
+    assert_eq!(std::mem::size_of::<Protocol>(), 280);
+    assert_eq!(std::mem::size_of::<crate::session::State>(), 80);
+}

@@ -156,7 +156,8 @@ fn from_name(helo: &str, utf8: bool) -> Cow<'_, str> {
 }
 
 /// An address as `Return-Path:` and `Received:` can hold it. The session takes an unquoted local
-/// part with any character but space, `<`, `>` and a second `@`, but RFC 5321 §4.1.2 allows only
+/// part with any character but space, `<`, `>` and a second `@` (inside brackets, a `"` must also
+/// be one of a pair, or the closing `>` counts as quoted), but RFC 5321 §4.1.2 allows only
 /// a dot-atom there (RFC 5322 §3.2.3: atext runs joined by single dots): other characters carry
 /// structure in a header (`(` opens a comment, `;` ends `Received:`'s tokens before its date),
 /// and a dot at either end or next to another is not the syntax. A local part that is not a
