@@ -217,9 +217,10 @@ struct Clock {
     idle_since: Instant,
     /// The message being received: the core's count of messages begun when it began (each
     /// message gets a clock of its own, also one pipelined right behind the last), when its
-    /// clock started (once its 354 and everything owed before it were written), and its octets
-    /// so far.
-    message: Option<(u32, Instant, u64)>,
+    /// clock started (once its 354 and everything owed before it were written), the octets read
+    /// since, and the core's count of command octets inside messages when it began (the
+    /// commands between BDAT chunks are not the message's octets).
+    message: Option<(u32, Instant, u64, u64)>,
 }
 
 fn run(
@@ -323,7 +324,7 @@ fn run(
         clock.message = match clock.message {
             _ if !message => None,
             Some(this) if this.0 == core.messages() => Some(this),
-            _ => Some((core.messages(), now, 0)),
+            _ => Some((core.messages(), now, 0, core.commands_in_message())),
         };
         let waiting = if message {
             0
@@ -340,7 +341,9 @@ fn run(
         // (within the data timeout, and soon enough to keep the minimum rate).
         let (deadline, late) = match clock.message {
             None => (clock.waiting_since + ctx.timeout, Late::Command),
-            Some((_, began, bytes)) => {
+            Some((_, began, read, commands_before)) => {
+                let commands = core.commands_in_message().wrapping_sub(commands_before);
+                let bytes = read.saturating_sub(commands);
                 let per_read = now + ctx.data_timeout;
                 let rate = began
                     + ctx.min_data_rate_grace.max(Duration::from_secs_f64(
@@ -388,8 +391,8 @@ fn run(
         if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
             return evicted(stream, &mut core, &mut pending, label);
         }
-        if let Some((_, _, bytes)) = &mut clock.message {
-            *bytes += n as u64;
+        if let Some((_, _, read, _)) = &mut clock.message {
+            *read += n as u64;
         }
         core.received(n);
     }

@@ -69,6 +69,9 @@ pub(crate) struct Protocol {
     messages: u32,
     /// Where in the output the reply that began the latest message (its 354) starts.
     message_reply_at: usize,
+    /// Octets of the command lines handled inside a message (between BDAT chunks: the next
+    /// BDAT, or a NOOP), wrapping: they are not the message's octets.
+    commands_in_message: u64,
     /// An action still to carry out (after a delay, or the session's first), and whether the
     /// session used EHLO when it was made.
     pending: Option<(Action, bool)>,
@@ -89,6 +92,7 @@ impl Protocol {
             useful: 0,
             messages: 0,
             message_reply_at: 0,
+            commands_in_message: 0,
             pending: Some((first, false)),
         }
     }
@@ -160,6 +164,9 @@ impl Protocol {
             let enhanced = self.session.enhanced();
             let keep_alive = is_keep_alive(&frame);
             let was_in_message = self.session.in_message();
+            if was_in_message && matches!(frame, Frame::Command(_) | Frame::TooLong) {
+                self.commands_in_message = self.commands_in_message.wrapping_add(used as u64);
+            }
             let action = self.session.handle(frame);
             self.start += used;
             self.progress = self.progress.wrapping_add(1);
@@ -246,6 +253,13 @@ impl Protocol {
     /// them, stay.
     pub(crate) fn unannounce(&mut self) {
         self.output.truncate(self.message_reply_at);
+    }
+
+    /// How many octets of command lines were handled inside messages so far (wrapping: only
+    /// differences count). A message's rate counts what it read less these: NOOPs sent between
+    /// BDAT chunks kept a two-octet message open for as long as they came.
+    pub(crate) fn commands_in_message(&self) -> u64 {
+        self.commands_in_message
     }
 
     /// How many messages have begun so far (wrapping: only compared for a change). One ends

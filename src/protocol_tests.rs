@@ -99,6 +99,26 @@ fn a_message_pipelined_behind_the_end_of_another_is_counted_as_a_new_one() {
 }
 
 #[test]
+fn command_lines_between_chunks_are_counted_apart_from_the_message() {
+    let mut p = protocol();
+    feed(
+        &mut p,
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nBDAT 1\r\nx",
+    );
+    assert_eq!(p.poll(), Event::NeedInput);
+    // The first BDAT line comes before the message: not counted.
+    assert_eq!((p.in_message(), p.commands_in_message()), (true, 0));
+    feed(&mut p, b"NOOP\r\nBDAT 2 LAST\r\nyz");
+    assert!(matches!(p.poll(), Event::Deliver(_)));
+    assert_eq!(p.commands_in_message(), 6 + 13);
+    p.reply(&Reply::new(250, "2.0.0", "OK"));
+    // Outside a message, commands are not counted.
+    feed(&mut p, b"NOOP\r\n");
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!((p.in_message(), p.commands_in_message()), (false, 19));
+}
+
+#[test]
 fn input_split_one_byte_at_a_time_gives_the_same_output() {
     let script: &[u8] =
         b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n..x\r\n.\r\nNOOP\r\n";

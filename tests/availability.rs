@@ -486,3 +486,41 @@ fn a_fast_message_buys_no_time_for_the_next_one_pipelined_behind_it() {
     cut_for_rate(&mut c);
     assert!(server.mbox("brown").is_empty());
 }
+
+/// Commands between BDAT chunks are not the message's octets: a client that sent one octet of
+/// chunk, then a 300-octet NOOP every 100 ms (3 000 octets a second, all answered 250), kept
+/// the message open, and its worker, for as long as it went on. It is cut for its rate once the
+/// grace ends, as a message trickled with DATA is.
+#[test]
+fn noops_between_chunks_do_not_keep_a_message_at_its_rate() {
+    let server = TestServer::with(|c| {
+        c.min_data_rate = 1000;
+        c.min_data_rate_grace = Duration::from_millis(800);
+    });
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.send(b"BDAT 1\r\nx");
+    assert_eq!(c.read_reply().code, 250);
+    let noop = format!("NOOP {}\r\n", "n".repeat(293));
+    let began = Instant::now();
+    let cut = loop {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "NOOPs kept the message open"
+        );
+        c.send(noop.as_bytes());
+        let r = c.read_reply();
+        if r.code != 250 {
+            break r;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        cut.line(),
+        "421 4.4.2 Message data arriving too slowly; closing connection"
+    );
+    assert!(began.elapsed() >= Duration::from_millis(700));
+    assert!(server.mbox("jones").is_empty());
+}
