@@ -212,7 +212,8 @@ struct Clock {
     waiting_since: Instant,
     /// The core's count of useful frames, and when the wait after the last of them began:
     /// eviction counts a session idle from then, so keep-alive commands (NOOP, RSET, VRFY, EXPN,
-    /// HELP) cannot keep a session it does not use from being closed for a newcomer.
+    /// HELP, HELO, EHLO) cannot keep a session it does not use from being closed for a
+    /// newcomer.
     useful: u32,
     idle_since: Instant,
     /// The message being received: the core's count of messages begun when it began (each

@@ -270,18 +270,21 @@ impl Protocol {
     }
 }
 
-/// Whether `frame` is NOOP, RSET, VRFY, EXPN or HELP: a command that moves no mail, which a
-/// client can send now and then to keep a session it does not use (Postfix counts NOOP, RSET,
-/// VRFY and ETRN as "junk" commands). They do not make a session busy for eviction.
+/// Whether `frame` is NOOP, RSET, VRFY, EXPN, HELP, HELO or EHLO: a command that moves no mail,
+/// which a client can send now and then to keep a session it does not use (Postfix counts NOOP,
+/// RSET, VRFY and ETRN as "junk" commands; a HELO or EHLO only starts the session over). They do
+/// not make a session busy for eviction.
 fn is_keep_alive(frame: &Frame<'_>) -> bool {
     let Frame::Command(line) = frame else {
         return false;
     };
     let verb = line.get(..4).unwrap_or_default();
     matches!(line.get(4), None | Some(b' ' | b'\r' | b'\n'))
-        && [b"NOOP", b"RSET", b"VRFY", b"EXPN", b"HELP"]
-            .iter()
-            .any(|keep| verb.eq_ignore_ascii_case(*keep))
+        && [
+            b"NOOP", b"RSET", b"VRFY", b"EXPN", b"HELP", b"HELO", b"EHLO",
+        ]
+        .iter()
+        .any(|keep| verb.eq_ignore_ascii_case(*keep))
 }
 
 #[cfg(test)]

@@ -64,14 +64,14 @@ fn keep_alive_commands_are_progress_but_not_useful() {
     let (progress, useful) = (p.progress(), p.useful());
     feed(
         &mut p,
-        b"NOOP\r\nnoop x\r\nRSET\r\nVRFY a\r\nEXPN b\r\nHELP\r\nhelp mail\r\n",
+        b"NOOP\r\nnoop x\r\nRSET\r\nVRFY a\r\nEXPN b\r\nHELP\r\nhelp mail\r\nEHLO d\r\nhelo e\r\n",
     );
     assert_eq!(p.poll(), Event::NeedInput);
-    assert_eq!((p.progress(), p.useful()), (progress + 7, useful));
+    assert_eq!((p.progress(), p.useful()), (progress + 9, useful));
     // Anything else is useful: a verb that only starts like one, MAIL, an unknown command.
     feed(&mut p, b"NOOPS\r\nMAIL FROM:<a@b>\r\nXYZZY\r\n");
     assert_eq!(p.poll(), Event::NeedInput);
-    assert_eq!((p.progress(), p.useful()), (progress + 10, useful + 3));
+    assert_eq!((p.progress(), p.useful()), (progress + 12, useful + 3));
 }
 
 #[test]

@@ -230,9 +230,9 @@ fn a_session_that_becomes_evictable_while_a_newcomer_waits_makes_room() {
     second.expect("NOOP", 250);
 }
 
-/// A session kept with NOOPs, and nothing else, is idle for eviction: keep-alive commands do not
-/// hold a worker against a newcomer. (Before, a NOOP every 0.3 s kept it from ever being idle a
-/// second, and the newcomer got `421` after `--queue-wait`.)
+/// A session kept with NOOPs and EHLOs, and nothing else, is idle for eviction: keep-alive
+/// commands do not hold a worker against a newcomer. (Before, a NOOP every 0.3 s kept it from
+/// ever being idle a second, and the newcomer got `421` after `--queue-wait`; later an EHLO did.)
 #[test]
 fn keep_alive_noops_do_not_spare_a_session_from_eviction() {
     let server = TestServer::with(|c| {
@@ -248,15 +248,16 @@ fn keep_alive_noops_do_not_spare_a_session_from_eviction() {
         (greeting, c)
     });
     let since = Instant::now();
+    let mut verbs = ["NOOP", "EHLO first.test"].into_iter().cycle();
     let closed = loop {
         thread::sleep(Duration::from_millis(300)); // the client's pace, not a synchronisation
-        let r = first.cmd("NOOP");
+        let r = first.cmd(verbs.next().unwrap());
         if r.code != 250 {
             break r;
         }
         assert!(
             since.elapsed() < Duration::from_secs(5),
-            "the NOOP-kept session was never closed"
+            "the session kept with NOOP and EHLO was never closed"
         );
     };
     assert_eq!(
