@@ -399,7 +399,7 @@ fn run(
     }
 }
 
-/// The session's core, on the heap: it is 280 bytes, and on the stack it would be in the frame
+/// The session's core, on the heap: it is 288 bytes, and on the stack it would be in the frame
 /// below every step of the session (see `pool::WORKER_STACK`).
 #[inline(never)]
 fn start(ctx: &Context, label: &str) -> Box<Protocol> {

@@ -39,7 +39,7 @@ use crossbeam_channel::Sender;
 /// 1 000 idle sessions). A refused command whose refusal is logged still reaches 8.6 KiB, the third
 /// page (env_logger's formatting of a line is about 2 KiB deep). The 3.5 KiB left for every frame
 /// from the pool loop to the deepest call of a command is why the session path is kept shallow: the
-/// protocol core (280 bytes) is on the heap; the connection's set-up and tear-down, MAIL, RCPT,
+/// protocol core (288 bytes) is on the heap; the connection's set-up and tear-down, MAIL, RCPT,
 /// delivery (`handoff.rs`) and rare paths are functions of their own (`#[inline(never)]`, so their
 /// locals are not in the frame below every command); the states that hold a transaction box it, and
 /// an action boxes its envelope (a state moved through the transition function is 80 bytes, not
