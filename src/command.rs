@@ -102,6 +102,9 @@ pub(crate) enum ParseError {
     Unrecognized,
     /// The verb is known but its arguments are malformed: 501, with the reason.
     Syntax(&'static str),
+    /// A MAIL or RCPT path is malformed: 501, with the reason and RFC 3463 §3.2's code for bad
+    /// address syntax, X.1.7 for the sender's (`sender`), X.1.3 for a recipient's.
+    Address { sender: bool, why: &'static str },
 }
 
 /// Parses one command line, given without its terminating CRLF.
@@ -179,8 +182,11 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"RCPT" => {
             let path = strip_keyword(rest, "TO:")
                 .ok_or(ParseError::Syntax("expected RCPT TO:<address>"))?;
-            let (to, params) = path_and_params(path)?;
-            let to = to.ok_or(ParseError::Syntax("a recipient cannot be the null path"))?;
+            let (to, params) = path_and_params(path, false)?;
+            let to = to.ok_or(ParseError::Address {
+                sender: false,
+                why: "a recipient cannot be the null path",
+            })?;
             Ok(Command::Rcpt { to, params })
         }
         b"DATA" => no_args(Command::Data),
@@ -277,7 +283,7 @@ pub(crate) fn digits(word: &str) -> Option<u64> {
 
 fn mail(verb: MailVerb, rest: &str) -> Result<Command, ParseError> {
     let path = strip_keyword(rest, "FROM:").ok_or(ParseError::Syntax("expected FROM:<address>"))?;
-    let (from, params) = path_and_params(path)?;
+    let (from, params) = path_and_params(path, true)?;
     Ok(Command::Mail { verb, from, params })
 }
 
@@ -288,12 +294,20 @@ fn strip_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
         .then(|| tail.trim_start_matches(' '))
 }
 
-/// Splits `<path> PARAM=VALUE ...` into the address (None for `<>`) and its parameters.
-fn path_and_params(s: &str) -> Result<(Option<Address>, Vec<Param>), ParseError> {
+/// Splits `<path> PARAM=VALUE ...` into the address (None for `<>`) and its parameters. A
+/// malformed path is a [`ParseError::Address`] of the `sender`'s or a recipient's.
+fn path_and_params(s: &str, sender: bool) -> Result<(Option<Address>, Vec<Param>), ParseError> {
+    let bad_address = |e| match e {
+        ParseError::Syntax(why) => ParseError::Address { sender, why },
+        other => other,
+    };
     let (path, rest) = if let Some(inner) = s.strip_prefix('<') {
         let (path, rest) = closing_bracket(inner)
             .and_then(|end| inner.split_at_checked(end))
-            .ok_or(ParseError::Syntax("unterminated <path>"))?;
+            .ok_or(ParseError::Address {
+                sender,
+                why: "unterminated <path>",
+            })?;
         (path, rest.strip_prefix('>').unwrap_or(rest))
     } else if s.is_empty() {
         // RFC 5321 §4.1.2: the null path is `<>`; nothing at all is no path.
@@ -310,7 +324,11 @@ fn path_and_params(s: &str) -> Result<(Option<Address>, Vec<Param>), ParseError>
     let address = if path.is_empty() {
         None
     } else {
-        Some(address(strip_source_route(path)?)?)
+        Some(
+            strip_source_route(path)
+                .and_then(address)
+                .map_err(bad_address)?,
+        )
     };
     let params = rest
         .split(' ')

@@ -383,3 +383,44 @@ fn only_crlf_dot_crlf_ends_data() {
         String::from_utf8_lossy(&mbox)
     );
 }
+
+/// A malformed path is a syntax error with RFC 3463 §3.2's code for bad address syntax: X.1.7
+/// for the sender's, X.1.3 for a recipient's (both were 5.5.4, while the same addresses refused
+/// for an unsafe character got 553 5.1.7 and 5.1.3). Other argument errors stay 5.5.4.
+#[test]
+fn a_malformed_path_gets_the_enhanced_code_of_bad_address_syntax() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO paths.test", 250);
+    for (line, code) in [
+        ("MAIL FROM:<a@-bad-.test>", "5.1.7"),
+        ("MAIL FROM:<a@b@c.test>", "5.1.7"),
+        ("MAIL FROM:<a@b.test", "5.1.7"),
+        ("MAIL <a@b.test>", "5.5.4"),
+        ("MAIL FROM:<a@b.test> =x", "5.5.4"),
+    ] {
+        let r = c.expect(line, 501);
+        assert_eq!(
+            r.text().get(..6),
+            Some(&*format!("{code} ")),
+            "{line}: {r:?}"
+        );
+    }
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    for (line, code) in [
+        ("RCPT TO:<alice@evil.test@mx.test>", "5.1.3"),
+        ("RCPT TO:<>", "5.1.3"),
+        ("RCPT TO:<@hop.test>", "5.1.3"),
+        ("RCPT TO:<\"a\"b@mx.test>", "5.1.3"),
+        ("RCPT <jones@mx.test>", "5.5.4"),
+    ] {
+        let r = c.expect(line, 501);
+        assert_eq!(
+            r.text().get(..6),
+            Some(&*format!("{code} ")),
+            "{line}: {r:?}"
+        );
+    }
+    // Refused, the transaction is as it was.
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+}

@@ -166,14 +166,29 @@ fn rcpt_forms() {
             params: vec![]
         })
     );
-    assert!(matches!(parse(b"RCPT TO:<>"), Err(ParseError::Syntax(_))));
+    let recipient = |why| Err(ParseError::Address { sender: false, why });
+    assert_eq!(
+        parse(b"RCPT TO:<>"),
+        recipient("a recipient cannot be the null path")
+    );
     assert!(matches!(parse(b"RCPT <a@b>"), Err(ParseError::Syntax(_))));
-    assert!(matches!(parse(b"RCPT TO:<a@b"), Err(ParseError::Syntax(_))));
+    assert_eq!(parse(b"RCPT TO:<a@b"), recipient("unterminated <path>"));
     assert!(matches!(
         parse(b"RCPT TO:<a@-b>"),
-        Err(ParseError::Syntax(_))
+        Err(ParseError::Address { sender: false, .. })
     ));
-    assert!(matches!(parse(b"RCPT TO:<@b>"), Err(ParseError::Syntax(_))));
+    assert!(matches!(
+        parse(b"MAIL FROM:<a@b@c>"),
+        Err(ParseError::Address { sender: true, .. })
+    ));
+    assert!(matches!(
+        parse(b"MAIL FROM:<@x,a@b>"),
+        Err(ParseError::Address { sender: true, .. })
+    ));
+    assert!(matches!(
+        parse(b"RCPT TO:<@b>"),
+        Err(ParseError::Address { sender: false, .. })
+    ));
 }
 
 #[test]
@@ -292,7 +307,7 @@ fn garbage() {
     assert!(matches!(parse(b"VRFY a\x00b"), Err(ParseError::Syntax(_))));
     assert!(matches!(
         parse(b"MAIL FROM:<a@b\x01>"),
-        Err(ParseError::Syntax(_))
+        Err(ParseError::Address { sender: true, .. })
     ));
     // A control character in a local part parses; the directory refuses it as a name.
     assert!(matches!(
@@ -314,9 +329,10 @@ fn an_unquoted_local_part_cannot_contain_at() {
     ] {
         assert_eq!(
             parse(line.as_bytes()),
-            Err(ParseError::Syntax(
-                "an unquoted local part cannot contain @"
-            )),
+            Err(ParseError::Address {
+                sender: line.starts_with("MAIL"),
+                why: "an unquoted local part cannot contain @"
+            }),
             "{line}"
         );
     }
@@ -338,11 +354,14 @@ fn an_unquoted_local_part_cannot_contain_at() {
     // A quoted local part ends at its closing quote: what follows must be `@domain`.
     assert_eq!(
         parse(b"RCPT TO:<\"a\"b@x.org>"),
-        Err(ParseError::Syntax("text after a quoted local part"))
+        Err(ParseError::Address {
+            sender: false,
+            why: "text after a quoted local part"
+        })
     );
     assert!(matches!(
         parse(b"RCPT TO:<\"a\"@b@x.org>"),
-        Err(ParseError::Syntax(_))
+        Err(ParseError::Address { sender: false, .. })
     ));
 }
 
@@ -417,6 +436,9 @@ fn paths_with_unsafe_characters_parse_for_the_session_to_refuse() {
     // An ASCII control in a domain is outside the domain grammar: 501.
     assert!(matches!(
         parse(b"RCPT TO:<a@exa\x1bmple.test>"),
-        Err(ParseError::Syntax("malformed domain"))
+        Err(ParseError::Address {
+            sender: false,
+            why: "malformed domain"
+        })
     ));
 }

@@ -568,6 +568,14 @@ fn parse_line(line: &[u8]) -> Input<'_> {
         Err(ParseError::Syntax(why)) => {
             Input::Invalid(Reply::new(501, "5.5.4", format!("Syntax error: {why}")))
         }
+        Err(ParseError::Address { sender, why }) => {
+            let enhanced = if sender { "5.1.7" } else { "5.1.3" };
+            Input::Invalid(Reply::new(
+                501,
+                enhanced,
+                format!("Syntax error in address: {why}"),
+            ))
+        }
     }
 }
 

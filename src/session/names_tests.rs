@@ -105,7 +105,7 @@ fn addresses_with_unsafe_characters_are_553_whatever_the_encoding() {
     }
     assert_eq!(
         answer(&mut s, "RCPT TO:<alice@evil.test@mx.test>"),
-        "501 5.5.4"
+        "501 5.1.3"
     );
     let State::Mail(_, tx) = s.state() else {
         panic!("{:?}", s.state())
