@@ -3,8 +3,9 @@
 //!
 //! It exists to keep all socket handling of a session in one place, around a [`Protocol`] that
 //! knows nothing of sockets: it reads into the core's bounded buffer, writes the replies the core
-//! has gathered when the core needs more input (one `write` per pipelined group; a message's
-//! own reply is a write of its own, by the writer), and hands deliveries to the writer. The
+//! has gathered when the core needs more input (one `write` per pipelined group, or per
+//! buffer-full of a group longer than the core's input buffer; a message's own reply is a write
+//! of its own, by the writer), and hands deliveries to the writer. The
 //! writer sends a message's 250 itself once the message is on disk (see `crate::handoff`); the
 //! session meanwhile reads on, and before it writes anything else it settles that answer, so
 //! replies keep their order. A session whose answer is still with the writer is waiting for the

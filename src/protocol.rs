@@ -5,9 +5,10 @@
 //! chunk, or longer MAIL line or AUTH response, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only
 //! copies socket bytes into [`Protocol::space`], calls [`Protocol::poll`], writes
 //! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
-//! commands pile up in the output until the next step would wait for the client: that is the
-//! one moment `poll` returns [`Event::NeedInput`], and so the one moment replies are written
-//! (RFC 2920 §3.2: batch replies, but never hold them while waiting for input). The output is
+//! commands pile up in the output until the next step needs more input: that is the one moment
+//! `poll` returns [`Event::NeedInput`], and so the one moment replies are written (RFC 2920
+//! §3.2: batch replies, but never hold them while waiting for input). A group longer than the
+//! input buffer needs more input before its end, so it is answered a buffer-full at a time. The output is
 //! also written before a `--fail` delay ([`Event::Delay`]), a wait of the server's own, and
 //! before a message is handed over ([`Event::Deliver`]), whose verdict the writer then sends
 //! itself.
