@@ -165,7 +165,9 @@ fn register(stream: &TcpStream, ctx: &Context) -> Option<(u64, SocketAddr, Arc<F
             ctx.live().insert(id, live);
         }
         Err(e) => {
-            log::error!("connection {id}: cannot clone socket: {e}");
+            // Out of descriptors, most likely: the client is told, as any it is not served.
+            log::error!("connection {id}: cannot clone socket: {e}; answering 421");
+            crate::socket::refuse(stream, &reply::TOO_BUSY);
             return None;
         }
     }

@@ -8,7 +8,7 @@
 //! stop accepting, stop dispatching, wake idle sessions, close the workers' connection channel
 //! and join the workers, drop the last delivery sender so the writer drains, join it.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -27,7 +27,7 @@ use crate::fail::Faults;
 use crate::mailboxes::Mailboxes;
 use crate::os;
 use crate::pool::Pool;
-use crate::reply::{self, Reply, write_reply};
+use crate::reply::{self, Reply};
 use crate::session::{Policy, SessionConfig};
 use crate::writer::{self, Job};
 
@@ -36,8 +36,6 @@ use crate::writer::{self, Job};
 const WAITING_ROOM: usize = 1024;
 /// Messages queued for the writer, at most; a full queue makes workers wait.
 const DELIVERY_QUEUE: usize = 1024;
-/// How long a refusal (421) may take to write.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The threads and state of a running server.
 pub(crate) struct Running {
@@ -508,10 +506,7 @@ fn wait_for_a_worker(
     }
 }
 
-/// Answers a connection no worker will serve, and closes it.
-fn refuse(mut stream: TcpStream, r: &Reply) {
-    let mut out = Vec::new();
-    write_reply(&mut out, r, false);
-    let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
-    let _ = stream.write_all(&out);
+/// Answers a connection no worker will serve, and closes it (by dropping it).
+fn refuse(stream: TcpStream, r: &Reply) {
+    crate::socket::refuse(&stream, r);
 }

@@ -2,7 +2,7 @@
 //! the socket's read timeout as rarely as it can (a `setsockopt` per line was once most of a
 //! session's system calls), and [`Late`] says which deadline a client missed. [`linger`] closes a
 //! session so that its client sees the last replies. [`write_within`] writes a reply within the
-//! timeout in total.
+//! timeout in total. [`refuse`] answers a connection that will not be served.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -158,6 +158,19 @@ pub(crate) fn linger(stream: &TcpStream) {
             Ok(n) => left = left.saturating_sub(n),
         }
     }
+}
+
+/// How long a refusal (421) may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Answers a connection that will not be served with `r` (RFC 5321 §3.8: a server that closes
+/// says 421 first), without an enhanced code, as before a greeting; the caller then drops it.
+/// The write may take [`REFUSAL_WRITE_TIMEOUT`], and its failure is nobody's to hear of.
+pub(crate) fn refuse(stream: &TcpStream, r: &Reply) {
+    let mut out = Vec::new();
+    reply::write_reply(&mut out, r, false);
+    let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
+    let _ = (&*stream).write_all(&out);
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! `RLIMIT_NOFILE` (see `tests/limited/`): a connection flood that takes every descriptor is
 //! waited out by accept and by the writer (up to `--lock-timeout`, then `451`); a soft limit
 //! below the hard one is raised; and, with the running server's limit lowered by prlimit(2), a
-//! new mailbox needs only one free descriptor, and SIGTERM stops a server that has none.
+//! new mailbox needs only one free descriptor, SIGTERM stops a server that has none, and a
+//! connection accepted with none to spare is answered 421.
 
 mod limited;
 mod support;
@@ -379,4 +380,39 @@ fn sigterm_with_no_descriptor_free_stops_the_server() {
     );
     let log = log.join().expect("log");
     assert!(log.contains("to stop accepting"), "{log}");
+}
+
+/// A connection accepted with no descriptor left for the session's second handle on it (the one
+/// shutdown and eviction shut) is answered 421 before it is closed, as RFC 5321 §3.8 asks of a
+/// server that closes a connection: it was closed without a word.
+#[test]
+fn a_connection_accepted_with_no_descriptor_to_spare_is_answered_421() {
+    let Some(InMessage {
+        mut child,
+        log,
+        client: c,
+        ..
+    }) = in_message(&["--shutdown-grace", "1"])
+    else {
+        return;
+    };
+    let addr = c.stream.peer_addr().unwrap();
+    // No number below the limit is free: the waiting accept(2) holds the one it will return
+    // (see `sigterm_with_no_descriptor_free_stops_the_server`), so the connection is accepted,
+    // and the session's clone of it fails.
+    let pid = child.id();
+    set_nofile(pid, free_descriptor(pid, 0));
+    let mut newcomer = Client::connect(addr);
+    let r = newcomer.try_read_reply();
+    assert_eq!(
+        r.map(|r| r.line()).as_deref(),
+        Some("421 Too busy; try again later; closing transmission channel")
+    );
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert!(log.contains("cannot clone socket"), "{log}");
 }
