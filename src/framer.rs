@@ -81,6 +81,11 @@ pub(crate) struct Framer {
 }
 
 impl Framer {
+    /// Whether the rest of an over-long command line is being discarded.
+    pub(crate) fn discarding(&self) -> bool {
+        self.discarding
+    }
+
     /// Finds the next frame at the start of `input`, given what the session expects.
     ///
     /// Every mode completes within [`TEXT_PIECE`] bytes, so a caller whose buffer holds at least

@@ -154,7 +154,14 @@ impl Protocol {
             }
             let mode = self.session.mode();
             let unread = self.input.get(self.start..self.end).unwrap_or_default();
+            let was_discarding = self.framer.discarding();
             let status = self.framer.frame(unread, mode);
+            // An over-long command line is one command for the clocks: its `TooLong` frame is
+            // not progress, the end of its discarded rest is (else the rest got a whole
+            // `--timeout` of its own).
+            if was_discarding && !self.framer.discarding() {
+                self.progress = self.progress.wrapping_add(1);
+            }
             let (frame, used) = match status {
                 Status::Partial { used } => {
                     self.start += used;
@@ -162,6 +169,7 @@ impl Protocol {
                 }
                 Status::Complete { frame, used } => (frame, used),
             };
+            let too_long = matches!(frame, Frame::TooLong);
             let enhanced = self.session.enhanced();
             let keep_alive = is_keep_alive(&frame);
             let was_in_message = self.session.in_message();
@@ -170,7 +178,9 @@ impl Protocol {
             }
             let action = self.session.handle(frame);
             self.start += used;
-            self.progress = self.progress.wrapping_add(1);
+            if !too_long {
+                self.progress = self.progress.wrapping_add(1);
+            }
             if !was_in_message && self.session.in_message() {
                 self.messages = self.messages.wrapping_add(1);
                 self.message_reply_at = self.output.len();
@@ -232,8 +242,9 @@ impl Protocol {
         self.output.shrink_to(KEPT_OUTPUT);
     }
 
-    /// How many frames (command lines, text pieces, chunk parts) were handled so far: when it
-    /// has moved on, a wait for the next command has begun.
+    /// How many frames (command lines, text pieces, chunk parts) were handled so far, an
+    /// over-long command line counting once, when its end is read: when it has moved on, a wait
+    /// for the next command has begun.
     pub(crate) fn progress(&self) -> u32 {
         self.progress
     }

@@ -99,6 +99,30 @@ fn a_message_pipelined_behind_the_end_of_another_is_counted_as_a_new_one() {
 }
 
 #[test]
+fn an_over_long_line_is_progress_once_when_it_ends() {
+    let mut p = protocol();
+    feed(&mut p, b"EHLO c\r\n");
+    assert_eq!(p.poll(), Event::NeedInput);
+    take_output(&mut p);
+    let progress = p.progress();
+    feed(&mut p, &[b'x'; MAX_COMMAND_LINE]);
+    assert_eq!(p.poll(), Event::NeedInput);
+    // Answered at once, but the line's clock runs on until its end.
+    assert!(take_output(&mut p).starts_with("500 "));
+    assert_eq!(p.progress(), progress);
+    feed(&mut p, b"xxx");
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!(p.progress(), progress);
+    feed(&mut p, b"x\r\n");
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!(p.progress(), progress + 1);
+    assert_eq!(take_output(&mut p), "");
+    feed(&mut p, b"NOOP\r\n");
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!(p.progress(), progress + 2);
+}
+
+#[test]
 fn command_lines_between_chunks_are_counted_apart_from_the_message() {
     let mut p = protocol();
     feed(

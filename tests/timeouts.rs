@@ -158,3 +158,37 @@ fn a_client_that_never_reads_its_replies_is_closed_within_the_timeout() {
         "the session held its worker for {took:?}"
     );
 }
+
+/// An over-long command line is one command for the clock: it must end within `--timeout` of
+/// when the server began waiting for it. Its `500` came when 512 octets had, and the rest of the
+/// line, being discarded, got a whole timeout of its own (twice the timeout for one line).
+#[test]
+fn an_over_long_line_must_end_within_one_timeout() {
+    let server = TestServer::with(|c| c.timeout = Duration::from_secs(3));
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    let mut stream = c.stream.try_clone().unwrap();
+    let began = Instant::now();
+    // 100 octets every 300 ms, never a line end: 512 octets (and the 500) about 1.5 s in.
+    let dribbler = thread::spawn(move || {
+        for _ in 0..30 {
+            if stream.write_all(&[b'x'; 100]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+    });
+    assert_eq!(c.read_reply().code, 500);
+    let r = c.read_reply();
+    let took = began.elapsed();
+    assert_eq!(
+        r.line(),
+        "421 4.4.2 Timeout waiting for client input; closing connection"
+    );
+    assert!(
+        took >= Duration::from_millis(2700) && took < Duration::from_millis(4000),
+        "{took:?}"
+    );
+    drop(c);
+    dribbler.join().unwrap();
+}
