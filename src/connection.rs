@@ -314,8 +314,20 @@ fn run(
         // Only when there is something to say: a message's answer is not waited for before
         // reading the client's next command. Writing may wait for the writer's answer to the last
         // message (about the lock timeout at most, plus the commit's syncs), so the client's
-        // clocks start after it.
-        flush(stream, &mut core, &mut pending)?;
+        // clocks start after it. While the replies are written (not while the writer's answer
+        // is awaited: that is the server's time), a client that does not take them may be
+        // closed for a newcomer (`Flags::writing_since`).
+        if !core.output().is_empty() {
+            settle(&mut pending)?;
+            flags.writing_since.store(ctx.clock(), Ordering::SeqCst);
+            let flushed = flush(stream, &mut core, &mut pending);
+            flags.writing_since.store(0, Ordering::SeqCst);
+            if flushed.is_err() && flags.evicted.load(Ordering::SeqCst) {
+                log::info!("{label}: not reading its replies; closed to make room for a newcomer");
+                return Ok(());
+            }
+            flushed?;
+        }
         let now = Instant::now();
         if core.progress() != clock.progress {
             clock.progress = core.progress();

@@ -38,7 +38,13 @@ pub(super) struct Flags {
     /// the message; and one picked while it wrote a long answer went on, so no idle session was
     /// closed for the newcomer.)
     pub(super) waiting_since: AtomicU64,
-    /// Set when the session was closed to make room; it then answers 421.
+    /// Milliseconds after the context's epoch, plus one, since when the session has been writing
+    /// a group of replies; 0 while it is not. A client that has not taken its replies for
+    /// [`EVICTABLE_AFTER`] may be closed for a newcomer when no session is idle: such a client
+    /// held its worker for the whole `--timeout` the write may take.
+    pub(super) writing_since: AtomicU64,
+    /// Set when the session was closed to make room; it then answers 421 (one closed while it
+    /// wrote answers nothing more: its client does not read).
     pub(super) evicted: AtomicBool,
     /// Whether the session's replies carry enhanced status codes (after EHLO): a 421 after a
     /// panic, when the session's state is gone, follows it.
@@ -117,7 +123,7 @@ impl Context {
                 .filter(|((idle, _), ..)| *idle >= limit)
                 .max_by_key(|&((idle, _), id, _)| (idle, std::cmp::Reverse(id)));
             let Some(((idle, seen), _, conn)) = idlest else {
-                return false;
+                return self.evict_a_stuck_writer(&live, now, limit);
             };
             let flags = &conn.flags;
             if (flags.waiting_since)
@@ -132,6 +138,32 @@ impl Context {
             return true;
         }
         false
+    }
+
+    /// Closes, when no session is idle enough, the session that has been writing replies its
+    /// client does not take for longest, if for at least `limit` ms and not inside a message:
+    /// both its sides are shut, which ends its write (it has nobody to tell). True if it closed
+    /// one.
+    fn evict_a_stuck_writer(&self, live: &HashMap<u64, Live>, now: u64, limit: u64) -> bool {
+        let stuck = live
+            .iter()
+            .filter(|(_, conn)| !conn.flags.in_message.load(Ordering::SeqCst))
+            .filter_map(|(&id, conn)| {
+                let since = conn.flags.writing_since.load(Ordering::SeqCst);
+                (since != 0).then(|| (now.saturating_sub(since), id, conn))
+            })
+            .filter(|&(stuck, ..)| stuck >= limit)
+            .max_by_key(|&(stuck, id, _)| (stuck, std::cmp::Reverse(id)));
+        let Some((stuck, _, conn)) = stuck else {
+            return false;
+        };
+        log::info!(
+            "every worker busy: closing a session whose client has not read its replies for \
+             {stuck} ms to make room"
+        );
+        conn.flags.evicted.store(true, Ordering::SeqCst);
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        true
     }
 
     /// Milliseconds since the epoch, plus one (so 0 can mean "never").
