@@ -71,7 +71,8 @@ pub(crate) struct Protocol {
     /// Where in the output the reply that began the latest message (its 354) starts.
     message_reply_at: usize,
     /// Octets of the command lines handled inside a message (between BDAT chunks: the next
-    /// BDAT, or a NOOP), wrapping: they are not the message's octets.
+    /// BDAT, a NOOP, the discarded rest of an over-long line), wrapping: they are not the
+    /// message's octets.
     commands_in_message: u64,
     /// An action still to carry out (after a delay, or the session's first), and whether the
     /// session used EHLO when it was made.
@@ -158,12 +159,26 @@ impl Protocol {
             let status = self.framer.frame(unread, mode);
             // An over-long command line is one command for the clocks: its `TooLong` frame is
             // not progress, the end of its discarded rest is (else the rest got a whole
-            // `--timeout` of its own).
-            if was_discarding && !self.framer.discarding() {
+            // `--timeout` of its own). A `TooLong` found while discarding is the next line's,
+            // so the last one ended.
+            let ended = matches!(
+                status,
+                Status::Complete {
+                    frame: Frame::TooLong,
+                    ..
+                }
+            );
+            if was_discarding && (ended || !self.framer.discarding()) {
                 self.progress = self.progress.wrapping_add(1);
             }
             let (frame, used) = match status {
                 Status::Partial { used } => {
+                    // Only a discarded over-long command line is used without a frame: inside a
+                    // message (between BDAT chunks), not the message's octets either.
+                    if self.session.in_message() {
+                        self.commands_in_message =
+                            self.commands_in_message.wrapping_add(used as u64);
+                    }
                     self.start += used;
                     return Event::NeedInput;
                 }

@@ -122,6 +122,33 @@ fn an_over_long_line_is_progress_once_when_it_ends() {
     assert_eq!(p.progress(), progress + 2);
 }
 
+/// Two over-long lines in one read (which the 8 KiB buffer after a message allows): the end of
+/// the first is found and the second found too long in one step, and the first still counts.
+#[test]
+fn an_over_long_line_right_behind_another_ends_the_first() {
+    let mut p = protocol();
+    feed(
+        &mut p,
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n",
+    );
+    assert_eq!(p.poll(), Event::NeedInput);
+    // Read inside the message: the buffer grows.
+    feed(&mut p, b"x\r\n.\r\n");
+    assert!(matches!(p.poll(), Event::Deliver(_)));
+    p.reply(&Reply::new(250, "2.0.0", "OK"));
+    assert_eq!(p.poll(), Event::NeedInput);
+    let progress = p.progress();
+    feed(&mut p, &[b'x'; 600]);
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!(p.progress(), progress);
+    feed(&mut p, &[&b"\r\n"[..], &[b'y'; 600]].concat());
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!(p.progress(), progress + 1);
+    feed(&mut p, b"\r\nNOOP\r\n");
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!(p.progress(), progress + 3);
+}
+
 #[test]
 fn command_lines_between_chunks_are_counted_apart_from_the_message() {
     let mut p = protocol();
@@ -132,14 +159,22 @@ fn command_lines_between_chunks_are_counted_apart_from_the_message() {
     assert_eq!(p.poll(), Event::NeedInput);
     // The first BDAT line comes before the message: not counted.
     assert_eq!((p.in_message(), p.commands_in_message()), (true, 0));
+    // An over-long line, discarded over several reads, is not the message's either.
+    feed(&mut p, &[b'z'; MAX_COMMAND_LINE]);
+    assert_eq!(p.poll(), Event::NeedInput);
+    feed(&mut p, &[b'z'; 88]);
+    assert_eq!(p.poll(), Event::NeedInput);
+    feed(&mut p, b"zz\r\n");
+    assert_eq!(p.poll(), Event::NeedInput);
+    assert_eq!(p.commands_in_message(), 604);
     feed(&mut p, b"NOOP\r\nBDAT 2 LAST\r\nyz");
     assert!(matches!(p.poll(), Event::Deliver(_)));
-    assert_eq!(p.commands_in_message(), 6 + 13);
+    assert_eq!(p.commands_in_message(), 604 + 6 + 13);
     p.reply(&Reply::new(250, "2.0.0", "OK"));
     // Outside a message, commands are not counted.
     feed(&mut p, b"NOOP\r\n");
     assert_eq!(p.poll(), Event::NeedInput);
-    assert_eq!((p.in_message(), p.commands_in_message()), (false, 19));
+    assert_eq!((p.in_message(), p.commands_in_message()), (false, 623));
 }
 
 #[test]
