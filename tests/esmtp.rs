@@ -235,6 +235,9 @@ fn parameters_not_offered_are_555_and_bad_values_501() {
         "5.5.4 Syntax error: SIZE given twice"
     );
     c.expect("MAIL FROM:<a@b.test> BODY=7BIT size=5 BODY=7BIT", 501);
+    // Whatever the values: not the 552 or 555 one of them alone would get.
+    c.expect("MAIL FROM:<a@b.test> SIZE=10 SIZE=99999999999", 501);
+    c.expect("MAIL FROM:<a@b.test> BODY=7BIT BODY=BINARYMIME", 501);
     c.expect("MAIL FROM:<a@b.test> SMTPUTF8 SMTPUTF8", 501);
     c.expect("MAIL FROM:<a@b.test> RET=HDRS RET=HDRS", 555);
     c.expect("MAIL FROM:<a@b.test> SIZE=-1", 501);

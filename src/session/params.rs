@@ -28,7 +28,19 @@ pub(crate) fn mail(
     params: &[Param],
 ) -> Result<MailParams, Reply> {
     let mut out = MailParams::default();
-    for (i, param) in params.iter().enumerate() {
+    // A known parameter given twice says two things at once (`SIZE=10 SIZE=99`, `BODY=7BIT
+    // BODY=8BITMIME`): no RFC lets a server take either, so the line is a syntax error in its
+    // arguments, whatever the values, rather than the first or the last value silently winning.
+    if extended
+        && let Some(twice) = params.iter().enumerate().find_map(|(i, param)| {
+            let known = matches!(param.key.as_str(), "SIZE" | "BODY" | "SMTPUTF8")
+                || (auth && param.key == "AUTH");
+            (known && params.iter().take(i).any(|p| p.key == param.key)).then_some(param)
+        })
+    {
+        return Err(given_twice(twice));
+    }
+    for param in params {
         if !extended {
             return Err(not_recognized(param));
         }
@@ -57,12 +69,6 @@ pub(crate) fn mail(
             ("AUTH", _) if auth => return Err(bad_value(param)),
             ("BODY" | "SIZE" | "SMTPUTF8", _) => return Err(bad_value(param)),
             _ => return Err(not_recognized(param)),
-        }
-        // A parameter given twice says two things at once (`SIZE=10 SIZE=99`, `BODY=7BIT
-        // BODY=8BITMIME`): no RFC lets a server take either, so the line is a syntax error in its
-        // arguments rather than the first or the last value silently winning.
-        if params.iter().take(i).any(|p| p.key == param.key) {
-            return Err(given_twice(param));
         }
     }
     if let Some(addr) = from {
