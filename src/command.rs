@@ -141,8 +141,19 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     if verb.as_slice() == b"NOOP" {
         return Ok(Command::Noop);
     }
-    let rest =
-        std::str::from_utf8(rest).map_err(|_| ParseError::Syntax("argument is not UTF-8"))?;
+    let rest = std::str::from_utf8(rest).map_err(|e| {
+        // Before the path's end, the bad octet is the address's: its syntax is what is wrong.
+        let path_end = rest.iter().position(|&b| b == b'>').unwrap_or(rest.len());
+        match verb.as_slice() {
+            b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT" if e.valid_up_to() < path_end => {
+                ParseError::Address {
+                    sender: verb.as_slice() != b"RCPT",
+                    why: "the address is not UTF-8",
+                }
+            }
+            _ => ParseError::Syntax("argument is not UTF-8"),
+        }
+    })?;
     // Unsafe characters (controls, line separators, bidi controls, invisible characters: see
     // `escape::is_unsafe`) are a syntax error in every argument but a path, whose address the
     // session refuses with 553 (`session/params.rs`), and MAIL and RCPT parameters, which the

@@ -409,6 +409,16 @@ fn a_malformed_path_gets_the_enhanced_code_of_bad_address_syntax() {
             "{line}: {r:?}"
         );
     }
+    // An octet that is not UTF-8: in the path, the address's syntax; after it, the argument's.
+    for (line, code) in [
+        (&b"MAIL FROM:<a\xff@b.test>\r\n"[..], "5.1.7"),
+        (b"MAIL FROM:<a@b.test> X=\xff\r\n", "5.5.4"),
+    ] {
+        c.send(line);
+        let r = c.read_reply();
+        assert_eq!(r.code, 501, "{r:?}");
+        assert_eq!(r.text().get(..6), Some(&*format!("{code} ")), "{r:?}");
+    }
     c.expect("MAIL FROM:<a@b.test>", 250);
     for (line, code) in [
         ("RCPT TO:<alice@evil.test@mx.test>", "5.1.3"),
@@ -424,6 +434,8 @@ fn a_malformed_path_gets_the_enhanced_code_of_bad_address_syntax() {
             "{line}: {r:?}"
         );
     }
+    c.send(b"RCPT TO:<a\xff@mx.test>\r\n");
+    assert_eq!(c.read_reply().text().get(..6), Some("5.1.3 "));
     // Refused, the transaction is as it was.
     c.expect("RCPT TO:<jones@mx.test>", 250);
 }

@@ -302,6 +302,15 @@ fn garbage() {
     assert_eq!(parse(b"\xff\xfe"), Err(ParseError::Unrecognized));
     assert!(matches!(
         parse(b"MAIL FROM:<\xff@b>"),
+        Err(ParseError::Address { sender: true, .. })
+    ));
+    assert!(matches!(
+        parse(b"RCPT TO:<a@\xff>"),
+        Err(ParseError::Address { sender: false, .. })
+    ));
+    // After the path, the octet is a parameter's.
+    assert!(matches!(
+        parse(b"MAIL FROM:<a@b> X=\xff"),
         Err(ParseError::Syntax(_))
     ));
     assert!(matches!(parse(b"VRFY a\x00b"), Err(ParseError::Syntax(_))));
