@@ -264,14 +264,17 @@ fn run(
             Event::NeedInput => {}
             Event::Close => {
                 settle(&mut pending)?;
-                flush(stream, &mut core, &mut pending)?;
-                linger(stream);
+                if write_replies(stream, &mut core, &mut pending, ctx, flags, label)? {
+                    linger(stream);
+                }
                 return Ok(());
             }
             Event::Delay(pause) => {
                 // A `--fail` delay: what is answered so far goes out first; the session is not
                 // idle meanwhile, so it is not evicted.
-                flush(stream, &mut core, &mut pending)?;
+                if !write_replies(stream, &mut core, &mut pending, ctx, flags, label)? {
+                    return Ok(());
+                }
                 ctx.pause(pause);
                 continue;
             }
@@ -280,7 +283,9 @@ fn run(
                 // the writer can answer it: replies to pipelined commands, and the last
                 // message's answer.
                 settle(&mut pending)?;
-                flush(stream, &mut core, &mut pending)?;
+                if !write_replies(stream, &mut core, &mut pending, ctx, flags, label)? {
+                    return Ok(());
+                }
                 let enhanced = core.enhanced();
                 let handed = deliver(ctx, stream, enhanced, &envelope, peer, label);
                 *flags
@@ -314,19 +319,9 @@ fn run(
         // Only when there is something to say: a message's answer is not waited for before
         // reading the client's next command. Writing may wait for the writer's answer to the last
         // message (about the lock timeout at most, plus the commit's syncs), so the client's
-        // clocks start after it. While the replies are written (not while the writer's answer
-        // is awaited: that is the server's time), a client that does not take them may be
-        // closed for a newcomer (`Flags::writing_since`).
-        if !core.output().is_empty() {
-            settle(&mut pending)?;
-            flags.writing_since.store(ctx.clock(), Ordering::SeqCst);
-            let flushed = flush(stream, &mut core, &mut pending);
-            flags.writing_since.store(0, Ordering::SeqCst);
-            if flushed.is_err() && flags.evicted.load(Ordering::SeqCst) {
-                log::info!("{label}: not reading its replies; closed to make room for a newcomer");
-                return Ok(());
-            }
-            flushed?;
+        // clocks start after it.
+        if !write_replies(stream, &mut core, &mut pending, ctx, flags, label)? {
+            return Ok(());
         }
         let now = Instant::now();
         if core.progress() != clock.progress {
@@ -463,6 +458,34 @@ fn end_of_file(
     Ok(())
 }
 
+/// Writes the replies the core has gathered, if any, after settling the last message's answer,
+/// as [`flush`] does, but marked for eviction while it writes (not while the writer's answer is
+/// awaited: that is the server's time): a client that leaves them unread may be closed for a
+/// newcomer (`Flags::writing_since`). False when it was: the session has nothing more to do.
+fn write_replies(
+    stream: &TcpStream,
+    core: &mut Protocol,
+    pending: &mut Option<Pending>,
+    ctx: &Context,
+    flags: &Flags,
+    label: &str,
+) -> io::Result<bool> {
+    if core.output().is_empty() {
+        return Ok(true);
+    }
+    settle(pending)?;
+    flags.writing_since.store(ctx.clock(), Ordering::SeqCst);
+    let flushed = flush(stream, core, pending);
+    flags.writing_since.store(0, Ordering::SeqCst);
+    match flushed {
+        Err(_) if flags.evicted.load(Ordering::SeqCst) => {
+            log::info!("{label}: not reading its replies; closed to make room for a newcomer");
+            Ok(false)
+        }
+        result => result.map(|()| true),
+    }
+}
+
 /// Writes the replies the core has gathered, if any, after settling the last message's answer.
 fn flush(stream: &TcpStream, core: &mut Protocol, pending: &mut Option<Pending>) -> io::Result<()> {
     if core.output().is_empty() {
@@ -516,78 +539,4 @@ fn close_with(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-    use std::net::TcpListener;
-
-    /// What a client reads when its session panicked: `ended` answers over the session's own
-    /// socket, with enhanced codes or not, before it is closed. The client has pipelined a
-    /// command the session never read: closed at once, the socket would be reset and the
-    /// client's read would fail.
-    fn answer_after_panic(enhanced: bool) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        client.write_all(b"NOOP\r\n").unwrap();
-        client.shutdown(std::net::Shutdown::Write).unwrap();
-        ended(&server, "conn 1 [test]", Err(Box::new("a bug")), enhanced);
-        drop(server);
-        let mut got = String::new();
-        client.read_to_string(&mut got).unwrap();
-        got
-    }
-
-    /// The one reply path a client cannot reach from outside: a session that panicked is
-    /// answered 421; after EHLO with its enhanced code, as every other reply (RFC 2034 §3).
-    #[test]
-    fn a_session_that_panicked_is_answered_421() {
-        assert_eq!(
-            answer_after_panic(false),
-            "421 Internal error; closing transmission channel\r\n"
-        );
-        assert_eq!(
-            answer_after_panic(true),
-            "421 4.3.0 Internal error; closing transmission channel\r\n"
-        );
-    }
-
-    /// The flag `ended` is given: the worker records in the session's flags, which outlive a
-    /// panic, whether the session has negotiated enhanced codes, before it answers.
-    #[test]
-    fn a_session_records_whether_its_replies_carry_enhanced_codes() {
-        let server = crate::Server::start(crate::Config::for_tests()).unwrap();
-        let flags = || -> Vec<bool> {
-            let live = server.context().live();
-            live.values()
-                .map(|l| l.flags.enhanced.load(Ordering::Relaxed))
-                .collect()
-        };
-        let mut c = TcpStream::connect(server.local_addr()).unwrap();
-        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
-        assert!(line.starts_with("220 "), "{line}");
-        assert_eq!(flags(), [false]);
-        c.write_all(b"EHLO a.test\r\n").unwrap();
-        loop {
-            line.clear();
-            std::io::BufRead::read_line(&mut r, &mut line).unwrap();
-            assert!(line.starts_with("250"), "{line}");
-            if line.starts_with("250 ") {
-                break;
-            }
-        }
-        assert_eq!(flags(), [true]);
-        c.write_all(b"HELO a.test\r\n").unwrap();
-        line.clear();
-        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
-        assert!(line.starts_with("250 "), "{line}");
-        assert_eq!(flags(), [false]);
-    }
-}
+mod tests;

@@ -364,32 +364,46 @@ fn a_session_writing_to_a_slow_reader_is_not_taken_for_idle() {
 /// A client that pipelines commands and never reads their replies is closed for a newcomer once
 /// it has left them unread for 1 s, when no session is idle: its worker was held for the whole
 /// `--timeout` its write may take, and every newcomer meanwhile was refused after `--queue-wait`.
+/// Also when its group ends in QUIT or in a message (there the replies are written on the way
+/// out, or before the message is handed over).
 #[test]
 fn a_client_that_does_not_read_its_replies_is_closed_for_a_newcomer() {
-    let server = TestServer::with(|c| {
-        c.workers = 1;
-        c.queue_wait = Duration::from_secs(5);
-        c.timeout = Duration::from_secs(60);
-        c.aliases = vec![("big".into(), (0..8000).map(|i| format!("u{i}")).collect())];
-    });
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stuck = Client::from_stream(socket.into(), Duration::from_secs(10));
-    assert_eq!(stuck.read_reply().code, 220);
-    stuck.expect("EHLO stuck.test", 250);
-    // Megabytes of answers, never read: the worker blocks writing them.
-    stuck.send(&b"EXPN big\r\n".repeat(49));
-    let began = Instant::now();
-    let mut newcomer = Client::connect_with_timeout(server.addr, Duration::from_secs(10));
-    let r = newcomer.read_reply();
-    assert_eq!(r.code, 220, "{r:?}");
-    assert!(
-        began.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        began.elapsed()
-    );
-    newcomer.expect("NOOP", 250);
+    // Each group fits the 512-octet buffer of a session before its first message, so it is
+    // read whole, and its end decides where its replies are written.
+    for group in [
+        b"EXPN big\r\n".repeat(49),
+        [b"EXPN big\r\n".repeat(49), b"QUIT\r\n".to_vec()].concat(),
+        [b"EXPN big\r\n".repeat(45), b"BDAT 1 LAST\r\nx".to_vec()].concat(),
+    ] {
+        let server = TestServer::with(|c| {
+            c.workers = 1;
+            c.queue_wait = Duration::from_secs(5);
+            c.timeout = Duration::from_secs(60);
+            c.aliases = vec![("big".into(), (0..8000).map(|i| format!("u{i}")).collect())];
+        });
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        let mut stuck = Client::from_stream(socket.into(), Duration::from_secs(10));
+        assert_eq!(stuck.read_reply().code, 220);
+        stuck.expect("EHLO stuck.test", 250);
+        stuck.expect("MAIL FROM:<a@b.test>", 250);
+        stuck.expect("RCPT TO:<jones@mx.test>", 250);
+        // Megabytes of answers, never read: the worker blocks writing them.
+        stuck.send(&group);
+        let began = Instant::now();
+        let mut newcomer = Client::connect_with_timeout(server.addr, Duration::from_secs(10));
+        let r = newcomer.read_reply();
+        let end = String::from_utf8_lossy(&group[group.len() - 14..]).into_owned();
+        assert_eq!(r.code, 220, "group ending {end:?}: {r:?}");
+        let took = began.elapsed();
+        assert!(
+            took < Duration::from_secs(4),
+            "group ending {end:?}: {took:?}"
+        );
+        newcomer.expect("NOOP", 250);
+    }
 }
 
 /// A newcomer whose wait is over when it reaches the dispatcher (`--queue-wait 0`) gets `421`

@@ -1,4 +1,5 @@
-//! Unit tests of the session loop over real sockets on 127.0.0.1.
+//! Unit tests of a session's end over real sockets on 127.0.0.1: the 421 after a panic, and the flag
+//! that says whether its replies carry enhanced codes.
 
 use super::*;
 use std::io::Read;
