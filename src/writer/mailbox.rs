@@ -110,6 +110,11 @@ impl Mailbox {
         same
     }
 
+    /// The file's device and inode.
+    pub(super) fn identity(&self) -> (u64, u64) {
+        self.identity
+    }
+
     /// Records that `parts` were appended, in order, after the first `self.len` bytes.
     pub(super) fn appended(&mut self, parts: &[&[u8]]) {
         for part in parts {

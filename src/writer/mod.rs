@@ -167,6 +167,7 @@ pub(crate) fn spawn_with(
                 // directory: the first commit syncs it before any message is acknowledged as
                 // delivered.
                 dir_unsynced: true,
+                durable: HashMap::new(),
                 starved: false,
                 commits,
                 held: HashMap::new(),
@@ -184,6 +185,11 @@ struct Writer {
     owner: lock::Owner,
     /// A file may have been created in the mail directory since its last successful sync.
     dir_unsynced: bool,
+    /// The file (device, inode) each mailbox name named at the last successful sync of the
+    /// mail directory: a fresh open that finds another file there (another program renamed a
+    /// new file over it, as Python's `mailbox` does, syncing no directory) makes the directory
+    /// unsynced too. Forgotten whole past [`DURABLE_NAMES`] names, which costs a sync.
+    durable: HashMap<String, (u64, u64)>,
     /// Opening a mailbox last failed for want of descriptors: logged once until one opens.
     starved: bool,
     /// Told of every fresh open of a mailbox and every successful commit, for readers of the
@@ -206,6 +212,9 @@ struct Writer {
     /// afresh.
     held: HashMap<String, Mailbox>,
 }
+
+/// How many mailbox names [`Writer::durable`] remembers.
+const DURABLE_NAMES: usize = 65_536;
 
 /// A job whose mailbox was locked by someone else, and until when it may wait.
 struct Waiting {
@@ -312,6 +321,9 @@ impl Writer {
                     &mut self.dir_unsynced,
                 ) {
                     Ok(mailbox) => {
+                        if self.durable.get(&entry.mailbox) != Some(&mailbox.identity()) {
+                            self.dir_unsynced = true;
+                        }
                         // Before anything is appended: a reader cuts the file here until
                         // the commit is recorded.
                         self.commits.opened(&entry.mailbox, mailbox.start);
@@ -388,7 +400,15 @@ impl Writer {
         // synced: once for the batch, before any 250 (a refusal may be answered earlier).
         if failure.is_none() && self.dir_unsynced {
             match self.mail_dir.sync(&*self.disk) {
-                Ok(()) => self.dir_unsynced = false,
+                Ok(()) => {
+                    self.dir_unsynced = false;
+                    if self.durable.len() + boxes.len() > DURABLE_NAMES {
+                        self.durable.clear();
+                    }
+                    for (name, mailbox) in &boxes {
+                        self.durable.insert(name.clone(), mailbox.identity());
+                    }
+                }
                 Err(e) => {
                     log::error!(
                         "cannot sync the mail directory {:?}: {e}",

@@ -486,6 +486,16 @@ fn a_created_mailbox_is_in_a_synced_directory_before_its_ack() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(writer.deliver(&["new"]), delivered(&["sync new"]));
+    // A file another program renamed over a mailbox (as Python's `mailbox` does, syncing no
+    // directory) is a new directory entry too.
+    let replacement = dir.path().join("old.tmp");
+    fs::write(&replacement, "From a Sun Nov 22 07:33:49 2026\n\ny\n\n").unwrap();
+    fs::rename(&replacement, dir.path().join("old")).unwrap();
+    assert_eq!(
+        writer.deliver(&["old"]),
+        delivered(&["sync old", "sync dir"])
+    );
+    assert_eq!(writer.deliver(&["old"]), delivered(&["sync old"]));
 }
 
 /// Every directory on the way to the mail directory is synced before the first ack: the server
