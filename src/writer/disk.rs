@@ -92,7 +92,7 @@ pub(crate) struct MailDir {
 impl MailDir {
     /// Opens the directory at `path`; if it cannot be opened now, the first sync tries again.
     pub(crate) fn open(path: PathBuf) -> MailDir {
-        let held = File::open(&path).ok();
+        let held = open_dir(&path).ok();
         MailDir { path, held }
     }
 
@@ -113,7 +113,7 @@ impl MailDir {
             }
             old => {
                 drop(old);
-                File::open(&self.path)?
+                open_dir(&self.path)?
             }
         };
         let synced = disk.sync_dir(&file, &self.path);
@@ -139,7 +139,7 @@ impl MailDir {
             }
         };
         for dir in dirs {
-            if let Err(e) = File::open(&dir).and_then(|f| disk.sync_dir(&f, &dir)) {
+            if let Err(e) = open_dir(&dir).and_then(|f| disk.sync_dir(&f, &dir)) {
                 log::warn!("cannot sync {dir:?}, a directory above the mail directory: {e}");
             }
         }
@@ -161,6 +161,16 @@ fn ancestors(dir: &Path) -> io::Result<Vec<PathBuf>> {
                 .then(|| a.to_path_buf())
         })
         .collect())
+}
+
+/// Opens a directory to sync it: only a directory (`O_DIRECTORY`), and never waiting on what
+/// another program may have put under its name (`O_NONBLOCK`: a FIFO would block the open).
+fn open_dir(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+        .open(path)
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ impl Drop for DotLock {
 pub(super) fn take(dir: &Path, mailbox: &str, me: Owner) -> Result<DotLock, Refused> {
     let lock = dir.join(format!("{mailbox}.lock"));
     let temp = dir.join(temp_name(mailbox, me));
-    create_temp(&temp, me.pid).map_err(Refused::Io)?;
+    create_temp(&temp, &lock, me.pid).map_err(Refused::Io)?;
     let give_up = |refused: Refused| {
         let _ = fs::remove_file(&temp);
         refused
@@ -202,22 +202,63 @@ pub(super) fn take(dir: &Path, mailbox: &str, me: Owner) -> Result<DotLock, Refu
 
 /// Creates this writer's private lock file with its process id in it. The id is a courtesy to
 /// tools that read dotlocks; it is never synced, so after a power cut it may be gone, which is
-/// why the owner is also in the name. A file of this name can only be this writer's own, left
-/// by a failed removal: it is reused, so a lock still linked to it is known as ours (rule 2).
-fn create_temp(path: &Path, pid: u32) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+/// why the owner is also in the name.
+///
+/// A file already of this name is this writer's own, left by a failed removal, only if it is a
+/// regular file linked nowhere else but perhaps at `lock`: it is then reused, so a lock still
+/// linked to it is known as ours (rule 2). Anything else was put there by another program, whose
+/// name is predictable (the start time is in `/proc`): a FIFO, whose open would block the writer
+/// for good, or a hard link to a mailbox, which truncating would empty. Its name is removed,
+/// never its contents touched, and the file made afresh.
+fn create_temp(path: &Path, lock: &Path, pid: u32) -> io::Result<()> {
+    let fresh = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let mut file = match fresh() {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match left_by_us(path, lock) {
+            Some(file) => file,
+            None => {
+                log::warn!("removing {path:?}, which is not a lock file mboxd left");
+                fs::remove_file(path)?;
+                fresh()?
+            }
+        },
+        Err(e) => return Err(e),
+    };
     // One write(2) for the whole line (`writeln!` on a file makes one per piece).
     if let Err(e) = file.write_all(format!("{pid}\n").as_bytes()) {
         let _ = fs::remove_file(path);
         return Err(e);
     }
     Ok(())
+}
+
+/// The private lock file at `path`, emptied, if it is one this writer left: a regular file with
+/// no other name but perhaps `lock`, and still the file opened.
+fn left_by_us(path: &Path, lock: &Path) -> Option<File> {
+    let id = |m: &fs::Metadata| (m.dev(), m.ino());
+    let named = fs::symlink_metadata(path).ok()?;
+    let linked = match named.nlink() {
+        1 => true,
+        2 => fs::symlink_metadata(lock).is_ok_and(|l| id(&l) == id(&named)),
+        _ => false,
+    };
+    if !named.file_type().is_file() || !linked {
+        return None;
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let opened = file.metadata().ok()?;
+    (id(&opened) == id(&named) && file.set_len(0).is_ok()).then_some(file)
 }
 
 /// What a dotlock found in place is.

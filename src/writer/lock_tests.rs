@@ -153,6 +153,43 @@ fn a_lock_is_a_link_to_a_private_name_and_both_go_on_release() {
     assert!(names(dir.path()).is_empty());
 }
 
+/// What another program put under the writer's private name (predictable from `/proc`) is
+/// removed, never opened: a FIFO blocked the writer, deliveries and SIGTERM for good, and a hard
+/// link to a mailbox had it truncated to the process id. A file the writer left is reused.
+#[test]
+fn a_planted_private_name_is_removed_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join(lock::temp_name("jones", me()));
+    let made = std::process::Command::new("mkfifo").arg(&temp).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    // On a thread: opening the FIFO would block it for good, and the test must fail instead.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || tx.send(lock::take(&path, "jones", me()).ok()));
+    let held = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("taking the lock blocked on a FIFO")
+        .unwrap();
+    assert!(fs::symlink_metadata(&temp).unwrap().file_type().is_file());
+    drop(held);
+    let mailbox = dir.path().join("smith");
+    fs::write(&mailbox, "From a\n\nmail\n\n").unwrap();
+    fs::hard_link(&mailbox, &temp).unwrap();
+    let held = lock::take(dir.path(), "jones", me()).ok().unwrap();
+    assert_eq!(fs::read(&mailbox).unwrap(), b"From a\n\nmail\n\n");
+    drop(held);
+    // Left by a failed removal: an old pid in it, still linked to the lock.
+    fs::write(&temp, "1\n").unwrap();
+    fs::hard_link(&temp, dir.path().join("jones.lock")).unwrap();
+    let held = lock::take(dir.path(), "jones", me()).ok().unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("jones.lock")).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+    drop(held);
+    assert_eq!(names(dir.path()), ["smith"]);
+}
+
 #[test]
 fn a_held_lock_is_refused_and_leaves_no_private_file() {
     let dir = tempfile::tempdir().unwrap();
