@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 pub(crate) trait MboxFile: Send {
     /// Appends all of `parts`, one after the other, or fails having appended a prefix of them.
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<()>;
-    /// Cuts the file back to `len` bytes.
-    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes, taking back this writer's own appends, unless bytes
+    /// another program appended since (one that takes no lock, or flock(2) only) would go with
+    /// them: then the file is left as it is, and an error says so.
+    fn cut_back(&self, len: u64) -> io::Result<()>;
     /// Flushes the file's data to stable storage.
     fn sync(&self) -> io::Result<()>;
 }
@@ -26,8 +28,18 @@ impl MboxFile for File {
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         write_all_parts(self, parts)
     }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        File::set_len(self, len)
+    fn cut_back(&self, len: u64) -> io::Result<()> {
+        // The file is opened with O_APPEND, so each write leaves the offset where it ended:
+        // the file must still end there, or someone wrote after it.
+        let ours = io::Seek::stream_position(&mut &*self)?;
+        match self.metadata()?.len() {
+            size if size == len => Ok(()),
+            size if size == ours && size > len => File::set_len(self, len),
+            size => Err(io::Error::other(format!(
+                "another program appended after mboxd's last write (the file ends at {size}, \
+                 mboxd's write at {ours}); not cut back to {len}"
+            ))),
+        }
     }
     fn sync(&self) -> io::Result<()> {
         self.sync_data()
@@ -284,5 +296,25 @@ mod tests {
         }
         let e = write_all_parts(&mut Full, &[b"x"]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+    }
+
+    /// A cut takes back this writer's own appends only: not when the file does not end where its
+    /// last write did (a program appending without the fcntl lock wrote after it).
+    #[test]
+    fn a_cut_back_never_takes_what_another_program_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("box");
+        fs::write(&path, "old\n").unwrap();
+        let mut ours = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        ours.write_all(b"ours\n").unwrap();
+        MboxFile::cut_back(&ours, 4).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old\n");
+        // Nothing to take back: nothing changes.
+        MboxFile::cut_back(&ours, 4).unwrap();
+        ours.write_all(b"ours\n").unwrap();
+        let mut theirs = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        theirs.write_all(b"theirs\n").unwrap();
+        assert!(MboxFile::cut_back(&ours, 4).is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"old\nours\ntheirs\n");
     }
 }

@@ -262,7 +262,7 @@ pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Res
     if result.is_err() {
         for (name, before) in done.into_iter().rev() {
             if let Some(mailbox) = boxes.get_mut(name) {
-                if let Err(e) = mailbox.file.set_len(before) {
+                if let Err(e) = mailbox.file.cut_back(before) {
                     log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
                 }
                 mailbox.truncated(before);
