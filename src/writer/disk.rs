@@ -29,12 +29,17 @@ impl MboxFile for File {
         write_all_parts(self, parts)
     }
     fn cut_back(&self, len: u64) -> io::Result<()> {
-        // The file is opened with O_APPEND, so each write leaves the offset where it ended:
-        // the file must still end there, or someone wrote after it.
+        // The file is opened with O_APPEND, so each write that writes something leaves the
+        // offset where it ended: the file must still end there, or someone wrote after it. A
+        // cut does not move the offset, so it is moved here, to where the file then ends (a
+        // commit may cut a mailbox twice: a job's own append, then the whole commit).
         let ours = io::Seek::stream_position(&mut &*self)?;
         match self.metadata()?.len() {
             size if size == len => Ok(()),
-            size if size == ours && size > len => File::set_len(self, len),
+            size if size == ours && size > len => {
+                File::set_len(self, len)?;
+                io::Seek::seek(&mut &*self, io::SeekFrom::Start(len)).map(drop)
+            }
             size => Err(io::Error::other(format!(
                 "another program appended after mboxd's last write (the file ends at {size}, \
                  mboxd's write at {ours}); not cut back to {len}"
@@ -316,5 +321,14 @@ mod tests {
         theirs.write_all(b"theirs\n").unwrap();
         assert!(MboxFile::cut_back(&ours, 4).is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old\nours\ntheirs\n");
+        // Cut twice, as a commit does when a job's append failed and then the commit did: the
+        // first cut leaves the offset where the file ends, so the second is not refused.
+        fs::write(&path, "old\n").unwrap();
+        let mut ours = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        ours.write_all(b"one\n").unwrap();
+        ours.write_all(b"two\n").unwrap();
+        MboxFile::cut_back(&ours, 8).unwrap();
+        MboxFile::cut_back(&ours, 4).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old\n");
     }
 }
