@@ -474,6 +474,11 @@ fn write_replies(
         return Ok(true);
     }
     settle(pending)?;
+    // Where the session is now, not at its last read: a group read inside a message may end it
+    // (and QUIT), and one closed while it writes is then not inside one.
+    flags.in_message.store(core.in_message(), Ordering::SeqCst);
+    // Stamped once: a group not taken whole within 1 s marks a client that leaves its replies
+    // unread, or one that reads them more slowly than 1 s allows, whom eviction treats alike.
     flags.writing_since.store(ctx.clock(), Ordering::SeqCst);
     let flushed = flush(stream, core, pending);
     flags.writing_since.store(0, Ordering::SeqCst);

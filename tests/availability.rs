@@ -365,7 +365,7 @@ fn a_session_writing_to_a_slow_reader_is_not_taken_for_idle() {
 /// it has left them unread for 1 s, when no session is idle: its worker was held for the whole
 /// `--timeout` its write may take, and every newcomer meanwhile was refused after `--queue-wait`.
 /// Also when its group ends in QUIT or in a message (there the replies are written on the way
-/// out, or before the message is handed over).
+/// out, or before the message is handed over), and when it was read inside a message.
 #[test]
 fn a_client_that_does_not_read_its_replies_is_closed_for_a_newcomer() {
     // Each group fits the 512-octet buffer of a session before its first message, so it is
@@ -374,6 +374,14 @@ fn a_client_that_does_not_read_its_replies_is_closed_for_a_newcomer() {
         b"EXPN big\r\n".repeat(49),
         [b"EXPN big\r\n".repeat(49), b"QUIT\r\n".to_vec()].concat(),
         [b"EXPN big\r\n".repeat(45), b"BDAT 1 LAST\r\nx".to_vec()].concat(),
+        // Read inside a message (after its 354): the session is no longer in it once it has
+        // ended, though it was at its last read.
+        [
+            b"x\r\n.\r\n".to_vec(),
+            b"EXPN big\r\n".repeat(40),
+            b"QUIT\r\n".to_vec(),
+        ]
+        .concat(),
     ] {
         let server = TestServer::with(|c| {
             c.workers = 1;
@@ -390,6 +398,9 @@ fn a_client_that_does_not_read_its_replies_is_closed_for_a_newcomer() {
         stuck.expect("EHLO stuck.test", 250);
         stuck.expect("MAIL FROM:<a@b.test>", 250);
         stuck.expect("RCPT TO:<jones@mx.test>", 250);
+        if group.starts_with(b"x\r\n") {
+            stuck.expect("DATA", 354);
+        }
         // Megabytes of answers, never read: the worker blocks writing them.
         stuck.send(&group);
         let began = Instant::now();
