@@ -31,9 +31,15 @@ pub(super) struct Mailbox {
     tail: Vec<u8>,
     /// The file's device and inode, to tell whether the name still names it.
     identity: (u64, u64),
+    /// When the file was made (statx(2)'s birth time), where the file system keeps it: a file
+    /// removed and made again may get the inode number back, not the birth time.
+    born: Option<std::time::SystemTime>,
     /// When both locks were taken: how long the writer has held them.
     locked_at: Instant,
 }
+
+/// A file as [`Mailbox::entry`] tells it apart.
+pub(super) type Entry = (u64, u64, Option<std::time::SystemTime>);
 
 /// Why a mailbox could not be opened.
 pub(super) enum OpenError {
@@ -90,6 +96,7 @@ pub(super) fn open(
         pad,
         tail,
         identity: (meta.dev(), meta.ino()),
+        born: meta.created().ok(),
         locked_at: Instant::now(),
     })
 }
@@ -110,9 +117,10 @@ impl Mailbox {
         same
     }
 
-    /// The file's device and inode.
-    pub(super) fn identity(&self) -> (u64, u64) {
-        self.identity
+    /// What tells this file from another under its name for the directory's sake: device,
+    /// inode and, where the file system keeps it, birth time.
+    pub(super) fn entry(&self) -> Entry {
+        (self.identity.0, self.identity.1, self.born)
     }
 
     /// Records that `parts` were appended, in order, after the first `self.len` bytes.

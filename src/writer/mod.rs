@@ -185,11 +185,11 @@ struct Writer {
     owner: lock::Owner,
     /// A file may have been created in the mail directory since its last successful sync.
     dir_unsynced: bool,
-    /// The file (device, inode) each mailbox name named at the last successful sync of the
-    /// mail directory: a fresh open that finds another file there (another program renamed a
-    /// new file over it, as Python's `mailbox` does, syncing no directory) makes the directory
-    /// unsynced too. Forgotten whole past [`DURABLE_NAMES`] names, which costs a sync.
-    durable: HashMap<String, (u64, u64)>,
+    /// The file (device, inode, birth time) each mailbox name named at the last successful sync
+    /// of the mail directory: a fresh open that finds another file there (another program
+    /// renamed a new file over it, as Python's `mailbox` does, or removed it and made it again,
+    /// syncing no directory) makes the directory unsynced too. Forgotten whole past [`DURABLE_NAMES`] names, which costs a sync.
+    durable: HashMap<String, mailbox::Entry>,
     /// Opening a mailbox last failed for want of descriptors: logged once until one opens.
     starved: bool,
     /// Told of every fresh open of a mailbox and every successful commit, for readers of the
@@ -321,7 +321,7 @@ impl Writer {
                     &mut self.dir_unsynced,
                 ) {
                     Ok(mailbox) => {
-                        if self.durable.get(&entry.mailbox) != Some(&mailbox.identity()) {
+                        if self.durable.get(&entry.mailbox) != Some(&mailbox.entry()) {
                             self.dir_unsynced = true;
                         }
                         // Before anything is appended: a reader cuts the file here until
@@ -406,7 +406,7 @@ impl Writer {
                         self.durable.clear();
                     }
                     for (name, mailbox) in &boxes {
-                        self.durable.insert(name.clone(), mailbox.identity());
+                        self.durable.insert(name.clone(), mailbox.entry());
                     }
                 }
                 Err(e) => {
