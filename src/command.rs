@@ -142,15 +142,17 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         return Ok(Command::Noop);
     }
     let rest = std::str::from_utf8(rest).map_err(|e| {
-        // Before the path's end, the bad octet is the address's: its syntax is what is wrong.
-        let path_end = rest.iter().position(|&b| b == b'>').unwrap_or(rest.len());
-        match verb.as_slice() {
-            b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT" if e.valid_up_to() < path_end => {
-                ParseError::Address {
-                    sender: verb.as_slice() != b"RCPT",
-                    why: "the address is not UTF-8",
-                }
-            }
+        // In the path, the bad octet is the address's: its syntax is what is wrong.
+        let keyword = match verb.as_slice() {
+            b"MAIL" | b"SEND" | b"SOML" | b"SAML" => "FROM:",
+            b"RCPT" => "TO:",
+            _ => return ParseError::Syntax("argument is not UTF-8"),
+        };
+        match path_span(rest, keyword) {
+            Some(path) if path.contains(&e.valid_up_to()) => ParseError::Address {
+                sender: keyword == "FROM:",
+                why: "the address is not UTF-8",
+            },
             _ => ParseError::Syntax("argument is not UTF-8"),
         }
     })?;
@@ -313,7 +315,7 @@ fn path_and_params(s: &str, sender: bool) -> Result<(Option<Address>, Vec<Param>
         other => other,
     };
     let (path, rest) = if let Some(inner) = s.strip_prefix('<') {
-        let (path, rest) = closing_bracket(inner)
+        let (path, rest) = closing_bracket(inner.as_bytes())
             .and_then(|end| inner.split_at_checked(end))
             .ok_or(ParseError::Address {
                 sender,
@@ -350,19 +352,39 @@ fn path_and_params(s: &str, sender: bool) -> Result<(Option<Address>, Vec<Param>
 }
 
 /// The index of the `>` closing a path, skipping a quoted local part.
-fn closing_bracket(s: &str) -> Option<usize> {
+/// On bytes, so that it also finds the end of a path that is not UTF-8 (see [`path_span`]): the
+/// bytes it looks for are ASCII, never part of a longer UTF-8 character.
+fn closing_bracket(s: &[u8]) -> Option<usize> {
     let mut quoted = false;
     let mut escaped = false;
-    for (i, c) in s.char_indices() {
+    for (i, &c) in s.iter().enumerate() {
         match c {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '>' if !quoted => return Some(i),
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return Some(i),
             _ => {}
         }
     }
     None
+}
+
+/// Where the path of a MAIL or RCPT argument lies in `rest` (which may not be UTF-8), as
+/// [`path_and_params`] finds it: after `keyword` and any spaces, from `<` to its closing `>`
+/// (or the end, unterminated), or a bare path up to the first space. `None` without the keyword.
+fn path_span(rest: &[u8], keyword: &str) -> Option<std::ops::Range<usize>> {
+    let head = rest.get(..keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword.as_bytes()) {
+        return None;
+    }
+    let after = rest.get(keyword.len()..).unwrap_or_default();
+    let start = keyword.len() + after.iter().take_while(|&&b| b == b' ').count();
+    let path = rest.get(start..).unwrap_or_default();
+    let len = match path.split_first() {
+        Some((b'<', inner)) => closing_bracket(inner).map_or(path.len(), |end| end + 2),
+        _ => path.iter().position(|&b| b == b' ').unwrap_or(path.len()),
+    };
+    Some(start..start + len)
 }
 
 /// RFC 5321 §4.1.2 and Appendix C: a source route (`@a,@b:user@c`) is accepted and ignored.

@@ -308,10 +308,25 @@ fn garbage() {
         parse(b"RCPT TO:<a@\xff>"),
         Err(ParseError::Address { sender: false, .. })
     ));
-    // After the path, the octet is a parameter's.
+    // After the path, the octet is a parameter's; in the verb's keyword, the command's.
+    for line in [
+        &b"MAIL FROM:<a@b> X=\xff"[..],
+        b"MAIL FR\xffOM:<a@b>",
+        b"RCPT T\xff:<b@c>",
+    ] {
+        assert!(
+            matches!(parse(line), Err(ParseError::Syntax(_))),
+            "{line:?}"
+        );
+    }
+    // A quoted `>` does not end the path.
     assert!(matches!(
-        parse(b"MAIL FROM:<a@b> X=\xff"),
-        Err(ParseError::Syntax(_))
+        parse(b"MAIL FROM:<\"a>\xff\"@c.test>"),
+        Err(ParseError::Address { sender: true, .. })
+    ));
+    assert!(matches!(
+        parse(b"RCPT TO:a\xff@c.test SIZE=1"),
+        Err(ParseError::Address { sender: false, .. })
     ));
     assert!(matches!(parse(b"VRFY a\x00b"), Err(ParseError::Syntax(_))));
     assert!(matches!(
