@@ -209,7 +209,9 @@ pub(super) fn take(dir: &Path, mailbox: &str, me: Owner) -> Result<DotLock, Refu
 /// linked to it is known as ours (rule 2). Anything else was put there by another program, whose
 /// name is predictable (the start time is in `/proc`): a FIFO, whose open would block the writer
 /// for good, or a hard link to a mailbox, which truncating would empty. Its name is removed,
-/// never its contents touched, and the file made afresh.
+/// never its contents touched, and the file made afresh. A name that cannot be removed (a
+/// directory, or another user's file in a sticky directory) fails the delivery with an error
+/// that names it, as a directory at `<mbox>.lock` keeps the mailbox locked.
 fn create_temp(path: &Path, lock: &Path, pid: u32) -> io::Result<()> {
     let fresh = || {
         OpenOptions::new()
@@ -225,7 +227,9 @@ fn create_temp(path: &Path, lock: &Path, pid: u32) -> io::Result<()> {
             Some(file) => file,
             None => {
                 log::warn!("removing {path:?}, which is not a lock file mboxd left");
-                fs::remove_file(path)?;
+                fs::remove_file(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot remove {path:?}: {e}"))
+                })?;
                 fresh()?
             }
         },
