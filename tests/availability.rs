@@ -483,6 +483,13 @@ fn a_command_line_must_arrive_whole_within_the_timeout() {
 /// A server whose messages must keep 1 000 octets a second once 0.8 s have passed, and a
 /// client of it inside a message to jones.
 fn rate_limited_in_message() -> (TestServer, Client) {
+    let (server, mut c) = rate_limited_in_transaction();
+    c.expect("DATA", 354);
+    (server, c)
+}
+
+/// The same server, and a client of it with a transaction to jones open.
+fn rate_limited_in_transaction() -> (TestServer, Client) {
     let server = TestServer::with(|c| {
         c.min_data_rate = 1000;
         c.min_data_rate_grace = Duration::from_millis(800);
@@ -491,7 +498,6 @@ fn rate_limited_in_message() -> (TestServer, Client) {
     c.expect("EHLO x.test", 250);
     c.expect("MAIL FROM:<a@b.test>", 250);
     c.expect("RCPT TO:<jones@mx.test>", 250);
-    c.expect("DATA", 354);
     (server, c)
 }
 
@@ -550,14 +556,7 @@ fn a_fast_message_buys_no_time_for_the_next_one_pipelined_behind_it() {
 /// grace ends, as a message trickled with DATA is.
 #[test]
 fn noops_between_chunks_do_not_keep_a_message_at_its_rate() {
-    let server = TestServer::with(|c| {
-        c.min_data_rate = 1000;
-        c.min_data_rate_grace = Duration::from_millis(800);
-    });
-    let mut c = server.client();
-    c.expect("EHLO x.test", 250);
-    c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jones@mx.test>", 250);
+    let (server, mut c) = rate_limited_in_transaction();
     c.send(b"BDAT 1\r\nx");
     assert_eq!(c.read_reply().code, 250);
     let noop = format!("NOOP {}\r\n", "n".repeat(293));
