@@ -72,7 +72,7 @@ impl MboxFile for Counted {
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         super::write_all_parts(&mut self.file, parts)
     }
-    fn cut_back(&self, len: u64) -> io::Result<()> {
+    fn cut_back(&self, len: u64, _end: Option<u64>) -> io::Result<()> {
         self.file.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {

@@ -18,8 +18,10 @@ pub(crate) trait MboxFile: Send {
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<()>;
     /// Cuts the file back to `len` bytes, taking back this writer's own appends, unless bytes
     /// another program appended since (one that takes no lock, or flock(2) only) would go with
-    /// them: then the file is left as it is, and an error says so.
-    fn cut_back(&self, len: u64) -> io::Result<()>;
+    /// them: then the file is left as it is, and an error says so. `end`, when known, is where
+    /// this writer's appends left the file: it must end exactly there (bytes another program
+    /// wrote between two of them make it longer).
+    fn cut_back(&self, len: u64, end: Option<u64>) -> io::Result<()>;
     /// Flushes the file's data to stable storage.
     fn sync(&self) -> io::Result<()>;
 }
@@ -28,7 +30,7 @@ impl MboxFile for File {
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         write_all_parts(self, parts)
     }
-    fn cut_back(&self, len: u64) -> io::Result<()> {
+    fn cut_back(&self, len: u64, end: Option<u64>) -> io::Result<()> {
         // The file is opened with O_APPEND, so each write that writes something leaves the
         // offset where it ended: the file must still end there, or someone wrote after it. A
         // cut does not move the offset, so it is moved here, to where the file then ends (a
@@ -36,7 +38,7 @@ impl MboxFile for File {
         let ours = io::Seek::stream_position(&mut &*self)?;
         match self.metadata()?.len() {
             size if size == len => Ok(()),
-            size if size == ours && size > len => {
+            size if size == ours && size > len && end.is_none_or(|end| end == size) => {
                 File::set_len(self, len)?;
                 io::Seek::seek(&mut &*self, io::SeekFrom::Start(len)).map(drop)
             }
@@ -312,14 +314,14 @@ mod tests {
         fs::write(&path, "old\n").unwrap();
         let mut ours = fs::OpenOptions::new().append(true).open(&path).unwrap();
         ours.write_all(b"ours\n").unwrap();
-        MboxFile::cut_back(&ours, 4).unwrap();
+        MboxFile::cut_back(&ours, 4, None).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"old\n");
         // Nothing to take back: nothing changes.
-        MboxFile::cut_back(&ours, 4).unwrap();
+        MboxFile::cut_back(&ours, 4, None).unwrap();
         ours.write_all(b"ours\n").unwrap();
         let mut theirs = fs::OpenOptions::new().append(true).open(&path).unwrap();
         theirs.write_all(b"theirs\n").unwrap();
-        assert!(MboxFile::cut_back(&ours, 4).is_err());
+        assert!(MboxFile::cut_back(&ours, 4, None).is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old\nours\ntheirs\n");
         // Cut twice, as a commit does when a job's append failed and then the commit did: the
         // first cut leaves the offset where the file ends, so the second is not refused.
@@ -327,8 +329,15 @@ mod tests {
         let mut ours = fs::OpenOptions::new().append(true).open(&path).unwrap();
         ours.write_all(b"one\n").unwrap();
         ours.write_all(b"two\n").unwrap();
-        MboxFile::cut_back(&ours, 8).unwrap();
-        MboxFile::cut_back(&ours, 4).unwrap();
+        MboxFile::cut_back(&ours, 8, None).unwrap();
+        MboxFile::cut_back(&ours, 4, None).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"old\n");
+        // Another program's bytes between two of this writer's appends: the file does not end
+        // where this writer's appends alone would have left it.
+        ours.write_all(b"one\n").unwrap();
+        theirs.write_all(b"theirs\n").unwrap();
+        ours.write_all(b"two\n").unwrap();
+        assert!(MboxFile::cut_back(&ours, 4, Some(12)).is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"old\none\ntheirs\ntwo\n");
     }
 }

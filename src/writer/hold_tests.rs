@@ -31,7 +31,7 @@ impl MboxFile for GatedFile {
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         write_all_parts(&mut self.file, parts)
     }
-    fn cut_back(&self, len: u64) -> io::Result<()> {
+    fn cut_back(&self, len: u64, _end: Option<u64>) -> io::Result<()> {
         self.file.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {

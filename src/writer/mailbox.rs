@@ -236,7 +236,7 @@ fn read_tail(file: &File, len: u64) -> io::Result<Vec<u8>> {
 /// Only offsets this commit reached are ever truncated to: each entry's `before` is at least the
 /// mailbox's length when it was opened, so no byte another program wrote is cut.
 pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
-    let mut done: Vec<(&str, u64)> = Vec::new();
+    let mut done: Vec<(&str, u64, Option<u64>)> = Vec::new();
     let mut result = Ok(());
     for entry in &job.entries {
         let Some(mailbox) = boxes.get_mut(&entry.mailbox) else {
@@ -258,19 +258,20 @@ pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Res
                 pad.len()
             );
         }
-        // A failed write may have appended part of its bytes; `before` is where they start.
-        done.push((&entry.mailbox, before));
         let parts: [&[u8]; 3] = [pad, &entry.header, &entry.body];
         if let Err(e) = mailbox.file.append(&parts) {
+            // It may have appended part of its bytes, from `before`, to an end not known.
+            done.push((&entry.mailbox, before, None));
             result = Err(e);
             break;
         }
         mailbox.appended(&parts);
+        done.push((&entry.mailbox, before, Some(mailbox.len)));
     }
     if result.is_err() {
-        for (name, before) in done.into_iter().rev() {
+        for (name, before, end) in done.into_iter().rev() {
             if let Some(mailbox) = boxes.get_mut(name) {
-                if let Err(e) = mailbox.file.cut_back(before) {
+                if let Err(e) = mailbox.file.cut_back(before, end) {
                     log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
                 }
                 mailbox.truncated(before);

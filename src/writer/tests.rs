@@ -98,7 +98,7 @@ impl MboxFile for Faulty {
         self.file.write_all(&bytes[..left.max(0) as usize])?;
         Err(io::Error::from_raw_os_error(self.errno))
     }
-    fn cut_back(&self, len: u64) -> io::Result<()> {
+    fn cut_back(&self, len: u64, _end: Option<u64>) -> io::Result<()> {
         self.file.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {
@@ -369,7 +369,7 @@ impl MboxFile for Recorded {
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         write_all_parts(&mut self.file, parts)
     }
-    fn cut_back(&self, len: u64) -> io::Result<()> {
+    fn cut_back(&self, len: u64, _end: Option<u64>) -> io::Result<()> {
         self.file.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {
