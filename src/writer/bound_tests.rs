@@ -69,10 +69,10 @@ struct Counted {
 }
 
 impl MboxFile for Counted {
-    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), disk::Torn> {
         super::write_all_parts(&mut self.file, parts)
     }
-    fn cut_back(&self, len: u64, _end: Option<u64>) -> io::Result<()> {
+    fn cut_back(&self, len: u64, _end: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {

@@ -14,23 +14,24 @@ use std::path::{Path, PathBuf};
 /// The file operations the writer does on an open, locked mailbox, as [`Disk::mailbox`] wraps
 /// it.
 pub(crate) trait MboxFile: Send {
-    /// Appends all of `parts`, one after the other, or fails having appended a prefix of them.
-    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()>;
+    /// Appends all of `parts`, one after the other, or fails having appended a prefix of them,
+    /// whose length the error carries.
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), Torn>;
     /// Cuts the file back to `len` bytes, taking back this writer's own appends, unless bytes
     /// another program appended since (one that takes no lock, or flock(2) only) would go with
-    /// them: then the file is left as it is, and an error says so. `end`, when known, is where
-    /// this writer's appends left the file: it must end exactly there (bytes another program
-    /// wrote between two of them make it longer).
-    fn cut_back(&self, len: u64, end: Option<u64>) -> io::Result<()>;
+    /// them: then the file is left as it is, and an error says so. `end` is where this writer's
+    /// appends left the file (a failed one's as far as it got, see [`Torn`]): the file must end
+    /// exactly there (bytes another program wrote between two of them make it longer).
+    fn cut_back(&self, len: u64, end: u64) -> io::Result<()>;
     /// Flushes the file's data to stable storage.
     fn sync(&self) -> io::Result<()>;
 }
 
 impl MboxFile for File {
-    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), Torn> {
         write_all_parts(self, parts)
     }
-    fn cut_back(&self, len: u64, end: Option<u64>) -> io::Result<()> {
+    fn cut_back(&self, len: u64, end: u64) -> io::Result<()> {
         // The file is opened with O_APPEND, so each write that writes something leaves the
         // offset where it ended: the file must still end there, or someone wrote after it. A
         // cut does not move the offset, so it is moved here, to where the file then ends (a
@@ -38,7 +39,7 @@ impl MboxFile for File {
         let ours = io::Seek::stream_position(&mut &*self)?;
         match self.metadata()?.len() {
             size if size == len => Ok(()),
-            size if size == ours && size > len && end.is_none_or(|end| end == size) => {
+            size if size == ours && size == end && size > len => {
                 File::set_len(self, len)?;
                 io::Seek::seek(&mut &*self, io::SeekFrom::Start(len)).map(drop)
             }
@@ -53,10 +54,19 @@ impl MboxFile for File {
     }
 }
 
+/// A failed append: why, and how many of its bytes reached the file before it failed (so that
+/// the writer knows where its own bytes end, and can tell another program's after them).
+#[derive(Debug)]
+pub(crate) struct Torn {
+    pub(crate) error: io::Error,
+    pub(crate) written: u64,
+}
+
 /// Writes every byte of `parts` in as few calls as the kernel allows: one `writev(2)` for an
 /// entry's padding, header and body together, instead of one `write(2)` each. Like `write_all`,
 /// it retries after a short write or `EINTR` and fails on a write of zero bytes.
-pub(crate) fn write_all_parts(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
+pub(crate) fn write_all_parts(out: &mut impl Write, parts: &[&[u8]]) -> Result<(), Torn> {
+    let mut written = 0;
     let mut slices: Vec<IoSlice<'_>> = parts
         .iter()
         .filter(|p| !p.is_empty())
@@ -64,12 +74,17 @@ pub(crate) fn write_all_parts(out: &mut impl Write, parts: &[&[u8]]) -> io::Resu
         .collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
-        match out.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        let error = match out.write_vectored(rest) {
+            Ok(0) => io::ErrorKind::WriteZero.into(),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut rest, n);
+                written += n as u64;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => e,
+        };
+        return Err(Torn { error, written });
     }
     Ok(())
 }
@@ -301,7 +316,7 @@ mod tests {
                 Ok(())
             }
         }
-        let e = write_all_parts(&mut Full, &[b"x"]).unwrap_err();
+        let e = write_all_parts(&mut Full, &[b"x"]).unwrap_err().error;
         assert_eq!(e.kind(), io::ErrorKind::WriteZero);
     }
 
@@ -314,14 +329,14 @@ mod tests {
         fs::write(&path, "old\n").unwrap();
         let mut ours = fs::OpenOptions::new().append(true).open(&path).unwrap();
         ours.write_all(b"ours\n").unwrap();
-        MboxFile::cut_back(&ours, 4, None).unwrap();
+        MboxFile::cut_back(&ours, 4, 9).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"old\n");
         // Nothing to take back: nothing changes.
-        MboxFile::cut_back(&ours, 4, None).unwrap();
+        MboxFile::cut_back(&ours, 4, 4).unwrap();
         ours.write_all(b"ours\n").unwrap();
         let mut theirs = fs::OpenOptions::new().append(true).open(&path).unwrap();
         theirs.write_all(b"theirs\n").unwrap();
-        assert!(MboxFile::cut_back(&ours, 4, None).is_err());
+        assert!(MboxFile::cut_back(&ours, 4, 9).is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old\nours\ntheirs\n");
         // Cut twice, as a commit does when a job's append failed and then the commit did: the
         // first cut leaves the offset where the file ends, so the second is not refused.
@@ -329,15 +344,15 @@ mod tests {
         let mut ours = fs::OpenOptions::new().append(true).open(&path).unwrap();
         ours.write_all(b"one\n").unwrap();
         ours.write_all(b"two\n").unwrap();
-        MboxFile::cut_back(&ours, 8, None).unwrap();
-        MboxFile::cut_back(&ours, 4, None).unwrap();
+        MboxFile::cut_back(&ours, 8, 12).unwrap();
+        MboxFile::cut_back(&ours, 4, 8).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"old\n");
         // Another program's bytes between two of this writer's appends: the file does not end
         // where this writer's appends alone would have left it.
         ours.write_all(b"one\n").unwrap();
         theirs.write_all(b"theirs\n").unwrap();
         ours.write_all(b"two\n").unwrap();
-        assert!(MboxFile::cut_back(&ours, 4, Some(12)).is_err());
+        assert!(MboxFile::cut_back(&ours, 4, 12).is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old\none\ntheirs\ntwo\n");
     }
 }

@@ -236,7 +236,7 @@ fn read_tail(file: &File, len: u64) -> io::Result<Vec<u8>> {
 /// Only offsets this commit reached are ever truncated to: each entry's `before` is at least the
 /// mailbox's length when it was opened, so no byte another program wrote is cut.
 pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Result<()> {
-    let mut done: Vec<(&str, u64, Option<u64>)> = Vec::new();
+    let mut done: Vec<(&str, u64, u64)> = Vec::new();
     let mut result = Ok(());
     for entry in &job.entries {
         let Some(mailbox) = boxes.get_mut(&entry.mailbox) else {
@@ -259,14 +259,14 @@ pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Res
             );
         }
         let parts: [&[u8]; 3] = [pad, &entry.header, &entry.body];
-        if let Err(e) = mailbox.file.append(&parts) {
-            // It may have appended part of its bytes, from `before`, to an end not known.
-            done.push((&entry.mailbox, before, None));
-            result = Err(e);
+        if let Err(torn) = mailbox.file.append(&parts) {
+            // It may have appended part of its bytes, from `before`.
+            done.push((&entry.mailbox, before, before + torn.written));
+            result = Err(torn.error);
             break;
         }
         mailbox.appended(&parts);
-        done.push((&entry.mailbox, before, Some(mailbox.len)));
+        done.push((&entry.mailbox, before, mailbox.len));
     }
     if result.is_err() {
         for (name, before, end) in done.into_iter().rev() {

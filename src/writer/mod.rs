@@ -422,7 +422,7 @@ impl Writer {
         if failure.is_some() {
             // What reached the disk is unknown: take the whole batch back.
             for (name, mailbox) in &boxes {
-                if let Err(e) = mailbox.file.cut_back(mailbox.start, Some(mailbox.len)) {
+                if let Err(e) = mailbox.file.cut_back(mailbox.start, mailbox.len) {
                     log::error!("cannot truncate mailbox {name:?} back: {e}");
                 }
             }

@@ -88,17 +88,24 @@ struct Faulty {
 }
 
 impl MboxFile for Faulty {
-    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), disk::Torn> {
         let bytes = parts.concat();
         let left = self.budget.fetch_sub(bytes.len() as i64, Ordering::SeqCst);
+        let torn = |error, written| disk::Torn { error, written };
         if left >= bytes.len() as i64 {
-            return self.file.write_all(&bytes);
+            return self.file.write_all(&bytes).map_err(|e| torn(e, 0));
         }
         // A short write, then the error: the worst case for truncation.
-        self.file.write_all(&bytes[..left.max(0) as usize])?;
-        Err(io::Error::from_raw_os_error(self.errno))
+        let written = left.max(0) as usize;
+        self.file
+            .write_all(&bytes[..written])
+            .map_err(|e| torn(e, 0))?;
+        Err(torn(
+            io::Error::from_raw_os_error(self.errno),
+            written as u64,
+        ))
     }
-    fn cut_back(&self, len: u64, _end: Option<u64>) -> io::Result<()> {
+    fn cut_back(&self, len: u64, _end: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {
@@ -366,10 +373,10 @@ struct Recorded {
 }
 
 impl MboxFile for Recorded {
-    fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), disk::Torn> {
         write_all_parts(&mut self.file, parts)
     }
-    fn cut_back(&self, len: u64, _end: Option<u64>) -> io::Result<()> {
+    fn cut_back(&self, len: u64, _end: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {
