@@ -213,11 +213,11 @@ struct Clock {
     /// The core's progress count when the current command wait began.
     progress: u32,
     waiting_since: Instant,
-    /// The core's count of useful frames, and when the wait after the last of them began:
-    /// eviction counts a session idle from then, so keep-alive commands (NOOP, RSET, VRFY, EXPN,
-    /// HELP, HELO, EHLO) cannot keep a session it does not use from being closed for a
-    /// newcomer.
-    useful: u32,
+    /// The core's count of messages begun, and when the wait after the last of them began (or
+    /// the session's start): eviction counts a session idle from then. Only a message moves
+    /// mail, so no round of other commands (NOOP, RSET, VRFY, EHLO, MAIL then RSET...) keeps a
+    /// session it does not use from being closed for a newcomer.
+    begun: u32,
     idle_since: Instant,
     /// The message being received: the core's count of messages begun when it began (each
     /// message gets a clock of its own, also one pipelined right behind the last), when its
@@ -253,7 +253,7 @@ fn run(
     let mut clock = Clock {
         progress: core.progress(),
         waiting_since: Instant::now(),
-        useful: core.useful(),
+        begun: core.messages(),
         idle_since: Instant::now(),
         message: None,
     };
@@ -328,8 +328,8 @@ fn run(
             clock.progress = core.progress();
             clock.waiting_since = now;
         }
-        if core.useful() != clock.useful {
-            clock.useful = core.useful();
+        if core.messages() != clock.begun {
+            clock.begun = core.messages();
             clock.idle_since = now;
         }
         clock.message = match clock.message {

@@ -64,8 +64,6 @@ pub(crate) struct Protocol {
     output: Vec<u8>,
     /// Frames handled so far (wrapping: only compared for a change).
     progress: u32,
-    /// Frames handled so far that were not a keep-alive command (see [`is_keep_alive`]).
-    useful: u32,
     /// Messages begun so far (a 354, a first BDAT chunk, a refused chunk), wrapping.
     messages: u32,
     /// Where in the output the reply that began the latest message (its 354) starts.
@@ -91,7 +89,6 @@ impl Protocol {
             end: 0,
             output: Vec::new(),
             progress: 0,
-            useful: 0,
             messages: 0,
             message_reply_at: 0,
             commands_in_message: 0,
@@ -186,7 +183,6 @@ impl Protocol {
             };
             let too_long = matches!(frame, Frame::TooLong);
             let enhanced = self.session.enhanced();
-            let keep_alive = is_keep_alive(&frame);
             let was_in_message = self.session.in_message();
             if was_in_message && matches!(frame, Frame::Command(_) | Frame::TooLong) {
                 self.commands_in_message = self.commands_in_message.wrapping_add(used as u64);
@@ -199,9 +195,6 @@ impl Protocol {
             if !was_in_message && self.session.in_message() {
                 self.messages = self.messages.wrapping_add(1);
                 self.message_reply_at = self.output.len();
-            }
-            if !keep_alive {
-                self.useful = self.useful.wrapping_add(1);
             }
             if let Some(event) = self.act(action, enhanced) {
                 return event;
@@ -264,12 +257,6 @@ impl Protocol {
         self.progress
     }
 
-    /// How many of those frames were not a keep-alive command: when it has moved on, the
-    /// session did something with its worker besides keeping it.
-    pub(crate) fn useful(&self) -> u32 {
-        self.useful
-    }
-
     /// True while a message is being received: shutdown gives such a session its grace.
     pub(crate) fn in_message(&self) -> bool {
         self.session.in_message()
@@ -295,23 +282,6 @@ impl Protocol {
     pub(crate) fn messages(&self) -> u32 {
         self.messages
     }
-}
-
-/// Whether `frame` is NOOP, RSET, VRFY, EXPN, HELP, HELO or EHLO: a command that moves no mail,
-/// which a client can send now and then to keep a session it does not use (Postfix counts NOOP,
-/// RSET, VRFY and ETRN as "junk" commands; a HELO or EHLO only starts the session over). They do
-/// not make a session busy for eviction.
-fn is_keep_alive(frame: &Frame<'_>) -> bool {
-    let Frame::Command(line) = frame else {
-        return false;
-    };
-    let verb = line.get(..4).unwrap_or_default();
-    matches!(line.get(4), None | Some(b' ' | b'\r' | b'\n'))
-        && [
-            b"NOOP", b"RSET", b"VRFY", b"EXPN", b"HELP", b"HELO", b"EHLO",
-        ]
-        .iter()
-        .any(|keep| verb.eq_ignore_ascii_case(*keep))
 }
 
 #[cfg(test)]

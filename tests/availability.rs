@@ -230,11 +230,12 @@ fn a_session_that_becomes_evictable_while_a_newcomer_waits_makes_room() {
     second.expect("NOOP", 250);
 }
 
-/// A session kept with NOOPs and EHLOs, and nothing else, is idle for eviction: keep-alive
-/// commands do not hold a worker against a newcomer. (Before, a NOOP every 0.3 s kept it from
-/// ever being idle a second, and the newcomer got `421` after `--queue-wait`; later an EHLO did.)
+/// A session kept with commands that move no mail (NOOP, EHLO, and a MAIL each reset), and
+/// nothing else, is idle for eviction: it does not hold a worker against a newcomer. (Before, a
+/// NOOP every 0.3 s kept it from ever being idle a second, and the newcomer got `421` after
+/// `--queue-wait`; later an EHLO did, then a MAIL and RSET in turn.)
 #[test]
-fn keep_alive_noops_do_not_spare_a_session_from_eviction() {
+fn commands_that_move_no_mail_do_not_spare_a_session_from_eviction() {
     let server = TestServer::with(|c| {
         c.workers = 1;
         c.queue_wait = Duration::from_secs(3);
@@ -248,7 +249,18 @@ fn keep_alive_noops_do_not_spare_a_session_from_eviction() {
         (greeting, c)
     });
     let since = Instant::now();
-    let mut verbs = ["NOOP", "EHLO first.test"].into_iter().cycle();
+    // A MAIL every 0.9 s, as often as the old rule (idle from the last command but NOOP, RSET,
+    // VRFY, EXPN, HELP, HELO, EHLO) needed to keep it from ever being idle a second.
+    let mut verbs = [
+        "MAIL FROM:<a@b.test>",
+        "RSET",
+        "NOOP",
+        "MAIL FROM:<a@b.test>",
+        "RSET",
+        "EHLO first.test",
+    ]
+    .into_iter()
+    .cycle();
     let closed = loop {
         thread::sleep(Duration::from_millis(300)); // the client's pace, not a synchronisation
         let r = first.cmd(verbs.next().unwrap());
@@ -257,7 +269,7 @@ fn keep_alive_noops_do_not_spare_a_session_from_eviction() {
         }
         assert!(
             since.elapsed() < Duration::from_secs(5),
-            "the session kept with NOOP and EHLO was never closed"
+            "the session kept with NOOP, EHLO, MAIL and RSET was never closed"
         );
     };
     assert_eq!(

@@ -28,8 +28,8 @@ pub(super) struct Flags {
     /// Inside a message: shutdown gives it its grace, eviction leaves it alone.
     pub(super) in_message: AtomicBool,
     /// Milliseconds after the context's epoch, plus one, since when the session has been
-    /// waiting for a command, counted from its last command that was not a keep-alive (NOOP,
-    /// RSET, VRFY, EXPN, HELP); 0 while it is not waiting for one; [`EVICTED`] once eviction
+    /// waiting for a command, counted from the wait after its last message began (or from its
+    /// start): only a message moves mail; 0 while it is not waiting for one; [`EVICTED`] once eviction
     /// has picked it. Eviction takes a session by a compare-and-swap of the value that made it
     /// idle, and its worker swaps in 0 as soon as a read returns something, before it handles
     /// it: so either the worker sees [`EVICTED`] and answers only the 421, or eviction
