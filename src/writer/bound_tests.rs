@@ -72,8 +72,8 @@ impl MboxFile for Counted {
     fn append(&mut self, parts: &[&[u8]]) -> Result<(), disk::Torn> {
         super::write_all_parts(&mut self.file, parts)
     }
-    fn cut_back(&self, len: u64, _end: u64) -> io::Result<()> {
-        self.file.set_len(len)
+    fn cut_back(&self, len: u64, end: u64) -> io::Result<()> {
+        MboxFile::cut_back(&self.file, len, end)
     }
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()

@@ -43,9 +43,14 @@ impl MboxFile for File {
                 File::set_len(self, len)?;
                 io::Seek::seek(&mut &*self, io::SeekFrom::Start(len)).map(drop)
             }
-            size => Err(io::Error::other(format!(
+            size if size != ours => Err(io::Error::other(format!(
                 "another program appended after mboxd's last write (the file ends at {size}, \
                  mboxd's write at {ours}); not cut back to {len}"
+            ))),
+            size => Err(io::Error::other(format!(
+                "another program wrote {} bytes between mboxd's appends (the file ends at \
+                 {size}, mboxd's appends at {end}); not cut back to {len}",
+                size.abs_diff(end)
             ))),
         }
     }

@@ -36,6 +36,9 @@ pub(super) struct Mailbox {
     born: Option<std::time::SystemTime>,
     /// When both locks were taken: how long the writer has held them.
     locked_at: Instant,
+    /// A cut back was refused (another program wrote without the lock): the file's end is not
+    /// known, so nothing more is appended to it, or cut from it, in this commit.
+    pub torn: bool,
 }
 
 /// A file as [`Mailbox::entry`] tells it apart.
@@ -98,6 +101,7 @@ pub(super) fn open(
         identity: (meta.dev(), meta.ino()),
         born: meta.created().ok(),
         locked_at: Instant::now(),
+        torn: false,
     })
 }
 
@@ -145,6 +149,12 @@ impl Mailbox {
     /// mailbox is not worth holding, only releasing.
     pub(super) fn truncated(&mut self, len: u64) {
         self.len = len;
+        self.tail.clear();
+    }
+
+    /// Records that a cut back was refused: see [`Mailbox::torn`]. Not worth holding either.
+    pub(super) fn left_torn(&mut self) {
+        self.torn = true;
         self.tail.clear();
     }
 }
@@ -243,6 +253,14 @@ pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Res
             result = Err(io::Error::other("mailbox not open"));
             break;
         };
+        if mailbox.torn {
+            // Its end, and so the padding a new entry needs, is not known: the next commit
+            // opens it afresh.
+            result = Err(io::Error::other(
+                "mailbox left torn by a refused cut back in this commit",
+            ));
+            break;
+        }
         let before = mailbox.len;
         // The first entry of this commit starts a clean `From ` line (see `mailbox::padding`).
         let pad = if before == mailbox.start {
@@ -271,10 +289,13 @@ pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Res
     if result.is_err() {
         for (name, before, end) in done.into_iter().rev() {
             if let Some(mailbox) = boxes.get_mut(name) {
-                if let Err(e) = mailbox.file.cut_back(before, end) {
-                    log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
+                match mailbox.file.cut_back(before, end) {
+                    Ok(()) => mailbox.truncated(before),
+                    Err(e) => {
+                        log::error!("{}: cannot truncate {name:?} back: {e}", job.id);
+                        mailbox.left_torn();
+                    }
                 }
-                mailbox.truncated(before);
             }
         }
     }

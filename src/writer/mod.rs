@@ -420,10 +420,22 @@ impl Writer {
             }
         }
         if failure.is_some() {
-            // What reached the disk is unknown: take the whole batch back.
+            // What reached the disk is unknown: take the whole batch back. A mailbox that cannot
+            // be cut back keeps its jobs' entries: they are refused with the rest, not written
+            // again (which would store them twice).
             for (name, mailbox) in &boxes {
-                if let Err(e) = mailbox.file.cut_back(mailbox.start, mailbox.len) {
+                let cut = if mailbox.torn {
+                    Err(io::Error::other(
+                        "a cut back was refused earlier in this commit",
+                    ))
+                } else {
+                    mailbox.file.cut_back(mailbox.start, mailbox.len)
+                };
+                if let Err(e) = cut {
                     log::error!("cannot truncate mailbox {name:?} back: {e}");
+                    if let Some(failed) = failed.as_mut() {
+                        failed.insert(name.clone());
+                    }
                 }
             }
         }
@@ -581,3 +593,5 @@ mod isolation_tests;
 mod lock_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod torn_tests;

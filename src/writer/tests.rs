@@ -105,8 +105,8 @@ impl MboxFile for Faulty {
             written as u64,
         ))
     }
-    fn cut_back(&self, len: u64, _end: u64) -> io::Result<()> {
-        self.file.set_len(len)
+    fn cut_back(&self, len: u64, end: u64) -> io::Result<()> {
+        MboxFile::cut_back(&self.file, len, end)
     }
     fn sync(&self) -> io::Result<()> {
         if self.fail_sync {
@@ -376,8 +376,8 @@ impl MboxFile for Recorded {
     fn append(&mut self, parts: &[&[u8]]) -> Result<(), disk::Torn> {
         write_all_parts(&mut self.file, parts)
     }
-    fn cut_back(&self, len: u64, _end: u64) -> io::Result<()> {
-        self.file.set_len(len)
+    fn cut_back(&self, len: u64, end: u64) -> io::Result<()> {
+        MboxFile::cut_back(&self.file, len, end)
     }
     fn sync(&self) -> io::Result<()> {
         self.events
