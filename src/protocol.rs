@@ -158,14 +158,14 @@ impl Protocol {
             // not progress, the end of its discarded rest is (else the rest got a whole
             // `--timeout` of its own). A `TooLong` found while discarding is the next line's,
             // so the last one ended.
-            let ended = matches!(
+            let too_long = matches!(
                 status,
                 Status::Complete {
                     frame: Frame::TooLong,
                     ..
                 }
             );
-            if was_discarding && (ended || !self.framer.discarding()) {
+            if was_discarding && (too_long || !self.framer.discarding()) {
                 self.progress = self.progress.wrapping_add(1);
             }
             let (frame, used) = match status {
@@ -181,7 +181,6 @@ impl Protocol {
                 }
                 Status::Complete { frame, used } => (frame, used),
             };
-            let too_long = matches!(frame, Frame::TooLong);
             let enhanced = self.session.enhanced();
             let was_in_message = self.session.in_message();
             if was_in_message && matches!(frame, Frame::Command(_) | Frame::TooLong) {

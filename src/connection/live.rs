@@ -29,8 +29,8 @@ pub(super) struct Flags {
     pub(super) in_message: AtomicBool,
     /// Milliseconds after the context's epoch, plus one, since when the session has been
     /// waiting for a command, counted from the wait after its last message began (or from its
-    /// start): only a message moves mail; 0 while it is not waiting for one; [`EVICTED`] once eviction
-    /// has picked it. Eviction takes a session by a compare-and-swap of the value that made it
+    /// start): only a message moves mail; 0 while it is not waiting for one; [`EVICTED`] once
+    /// eviction has picked it. Eviction takes a session by a compare-and-swap of the value that made it
     /// idle, and its worker swaps in 0 as soon as a read returns something, before it handles
     /// it: so either the worker sees [`EVICTED`] and answers only the 421, or eviction
     /// sees the session busy and leaves it. (With a flag apart, a session picked just as its
