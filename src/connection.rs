@@ -102,11 +102,13 @@ impl Context {
     }
 
     /// A new message id, unique among the servers of one host (one PID namespace):
-    /// `<start time>.<pid>.<server>.<counter>`, in hex (the server's number within its
-    /// process, as a test suite may start many at once).
+    /// `<start time>-<pid>-<server>-<counter>`, in hex (the server's number within its
+    /// process, as a test suite may start many at once). Joined by `-`, not `.`: the id is
+    /// written in `Received:`, whose `id` clause is an atom (RFC 5321 §4.4), and a dot is not
+    /// atext (RFC 5322 §3.2.3).
     pub(crate) fn message_id(&self) -> String {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
-        format!("{}.{n:x}", self.id_stem)
+        format!("{}-{n:x}", self.id_stem)
     }
 }
 
@@ -115,7 +117,7 @@ fn id_stem() -> String {
     static SERVERS: AtomicU64 = AtomicU64::new(0);
     let server = SERVERS.fetch_add(1, Ordering::Relaxed);
     let started = mbox::now() as u64;
-    format!("{started:x}.{:x}.{server:x}", std::process::id())
+    format!("{started:x}-{:x}-{server:x}", std::process::id())
 }
 
 /// Serves one connection to its end. Never panics: a panic inside the session is caught,

@@ -65,10 +65,13 @@ fn seed_conversation_replayed_verbatim() {
         );
         assert_eq!(lines[1], "Return-Path: <Smith@USC-ISIF.ARPA>");
         assert_eq!(lines[2], "Received: from USC-ISIF.ARPA ([127.0.0.1])");
+        let id = lines[3]
+            .strip_prefix("\tby BBN-UNIX.ARPA (mboxd) with SMTP id ")
+            .unwrap_or_else(|| panic!("{}", lines[3]));
+        // RFC 5321 §4.4: the id is an atom, atext only (RFC 5322 §3.2.3): no dot.
         assert!(
-            lines[3].starts_with("\tby BBN-UNIX.ARPA (mboxd) with SMTP id "),
-            "{}",
-            lines[3]
+            !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+            "{id}"
         );
         assert!(
             lines[4].starts_with(&format!("\tfor <{rcpt}@BBN-UNIX.ARPA>; ")),
