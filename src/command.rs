@@ -29,6 +29,14 @@ impl fmt::Display for Address {
     }
 }
 
+impl Address {
+    /// The address with a domain: its own, or `home` when none was given. RFC 5321 §4.4 wants
+    /// a mailbox, which has one, in `Return-Path:` and in `Received:`'s `for`.
+    pub(crate) fn qualified(&self, home: &str) -> String {
+        format!("{}@{}", self.local, self.domain.as_deref().unwrap_or(home))
+    }
+}
+
 /// One `KEY[=VALUE]` parameter after a MAIL or RCPT path (RFC 5321 §4.1.2, `esmtp-param`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Param {
@@ -455,7 +463,9 @@ fn address(s: &str) -> Result<Address, ParseError> {
     let local = unquoted(local);
     Ok(Address {
         local: local.to_string(),
-        domain: domain.map(str::to_string),
+        // `x.test.` is the domain `x.test` written absolute; RFC 5321 §4.1.2's Domain has no
+        // trailing dot, and headers and the From_ line are written without it.
+        domain: domain.map(|d| d.strip_suffix('.').unwrap_or(d).to_string()),
     })
 }
 
@@ -483,8 +493,8 @@ pub(crate) fn is_dot_atom(s: &str) -> bool {
         .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
 }
 
-/// A domain name (letters, digits, hyphens and UTF-8 in dot-separated labels) or an address
-/// literal in brackets (RFC 5321 §4.1.3).
+/// A domain name (letters, digits, hyphens and UTF-8 in dot-separated labels, with at most one
+/// dot after the last: an absolute name) or an address literal in brackets (RFC 5321 §4.1.3).
 pub(crate) fn valid_domain(d: &str) -> bool {
     if d.is_empty() || d.len() > 255 {
         return false;
@@ -497,7 +507,7 @@ pub(crate) fn valid_domain(d: &str) -> bool {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-'))
         });
     }
-    d.trim_end_matches('.').split('.').all(|label| {
+    d.strip_suffix('.').unwrap_or(d).split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')

@@ -159,6 +159,40 @@ fn header_syntax_in_a_helo_name_or_local_part_cannot_hide_the_date_of_received()
     assert_eq!(files(&server), set(&["jones", "jo(n;es", "postmaster"]));
 }
 
+#[test]
+fn return_path_and_for_hold_mailboxes_with_their_domains_relative() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    // A sender without a domain is qualified as a recipient is (`Return-Path:` holds a
+    // mailbox, RFC 5322 §3.6.7); a domain written absolute, `x.test.`, loses its last dot in
+    // the From_ line and the headers (RFC 5321 §4.1.2's Domain has none); two are refused.
+    let r = c.send_mail("bob", &["jones@mx.test."], "Subject: s\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250);
+    let r = c.send_mail("a@b.test.", &["jones"], "Subject: s\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250);
+    let text = server.mbox_text("jones");
+    let [bare, dotted] = &mbox_entries(&text)[..] else {
+        panic!("{text:?}")
+    };
+    assert!(
+        bare.starts_with("From bob@mx.test ")
+            && bare.contains("Return-Path: <bob@mx.test>\n")
+            && bare.contains("\tfor <jones@mx.test>; "),
+        "{bare}"
+    );
+    assert!(
+        dotted.starts_with("From a@b.test ")
+            && dotted.contains("Return-Path: <a@b.test>\n")
+            && dotted.contains("\tfor <jones@mx.test>; "),
+        "{dotted}"
+    );
+    c.expect("MAIL FROM:<a@b.test..>", 501);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test..>", 501);
+    c.expect("QUIT", 221);
+}
+
 /// Python's email package (which re-serialises U+2028 as a line break) sees exactly `headers`
 /// in every message of the mailbox.
 fn python_sees_only_mboxd_headers(server: &TestServer, user: &str, headers: &[&str]) {

@@ -175,6 +175,7 @@ impl Session {
             .map_err(|r| ascii(r, tx.utf8))?;
         tx.recipients.push(Recipient {
             address: to.to_string(),
+            qualified: to.qualified(self.config.directory.home()),
             mailboxes: route.mailboxes,
         });
         Ok(ascii(route.reply, tx.utf8))

@@ -239,13 +239,9 @@ impl Session {
             // RFC 5321 §4.4: `Received:`'s `for` names a mailbox, with a domain. A recipient
             // given without one (`<postmaster>`, §4.1.1.3, or any local part, taken as local)
             // is written with the first local domain, as VRFY answers.
-            let address = match rcpt.address.contains('@') {
-                true => rcpt.address,
-                false => format!("{}@{}", rcpt.address, self.config.directory.home()),
-            };
             for mailbox in rcpt.mailboxes {
                 if !recipients.iter().any(|(m, _)| *m == mailbox) {
-                    recipients.push((mailbox, address.clone()));
+                    recipients.push((mailbox, rcpt.qualified.clone()));
                 }
             }
         }
@@ -259,7 +255,9 @@ impl Session {
             (false, false, _) => Protocol::Smtp,
         };
         let envelope = Envelope {
-            sender: tx.from.map(|a| a.to_string()),
+            // `Return-Path:` too holds a mailbox (RFC 5322 §3.6.7's angle-addr): a sender given
+            // without a domain is qualified like a recipient, as Postfix qualifies it.
+            sender: tx.from.map(|a| a.qualified(self.config.directory.home())),
             recipients,
             // Moves the buffer into the Arc: no copy.
             body: Arc::new(body),

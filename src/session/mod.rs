@@ -127,7 +127,10 @@ impl Transaction {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Recipient {
+    /// As given (what `--fail` patterns match).
     address: String,
+    /// With the first local domain if it was given without one (see `Address::qualified`).
+    qualified: String,
     mailboxes: Vec<String>,
 }
 
