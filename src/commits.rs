@@ -4,13 +4,14 @@
 //!
 //! It exists so a test can wait for mail without polling ([`crate::Server::wait_for`] sleeps on
 //! the condition variable until the writer reports a commit) and can read a mailbox without
-//! racing the writer: a reader cuts the file at the length recorded here, so an entry being
-//! appended at that moment is never seen, whole or in part, before it is committed. The writer
-//! records a mailbox's length when it opens it, before it appends anything, and again after each
-//! commit; for a mailbox it has not opened, the reader takes the file's length under this lock.
-//! The writer may open and lock the file meanwhile, but it appends only after recording the
-//! open, which waits for this lock: so no entry can begin between the reader's look at the
-//! length and its use.
+//! racing the writer: a reader that finds the mailbox's fcntl lock held cuts the file at the
+//! length recorded here, so an entry being appended at that moment is never seen, whole or in
+//! part, before it is committed. The writer records a mailbox's length when it opens it, before
+//! it appends anything, and again after each commit; for a mailbox it has not opened, the
+//! reader takes the file's length under this lock (and waits for the fcntl lock instead of
+//! cutting). The writer may open and lock the file meanwhile, but it appends only after
+//! recording the open, which waits for this lock: so no entry can begin between the reader's
+//! look at the length and its use.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -78,6 +79,12 @@ impl Commits {
             None => unopened(),
         };
         (state.count, len)
+    }
+
+    /// Whether the writer has opened `mailbox`, so that [`Commits::committed`] is its record,
+    /// not the file's length.
+    pub(crate) fn opened_ever(&self, mailbox: &str) -> bool {
+        self.state().lengths.contains_key(mailbox)
     }
 
     /// Waits until the commit count differs from `seen` or `deadline` passes; returns the

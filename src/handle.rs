@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +16,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::commits::Commits;
 use crate::config::Config;
-use crate::mbox::{Mailbox, Message};
+use crate::mbox::{Mailbox, Message, open_regular};
 use crate::names::mailbox_name;
+use crate::os;
 use crate::server::{self, StartError};
+
+/// How often a read of a mailbox another program has locked tries the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(10);
 
 /// A running server. [`Server::shutdown`], or dropping it, stops it in order and joins every
 /// thread; a temporary mail directory ([`Config::for_tests`]) is then removed unless it was
@@ -56,6 +60,8 @@ pub struct Server {
     /// The temporary mail directory to remove when the server stops.
     remove: Option<PathBuf>,
     commits: Arc<Commits>,
+    /// How long [`Server::messages`] waits for another program's lock ([`Config::lock_timeout`]).
+    lock_timeout: Duration,
 }
 
 impl Server {
@@ -103,6 +109,7 @@ impl Server {
             mail_dir: config.mail_dir,
             remove: temp.filter(|_| !config.keep_mail_dir),
             commits,
+            lock_timeout: config.lock_timeout,
         })
     }
 
@@ -156,21 +163,30 @@ impl Server {
     /// brackets; it is normalised as a recipient is (lower-cased, NFKC, quotes it does not need
     /// dropped, a source route ignored), so `Jones`, `jones@localhost`, `<jones@localhost>`,
     /// `"jones"` and `<@relay.test:jones@localhost>` name one mailbox.
-    /// An alias is not expanded: ask for its targets. The file is read up to the end of the
-    /// last commit this server made to it, or up to where the file ended when the writer last
-    /// opened it if that is later (what another program appended before is kept), or whole if
-    /// the writer has not opened it; so a message being written at that moment is never seen,
-    /// whole or in part, before it is on disk; and every message whose `250` a client has
-    /// received is seen (the writer records a commit before it acknowledges it). Fails for a
-    /// name that cannot be a mailbox, a file that cannot be read, or one that is not an mbox.
+    /// An alias is not expanded: ask for its targets.
+    ///
+    /// The file is read whole under a shared fcntl lock, which keeps out every writer that
+    /// locks (this server's, another mboxd's, Postfix's, procmail's, Python's `mailbox`), so a
+    /// message being appended is never seen in part. While a writer holds the lock, a mailbox
+    /// this server's writer has opened is read up to the end of its last commit to it (or to
+    /// where the file ended when it last opened it, if that is later): what is being appended
+    /// is after that. Any other mailbox is read once the lock is free, waited for up to
+    /// [`Config::lock_timeout`]. A program that appends without the fcntl lock (a dotlock
+    /// alone) can still be seen in the middle of its append. Every message whose `250` a
+    /// client has received is seen (the writer records a commit before it acknowledges it).
+    /// Fails for a name that cannot be a mailbox, a file that cannot be read or is not a regular
+    /// file, one that is not an mbox, and one another program kept locked
+    /// ([`io::ErrorKind::WouldBlock`]).
     pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
         let (name, path) = self.locate(user)?;
         let (_, committed) = self.committed(&name, &path);
-        self.read(&name, &path, committed)
+        self.read(&name, &path, committed, Instant::now() + self.lock_timeout)
     }
 
     /// Waits until `user`'s mailbox holds at least `count` messages and returns them all, or
-    /// fails with [`WaitError::Timeout`] (which holds what did arrive) after `timeout`.
+    /// fails with [`WaitError::Timeout`] (which holds what did arrive) after `timeout`. The
+    /// mailbox is read as [`Server::messages`] reads it; a wait for another program's lock
+    /// ends at `timeout` too, with [`WaitError::Read`].
     ///
     /// It returns as soon as the count is reached: it sleeps on the writer's signal, sent
     /// after each commit, and reads the mailbox again only when a commit changed its committed
@@ -196,7 +212,7 @@ impl Server {
                 // A commit to another mailbox: nothing new here, nothing to read.
                 Some((read, messages)) if read == committed => messages,
                 _ => self
-                    .read(&name, &path, committed)
+                    .read(&name, &path, committed, deadline)
                     .map_err(WaitError::Read)?,
             };
             if messages.len() >= count {
@@ -246,17 +262,42 @@ impl Server {
             .committed(name, || fs::metadata(path).map_or(0, |m| m.len()))
     }
 
-    /// The messages of mailbox `name` (at `path`) in its first `committed` bytes.
-    fn read(&self, name: &str, path: &Path, committed: u64) -> io::Result<Vec<Message>> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+    /// The messages of mailbox `name` (at `path`): all of them under a shared lock, or, while
+    /// a writer holds the lock, those in the first `committed` bytes if this server's writer
+    /// has opened the mailbox (see [`Server::messages`]). Waits for the lock until `deadline`.
+    fn read(
+        &self,
+        name: &str,
+        path: &Path,
+        committed: u64,
+        deadline: Instant,
+    ) -> io::Result<Vec<Message>> {
+        let file = match open_regular(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        // Shorter than committed only if another program cut the file: then all of it.
-        let end = usize::try_from(committed).unwrap_or(usize::MAX);
-        let bytes = bytes.get(..end).unwrap_or(&bytes);
-        let mailbox = Mailbox::parse(bytes).map_err(|e| {
+        let end = loop {
+            if os::try_lock_shared(&file)? {
+                break u64::MAX;
+            }
+            if self.commits.opened_ever(name) {
+                break committed;
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("mailbox {name:?} stayed locked by another program"),
+                ));
+            }
+            // Polled: fcntl has no wait with a timeout. The lock is held for one append.
+            std::thread::sleep(LOCK_POLL);
+        };
+        let mut bytes = Vec::new();
+        (&file).take(end).read_to_end(&mut bytes)?;
+        // Closing the file releases the lock at once, before the parse.
+        drop(file);
+        let mailbox = Mailbox::parse(&bytes).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("mailbox {name:?}: {e}"))
         })?;
         Ok(mailbox.into_messages())

@@ -31,9 +31,21 @@ use std::os::fd::AsRawFd;
 ///
 /// `Ok(false)` means a conflicting lock is held. The lock is released when `file` is closed.
 pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    try_lock(file, libc::F_WRLCK)
+}
+
+/// Tries to take an fcntl(2) read lock on the whole of `file` without waiting, an open file
+/// description lock as [`try_lock_exclusive`] takes: it keeps out every writer that locks
+/// (this process's own writer included) while a reader reads. `Ok(false)` means a write lock
+/// is held. The lock is released when `file` is closed.
+pub(crate) fn try_lock_shared(file: &File) -> io::Result<bool> {
+    try_lock(file, libc::F_RDLCK)
+}
+
+fn try_lock(file: &File, kind: libc::c_int) -> io::Result<bool> {
     // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_type = kind as libc::c_short;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
     lock.l_start = 0;
     lock.l_len = 0; // to the end of the file, however it grows

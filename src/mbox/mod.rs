@@ -16,6 +16,7 @@ mod body;
 mod reader;
 
 pub(crate) use body::{Body, Encoder, Refusal};
+pub(crate) use reader::open_regular;
 pub use reader::{Header, Mailbox, Message, ParseError};
 /// For the reference unquoting the fuzz targets and tests check the encoder against.
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]

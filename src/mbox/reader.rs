@@ -8,7 +8,9 @@
 //! stores CRLF as LF.
 
 use std::fmt;
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::body::{field_name, is_readers_field, strip_renamed};
@@ -90,8 +92,14 @@ impl Mailbox {
     /// # std::fs::remove_dir_all(&dir)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    ///
+    /// The file is read as it is, without taking a lock: a message another program is
+    /// appending at that moment may be seen in part ([`crate::Server::messages`] takes a lock).
+    /// Anything but a regular file (a FIFO, a device, a directory) is an
+    /// [`io::ErrorKind::InvalidInput`] error, never waited on.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Mailbox> {
-        let bytes = std::fs::read(path)?;
+        let mut bytes = Vec::new();
+        open_regular(path.as_ref())?.read_to_end(&mut bytes)?;
         Mailbox::parse(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
@@ -119,6 +127,22 @@ impl Mailbox {
 /// Where the entry that `bytes` begins with ends: at the next `From ` line that follows an
 /// empty line, or at the end. The empty line may be a CRLF: another program may have written
 /// the mailbox with CRLF line ends, which mboxd keeps (it only appends).
+/// Opens `path` for reading if it is a regular file. `O_NONBLOCK`: opening a FIFO no one writes
+/// would otherwise wait for a writer (on a regular file the flag changes nothing).
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 fn next_entry(bytes: &[u8]) -> usize {
     // Each `From ` after a newline, in order, until one whose line before is empty (a newline,
     // or a CR, right after the newline that ends the line before that). One pass: the file is

@@ -1,0 +1,173 @@
+//! Reading a mailbox through the library while another program writes it, or when its name is
+//! not a file: `Server::messages` and `wait_for` take the fcntl lock other mail programs take,
+//! and never wait on a FIFO.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use mboxd::mbox::Mailbox;
+use mboxd::{Config, Server, WaitError};
+use support::ChildGuard;
+
+/// How long a call that must return may take before the test fails.
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn python3() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The child's output lines, as they come (a test waits for one with a timeout).
+fn lines_of(child: &mut ChildGuard) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = BufReader::new(child.0.stdout.take().unwrap());
+    thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_message_another_program_is_appending_under_its_lock_is_not_read_in_part() {
+    if !python3() {
+        println!("skipped: python3 not found, so no second process can hold an fcntl lock");
+        return;
+    }
+    let server =
+        Server::start(Config::for_tests().lock_timeout(Duration::from_millis(300))).unwrap();
+    let path = server.mail_dir().join("smith");
+    // As procmail or Python's `mailbox` appends: the fcntl lock, half an entry written and
+    // flushed, then (when told) the rest, then the lock given back.
+    let script = "import fcntl,sys\n\
+                  f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX)\n\
+                  f.write('From a@b.test Sun Nov 22 07:33:49 2026\\nSubject: appended\\n\\nfirst half\\n'); f.flush()\n\
+                  print('half', flush=True); sys.stdin.readline()\n\
+                  f.write('second half\\n\\n'); f.flush(); f.close(); print('done', flush=True)\n";
+    let mut child = ChildGuard(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let lines = lines_of(&mut child);
+    assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("half"));
+    // Locked by a program this server's writer never met: waited for, up to the lock
+    // timeout, then refused; never the half entry.
+    match server.messages("smith") {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        Ok(messages) => panic!("read while locked: {messages:?}"),
+    }
+    match server.wait_for("smith", 1, Duration::from_millis(300)) {
+        Err(WaitError::Read(e)) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+        other => panic!("wait_for while locked: {other:?}"),
+    }
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("done"));
+    let messages = server.messages("smith").unwrap();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].body(), b"first half\nsecond half\n");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_fifo_under_a_mailbox_name_is_an_error_not_a_wait() {
+    let server = Server::for_tests().unwrap();
+    let fifo = server.mail_dir().join("jones");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        println!("skipped: mkfifo could not make a FIFO");
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let _ = tx.send(Mailbox::open(&fifo).map(|_| ()).map_err(|e| e.kind()));
+        }
+    });
+    let opened = rx
+        .recv_timeout(WITHIN)
+        .expect("Mailbox::open waited on a FIFO");
+    assert_eq!(opened, Err(std::io::ErrorKind::InvalidInput));
+    reader.join().unwrap();
+    thread::scope(|s| {
+        let (tx, rx) = mpsc::channel();
+        s.spawn(move || {
+            let read = server.messages("jones").map(|_| ()).map_err(|e| e.kind());
+            let waited = match server.wait_for("jones", 1, WITHIN) {
+                Err(WaitError::Read(e)) => Some(e.kind()),
+                _ => None,
+            };
+            let _ = tx.send((read, waited));
+        });
+        let got = rx.recv_timeout(WITHIN);
+        if got.is_err() {
+            // Unblock the reader so the scope can end, then fail.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        }
+        let (read, waited) = got.expect("the library waited on a FIFO");
+        assert_eq!(read, Err(std::io::ErrorKind::InvalidInput));
+        assert_eq!(waited, Some(std::io::ErrorKind::InvalidInput));
+    });
+}
+
+#[test]
+fn while_a_writer_holds_the_lock_messages_stop_at_the_last_commit() {
+    if !python3() {
+        println!("skipped: python3 not found, so no second process can hold an fcntl lock");
+        return;
+    }
+    let server = Server::for_tests().unwrap();
+    let mut c = support::Client::connect(server.local_addr());
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail(
+        "a@b.test",
+        &["jones@localhost"],
+        "Subject: whole\r\n\r\nhi\r\n",
+    );
+    assert_eq!(r.code, 250);
+    c.expect("QUIT", 221);
+    // What a reader could see while a writer (this server's, or a program that appends after
+    // it under the same lock) is in the middle of an entry: a part of it.
+    let path = server.mail_dir().join("jones");
+    let script = "import fcntl,sys\n\
+                  f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX)\n\
+                  f.write('From x@y.test Sun Nov 22 07:33:49 2026\\nSubject: par'); f.flush()\n\
+                  print('part', flush=True); sys.stdin.readline()\n";
+    let mut child = ChildGuard(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    assert_eq!(
+        lines_of(&mut child).recv_timeout(WITHIN).as_deref(),
+        Ok("part")
+    );
+    // The writer has opened this mailbox: read at once, up to its last commit.
+    let mail = server.messages("jones").unwrap();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].subject(), Some("whole"));
+    let mail = server.wait_for("jones", 1, WITHIN).unwrap();
+    assert_eq!(mail.len(), 1);
+    // The file as a whole has the part too.
+    assert_eq!(Mailbox::open(&path).unwrap().len(), 2);
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
