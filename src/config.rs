@@ -251,6 +251,25 @@ impl Config {
                 "at least one address, one worker and one recipient are needed".into(),
             ));
         }
+        // Zero is no usable value for these, and no "no limit" either: `SIZE 0` would even
+        // advertise that (RFC 1870 §4) while every message was refused. The command line
+        // refuses 0 for each too.
+        let counts = [
+            (
+                "max_message_size (--max-message-size)",
+                self.max_message_size,
+            ),
+            ("max_errors (--max-errors)", self.max_errors as u64),
+            ("max_mailboxes (--max-mailboxes)", self.max_mailboxes as u64),
+            (
+                "max_per_peer (--max-per-peer)",
+                self.max_per_peer.map_or(1, |n| n as u64),
+            ),
+            ("min_data_rate (--min-data-rate)", self.min_data_rate),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(ConfigError(format!("{name} must be more than 0")));
+        }
         if self.workers > MAX_WORKERS {
             return Err(ConfigError(format!(
                 "{} workers (--workers) is more than the {MAX_WORKERS} a server may start",

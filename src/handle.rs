@@ -70,7 +70,8 @@ impl Server {
     /// started afterwards inherit it.
     ///
     /// Fails with [`StartError::Config`] for an unusable setting (no address, no worker, a
-    /// recipient limit of 0, a host name [`Config::hostname`] refuses, `auth_required` without
+    /// limit of 0 (recipients, message size, errors, mailboxes, sessions per peer, data rate), a
+    /// host name [`Config::hostname`] refuses, `auth_required` without
     /// AUTH, a zero socket timeout or any time of 10^9 s or more, a `max_inflight_bytes` under
     /// 65 536), before anything is created; and with the other variants when the mail
     /// directory, an address, a thread or the ready file cannot be had.

@@ -303,3 +303,31 @@ fn new_is_the_default() {
     assert!(tests.temp_mail_dir && !tests.keep_mail_dir);
     assert_eq!(tests.listen, ["127.0.0.1:0".parse().unwrap()]);
 }
+
+#[test]
+fn a_limit_of_zero_is_refused_at_start() {
+    let zeros = [
+        ("max_message_size", Config::for_tests().max_message_size(0)),
+        ("max_errors", Config::for_tests().max_errors(0)),
+        ("max_mailboxes", Config::for_tests().max_mailboxes(0)),
+        ("max_per_peer", Config::for_tests().max_per_peer(0)),
+        ("min_data_rate", Config::for_tests().min_data_rate(0)),
+        ("recipient", Config::for_tests().max_recipients(0)),
+    ];
+    for (name, config) in zeros {
+        match Server::start(config) {
+            Err(mboxd::StartError::Config(why)) => assert!(why.contains(name), "{name}: {why}"),
+            Err(e) => panic!("{name}: {e}"),
+            Ok(_) => panic!("{name} 0 was taken"),
+        }
+    }
+    // One is a limit like any other: SIZE 1 is advertised.
+    let server = start(Config::for_tests().max_message_size(1));
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(c.read_reply().code, 220);
+    assert!(
+        c.expect("EHLO client.test", 250)
+            .lines
+            .contains(&"SIZE 1".to_string())
+    );
+}
