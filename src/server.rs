@@ -228,6 +228,14 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
     Ok(running)
 }
 
+/// A number no other call in this process has had. A temporary file named with it and the
+/// process id is one start's alone: servers of one process (a test suite's) may start at once
+/// on one directory or with one ready file, and one must not remove or rename the other's.
+fn start_number() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Writes the bound addresses, one per line, to `path` atomically: a temporary file beside it,
 /// then rename(2), so a reader sees either no file or the whole list. Returns the text written.
 fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<String> {
@@ -236,7 +244,7 @@ fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<
         text.push_str(&format!("{addr}\n"));
     }
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
+    tmp.push(format!(".tmp-{}-{}", std::process::id(), start_number()));
     let tmp = std::path::PathBuf::from(tmp);
     std::fs::write(&tmp, &text)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
@@ -296,11 +304,11 @@ fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<()> {
         ));
     }
     made?;
-    // One name per start, not per process: servers of one process (a test suite's) may start
-    // at once on one directory, and one must not remove the other's probe.
-    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let probe = dir.join(format!(".mboxd-probe-{}-{n}", std::process::id()));
+    let probe = dir.join(format!(
+        ".mboxd-probe-{}-{}",
+        std::process::id(),
+        start_number()
+    ));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
 }

@@ -399,6 +399,31 @@ fn the_ready_file_goes_with_the_server_that_wrote_it() {
 }
 
 #[test]
+fn servers_started_at_once_with_one_ready_file_all_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    for round in 0..30 {
+        let gate = std::sync::Barrier::new(8);
+        let started: Vec<_> = thread::scope(|s| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        gate.wait();
+                        Server::start(Config::for_tests().ready_file(&ready))
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for server in started {
+            if let Err(e) = server {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
 fn servers_started_together_on_one_mail_dir_give_distinct_message_ids() {
     // Two servers of one process on one directory, started in the same second (a pair that
     // straddles a second is started again): the id in each 250 is in the Received: of its
