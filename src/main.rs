@@ -5,7 +5,8 @@
 //! signal (`os`), and map every failure to an exit code: 0 after a clean shutdown, 1 for a
 //! failure while running, 2 when the server cannot start (a bad command line or configuration,
 //! an unusable mail directory or address, a ready file, thread or signal mask that cannot be
-//! had).
+//! had) or `--help`/`--version` cannot write its text. Nothing here prints with a macro that
+//! panics when its stream cannot be written.
 // Denied, not forbidden, so that `os` (and only it) can allow it.
 #![deny(unsafe_code)]
 #![cfg_attr(
@@ -49,10 +50,24 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("mboxd: {}", f.message);
+            // Not eprintln!, which panics when stderr cannot be written (a closed pipe, a full
+            // disk): the exit code still says what happened.
+            let _ = writeln!(std::io::stderr(), "mboxd: {}", f.message);
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Writes `text` to stdout; a failure to (a closed pipe, a full disk) exits 2.
+fn write_out(text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure {
+            code: 2,
+            message: format!("cannot write to stdout: {e}"),
+        })
 }
 
 fn run() -> Result<(), Failure> {
@@ -67,14 +82,9 @@ fn run() -> Result<(), Failure> {
         .collect::<Result<Vec<String>, Failure>>()?;
     let config = match cli::parse(args).map_err(|e| usage(e.to_string()))? {
         Invocation::Run(config) => *config,
-        Invocation::Help => {
-            print!("{}", cli::USAGE);
-            return Ok(());
-        }
-        Invocation::Version => {
-            println!("mboxd {}", env!("CARGO_PKG_VERSION"));
-            return Ok(());
-        }
+        // Not print!, which panics when stdout cannot be written: that is a usage failure.
+        Invocation::Help => return write_out(cli::USAGE),
+        Invocation::Version => return write_out(&format!("mboxd {}\n", env!("CARGO_PKG_VERSION"))),
     };
     // Message buffers (see --max-inflight-bytes) each get their own mapping and are returned to
     // the system when freed, so resident memory follows the in-flight budget.

@@ -154,6 +154,30 @@ fn help_and_version_exit_0() {
 }
 
 #[test]
+fn help_or_an_error_that_cannot_be_written_exits_2_without_a_panic() {
+    if !std::path::Path::new("/dev/full").exists() {
+        println!("skipped: no /dev/full to write to");
+        return;
+    }
+    // Through sh, which points the stream at /dev/full (a write there fails with ENOSPC).
+    let sh = |script: &str| {
+        output_within(
+            Command::new("sh").args(["-c", script, BIN]),
+            Duration::from_secs(10),
+        )
+    };
+    // --help into a full disk: a usage failure, said on stderr.
+    let out = sh("\"$0\" --help >/dev/full");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("mboxd: cannot write to stdout"), "{stderr}");
+    // A bad flag whose message cannot be written still exits 2 (a panic would be 101).
+    let out = sh("\"$0\" --nope 2>/dev/full; echo \"rc=$?\"");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=2\n");
+}
+
+#[test]
 fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addrs) = spawn(
