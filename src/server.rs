@@ -373,10 +373,12 @@ impl Running {
         if let Some(ctx) = &self.ctx {
             ctx.begin_shutdown();
             // Half a second for the 421s; then no session can hold the stop, even one blocked
-            // writing to a client that does not read.
+            // writing to a client that does not read. A cut spares a session waiting for the
+            // writer (its message is being stored): it is cut in a later round, half a second
+            // at most after the writer has answered it.
             if !ctx.wait_for_sessions(grace_ends) {
                 ctx.end_grace();
-                if !ctx.wait_for_sessions(Instant::now() + Duration::from_millis(500)) {
+                while !ctx.wait_for_sessions(Instant::now() + Duration::from_millis(500)) {
                     ctx.cut();
                 }
             }

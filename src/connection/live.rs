@@ -56,7 +56,7 @@ pub(super) struct Flags {
 
 impl Flags {
     /// Whether the writer has yet to answer the session's last message.
-    fn awaits_writer(&self) -> bool {
+    pub(super) fn awaits_writer(&self) -> bool {
         let delivery = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
         delivery.as_ref().is_some_and(|d| d.answered_at().is_none())
     }
@@ -196,7 +196,8 @@ impl Context {
         let live = self.live();
         if !live.is_empty() {
             log::warn!(
-                "shutdown grace over: closing {} session(s) still inside a message",
+                "shutdown grace over: closing {} session(s) still open (inside a message, \
+                 waiting for the writer, or writing to a client)",
                 live.len()
             );
         }
@@ -205,9 +206,10 @@ impl Context {
         }
     }
 
-    /// The last step of shutdown: shuts both directions of every live session but one waiting
-    /// for the writer (about the lock timeout at most, plus the commit's syncs; cutting it
-    /// would lose a stored message's 250). A write blocked on a client that reads nothing is not woken by the reading side
+    /// The last step of shutdown, repeated every half second until no session is left: shuts
+    /// both directions of every live session but one waiting for the writer (about the lock
+    /// timeout at most, plus the commit's syncs; cutting it would lose a stored message's 250),
+    /// which a later round cuts once it has its answer. A write blocked on a client that reads nothing is not woken by the reading side
     /// being shut, and could wait out `--timeout` twice (reply, then 421); now it fails at once.
     pub(crate) fn cut(&self) {
         let live = self.live();

@@ -1,5 +1,6 @@
-//! Unit tests of a session's end over real sockets on 127.0.0.1: the 421 after a panic, and the flag
-//! that says whether its replies carry enhanced codes.
+//! Unit tests of a session's end over real sockets on 127.0.0.1: the 421 after a panic, the flag
+//! that says whether its replies carry enhanced codes, and the shutdown's cut of a session
+//! spared while it waited for the writer (which needs the session's own socket, to fill it).
 
 use super::*;
 use std::io::Read;
@@ -73,4 +74,105 @@ fn a_session_records_whether_its_replies_carry_enhanced_codes() {
     std::io::BufRead::read_line(&mut r, &mut line).unwrap();
     assert!(line.starts_with("250 "), "{line}");
     assert_eq!(flags(), [false]);
+}
+
+/// A session spared by the shutdown cut because it waits for the writer (its mailbox locked by
+/// another program) is cut in a later round once it has its answer: here the answer cannot be
+/// written (the socket's send queue is full and its client reads nothing), and the worker's
+/// blocking write used to hold the stop for the whole `--timeout` (20 s here).
+#[test]
+fn a_session_spared_for_its_answer_is_cut_once_it_has_it() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let lock_held = Duration::from_millis(1500);
+    let server = crate::Server::start(
+        crate::Config::for_tests()
+            .shutdown_grace(Duration::from_millis(200))
+            .lock_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(20))
+            .keep_mail_dir(),
+    )
+    .unwrap();
+    let lock = server.mail_dir().join("jones.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.local_addr().into()).unwrap();
+    let mut c: TcpStream = socket.into();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut expect = |send: &[u8], code: &str| {
+        c.write_all(send).unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+            assert!(line.starts_with(code), "{line}");
+            if line.as_bytes().get(3) == Some(&b' ') {
+                break;
+            }
+        }
+    };
+    expect(b"", "220");
+    expect(b"EHLO a.test\r\n", "250");
+    expect(b"MAIL FROM:<a@b.test>\r\n", "250");
+    expect(b"RCPT TO:<jones@localhost>\r\n", "250");
+    expect(b"DATA\r\n", "354");
+    // The session's socket, filled from here with octets its client will never read, so that
+    // no reply can be written to it any more.
+    let session = {
+        let live = server.context().live();
+        let [conn] = live.values().collect::<Vec<_>>()[..] else {
+            panic!("one session expected")
+        };
+        (conn.stream.try_clone().unwrap(), Arc::clone(&conn.flags))
+    };
+    // A small fixed send buffer (no autotuning, which could grow it to take a blocked write).
+    socket2::SockRef::from(&session.0)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(40);
+    // Filled until not one more octet fits, and kept so until the stop has ended: the client's
+    // kernel, compacting what it holds, opens its window a little from time to time.
+    let stuffing = Arc::new(AtomicBool::new(true));
+    let stuffer = std::thread::spawn({
+        let (stream, stuffing) = (session.0.try_clone().unwrap(), Arc::clone(&stuffing));
+        move || {
+            while stuffing.load(Ordering::SeqCst) && Instant::now() < until {
+                if crate::os::send_now(&stream, &[b'x'; 64]).unwrap_or(0) == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    });
+    c.write_all(b"Subject: late\r\n\r\nx\r\n.\r\n").unwrap();
+    // The message is with the writer, which waits for the lock.
+    while !session.1.awaits_writer() {
+        assert!(
+            Instant::now() < until,
+            "the message never reached the writer"
+        );
+        std::thread::yield_now();
+    }
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(lock_held);
+        std::fs::remove_file(lock).unwrap();
+    });
+    let mail_dir = server.mail_dir().to_path_buf();
+    let (done, stopped) = mpsc::channel();
+    let began = Instant::now();
+    std::thread::spawn(move || {
+        server.shutdown();
+        let _ = done.send(began.elapsed());
+    });
+    let took = stopped
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the stop never ended");
+    stuffing.store(false, Ordering::SeqCst);
+    stuffer.join().unwrap();
+    holder.join().unwrap();
+    assert!(took < lock_held + Duration::from_secs(2), "{took:?}");
+    let stored = std::fs::read_to_string(mail_dir.join("jones")).unwrap_or_default();
+    std::fs::remove_dir_all(&mail_dir).unwrap();
+    assert!(stored.contains("Subject: late\n"), "{stored}");
 }
