@@ -88,19 +88,30 @@ where
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (flag, None),
         };
+        let bare = |invocation| match inline {
+            Some(_) => Err(ConfigError(format!("{flag} takes no value"))),
+            None => Ok(invocation),
+        };
         if matches!(flag.as_str(), "-h" | "--help") {
-            return Ok(Invocation::Help);
+            return bare(Invocation::Help);
         }
         if matches!(flag.as_str(), "-V" | "--version") {
-            return Ok(Invocation::Version);
+            return bare(Invocation::Version);
         }
+        let mut taken = false;
         let mut value = || {
+            taken = true;
             inline
                 .clone()
                 .or_else(|| args.next())
                 .ok_or_else(|| ConfigError(format!("{flag} needs a value")))
         };
         apply(&flag, &mut value, &mut config, &mut listen)?;
+        // `--auth-required=false` must not turn it on: a value given to a flag that takes none
+        // is refused, not ignored.
+        if inline.is_some() && !taken {
+            return Err(ConfigError(format!("{flag} takes no value")));
+        }
     }
     if !listen.is_empty() {
         config.listen = listen;
@@ -522,34 +533,44 @@ mod tests {
 
     #[test]
     fn usage_names_every_flag_parse_knows() {
-        for flag in [
-            "--listen",
-            "--hostname",
-            "--mail-dir",
-            "--domain",
-            "--user ",
-            "--users",
-            "--aliases",
-            "--workers",
-            "--max-message-size",
-            "--max-recipients",
-            "--max-inflight-bytes",
-            "--bare-newline",
-            "--timeout",
-            "--data-timeout",
-            "--queue-wait",
-            "--lock-timeout",
-            "--max-errors",
-            "--max-mailboxes",
-            "--auth-accept-any",
-            "--auth-file",
-            "--auth-required",
-            "--fail ",
-            "--fail-seed",
-            "--help",
-            "--version",
-        ] {
-            assert!(USAGE.contains(flag), "{flag} missing from USAGE");
+        // Every flag `apply` matches, read from this file's source, so none can be missed.
+        let source = include_str!("cli.rs");
+        let body = source
+            .split_once("fn apply(")
+            .and_then(|(_, rest)| rest.split_once("other => return Err"))
+            .map(|(body, _)| body)
+            .expect("apply's match");
+        let flags: Vec<&str> = body
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("--") && !s.contains(' '))
+            .collect();
+        assert!(flags.len() >= 27, "{flags:?}");
+        for flag in flags.into_iter().chain(["--help", "--version"]) {
+            assert!(
+                USAGE.contains(&format!("{flag} ")) || USAGE.contains(&format!("{flag}]")),
+                "{flag} missing from USAGE"
+            );
         }
+    }
+
+    #[test]
+    fn a_value_given_to_a_flag_that_takes_none_is_refused() {
+        for flag in [
+            "--auth-accept-any=false",
+            "--auth-required=no",
+            "--help=1",
+            "--version=x",
+        ] {
+            let name = flag.split_once('=').unwrap().0;
+            assert_eq!(
+                run(&[flag]).map(|_| ()).unwrap_err().0,
+                format!("{name} takes no value"),
+                "{flag}"
+            );
+        }
+        assert!(run(&["--auth-accept-any", "--auth-required"]).is_ok());
+        assert!(run(&["--workers=3"]).is_ok());
     }
 }
