@@ -260,12 +260,15 @@ fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<
 /// expands to; this estimate counts `max_recipients` only) and two more, and
 /// a few for the listeners, standard streams and the mail directory.
 fn raise_descriptor_limit(config: &Config) {
-    let needed = 2 * config.workers
-        + WAITING_ROOM
-        + writer::MAX_OPEN_MAILBOXES.max(config.max_recipients)
-        + 2
-        + config.listen.len()
-        + 8;
+    // Saturating: a limit set as high as a usize goes (`--max-recipients 18446744073709551615`)
+    // is no reason to panic, and still asks for more descriptors than any system has.
+    let needed = config
+        .workers
+        .saturating_mul(2)
+        .saturating_add(WAITING_ROOM)
+        .saturating_add(writer::MAX_OPEN_MAILBOXES.max(config.max_recipients))
+        .saturating_add(config.listen.len())
+        .saturating_add(2 + 8);
     match os::raise_nofile_limit() {
         Ok(limit) => {
             if limit.soft > limit.was {
