@@ -213,8 +213,12 @@ fn parse_action(a: &str) -> Result<Effect, String> {
             "code {code} is not a failure: use a 4xx or 5xx code, drop or delay"
         ));
     }
-    if text.chars().any(char::is_control) {
-        return Err("the reply text holds a control character".into());
+    // RFC 5321 §4.2.1: a reply's text is printable ASCII and tab; it may be the greeting, sent
+    // before any SMTPUTF8, and a client must see nothing on the wire mboxd would escape.
+    if !text.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
+        return Err(
+            "the reply text may hold only printable ASCII and tab (RFC 5321 §4.2.1)".into(),
+        );
     }
     Ok(Effect::Reply(
         code,
