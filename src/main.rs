@@ -31,6 +31,7 @@ mod os;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use cli::Invocation;
 use mboxd::Server;
@@ -38,6 +39,9 @@ use mboxd::Server;
 /// Allocations from this size up get a mapping of their own (glibc's default starting value,
 /// fixed so that glibc does not raise it).
 const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// How soon after the shutdown signal the same signal again counts as the same one.
+const REPEATED: Duration = Duration::from_millis(200);
 
 /// A failure and the exit code it maps to.
 struct Failure {
@@ -109,12 +113,18 @@ fn run() -> Result<(), Failure> {
         message: format!("cannot wait for signals: {e}"),
     })?;
     log::info!("signal {signal}: shutting down");
-    // A second signal exits at once.
+    let first = Instant::now();
+    // A second signal exits at once; the same signal again within REPEATED is the first one
+    // over: GNU timeout(1), for one, sends it to the process and then to its process group.
     let spawned = std::thread::Builder::new()
         .name("mboxd-second-signal".into())
-        .spawn(|| {
-            if let Ok(signal) = os::wait_for_shutdown_signal() {
-                log::warn!("signal {signal} again: exiting now");
+        .spawn(move || {
+            while let Ok(again) = os::wait_for_shutdown_signal() {
+                if again == signal && first.elapsed() < REPEATED {
+                    log::info!("signal {again} again at once: taken as the same one");
+                    continue;
+                }
+                log::warn!("signal {again} again: exiting now");
                 std::process::exit(1);
             }
         });
