@@ -250,7 +250,11 @@ fn the_same_signal_again_at_once_is_the_first_one_over() {
         println!("skipped: the second SIGTERM went {gap:?} after the first, past the 200 ms");
         return;
     }
-    assert_eq!(status.code(), Some(0), "second SIGTERM {gap:?} after the first");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "second SIGTERM {gap:?} after the first"
+    );
     assert_eq!(c.read_reply().code, 421);
 }
 
