@@ -1,21 +1,33 @@
-//! The writer's commit signal: a counter of successful commits, and the committed length of each
-//! mailbox the writer has opened (where it ended at the writer's last commit to it, or when the
-//! writer opened it, whichever came later), behind a mutex with a condition variable.
+//! The writer's commit signal: a counter of successful commits (and of the other changes
+//! readers wait for), and the committed length of each mailbox the writer has opened (where it
+//! ended at the writer's last commit to it, or when the writer opened it, whichever came later),
+//! behind a mutex with a condition variable.
 //!
 //! It exists so a test can wait for mail without polling ([`crate::Server::wait_for`] sleeps on
 //! the condition variable until the writer reports a commit) and can read a mailbox without
-//! racing the writer: a reader that finds the mailbox's fcntl lock held cuts the file at the
-//! length recorded here, so an entry being appended at that moment is never seen, whole or in
-//! part, before it is committed. The writer records a mailbox's length when it opens it, before
-//! it appends anything, and again after each commit; for a mailbox it has not opened, the
-//! reader takes the file's length under this lock (and waits for the fcntl lock instead of
-//! cutting). The writer may open and lock the file meanwhile, but it appends only after
-//! recording the open, which waits for this lock: so no entry can begin between the reader's
-//! look at the length and its use.
+//! racing the writer, and without ever holding it up: a reader cuts a mailbox the writer has
+//! opened at the length recorded here, so an entry being appended at that moment is never seen,
+//! whole or in part, before it is committed. The writer records a mailbox's length when it
+//! opens it, before it appends anything, and again after each commit. A mailbox it has never
+//! opened is read under the mailbox's fcntl lock (another program may be appending), but not
+//! once the writer has claimed it ([`Commits::claim`], before its first try at the lock): the
+//! reader then waits for the open to be recorded, so a reader polling a mailbox can make the
+//! writer's first try fail at most once, never every try until its lock timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
+
+/// How a reader may read a mailbox (see [`Commits::plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Up to this length, without a lock: what the writer last recorded.
+    Cut(u64),
+    /// Whole, under the mailbox's fcntl lock: the writer has never opened it.
+    Lock,
+    /// Not yet: the writer is trying to open it for the first time.
+    Wait,
+}
 
 /// Successful commits so far and the committed length of each mailbox the writer opened.
 #[derive(Debug, Default)]
@@ -26,8 +38,11 @@ pub(crate) struct Commits {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Successful commits, and claimed mailboxes opened or given up: what a reader waits for.
     count: u64,
     lengths: HashMap<String, u64>,
+    /// Mailboxes the writer is trying to open for the first time (see [`Commits::claim`]).
+    claimed: HashSet<String>,
     /// Threads inside [`Commits::wait_past`]: with none, a commit wakes nobody, and saves the
     /// futex(2) call a notification always costs.
     waiters: usize,
@@ -67,9 +82,14 @@ impl Commits {
                 state.lengths.insert(mailbox.to_string(), start);
             }
         }
+        // A reader may be waiting for this first open (see `plan`).
+        if state.claimed.remove(mailbox) {
+            self.changed_locked(&mut state);
+        }
     }
 
-    /// The commits so far, and how many bytes of `mailbox` are committed: the length the writer
+    /// The change count (see [`Commits::wait_past`]), and how many bytes of `mailbox` are
+    /// committed: the length the writer
     /// recorded, or, for a mailbox it has not opened, `unopened()` (the file's length), taken
     /// under the lock [`Commits::opened`] needs.
     pub(crate) fn committed(&self, mailbox: &str, unopened: impl FnOnce() -> u64) -> (u64, u64) {
@@ -81,13 +101,49 @@ impl Commits {
         (state.count, len)
     }
 
-    /// Whether the writer has opened `mailbox`, so that [`Commits::committed`] is its record,
-    /// not the file's length.
-    pub(crate) fn opened_ever(&self, mailbox: &str) -> bool {
-        self.state().lengths.contains_key(mailbox)
+    /// How a reader may read `mailbox` now: up to the length the writer recorded, under the
+    /// mailbox's fcntl lock if the writer has never opened it, or not yet, as the writer is
+    /// about to open it for the first time.
+    /// Returned with the change count, for [`Commits::wait_past`].
+    pub(crate) fn plan(&self, mailbox: &str) -> (u64, Plan) {
+        let state = self.state();
+        let plan = match state.lengths.get(mailbox) {
+            Some(len) => Plan::Cut(*len),
+            None if state.claimed.contains(mailbox) => Plan::Wait,
+            None => Plan::Lock,
+        };
+        (state.count, plan)
     }
 
-    /// Waits until the commit count differs from `seen` or `deadline` passes; returns the
+    /// Records that the writer is about to try the locks of `mailbox`, unless it has opened it
+    /// before: readers stop taking its fcntl lock until the open is recorded
+    /// ([`Commits::opened`]) or the writer gives up ([`Commits::unclaim`]).
+    pub(crate) fn claim(&self, mailbox: &str) {
+        let mut state = self.state();
+        if !state.lengths.contains_key(mailbox) && !state.claimed.contains(mailbox) {
+            state.claimed.insert(mailbox.to_string());
+        }
+    }
+
+    /// Records that the writer gave up opening a claimed `mailbox` (it stayed locked, or could
+    /// not be opened): readers may take its lock again.
+    pub(crate) fn unclaim(&self, mailbox: &str) {
+        let mut state = self.state();
+        if state.claimed.remove(mailbox) {
+            self.changed_locked(&mut state);
+        }
+    }
+
+    /// Counts a change readers wait for and wakes them (the mutex is held).
+    fn changed_locked(&self, state: &mut MutexGuard<'_, State>) {
+        state.count = state.count.wrapping_add(1);
+        if state.waiters > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until the change count (successful commits, and first opens of claimed mailboxes
+    /// or the writer giving them up) differs from `seen` or `deadline` passes; returns the
     /// count then.
     pub(crate) fn wait_past(&self, seen: u64, deadline: Instant) -> u64 {
         let mut state = self.state();
@@ -112,6 +168,26 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    #[test]
+    fn a_claimed_mailbox_is_waited_for_until_opened_or_given_up() {
+        let commits = Commits::default();
+        assert_eq!(commits.plan("jones").1, Plan::Lock);
+        commits.claim("jones");
+        let (seen, plan) = commits.plan("jones");
+        assert_eq!(plan, Plan::Wait);
+        // Giving up is a change a waiting reader wakes for; then it may lock again.
+        commits.unclaim("jones");
+        assert_eq!(commits.plan("jones"), (seen + 1, Plan::Lock));
+        commits.claim("jones");
+        commits.opened("jones", 42);
+        assert_eq!(commits.plan("jones"), (seen + 2, Plan::Cut(42)));
+        // Once opened, never claimed again: readers cut it at the writer's record.
+        commits.claim("jones");
+        assert_eq!(commits.plan("jones").1, Plan::Cut(42));
+        commits.unclaim("jones");
+        assert_eq!(commits.plan("jones"), (seen + 2, Plan::Cut(42)));
+    }
 
     #[test]
     fn a_record_wakes_a_waiter_and_lengths_are_kept() {

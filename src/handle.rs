@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::commits::Commits;
+use crate::commits::{Commits, Plan};
 use crate::config::Config;
 use crate::mbox::{Mailbox, Message, open_regular};
 use crate::names::mailbox_name;
@@ -166,22 +166,22 @@ impl Server {
     /// `"jones"` and `<@relay.test:jones@localhost>` name one mailbox.
     /// An alias is not expanded: ask for its targets.
     ///
-    /// The file is read whole under a shared fcntl lock, which keeps out every writer that
-    /// locks (this server's, another mboxd's, Postfix's, procmail's, Python's `mailbox`), so a
-    /// message being appended is never seen in part. While a writer holds the lock, a mailbox
-    /// this server's writer has opened is read up to the end of its last commit to it (or to
-    /// where the file ended when it last opened it, if that is later): what is being appended
-    /// is after that. Any other mailbox is read once the lock is free, waited for up to
-    /// [`Config::lock_timeout`]. A program that appends without the fcntl lock (a dotlock
-    /// alone) can still be seen in the middle of its append. Every message whose `250` a
-    /// client has received is seen (the writer records a commit before it acknowledges it).
-    /// Fails for a name that cannot be a mailbox, a file that cannot be read or is not a regular
-    /// file, one that is not an mbox, and one another program kept locked
+    /// A mailbox this server's writer has opened is read up to the end of its last commit to
+    /// it (or to where the file ended when the writer last opened it, if that is later),
+    /// without a lock: a message being appended is never seen, whole or in part, before it is
+    /// on disk; every message whose `250` a client has received is seen (the writer records a
+    /// commit before it acknowledges it); and the read never holds up the writer. Any other
+    /// mailbox is read whole under its shared fcntl lock, waited for up to
+    /// [`Config::lock_timeout`] (or, once the writer is about to open it for the first time,
+    /// the open is waited for instead). A program that appends with a dotlock alone can still
+    /// be seen in the middle of its append there. Another server's deliveries to a mailbox
+    /// this one's writer has opened are seen only up to this writer's last commit to it.
+    /// Fails for a name that cannot be a mailbox, a file that cannot be read or is not a
+    /// regular file, one that is not an mbox, and one another program kept locked
     /// ([`io::ErrorKind::WouldBlock`]).
     pub fn messages(&self, user: &str) -> io::Result<Vec<Message>> {
         let (name, path) = self.locate(user)?;
-        let (_, committed) = self.committed(&name, &path);
-        self.read(&name, &path, committed, Instant::now() + self.lock_timeout)
+        self.read(&name, &path, Instant::now() + self.lock_timeout)
     }
 
     /// Waits until `user`'s mailbox holds at least `count` messages and returns them all, or
@@ -212,9 +212,7 @@ impl Server {
             let messages = match last {
                 // A commit to another mailbox: nothing new here, nothing to read.
                 Some((read, messages)) if read == committed => messages,
-                _ => self
-                    .read(&name, &path, committed, deadline)
-                    .map_err(WaitError::Read)?,
+                _ => self.read(&name, &path, deadline).map_err(WaitError::Read)?,
             };
             if messages.len() >= count {
                 return Ok(messages);
@@ -255,7 +253,7 @@ impl Server {
         Ok((name, path))
     }
 
-    /// The commit count, and how much of mailbox `name` (at `path`) is committed. The length of
+    /// The change count, and how much of mailbox `name` (at `path`) is committed. The length of
     /// a mailbox the writer has not opened follows a symbolic link, as `read` does (the
     /// writer never delivers through one).
     fn committed(&self, name: &str, path: &Path) -> (u64, u64) {
@@ -263,27 +261,23 @@ impl Server {
             .committed(name, || fs::metadata(path).map_or(0, |m| m.len()))
     }
 
-    /// The messages of mailbox `name` (at `path`): all of them under a shared lock, or, while
-    /// a writer holds the lock, those in the first `committed` bytes if this server's writer
-    /// has opened the mailbox (see [`Server::messages`]). Waits for the lock until `deadline`.
-    fn read(
-        &self,
-        name: &str,
-        path: &Path,
-        committed: u64,
-        deadline: Instant,
-    ) -> io::Result<Vec<Message>> {
+    /// The messages of mailbox `name` (at `path`), read as [`Commits::plan`] says: up to the
+    /// length this server's writer recorded, or whole under the mailbox's shared fcntl lock,
+    /// waited for (with the writer's first open) until `deadline`.
+    fn read(&self, name: &str, path: &Path, deadline: Instant) -> io::Result<Vec<Message>> {
         let file = match open_regular(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let end = loop {
-            if os::try_lock_shared(&file)? {
-                break u64::MAX;
-            }
-            if self.commits.opened_ever(name) {
-                break committed;
+            // Asked again each time round: the writer may have opened the mailbox meanwhile,
+            // and only a length it recorded is safe to cut at.
+            let (seen, plan) = self.commits.plan(name);
+            match plan {
+                Plan::Cut(len) => break len,
+                Plan::Lock if os::try_lock_shared(&file)? => break u64::MAX,
+                Plan::Lock | Plan::Wait => {}
             }
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
@@ -291,8 +285,10 @@ impl Server {
                     format!("mailbox {name:?} stayed locked by another program"),
                 ));
             }
-            // Polled: fcntl has no wait with a timeout. The lock is held for one append.
-            std::thread::sleep(LOCK_POLL);
+            // Woken by the writer's open (or its giving up); fcntl has no wait with a timeout,
+            // so another program's lock is tried again every LOCK_POLL.
+            self.commits
+                .wait_past(seen, deadline.min(Instant::now() + LOCK_POLL));
         };
         let mut bytes = Vec::new();
         (&file).take(end).read_to_end(&mut bytes)?;

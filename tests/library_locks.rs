@@ -171,3 +171,121 @@ fn while_a_writer_holds_the_lock_messages_stop_at_the_last_commit() {
     child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn readers_never_take_the_lock_of_a_mailbox_the_writer_has_opened() {
+    if !python3() {
+        println!("skipped: python3 not found, so no second process can try the lock");
+        return;
+    }
+    // Three threads read the mailbox in a loop while another program tries its lock 20 000
+    // times without waiting. A reader that took the lock would make some tries fail, as it
+    // made this server's own writer's (which tries again only 50 ms later, and gave up with
+    // 450 at its lock timeout). The writer has opened this mailbox, so readers cut it at its
+    // last commit and take no lock.
+    let server = Server::for_tests().unwrap();
+    let mut c = support::Client::connect(server.local_addr());
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail("a@b.test", &["jones@localhost"], "Subject: s\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250);
+    let script = "import fcntl,sys\n\
+                  f=open(sys.argv[1],'a'); busy=0\n\
+                  for i in range(20000):\n\
+                  \x20   try:\n\
+                  \x20       fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB); fcntl.lockf(f, fcntl.LOCK_UN)\n\
+                  \x20   except OSError:\n\
+                  \x20       busy+=1\n\
+                  print(busy, flush=True)\n";
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let busy = thread::scope(|s| {
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        assert_eq!(server.messages("jones").unwrap().len(), 1);
+                    }
+                })
+            })
+            .collect();
+        let mut child = ChildGuard(
+            Command::new("python3")
+                .args(["-c", script])
+                .arg(server.mail_dir().join("jones"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3"),
+        );
+        let busy = lines_of(&mut child).recv_timeout(WITHIN);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        busy
+    });
+    assert_eq!(busy.as_deref(), Ok("0"), "tries that found the lock held");
+}
+
+#[test]
+fn a_reader_waiting_on_another_programs_lock_gets_its_whole_entry_after_the_writer_opens() {
+    if !python3() {
+        println!("skipped: python3 not found, so no second process can hold an fcntl lock");
+        return;
+    }
+    // The mailbox exists (another program's) and this server's writer has never opened it.
+    // While the program appends under its lock, a delivery comes (the writer waits for the
+    // lock) and a reader asks: once the program is done, the writer takes the lock first. The
+    // reader must then see the program's whole entry, never the half it saw the file hold.
+    let server = Server::for_tests().unwrap();
+    let path = server.mail_dir().join("smith");
+    let script = "import fcntl,sys\n\
+                  f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX)\n\
+                  f.write('From a@b.test Sun Nov 22 07:33:49 2026\\nSubject: other\\n\\nfirst half\\n'); f.flush()\n\
+                  print('half', flush=True); sys.stdin.readline()\n\
+                  f.write('second half\\n\\n'); f.flush(); f.close(); print('done', flush=True)\n";
+    let mut child = ChildGuard(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let lines = lines_of(&mut child);
+    assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("half"));
+    let mut c = support::Client::connect(server.local_addr());
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<x@y.test>", 250);
+    c.expect("RCPT TO:<smith@localhost>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: mboxd\r\n\r\nours\r\n.\r\n");
+    // A second message, ended right after the program: its arrival wakes the writer, which
+    // then tries the waiting one's lock at once, before the reader's next try.
+    let mut c2 = support::Client::connect(server.local_addr());
+    assert_eq!(c2.read_reply().code, 220);
+    c2.expect("EHLO client.test", 250);
+    c2.expect("MAIL FROM:<x@y.test>", 250);
+    c2.expect("RCPT TO:<jones@localhost>", 250);
+    c2.expect("DATA", 354);
+    thread::scope(|s| {
+        let reader = s.spawn(|| server.messages("smith"));
+        // Nothing says when the reader has begun to wait (on the writer's claim, or on the
+        // lock): the pause makes it likely that it has when the program ends. What is asserted
+        // holds whenever it began.
+        thread::sleep(Duration::from_millis(200));
+        child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("done"));
+        c2.send(b"Subject: wake\r\n\r\nx\r\n.\r\n");
+        assert_eq!(c.read_reply().code, 250);
+        assert_eq!(c2.read_reply().code, 250);
+        let read = reader.join().unwrap().unwrap();
+        assert!(!read.is_empty(), "{read:?}");
+        assert_eq!(read[0].subject(), Some("other"));
+        assert_eq!(read[0].body(), b"first half\nsecond half\n", "{read:?}");
+    });
+    let all = server.messages("smith").unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}

@@ -217,7 +217,7 @@ struct Writer {
 const DURABLE_NAMES: usize = 65_536;
 
 /// A job whose mailbox was locked by someone else, and until when it may wait.
-struct Waiting {
+pub(super) struct Waiting {
     job: Job,
     deadline: Instant,
 }
@@ -313,6 +313,8 @@ impl Writer {
                         entry.mailbox
                     );
                 }
+                // Readers stop taking this mailbox's lock before the first try at it.
+                self.commits.claim(&entry.mailbox);
                 match mailbox::open(
                     self.mail_dir.path(),
                     &entry.mailbox,
@@ -338,6 +340,7 @@ impl Writer {
                         continue 'jobs;
                     }
                     Err(OpenError::Busy) => {
+                        self.commits.unclaim(&entry.mailbox);
                         log::warn!(
                             "{}: mailbox {:?} stayed locked; 450",
                             item.job.id,
@@ -362,6 +365,7 @@ impl Writer {
                         continue 'jobs;
                     }
                     Err(OpenError::Io(e)) => {
+                        self.commits.unclaim(&entry.mailbox);
                         log::error!(
                             "{}: cannot open mailbox {:?}: {e}",
                             item.job.id,
@@ -490,33 +494,6 @@ impl Writer {
     }
 }
 
-/// Splits a batch, in order, into groups that each touch at most `bound` distinct mailboxes. A
-/// job is never split: one that alone touches more than `bound` is a group of its own.
-fn groups(batch: Vec<Waiting>, bound: usize) -> Vec<Vec<Waiting>> {
-    let mut sizes = Vec::new();
-    let mut names: HashSet<&str> = HashSet::new();
-    let mut jobs_in_group = 0;
-    for item in &batch {
-        let mailboxes = || item.job.entries.iter().map(|e| e.mailbox.as_str());
-        let new: HashSet<&str> = mailboxes().filter(|m| !names.contains(m)).collect();
-        if jobs_in_group > 0 && names.len() + new.len() > bound {
-            sizes.push(jobs_in_group);
-            jobs_in_group = 0;
-            names.clear();
-        }
-        names.extend(mailboxes());
-        jobs_in_group += 1;
-    }
-    if jobs_in_group > 0 {
-        sizes.push(jobs_in_group);
-    }
-    let mut jobs = batch.into_iter();
-    sizes
-        .into_iter()
-        .map(|n| jobs.by_ref().take(n).collect())
-        .collect()
-}
-
 /// EMFILE (this process) or ENFILE (the system): no descriptor to open a file with, for now.
 fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
@@ -582,6 +559,9 @@ fn classify(e: &io::Error) -> Outcome {
         _ => Outcome::Failed,
     }
 }
+
+mod groups;
+use groups::groups;
 
 #[cfg(test)]
 mod bound_tests;
