@@ -193,6 +193,40 @@ fn return_path_and_for_hold_mailboxes_with_their_domains_relative() {
     c.expect("QUIT", 221);
 }
 
+#[test]
+fn an_address_without_a_domain_gets_an_ascii_one_unless_the_message_is_smtputf8() {
+    // The first local domain is not ASCII: a message without SMTPUTF8 may not carry it in its
+    // header (RFC 6532 §3), so the host name (always ASCII) qualifies instead.
+    let server =
+        TestServer::with(|c| c.domains = vec!["b\u{fc}cher.test".into(), "mx.test".into()]);
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    let r = c.send_mail("bob", &["jones"], "Subject: s\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250);
+    c.expect("MAIL FROM:<bob> SMTPUTF8", 250);
+    c.expect("RCPT TO:<jones>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: u\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    c.expect("QUIT", 221);
+    let text = server.mbox_text("jones");
+    let [ascii, utf8] = &mbox_entries(&text)[..] else {
+        panic!("{text:?}")
+    };
+    assert!(
+        ascii.starts_with("From bob@mx.test ")
+            && ascii.contains("Return-Path: <bob@mx.test>\n")
+            && ascii.contains("\tfor <jones@mx.test>; ")
+            && ascii.is_ascii(),
+        "{ascii}"
+    );
+    assert!(
+        utf8.contains("Return-Path: <bob@b\u{fc}cher.test>\n")
+            && utf8.contains("\tfor <jones@b\u{fc}cher.test>; "),
+        "{utf8}"
+    );
+}
+
 /// Python's email package (which re-serialises U+2028 as a line break) sees exactly `headers`
 /// in every message of the mailbox.
 fn python_sees_only_mboxd_headers(server: &TestServer, user: &str, headers: &[&str]) {

@@ -242,8 +242,9 @@ impl Message {
 
     /// The envelope sender from the `From ` line (RFC 5321 reverse path; mboxd writes spaces
     /// in it as `_`, which stays, and `\`, `"` and non-ASCII characters as `\x{HEX}`, undone
-    /// here), or `None` for the null sender, written `MAILER-DAEMON`. A sender really
-    /// named `<MAILER-DAEMON>` is told apart by the `Return-Path:` mboxd writes above the
+    /// here), or `None` for the null sender, written `MAILER-DAEMON`. mboxd writes a sender
+    /// given as `<MAILER-DAEMON>` qualified with a domain, as any sender without one; in a
+    /// file an older mboxd wrote, such a sender is told apart by the `Return-Path:` above the
     /// message (`<MAILER-DAEMON>`, not `<>`).
     pub fn sender(&self) -> Option<&str> {
         self.sender.as_deref()
@@ -470,7 +471,8 @@ fn decoded_sender(text: &str) -> String {
 }
 
 /// Whether an entry whose `From ` line names `MAILER-DAEMON` had that sender, not the null one:
-/// its first header is the `Return-Path: <MAILER-DAEMON>` mboxd writes for it. Any other
+/// its first header is the `Return-Path: <MAILER-DAEMON>` that mboxd wrote for it before it
+/// qualified senders without a domain (it now writes `MAILER-DAEMON@DOMAIN` in both places). Any other
 /// `Return-Path:` is no evidence: another program may write the null sender's `From ` line above
 /// a message that keeps its original `Return-Path:`.
 fn real_mailer_daemon(headers: &[Header]) -> bool {

@@ -3,6 +3,7 @@
 use super::message::Protocol;
 use super::*;
 use crate::config::Auth;
+use crate::directory::Directory;
 use crate::framer::Frame;
 
 fn session(accounts: Auth, required: bool) -> Session {

@@ -175,7 +175,7 @@ impl Session {
             .map_err(|r| ascii(r, tx.utf8))?;
         tx.recipients.push(Recipient {
             address: to.to_string(),
-            qualified: to.qualified(self.config.directory.home()),
+            qualified: to.qualified(self.config.home_for(tx.utf8)),
             mailboxes: route.mailboxes,
         });
         Ok(ascii(route.reply, tx.utf8))

@@ -257,7 +257,7 @@ impl Session {
         let envelope = Envelope {
             // `Return-Path:` too holds a mailbox (RFC 5322 §3.6.7's angle-addr): a sender given
             // without a domain is qualified like a recipient, as Postfix qualifies it.
-            sender: tx.from.map(|a| a.qualified(self.config.directory.home())),
+            sender: tx.from.map(|a| a.qualified(self.config.home_for(tx.utf8))),
             recipients,
             // Moves the buffer into the Arc: no copy.
             body: Arc::new(body),

@@ -5,7 +5,9 @@
 //! DATA and by BDAT.
 
 use super::*;
-use crate::budget::STEP;
+use crate::budget::{Budget, STEP};
+use crate::config::BareNewline;
+use crate::directory::Directory;
 use crate::framer::Frame;
 
 fn session(budget: &Arc<Budget>, bare_newline: BareNewline) -> Session {

@@ -17,6 +17,7 @@ mod auth;
 mod auth_tests;
 #[cfg(test)]
 mod bdat_tests;
+mod config;
 mod fault;
 mod hello;
 mod help;
@@ -33,66 +34,20 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::budget::{Budget, Reservation};
+use crate::budget::Reservation;
 use crate::command::{self, Address, Command, MailVerb, ParseError};
-use crate::config::BareNewline;
 use crate::data::DataDecoder;
-use crate::directory::Directory;
-use crate::fail::{Fault, Faults, Stage};
+use crate::fail::{Fault, Stage};
 use crate::framer::{Frame, Mode};
 use crate::mbox::Encoder;
 pub(crate) use auth::Policy;
 use auth::Sasl;
+pub(crate) use config::SessionConfig;
 #[cfg(test)]
 pub(crate) use message::Protocol;
 pub(crate) use message::{Chunk, Discard, Envelope};
 
 use crate::reply::{self, Reply};
-
-/// The limits and names a session needs, shared by all sessions of a server.
-#[derive(Debug)]
-pub(crate) struct SessionConfig {
-    /// This server's name, in the greeting and the trace headers.
-    pub hostname: String,
-    /// Largest message accepted, in octets (RFC 1870).
-    pub max_message_size: u64,
-    /// Most recipients in one transaction (RFC 5321 §4.5.3.1.8 requires at least 100).
-    pub max_recipients: usize,
-    /// Rejected commands before the session is closed with 421 (a RCPT's 452 not counted).
-    pub max_errors: usize,
-    /// Local domains, users and aliases.
-    pub directory: Directory,
-    /// The server-wide budget for message bytes in flight; a message that cannot reserve from
-    /// it is refused with `452 4.3.1`.
-    pub budget: Arc<Budget>,
-    /// What a bare CR or LF inside a message does.
-    pub bare_newline: BareNewline,
-    /// Whether AUTH is offered, whom it accepts, and whether MAIL needs it.
-    pub auth: Policy,
-    /// The `--fail` rules, consulted at each stage.
-    pub faults: Faults,
-}
-
-#[cfg(any(test, fuzzing, feature = "fuzzing"))]
-impl SessionConfig {
-    /// A configuration for unit tests and fuzzing, named `hostname`: a 1000-octet message
-    /// limit, 5 recipients, 50 errors, no budget, bare newlines normalised, no AUTH and no
-    /// failure rules. Callers change what they test with struct update syntax, so a new field
-    /// is added here once.
-    pub(crate) fn for_tests(hostname: &str, directory: Directory) -> SessionConfig {
-        SessionConfig {
-            hostname: hostname.into(),
-            max_message_size: 1000,
-            max_recipients: 5,
-            max_errors: 50,
-            directory,
-            budget: Budget::unlimited(),
-            bare_newline: BareNewline::Normalize,
-            auth: Policy::default(),
-            faults: Faults::default(),
-        }
-    }
-}
 
 /// What the client said in HELO or EHLO.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! trace headers (`mbox::header`) without a character that could start or hide a header line.
 
 use super::*;
+use crate::directory::Directory;
 use crate::escape::has_unsafe;
 use crate::framer::Frame;
 use crate::mbox::{self, Trace};

@@ -2,6 +2,7 @@
 
 use super::message::Protocol;
 use super::*;
+use crate::directory::Directory;
 use crate::framer::Frame;
 use std::collections::BTreeSet;
 
