@@ -295,6 +295,13 @@ fn run(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = handed.watch();
                 pending = Some(handed);
+                // Shutting down: the message the client finished is stored, but nothing more
+                // is begun. Transactions pipelined behind it would each wait for the writer
+                // (up to the lock timeout), and a session waiting for the writer is spared by
+                // the shutdown's cut.
+                if ctx.shutting_down() {
+                    return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
+                }
                 continue;
             }
         }

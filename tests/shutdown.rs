@@ -264,3 +264,25 @@ fn a_message_waiting_for_a_locked_mailbox_at_the_stop_still_gets_its_250() {
     assert_eq!(c.read_reply().code, 421);
     assert!(server.mbox_text("jones").contains("Subject: late\n"));
 }
+
+#[test]
+fn transactions_pipelined_behind_a_message_are_not_begun_after_the_stop() {
+    // Thirty one-chunk messages to a locked mailbox in one write: each waits for the writer (up
+    // to the lock timeout, then 450) before the next is read. Once the stop has begun, the
+    // message in hand is the last: the stop took one lock timeout per message left.
+    let mut server = TestServer::with(|c| {
+        c.shutdown_grace = Duration::from_millis(200);
+        c.lock_timeout = Duration::from_secs(1);
+    });
+    std::fs::write(server.mail_dir().join("jones.lock"), b"").unwrap();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    let one = b"MAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nBDAT 1 LAST\r\nx";
+    c.send(&one.repeat(30));
+    // The first message is with the writer once its MAIL is answered.
+    assert_eq!(c.read_reply().code, 250);
+    let began = Instant::now();
+    server.stop();
+    let took = began.elapsed();
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+}
