@@ -5,7 +5,8 @@
 //! signal (`os`), and map every failure to an exit code: 0 after a clean shutdown, 1 for a
 //! failure while running, 2 when the server cannot start (a bad command line or configuration,
 //! an unusable mail directory or address, a ready file, thread or signal mask that cannot be
-//! had) or `--help`/`--version` cannot write its text. Nothing here prints with a macro that
+//! had) or `--help`/`--version` cannot write its text (a closed pipe, a full disk; a closed
+//! stdout is taken as one that discards, as Rust's standard library takes it). Nothing here prints with a macro that
 //! panics when its stream cannot be written.
 // Denied, not forbidden, so that `os` (and only it) can allow it.
 #![deny(unsafe_code)]

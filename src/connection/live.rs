@@ -196,8 +196,7 @@ impl Context {
         let live = self.live();
         if !live.is_empty() {
             log::warn!(
-                "shutdown grace over: closing {} session(s) still open (inside a message, \
-                 waiting for the writer, or writing to a client)",
+                "shutdown grace over: closing {} session(s) still open",
                 live.len()
             );
         }
