@@ -24,6 +24,50 @@ fn python3() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Another program appending to `path` as procmail or Python's `mailbox` does: under the fcntl
+/// lock, an entry with `subject` of which half is written and flushed (then it says `half`),
+/// and, once told through [`Appender::finish`], the rest, and the lock given back.
+struct Appender {
+    child: ChildGuard,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Appender {
+    fn start(path: &std::path::Path, subject: &str) -> Appender {
+        let script = "import fcntl,sys\n\
+                      f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX)\n\
+                      f.write('From a@b.test Sun Nov 22 07:33:49 2026\\nSubject: '+sys.argv[2]+'\\n\\nfirst half\\n'); f.flush()\n\
+                      print('half', flush=True); sys.stdin.readline()\n\
+                      f.write('second half\\n\\n'); f.flush(); f.close(); print('done', flush=True)\n";
+        let mut child = ChildGuard(
+            Command::new("python3")
+                .args(["-c", script])
+                .arg(path)
+                .arg(subject)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3"),
+        );
+        let lines = lines_of(&mut child);
+        assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("half"));
+        Appender { child, lines }
+    }
+
+    /// Writes the rest and gives the lock back; returns once it has.
+    fn finish(&mut self) {
+        self.child
+            .0
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+        assert_eq!(self.lines.recv_timeout(WITHIN).as_deref(), Ok("done"));
+        assert_eq!(self.child.0.wait().unwrap().code(), Some(0));
+    }
+}
+
 /// The child's output lines, as they come (a test waits for one with a timeout).
 fn lines_of(child: &mut ChildGuard) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -45,24 +89,7 @@ fn a_message_another_program_is_appending_under_its_lock_is_not_read_in_part() {
     let server =
         Server::start(Config::for_tests().lock_timeout(Duration::from_millis(300))).unwrap();
     let path = server.mail_dir().join("smith");
-    // As procmail or Python's `mailbox` appends: the fcntl lock, half an entry written and
-    // flushed, then (when told) the rest, then the lock given back.
-    let script = "import fcntl,sys\n\
-                  f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX)\n\
-                  f.write('From a@b.test Sun Nov 22 07:33:49 2026\\nSubject: appended\\n\\nfirst half\\n'); f.flush()\n\
-                  print('half', flush=True); sys.stdin.readline()\n\
-                  f.write('second half\\n\\n'); f.flush(); f.close(); print('done', flush=True)\n";
-    let mut child = ChildGuard(
-        Command::new("python3")
-            .args(["-c", script])
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3"),
-    );
-    let lines = lines_of(&mut child);
-    assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("half"));
+    let mut appender = Appender::start(&path, "appended");
     // Locked by a program this server's writer never met: waited for, up to the lock
     // timeout, then refused; never the half entry.
     match server.messages("smith") {
@@ -73,12 +100,10 @@ fn a_message_another_program_is_appending_under_its_lock_is_not_read_in_part() {
         Err(WaitError::Read(e)) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
         other => panic!("wait_for while locked: {other:?}"),
     }
-    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("done"));
+    appender.finish();
     let messages = server.messages("smith").unwrap();
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0].body(), b"first half\nsecond half\n");
-    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
 
 #[test]
@@ -238,22 +263,7 @@ fn a_reader_waiting_on_another_programs_lock_gets_its_whole_entry_after_the_writ
     // reader must then see the program's whole entry, never the half it saw the file hold.
     let server = Server::for_tests().unwrap();
     let path = server.mail_dir().join("smith");
-    let script = "import fcntl,sys\n\
-                  f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX)\n\
-                  f.write('From a@b.test Sun Nov 22 07:33:49 2026\\nSubject: other\\n\\nfirst half\\n'); f.flush()\n\
-                  print('half', flush=True); sys.stdin.readline()\n\
-                  f.write('second half\\n\\n'); f.flush(); f.close(); print('done', flush=True)\n";
-    let mut child = ChildGuard(
-        Command::new("python3")
-            .args(["-c", script])
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3"),
-    );
-    let lines = lines_of(&mut child);
-    assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("half"));
+    let mut appender = Appender::start(&path, "other");
     let mut c = support::Client::connect(server.local_addr());
     assert_eq!(c.read_reply().code, 220);
     c.expect("EHLO client.test", 250);
@@ -275,8 +285,7 @@ fn a_reader_waiting_on_another_programs_lock_gets_its_whole_entry_after_the_writ
         // lock): the pause makes it likely that it has when the program ends. What is asserted
         // holds whenever it began.
         thread::sleep(Duration::from_millis(200));
-        child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        assert_eq!(lines.recv_timeout(WITHIN).as_deref(), Ok("done"));
+        appender.finish();
         c2.send(b"Subject: wake\r\n\r\nx\r\n.\r\n");
         assert_eq!(c.read_reply().code, 250);
         assert_eq!(c2.read_reply().code, 250);
@@ -287,5 +296,4 @@ fn a_reader_waiting_on_another_programs_lock_gets_its_whole_entry_after_the_writ
     });
     let all = server.messages("smith").unwrap();
     assert_eq!(all.len(), 2, "{all:?}");
-    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
