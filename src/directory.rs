@@ -108,6 +108,15 @@ impl Directory {
         &self.home
     }
 
+    /// The first local domain that is ASCII, if any: what a header of a message without
+    /// SMTPUTF8 may hold (see `SessionConfig::home_for`).
+    pub(crate) fn ascii_home(&self) -> Option<&str> {
+        self.domains
+            .iter()
+            .map(String::as_str)
+            .find(|d| d.is_ascii())
+    }
+
     /// True when mail for `domain` is delivered here (case-insensitive, a trailing dot ignored).
     pub(crate) fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();

@@ -37,12 +37,12 @@ pub(crate) struct SessionConfig {
 impl SessionConfig {
     /// The domain an address given without one is written with in the headers (see
     /// `Address::qualified`): the first local domain, or, when that is not ASCII and the
-    /// message is not SMTPUTF8 (whose header may not hold UTF-8, RFC 6532 §3), the host name,
-    /// which is always ASCII.
+    /// message is not SMTPUTF8 (whose header may not hold UTF-8, RFC 6532 §3), the first local
+    /// domain that is ASCII, and the host name (always ASCII) only if none is.
     pub(crate) fn home_for(&self, utf8: bool) -> &str {
         match self.directory.home() {
             home if utf8 || home.is_ascii() => home,
-            _ => &self.hostname,
+            _ => self.directory.ascii_home().unwrap_or(&self.hostname),
         }
     }
 }
