@@ -117,7 +117,7 @@ impl Commits {
 
     /// Records that the writer is about to try the locks of `mailbox`, unless it has opened it
     /// before: readers stop taking its fcntl lock until the open is recorded
-    /// ([`Commits::opened`]) or the writer gives up ([`Commits::unclaim`]).
+    /// ([`Commits::opened`]) or no job waits for it any more ([`Commits::keep_claims`]).
     pub(crate) fn claim(&self, mailbox: &str) {
         let mut state = self.state();
         if !state.lengths.contains_key(mailbox) && !state.claimed.contains(mailbox) {
@@ -125,11 +125,14 @@ impl Commits {
         }
     }
 
-    /// Records that the writer gave up opening a claimed `mailbox` (it stayed locked, or could
-    /// not be opened): readers may take its lock again.
-    pub(crate) fn unclaim(&self, mailbox: &str) {
+    /// Drops the claims on every mailbox `keep` says no longer waits for the writer (the jobs
+    /// that named it were written or refused, for whatever mailbox): readers may take its lock
+    /// again.
+    pub(crate) fn keep_claims(&self, keep: impl Fn(&str) -> bool) {
         let mut state = self.state();
-        if state.claimed.remove(mailbox) {
+        let before = state.claimed.len();
+        state.claimed.retain(|name| keep(name));
+        if state.claimed.len() != before {
             self.changed_locked(&mut state);
         }
     }
@@ -177,7 +180,7 @@ mod tests {
         let (seen, plan) = commits.plan("jones");
         assert_eq!(plan, Plan::Wait);
         // Giving up is a change a waiting reader wakes for; then it may lock again.
-        commits.unclaim("jones");
+        commits.keep_claims(|name| name != "jones");
         assert_eq!(commits.plan("jones"), (seen + 1, Plan::Lock));
         commits.claim("jones");
         commits.opened("jones", 42);
@@ -185,7 +188,7 @@ mod tests {
         // Once opened, never claimed again: readers cut it at the writer's record.
         commits.claim("jones");
         assert_eq!(commits.plan("jones").1, Plan::Cut(42));
-        commits.unclaim("jones");
+        commits.keep_claims(|_| false);
         assert_eq!(commits.plan("jones"), (seen + 2, Plan::Cut(42)));
     }
 

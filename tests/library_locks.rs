@@ -297,3 +297,46 @@ fn a_reader_waiting_on_another_programs_lock_gets_its_whole_entry_after_the_writ
     let all = server.messages("smith").unwrap();
     assert_eq!(all.len(), 2, "{all:?}");
 }
+
+#[test]
+fn a_job_refused_for_one_mailbox_leaves_no_claim_on_another() {
+    // A message for alice and brown: alice opens, brown is dotlocked by another program (and
+    // was never opened by this server), so the writer claims brown and waits. Then alice turns
+    // into a directory: the next try refuses the message (451) for alice. Brown's claim must
+    // go with it, or every read of brown waited for an open that never comes.
+    let server = Server::start(Config::for_tests().lock_timeout(Duration::from_secs(5))).unwrap();
+    let dir = server.mail_dir().to_path_buf();
+    std::fs::write(
+        dir.join("brown"),
+        "From a@b.test Sun Nov 22 07:33:49 2026\n\nold\n\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("brown.lock"), b"").unwrap();
+    let mut c = support::Client::connect(server.local_addr());
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<x@y.test>", 250);
+    c.expect("RCPT TO:<alice@localhost>", 250);
+    c.expect("RCPT TO:<brown@localhost>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: both\r\n\r\nx\r\n.\r\n");
+    // The writer's first try created alice: it has met brown's lock by then.
+    let until = std::time::Instant::now() + WITHIN;
+    while !dir.join("alice").exists() {
+        assert!(std::time::Instant::now() < until, "the writer never tried");
+        thread::yield_now();
+    }
+    std::fs::remove_file(dir.join("alice")).unwrap();
+    std::fs::create_dir(dir.join("alice")).unwrap();
+    assert_eq!(c.read_reply().code, 451);
+    std::fs::remove_file(dir.join("brown.lock")).unwrap();
+    // Nothing holds brown now: read at once, not after the 5 s lock timeout.
+    let began = std::time::Instant::now();
+    let read = server.messages("brown").unwrap();
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+}

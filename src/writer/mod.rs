@@ -272,6 +272,13 @@ impl Writer {
                 }
             }
             self.late.retain(|late| !late.retry());
+            // A claim lasts while a job that names the mailbox waits; one refused for another
+            // of its mailboxes, or written, leaves it.
+            self.commits.keep_claims(|name| {
+                waiting
+                    .iter()
+                    .any(|w| w.job.entries.iter().any(|e| e.mailbox == name))
+            });
         }
         self.held.clear();
         log::debug!("writer: job channel closed and drained; exiting");
@@ -340,7 +347,6 @@ impl Writer {
                         continue 'jobs;
                     }
                     Err(OpenError::Busy) => {
-                        self.commits.unclaim(&entry.mailbox);
                         log::warn!(
                             "{}: mailbox {:?} stayed locked; 450",
                             item.job.id,
@@ -365,7 +371,6 @@ impl Writer {
                         continue 'jobs;
                     }
                     Err(OpenError::Io(e)) => {
-                        self.commits.unclaim(&entry.mailbox);
                         log::error!(
                             "{}: cannot open mailbox {:?}: {e}",
                             item.job.id,
