@@ -41,6 +41,8 @@ struct State {
     /// Successful commits, and claimed mailboxes opened or given up: what a reader waits for.
     count: u64,
     lengths: HashMap<String, u64>,
+    /// The file (device, inode) each mailbox in `lengths` named when the writer last opened it.
+    files: HashMap<String, (u64, u64)>,
     /// Mailboxes the writer is trying to open for the first time (see [`Commits::claim`]).
     claimed: HashSet<String>,
     /// Threads inside [`Commits::wait_past`]: with none, a commit wakes nobody, and saves the
@@ -74,8 +76,9 @@ impl Commits {
     /// Records that the writer has opened and locked `mailbox`, whose length is `start`, and has
     /// appended nothing yet: all of it is committed, by this server or by another program. Called
     /// before the first append of each fresh open (so also after the file was replaced).
-    pub(crate) fn opened(&self, mailbox: &str, start: u64) {
+    pub(crate) fn opened(&self, mailbox: &str, start: u64, file: (u64, u64)) {
         let mut state = self.state();
+        state.files.insert(mailbox.to_string(), file);
         match state.lengths.get_mut(mailbox) {
             Some(len) => *len = start,
             None => {
@@ -104,13 +107,19 @@ impl Commits {
     /// How a reader may read `mailbox` now: up to the length the writer recorded, under the
     /// mailbox's fcntl lock if the writer has never opened it, or not yet, as the writer is
     /// about to open it for the first time.
-    /// Returned with the change count, for [`Commits::wait_past`].
-    pub(crate) fn plan(&self, mailbox: &str) -> (u64, Plan) {
+    /// `file` is what the reader opened: its (device, inode) and length. A record is only
+    /// good for the file it was made of, whole: one another program renamed over the mailbox
+    /// (as Python's `mailbox` does) or cut shorter is read under the lock, as a mailbox the
+    /// writer never opened. Returned with the change count, for [`Commits::wait_past`].
+    pub(crate) fn plan(&self, mailbox: &str, file: ((u64, u64), u64)) -> (u64, Plan) {
         let state = self.state();
+        let (id, len) = file;
         let plan = match state.lengths.get(mailbox) {
-            Some(len) => Plan::Cut(*len),
-            None if state.claimed.contains(mailbox) => Plan::Wait,
-            None => Plan::Lock,
+            Some(&committed) if state.files.get(mailbox) == Some(&id) && len >= committed => {
+                Plan::Cut(committed)
+            }
+            _ if state.claimed.contains(mailbox) => Plan::Wait,
+            _ => Plan::Lock,
         };
         (state.count, plan)
     }
@@ -175,21 +184,33 @@ mod tests {
     #[test]
     fn a_claimed_mailbox_is_waited_for_until_opened_or_given_up() {
         let commits = Commits::default();
-        assert_eq!(commits.plan("jones").1, Plan::Lock);
+        // The file a reader opened: (device, inode) and length.
+        let file = |ino, len| ((1, ino), len);
+        assert_eq!(commits.plan("jones", file(7, 50)).1, Plan::Lock);
         commits.claim("jones");
-        let (seen, plan) = commits.plan("jones");
+        let (seen, plan) = commits.plan("jones", file(7, 50));
         assert_eq!(plan, Plan::Wait);
         // Giving up is a change a waiting reader wakes for; then it may lock again.
         commits.keep_claims(|name| name != "jones");
-        assert_eq!(commits.plan("jones"), (seen + 1, Plan::Lock));
+        assert_eq!(commits.plan("jones", file(7, 50)), (seen + 1, Plan::Lock));
         commits.claim("jones");
-        commits.opened("jones", 42);
-        assert_eq!(commits.plan("jones"), (seen + 2, Plan::Cut(42)));
+        commits.opened("jones", 42, (1, 7));
+        assert_eq!(
+            commits.plan("jones", file(7, 50)),
+            (seen + 2, Plan::Cut(42))
+        );
         // Once opened, never claimed again: readers cut it at the writer's record.
         commits.claim("jones");
-        assert_eq!(commits.plan("jones").1, Plan::Cut(42));
+        assert_eq!(commits.plan("jones", file(7, 42)).1, Plan::Cut(42));
         commits.keep_claims(|_| false);
-        assert_eq!(commits.plan("jones"), (seen + 2, Plan::Cut(42)));
+        assert_eq!(
+            commits.plan("jones", file(7, 42)),
+            (seen + 2, Plan::Cut(42))
+        );
+        // But the record is only good for its file, whole: another file renamed over the
+        // mailbox, or the file cut shorter, is read under the lock.
+        assert_eq!(commits.plan("jones", file(8, 90)).1, Plan::Lock);
+        assert_eq!(commits.plan("jones", file(7, 41)).1, Plan::Lock);
     }
 
     #[test]
@@ -219,8 +240,8 @@ mod tests {
         assert!(woke.duration_since(recorded) < Duration::from_secs(1));
         assert_eq!(commits.committed("jones", || 7), (1, 120));
         // Opened again (say after the file was replaced): its length then is what counts.
-        commits.opened("jones", 40);
-        commits.opened("brown", 0);
+        commits.opened("jones", 40, (1, 1));
+        commits.opened("brown", 0, (1, 2));
         assert_eq!(commits.committed("jones", || 7), (1, 40));
         assert_eq!(commits.committed("brown", || 7), (1, 0));
         // Nothing new: the wait ends at its deadline.

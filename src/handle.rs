@@ -9,6 +9,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,7 +169,8 @@ impl Server {
     ///
     /// A mailbox this server's writer has opened is read up to the end of its last commit to
     /// it (or to where the file ended when the writer last opened it, if that is later),
-    /// without a lock: a message being appended is never seen, whole or in part, before it is
+    /// without a lock, while it is the file the writer opened and at least that long (another
+    /// program may rename a new file over it, or cut it): a message being appended is never seen, whole or in part, before it is
     /// on disk; every message whose `250` a client has received is seen (the writer records a
     /// commit before it acknowledges it); and the read never holds up the writer. Any other
     /// mailbox is read whole under its shared fcntl lock, waited for up to
@@ -273,7 +275,10 @@ impl Server {
         let end = loop {
             // Asked again each time round: the writer may have opened the mailbox meanwhile,
             // and only a length it recorded is safe to cut at.
-            let (seen, plan) = self.commits.plan(name);
+            let meta = file.metadata()?;
+            let (seen, plan) = self
+                .commits
+                .plan(name, ((meta.dev(), meta.ino()), meta.len()));
             match plan {
                 Plan::Cut(len) => break len,
                 Plan::Lock if os::try_lock_shared(&file)? => break u64::MAX,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mboxd::mbox::Mailbox;
 use mboxd::{Config, Server, WaitError};
-use support::ChildGuard;
+use support::{ChildGuard, output_within};
 
 /// How long a call that must return may take before the test fails.
 const WITHIN: Duration = Duration::from_secs(10);
@@ -338,5 +338,46 @@ fn a_job_refused_for_one_mailbox_leaves_no_claim_on_another() {
         began.elapsed() < Duration::from_secs(2),
         "{:?}",
         began.elapsed()
+    );
+}
+
+#[test]
+fn a_mailbox_another_program_rewrote_is_read_whole_not_cut_at_the_old_length() {
+    if !python3() {
+        println!("skipped: python3 not found, so no program rewrites the mailbox");
+        return;
+    }
+    // Python's `mailbox`, marking the first message read, writes a new file (one more header)
+    // and renames it over the mailbox. The writer's record is of the old file: cut at it, the
+    // new file lost the end of the second message.
+    let server = Server::for_tests().unwrap();
+    let mut c = support::Client::connect(server.local_addr());
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO client.test", 250);
+    for subject in ["one", "two"] {
+        let body =
+            format!("Subject: {subject}\r\n\r\nline one of {subject}\r\nline two of {subject}\r\n");
+        assert_eq!(
+            c.send_mail("a@b.test", &["jones@localhost"], &body).code,
+            250
+        );
+    }
+    let script = "import mailbox,sys\n\
+                  box=mailbox.mbox(sys.argv[1]); box.lock()\n\
+                  k=next(iter(box.keys())); m=box[k]; m.set_flags('R'); box[k]=m\n\
+                  box.flush(); box.unlock(); print('done', flush=True)\n";
+    let out = output_within(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(server.mail_dir().join("jones")),
+        WITHIN,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n", "{out:?}");
+    let read = server.messages("jones").unwrap();
+    assert_eq!(read.len(), 2, "{read:?}");
+    assert_eq!(
+        read[1].body(),
+        b"line one of two\nline two of two\n",
+        "{read:?}"
     );
 }

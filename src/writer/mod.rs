@@ -335,7 +335,8 @@ impl Writer {
                         }
                         // Before anything is appended: a reader cuts the file here until
                         // the commit is recorded.
-                        self.commits.opened(&entry.mailbox, mailbox.start);
+                        self.commits
+                            .opened(&entry.mailbox, mailbox.start, mailbox.identity());
                         if self.starved {
                             log::info!("descriptors available again: mailboxes open");
                             self.starved = false;
