@@ -285,6 +285,15 @@ fn run(
                 // the writer can answer it: replies to pipelined commands, and the last
                 // message's answer.
                 settle(&mut pending)?;
+                // A message the client began and ended within what was read while shutting
+                // down (pipelined behind the last, or while its answer was awaited) was never
+                // announced to it (no 354 or chunk reply written): it is not begun; its
+                // replies before the 421 say no more than that the commands were taken.
+                let announced = clock.message.is_some_and(|(n, ..)| n == core.messages());
+                if ctx.shutting_down() && !announced {
+                    core.unannounce();
+                    return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
+                }
                 if !write_replies(stream, &mut core, &mut pending, ctx, flags, label)? {
                     return Ok(());
                 }

@@ -285,4 +285,17 @@ fn transactions_pipelined_behind_a_message_are_not_begun_after_the_stop() {
     server.stop();
     let took = began.elapsed();
     assert!(took < Duration::from_millis(3500), "{took:?}");
+    // Only the first message was handed to the writer (one 450); the answer to each command
+    // read before the 421, and then the end.
+    let mut codes = Vec::new();
+    loop {
+        let r = c.read_reply();
+        codes.push(r.code);
+        if r.code == 421 {
+            break;
+        }
+        assert!(codes.len() < 200, "{codes:?}");
+    }
+    c.expect_closed();
+    assert_eq!(codes.iter().filter(|&&c| c == 450).count(), 1, "{codes:?}");
 }
