@@ -218,11 +218,20 @@ fn a_second_signal_exits_at_once() {
     );
 }
 
-/// mboxd started with `args` and its log (stderr) line by line on a channel, its address, and
-/// a client inside DATA, which holds a stop open for the whole `--shutdown-grace`.
-fn logged_with_a_message_in_progress(
-    args: &[&str],
-) -> (ChildGuard, mpsc::Receiver<String>, Client) {
+/// mboxd on a fresh mail directory (kept by the returned guard) with `--shutdown-grace GRACE`,
+/// stopping: a client is inside DATA, which holds the stop open for the whole grace, and the
+/// first SIGTERM has been sent and taken (its log line read from stderr).
+fn stopping_with_a_message_in_progress(grace: &str) -> (ChildGuard, Client, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mail_dir = dir.path().to_str().unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--mail-dir",
+        mail_dir,
+        "--shutdown-grace",
+        grace,
+    ];
     let mut child = ChildGuard(
         Command::new(BIN)
             .args(args)
@@ -251,7 +260,9 @@ fn logged_with_a_message_in_progress(
     c.expect("MAIL FROM:<a@b.test>", 250);
     c.expect("RCPT TO:<jones@localhost>", 250);
     c.expect("DATA", 354);
-    (child, log, c)
+    signal(&child, "TERM");
+    shutting_down(&log);
+    (child, c, dir)
 }
 
 /// Waits, bounded, for the log line that says the first signal was taken.
@@ -273,19 +284,7 @@ fn the_same_signal_again_at_once_is_the_first_one_over() {
     // As GNU timeout sends SIGTERM: to the process, then to its group, microseconds apart. The
     // first is taken, then the second comes; the stop, held open by a session inside DATA for
     // the 2 s grace, must end cleanly, not with exit 1.
-    let dir = tempfile::tempdir().unwrap();
-    let mail_dir = dir.path().to_str().unwrap();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--mail-dir",
-        mail_dir,
-        "--shutdown-grace",
-        "2",
-    ];
-    let (mut child, log, mut c) = logged_with_a_message_in_progress(&args);
-    signal(&child, "TERM");
-    shutting_down(&log);
+    let (mut child, mut c, _dir) = stopping_with_a_message_in_progress("2");
     let taken = Instant::now();
     signal(&child, "TERM");
     let gap = taken.elapsed();
@@ -300,19 +299,7 @@ fn the_same_signal_again_at_once_is_the_first_one_over() {
 
 #[test]
 fn the_same_signal_again_after_200_ms_exits_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mail_dir = dir.path().to_str().unwrap();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--mail-dir",
-        mail_dir,
-        "--shutdown-grace",
-        "30",
-    ];
-    let (mut child, log, _c) = logged_with_a_message_in_progress(&args);
-    signal(&child, "TERM");
-    shutting_down(&log);
+    let (mut child, _c, _dir) = stopping_with_a_message_in_progress("30");
     // The time passing is what is tested: past the window, the same signal is a second one.
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, "TERM");

@@ -68,6 +68,14 @@ impl Appender {
     }
 }
 
+/// A client of `server` that has read the greeting and said EHLO.
+fn client(server: &Server) -> support::Client {
+    let mut c = support::Client::connect(server.local_addr());
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO client.test", 250);
+    c
+}
+
 /// The child's output lines, as they come (a test waits for one with a timeout).
 fn lines_of(child: &mut ChildGuard) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -155,9 +163,7 @@ fn while_a_writer_holds_the_lock_messages_stop_at_the_last_commit() {
         return;
     }
     let server = Server::for_tests().unwrap();
-    let mut c = support::Client::connect(server.local_addr());
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO client.test", 250);
+    let mut c = client(&server);
     let r = c.send_mail(
         "a@b.test",
         &["jones@localhost"],
@@ -209,9 +215,7 @@ fn readers_never_take_the_lock_of_a_mailbox_the_writer_has_opened() {
     // 450 at its lock timeout). The writer has opened this mailbox, so readers cut it at its
     // last commit and take no lock.
     let server = Server::for_tests().unwrap();
-    let mut c = support::Client::connect(server.local_addr());
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO client.test", 250);
+    let mut c = client(&server);
     let r = c.send_mail("a@b.test", &["jones@localhost"], "Subject: s\r\n\r\nx\r\n");
     assert_eq!(r.code, 250);
     let script = "import fcntl,sys\n\
@@ -264,18 +268,14 @@ fn a_reader_waiting_on_another_programs_lock_gets_its_whole_entry_after_the_writ
     let server = Server::for_tests().unwrap();
     let path = server.mail_dir().join("smith");
     let mut appender = Appender::start(&path, "other");
-    let mut c = support::Client::connect(server.local_addr());
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO client.test", 250);
+    let mut c = client(&server);
     c.expect("MAIL FROM:<x@y.test>", 250);
     c.expect("RCPT TO:<smith@localhost>", 250);
     c.expect("DATA", 354);
     c.send(b"Subject: mboxd\r\n\r\nours\r\n.\r\n");
     // A second message, ended right after the program: its arrival wakes the writer, which
     // then tries the waiting one's lock at once, before the reader's next try.
-    let mut c2 = support::Client::connect(server.local_addr());
-    assert_eq!(c2.read_reply().code, 220);
-    c2.expect("EHLO client.test", 250);
+    let mut c2 = client(&server);
     c2.expect("MAIL FROM:<x@y.test>", 250);
     c2.expect("RCPT TO:<jones@localhost>", 250);
     c2.expect("DATA", 354);
@@ -312,9 +312,7 @@ fn a_job_refused_for_one_mailbox_leaves_no_claim_on_another() {
     )
     .unwrap();
     std::fs::write(dir.join("brown.lock"), b"").unwrap();
-    let mut c = support::Client::connect(server.local_addr());
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO client.test", 250);
+    let mut c = client(&server);
     c.expect("MAIL FROM:<x@y.test>", 250);
     c.expect("RCPT TO:<alice@localhost>", 250);
     c.expect("RCPT TO:<brown@localhost>", 250);
@@ -351,9 +349,7 @@ fn a_mailbox_another_program_rewrote_is_read_whole_not_cut_at_the_old_length() {
     // and renames it over the mailbox. The writer's record is of the old file: cut at it, the
     // new file lost the end of the second message.
     let server = Server::for_tests().unwrap();
-    let mut c = support::Client::connect(server.local_addr());
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO client.test", 250);
+    let mut c = client(&server);
     for subject in ["one", "two"] {
         let body =
             format!("Subject: {subject}\r\n\r\nline one of {subject}\r\nline two of {subject}\r\n");
