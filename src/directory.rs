@@ -119,7 +119,11 @@ impl Directory {
 
     /// True when mail for `domain` is delivered here (case-insensitive, a trailing dot ignored).
     pub(crate) fn is_local_domain(&self, domain: &str) -> bool {
-        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        // One trailing dot is the domain written absolute; two are no domain (as for RCPT).
+        let d = domain
+            .strip_suffix('.')
+            .unwrap_or(domain)
+            .to_ascii_lowercase();
         self.domains.contains(&d)
     }
 
