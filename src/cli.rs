@@ -176,9 +176,9 @@ fn apply(
         "--fail" => config.fail.push(FailRule::parse(&value()?)?),
         "--fail-seed" => {
             let v = value()?;
-            config.fail_seed = v
-                .parse()
-                .map_err(|_| ConfigError(format!("--fail-seed needs a whole number, not {v:?}")))?;
+            config.fail_seed = crate::decimal::whole(&v).ok_or_else(|| {
+                ConfigError(format!("--fail-seed needs a whole number, not {v:?}"))
+            })?;
         }
         other => return Err(ConfigError(format!("unknown flag {other:?}; see --help"))),
     }
@@ -202,8 +202,8 @@ fn parse_listen(s: &str) -> Result<Vec<SocketAddr>, ConfigError> {
 }
 
 fn positive(flag: &str, v: &str) -> Result<usize, ConfigError> {
-    match v.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
+    match crate::decimal::whole(v).map(usize::try_from) {
+        Some(Ok(n)) if n > 0 => Ok(n),
         _ => Err(ConfigError(format!(
             "{flag} needs a positive whole number, not {v:?}"
         ))),
@@ -416,8 +416,11 @@ mod tests {
             &["--workers", "0"],
             &["--max-mailboxes", "0"],
             &["--max-mailboxes", "many"],
+            &["--max-mailboxes", "+8"],
+            &["--workers", " 4"],
             &["--timeout", "-1"],
             &["--timeout", "0"],
+            &["--timeout", "0.0000000001"],
             &["--timeout", "1e3"],
             &["--lock-timeout", "inf"],
             &["--listen", "nonsense"],
@@ -528,6 +531,7 @@ mod tests {
             "--fail \"rcpt=250\": code 250 is not a failure: use a 4xx or 5xx code, drop or delay"
         );
         assert!(run(&["--fail-seed", "-1"]).is_err());
+        assert!(run(&["--fail-seed", "+1"]).is_err());
         assert!(run(&["--fail"]).is_err());
     }
 

@@ -30,9 +30,38 @@ pub(crate) fn billionths(text: &str) -> Option<u64> {
     Some(value)
 }
 
+/// A whole number written as digits alone (`42`, `007`); `None` for anything else (a sign, a
+/// space, an empty string: what `str::parse` would take with a `+`) and for values over
+/// `u64::MAX`.
+pub(crate) fn whole(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::billionths;
+    use super::{billionths, whole};
+
+    #[test]
+    fn whole_numbers_are_digits_alone() {
+        assert_eq!(whole("42"), Some(42));
+        assert_eq!(whole("007"), Some(7));
+        assert_eq!(whole("18446744073709551615"), Some(u64::MAX));
+        for text in [
+            "",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1.0",
+            "18446744073709551616",
+            "١",
+        ] {
+            assert_eq!(whole(text), None, "{text:?}");
+        }
+    }
 
     #[test]
     fn plain_decimals_are_read_exactly() {

@@ -172,8 +172,8 @@ impl fmt::Display for FailRule {
 }
 
 fn parse_count(v: &str) -> Result<u64, String> {
-    match v.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
+    match crate::decimal::whole(v.trim()) {
+        Some(n) if n > 0 => Ok(n),
         _ => Err(format!("count={v}: expected a whole number from 1")),
     }
 }

@@ -94,6 +94,10 @@ fn malformed_rules_say_what_is_wrong() {
         ),
         ("rcpt=451,count=x", "count=x"),
         (
+            "rcpt=451,count=+3",
+            "count=+3: expected a whole number from 1",
+        ),
+        (
             "rcpt=451,p=1.5",
             "p=1.5: expected a probability from 0 to 1",
         ),
