@@ -168,7 +168,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     // `escape::is_unsafe`) are a syntax error in every argument but a path, whose address the
     // session refuses with 553 (`session/params.rs`), and MAIL and RCPT parameters, which the
     // session checks itself (555); a tab separates the words of most commands, not BDAT's or
-    // MAIL/RCPT parameters, where it is a syntax error.
+    // MAIL/RCPT parameters, where it is a syntax error, nor VRFY's, EXPN's or HELP's (below).
     let path_verb = matches!(
         verb.as_slice(),
         b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT"
@@ -179,6 +179,13 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         ));
     }
     let rest = rest.trim_matches(|c| c == ' ' || c == '\t');
+    // A tab inside the argument of VRFY, EXPN or HELP separates nothing (a space does), so it
+    // is refused there like the other controls; at either end it was trimmed above.
+    if matches!(verb.as_slice(), b"VRFY" | b"EXPN" | b"HELP") && rest.contains('\t') {
+        return Err(ParseError::Syntax(
+            "control, separator or invisible character in argument",
+        ));
+    }
     let no_args = |cmd: Command| {
         if rest.is_empty() {
             Ok(cmd)

@@ -29,6 +29,12 @@ fn vrfy_and_expn() {
     c.expect("VRFY <brown@mx.test.>", 250);
     c.expect("VRFY <brown@mx.test..>", 550);
     c.expect("EXPN staff@mx.test..", 550);
+    // A tab inside an argument is refused as any control (a space separates); at the ends it is
+    // trimmed.
+    for line in ["VRFY jo\tnes", "EXPN st\taff", "HELP MA\tIL"] {
+        c.expect(line, 501);
+    }
+    c.expect("VRFY \tjones\t", 250);
     c.expect("EXPN \"staff\"", 250);
     c.expect("VRFY green", 550);
     c.expect("VRFY", 501);

@@ -329,6 +329,19 @@ fn garbage() {
         Err(ParseError::Address { sender: false, .. })
     ));
     assert!(matches!(parse(b"VRFY a\x00b"), Err(ParseError::Syntax(_))));
+    // A tab inside is refused as any control; at either end it is trimmed.
+    for line in [
+        &b"VRFY a\tb"[..],
+        b"EXPN a\tb",
+        b"HELP a\tb",
+        b"VRFY a\tSMTPUTF8",
+    ] {
+        assert!(
+            matches!(parse(line), Err(ParseError::Syntax(_))),
+            "{line:?}"
+        );
+    }
+    assert!(matches!(parse(b"VRFY \tSmith\t"), Ok(Command::Vrfy { arg, .. }) if arg == "Smith"));
     assert!(matches!(
         parse(b"MAIL FROM:<a@b\x01>"),
         Err(ParseError::Address { sender: true, .. })
