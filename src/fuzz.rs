@@ -54,7 +54,7 @@ fn fail_rules(refused: bool) -> Vec<FailRule> {
 }
 
 /// A catch-all session configuration for `mx.test` with small limits, one alias, `list`, and
-/// AUTH accepting any credentials (so the SASL exchange is fuzzed too); and the `--fail` rules
+/// AUTH accepting any password (so the SASL exchange is fuzzed too); and the `--fail` rules
 /// of [`fail_rules`], their generator seeded with `seed`.
 pub(crate) fn config(seed: u8) -> Arc<SessionConfig> {
     let directory = Directory::new(
