@@ -28,7 +28,8 @@ impl fmt::Display for Escaped<'_> {
         // delivery's log line, and a write per character cost more than the rest of the line.
         let mut rest = self.0;
         while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
-            let (run, from_c) = rest.split_at(at);
+            // `at` is a char boundary (from `char_indices`), so this never fails.
+            let (run, from_c) = rest.split_at_checked(at).ok_or(fmt::Error)?;
             f.write_str(run)?;
             if c == '\\' {
                 f.write_str("\\\\")?;
