@@ -124,9 +124,6 @@ impl Mailbox {
     }
 }
 
-/// Where the entry that `bytes` begins with ends: at the next `From ` line that follows an
-/// empty line, or at the end. The empty line may be a CRLF: another program may have written
-/// the mailbox with CRLF line ends, which mboxd keeps (it only appends).
 /// Opens `path` for reading if it is a regular file. `O_NONBLOCK`: opening a FIFO no one writes
 /// would otherwise wait for a writer (on a regular file the flag changes nothing).
 pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
@@ -143,6 +140,9 @@ pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Where the entry that `bytes` begins with ends: at the next `From ` line that follows an
+/// empty line, or at the end. The empty line may be a CRLF: another program may have written
+/// the mailbox with CRLF line ends, which mboxd keeps (it only appends).
 fn next_entry(bytes: &[u8]) -> usize {
     // Each `From ` after a newline, in order, until one whose line before is empty (a newline,
     // or a CR, right after the newline that ends the line before that). One pass: the file is

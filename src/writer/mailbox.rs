@@ -121,13 +121,13 @@ impl Mailbox {
         same
     }
 
-    /// What tells this file from another under its name for the directory's sake: device,
-    /// inode and, where the file system keeps it, birth time.
     /// The file's device and inode.
     pub(super) fn identity(&self) -> (u64, u64) {
         self.identity
     }
 
+    /// What tells this file from another under its name for the directory's sake: device,
+    /// inode and, where the file system keeps it, birth time.
     pub(super) fn entry(&self) -> Entry {
         (self.identity.0, self.identity.1, self.born)
     }
