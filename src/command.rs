@@ -166,7 +166,9 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     })?;
     // Unsafe characters (controls, line separators, bidi controls, invisible characters: see
     // `escape::is_unsafe`) are a syntax error in every argument but a path, whose address the
-    // session refuses with 553 (`session/params.rs`), and MAIL and RCPT parameters, which the
+    // session refuses with 553 (`session/params.rs`) unless they stand where the path's grammar
+    // has no place for them (an ASCII control in a domain, anything but letters, digits, `.`,
+    // `:` and `-` in an address literal: 501 from `address`), and MAIL and RCPT parameters, which the
     // session checks itself (555); a tab separates the words of most commands, not BDAT's or
     // MAIL/RCPT parameters, where it is a syntax error, nor VRFY's, EXPN's or HELP's (below).
     let path_verb = matches!(
