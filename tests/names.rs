@@ -307,7 +307,10 @@ fn nel_csi_and_bidi_overrides_in_domains_are_553() {
         );
     }
     // In an address literal the grammar has no place for them: a syntax error, as a control is.
-    assert_eq!(code(&mut c, "RCPT TO:<jones@[127.0.0.1\u{2028}]>"), "501 5.1.3");
+    assert_eq!(
+        code(&mut c, "RCPT TO:<jones@[127.0.0.1\u{2028}]>"),
+        "501 5.1.3"
+    );
     assert_eq!(code(&mut c, "RCPT TO:<jones@mx\u{1}.test>"), "501 5.1.3");
     assert_eq!(c.cmd("DATA").code, 554);
     assert_eq!(files(&server), set(&[]));

@@ -102,7 +102,11 @@ fn helo_ehlo_noop_rset_quit() {
             "ENHANCEDSTATUSCODES",
             "SMTPUTF8",
             "CHUNKING",
-            "HELP"
+            "HELP",
+            // RFC 5321 §4.1.1.1: every command implemented but not required by §4.5.1.
+            "EXPN",
+            "SOML",
+            "SAML"
         ]
     );
     assert_eq!(c.expect("NOOP", 250).text(), "2.0.0 OK");

@@ -184,7 +184,7 @@ fn ehlo_lists_extensions_and_turns_on_enhanced_codes() {
     };
     assert_eq!(
         r.text,
-        "BBN-UNIX.ARPA Hello client.example\nPIPELINING\nSIZE 100\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING\nHELP"
+        "BBN-UNIX.ARPA Hello client.example\nPIPELINING\nSIZE 100\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING\nHELP\nEXPN\nSOML\nSAML"
     );
     assert!(s.enhanced());
 }
