@@ -360,9 +360,16 @@ fn composed_and_decomposed_jose_are_one_mailbox() {
 
 #[test]
 fn a_configured_user_meets_every_spelling_of_its_name() {
-    let server = TestServer::with(|c| c.add_user("Jos\u{e9}").unwrap());
+    let server = TestServer::with(|c| {
+        c.add_user("Jos\u{e9}").unwrap();
+        c.add_alias("team", ["jos\u{e9}"]).unwrap();
+    });
     let mut c = server.client();
     c.expect("EHLO client.test", 250);
+    assert_eq!(
+        c.cmd("EXPN team SMTPUTF8").line(),
+        "250 2.1.5 <jos\u{e9}@mx.test>"
+    );
     for local in ["jos\u{e9}", "jose\u{301}"] {
         c.expect("MAIL FROM:<a@b.test> SMTPUTF8", 250);
         assert_eq!(
@@ -380,6 +387,19 @@ fn a_configured_user_meets_every_spelling_of_its_name() {
     let r = c.cmd("VRFY jose\u{301}");
     assert_eq!((r.code, r.text().get(..6)), (550, Some("5.6.8 ")), "{r:?}");
     assert_eq!(files(&server), set(&["jos\u{e9}"]));
+    // SMTPUTF8 is in effect only after EHLO offered it: before any hello, and after HELO, a
+    // UTF-8 answer is refused as without it (RFC 6531 §3.7.4.2), in ASCII.
+    let mut c = server.client();
+    for hello in [None, Some("HELO client.test")] {
+        if let Some(hello) = hello {
+            c.expect(hello, 250);
+        }
+        for line in ["VRFY jose\u{301} SMTPUTF8", "EXPN team SMTPUTF8"] {
+            let r = c.cmd(line);
+            assert_eq!(r.code, 550, "{hello:?} {line:?}: {r:?}");
+            assert!(r.line().is_ascii(), "{hello:?} {line:?}: {r:?}");
+        }
+    }
 }
 
 #[test]

@@ -187,7 +187,7 @@ impl Session {
     /// True while the latest HELO or EHLO was EHLO: replies then carry enhanced status codes
     /// (RFC 2034, which mboxd offers after EHLO only).
     pub(crate) fn enhanced(&self) -> bool {
-        hello_of(&self.state).is_some_and(|h| h.extended)
+        extended(&self.state)
     }
 
     /// What the next input is: a command line, message text, or chunk octets.
@@ -292,11 +292,15 @@ impl Session {
                 let r = help::help(topic.as_deref());
                 self.answer(state, r)
             }
+            // RFC 6531 §3.7.4.2: SMTPUTF8 on VRFY and EXPN, as on MAIL, only once EHLO has
+            // offered it; before that a UTF-8 answer is refused as without it.
             (state, Input::Command(C::Vrfy { arg, utf8 })) => {
+                let utf8 = utf8 && extended(&state);
                 let r = ascii_unless(utf8, self.config.directory.vrfy(&arg));
                 self.answer(state, r)
             }
             (state, Input::Command(C::Expn { arg, utf8 })) => {
+                let utf8 = utf8 && extended(&state);
                 let r = ascii_unless(utf8, self.config.directory.expn(&arg));
                 self.answer(state, r)
             }
@@ -539,6 +543,11 @@ fn parse_line(line: &[u8]) -> Input<'_> {
 
 /// RFC 6531 §3.7.4.2: a VRFY or EXPN reply holds UTF-8 only if the client allowed it with
 /// `SMTPUTF8`; otherwise the answer, known but not sendable, is `550 5.6.8`.
+/// Whether the session said EHLO (not HELO, or nothing yet): extensions are in effect.
+fn extended(state: &State) -> bool {
+    hello_of(state).is_some_and(|h| h.extended)
+}
+
 fn ascii_unless(utf8: bool, r: Reply) -> Reply {
     if utf8 || r.text.is_ascii() {
         r
