@@ -6,6 +6,7 @@
 //! works on types, never on text. It decides syntax only: whether an address is local, safe or
 //! known is the directory's question, asked later by the session.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::escape::is_unsafe;
@@ -469,9 +470,8 @@ fn address(s: &str) -> Result<Address, ParseError> {
         // counted without them here, so up to 258 with them are taken.
         return Err(ParseError::Syntax("path too long"));
     }
-    let local = unquoted(local);
     Ok(Address {
-        local: local.to_string(),
+        local: unquoted(local).into_owned(),
         // `x.test.` is the domain `x.test` written absolute; RFC 5321 §4.1.2's Domain has no
         // trailing dot, and headers and the From_ line are written without it.
         domain: domain.map(|d| d.strip_suffix('.').unwrap_or(d).to_string()),
@@ -479,14 +479,39 @@ fn address(s: &str) -> Result<Address, ParseError> {
 }
 
 /// A local part without quotes it does not need. RFC 5322 §3.2.4: a quoted string means what
-/// the atoms it quotes mean, so `"jones"` is `jones` (and `"postmaster"` is postmaster, RFC 5321
-/// §4.5.1), for RCPT as for VRFY. Only a local part that needs its quotes keeps them.
-pub(crate) fn unquoted(local: &str) -> &str {
-    local
+/// the atoms it quotes mean, and RFC 5321 §4.1.2 wants all quoted forms treated alike, so
+/// `"jones"` and `"jo\nes"` (a quoted-pair) are `jones` (and `"post\master"` is postmaster, RFC
+/// 5321 §4.5.1), for RCPT as for VRFY. Only a local part that needs its quotes keeps them, as
+/// written.
+pub(crate) fn unquoted(local: &str) -> Cow<'_, str> {
+    let Some(inner) = local
         .strip_prefix('"')
         .and_then(|quoted| quoted.strip_suffix('"'))
-        .filter(|inner| is_dot_atom(inner))
-        .unwrap_or(local)
+    else {
+        return Cow::Borrowed(local);
+    };
+    let plain = if inner.contains('\\') {
+        let mut decoded = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                decoded.push(c);
+            } else if let Some(escaped) = chars.next() {
+                decoded.push(escaped);
+            } else {
+                // A backslash before the last quote escapes it: the string is not closed.
+                return Cow::Borrowed(local);
+            }
+        }
+        Cow::Owned(decoded)
+    } else {
+        Cow::Borrowed(inner)
+    };
+    if is_dot_atom(&plain) {
+        plain
+    } else {
+        Cow::Borrowed(local)
+    }
 }
 
 /// RFC 5322 §3.2.3's atext, with RFC 6532's UTF-8: the octets an unquoted local part is made of,

@@ -12,6 +12,7 @@
 //! [`Mailboxes`]): a name routed there only by catch-all (not postmaster, not an alias's target)
 //! must be known or fit under the bound, else the RCPT gets 452.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -232,7 +233,7 @@ impl Directory {
     /// The reply to `VRFY arg` (RFC 5321 §3.5.1): the mailbox, as an address at the first local
     /// domain, which RCPT accepts; for an alias RCPT would refuse, RCPT's refusal.
     pub(crate) fn vrfy(&self, arg: &str) -> Reply {
-        let Some(name) = self.lookup_arg(arg).and_then(mailbox_name) else {
+        let Some(name) = self.lookup_arg(arg).and_then(|n| mailbox_name(&n)) else {
             return reply::NO_SUCH_USER;
         };
         // An alias answers as RCPT would route it: 551 when all its targets are elsewhere
@@ -256,7 +257,7 @@ impl Directory {
     /// The reply to `EXPN arg`: one line per member of an alias (RFC 5321 §3.5.2), as configured
     /// and unchecked, a bare name given as an address at the first local domain, like VRFY's.
     pub(crate) fn expn(&self, arg: &str) -> Reply {
-        let Some(name) = self.lookup_arg(arg).and_then(mailbox_name) else {
+        let Some(name) = self.lookup_arg(arg).and_then(|n| mailbox_name(&n)) else {
             return reply::NOT_A_LIST;
         };
         match self.aliases.get(&name) {
@@ -279,7 +280,7 @@ impl Directory {
 
     /// The local part named by a VRFY or EXPN argument: `name`, `name@local.domain`, `<...>`, or
     /// `Full Name <name@domain>`; `None` when it names a mailbox elsewhere.
-    fn lookup_arg<'a>(&self, arg: &'a str) -> Option<&'a str> {
+    fn lookup_arg<'a>(&self, arg: &'a str) -> Option<Cow<'a, str>> {
         let inner = match (arg.rfind('<'), arg.rfind('>')) {
             (Some(open), Some(close)) if open < close => arg.get(open + 1..close).unwrap_or(arg),
             _ => arg.trim(),

@@ -245,7 +245,7 @@ impl Server {
             None => path,
         };
         let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
-        let name = mailbox_name(crate::command::unquoted(local)).ok_or_else(|| {
+        let name = mailbox_name(&crate::command::unquoted(local)).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{user:?} is not a mailbox name"),

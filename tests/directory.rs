@@ -25,6 +25,7 @@ fn vrfy_and_expn() {
     // Quotes that are not needed change nothing, as for RCPT (RFC 5322 §3.2.4).
     c.expect("VRFY \"jones\"", 250);
     c.expect("VRFY <\"brown\"@mx.test>", 250);
+    c.expect("VRFY <\"br\\own\"@mx.test>", 250);
     // One trailing dot is the domain written absolute; two are no domain, as RCPT says (501).
     c.expect("VRFY <brown@mx.test.>", 250);
     c.expect("VRFY <brown@mx.test..>", 550);

@@ -254,6 +254,7 @@ fn multi_recipient_8bit_folded_and_null_sender() {
         "<jones@localhost>",
         "\"jones\"@localhost",
         "<\"jones\">",
+        "<\"jo\\nes\">",
         "<@relay.test,@b.test:jones@localhost>",
     ] {
         assert_eq!(server.messages(user).unwrap().len(), 1, "{user}");

@@ -318,6 +318,10 @@ fn recipients_550_relay_553_unsafe_and_postmaster() {
     // A quoted string means what it quotes (RFC 5322 §3.2.4): 553 before.
     c.expect("RCPT TO:<\"postmaster\">", 250);
     c.expect("RCPT TO:<\"jones\"@mx.test>", 250);
+    // So does a quoted-pair (RFC 5321 §4.1.2: all quoted forms are one), and §4.5.1's
+    // postmaster in any of them.
+    c.expect("RCPT TO:<\"post\\master\">", 250);
+    c.expect("RCPT TO:<\"jo\\nes\"@mx.test>", 250);
     c.expect("RCPT TO:<@relay.example:Jones@MX.TEST>", 250);
     c.expect("DATA", 354);
     c.send(b"Subject: bounce\r\n\r\nnull sender\r\n.\r\n");

@@ -115,7 +115,12 @@ fn a_quoted_local_part_that_needs_no_quotes_loses_them() {
             Some("x.test"),
         ),
         ("\"j\u{f6}rg\"@x.test", "j\u{f6}rg", Some("x.test")),
-        // These need their quotes.
+        // RFC 5321 §4.1.2: all quoted forms are one; a quoted-pair is the character it quotes.
+        ("\"jo\\nes\"@x.test", "jones", Some("x.test")),
+        ("\"post\\master\"", "postmaster", None),
+        ("\"\\a\\.b\"@x.test", "a.b", Some("x.test")),
+        // These need their quotes, and keep them as written.
+        ("\"a\\ b\"@x.test", "\"a\\ b\"", Some("x.test")),
         ("\"a b\"@x.test", "\"a b\"", Some("x.test")),
         ("\"a..b\"@x.test", "\"a..b\"", Some("x.test")),
         ("\".a\"@x.test", "\".a\"", Some("x.test")),
