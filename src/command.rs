@@ -168,8 +168,8 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     // Unsafe characters (controls, line separators, bidi controls, invisible characters: see
     // `escape::is_unsafe`) are a syntax error in every argument but a path, whose address the
     // session refuses with 553 (`session/params.rs`) unless they stand where the path's grammar
-    // has no place for them (an ASCII control in a domain, anything but letters, digits, `.`,
-    // `:` and `-` in an address literal: 501 from `address`), and MAIL and RCPT parameters, which the
+    // has no place for them (an ASCII control in a domain, anything non-ASCII in an address
+    // literal: 501 from `address`), and MAIL and RCPT parameters, which the
     // session checks itself (555); a tab separates the words of most commands, not BDAT's or
     // MAIL/RCPT parameters, where it is a syntax error, nor VRFY's, EXPN's or HELP's (below).
     let path_verb = matches!(
@@ -241,9 +241,11 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
 
 fn domain_arg(rest: &str) -> Result<String, ParseError> {
     // RFC 5321 §4.1.1.1: the argument is a domain or an address literal. Any single token free of
-    // unsafe characters (refused above) is taken: the server must not refuse a client for the
-    // name it gives (§4.1.4), but the name goes into the `Received:` header it writes, its
-    // header syntax (`(`, `;`...) neutered there (`mbox::from_name`).
+    // unsafe characters (refused above) is taken, as Postfix takes it by default: real clients
+    // send names that are not domains (`my_app_1`, a container's or a Windows host's name), and
+    // §4.1.4 forbids refusing one for not matching the client's address. The name goes into the
+    // `Received:` header the server writes, its header syntax (`(`, `;`...) neutered there
+    // (`mbox::from_name`).
     if rest.is_empty() || rest.contains([' ', '\t']) {
         return Err(ParseError::Syntax("expected a domain name"));
     }
@@ -534,12 +536,7 @@ pub(crate) fn valid_domain(d: &str) -> bool {
         return false;
     }
     if let Some(literal) = d.strip_prefix('[') {
-        return literal.strip_suffix(']').is_some_and(|inner| {
-            !inner.is_empty()
-                && inner
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-'))
-        });
+        return literal.strip_suffix(']').is_some_and(valid_literal);
     }
     d.strip_suffix('.').unwrap_or(d).split('.').all(|label| {
         !label.is_empty()
@@ -550,6 +547,31 @@ pub(crate) fn valid_domain(d: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
     })
+}
+
+/// The inside of an address literal, as RFC 5321 §4.1.3 writes it: an IPv4 address in four
+/// decimal numbers up to 255 (leading zeros allowed, `Snum = 1*3DIGIT`), `IPv6:` and an IPv6
+/// address, or a tag (`Ldh-str`) and a colon before printable ASCII without `[`, `\` or `]`.
+fn valid_literal(inner: &str) -> bool {
+    match inner.split_once(':') {
+        None => {
+            let snum = |n: &str| {
+                (1..=3).contains(&n.len())
+                    && n.bytes().all(|b| b.is_ascii_digit())
+                    && n.parse::<u8>().is_ok()
+            };
+            inner.split('.').count() == 4 && inner.split('.').all(snum)
+        }
+        Some((tag, address)) if tag.eq_ignore_ascii_case("IPv6") => {
+            address.parse::<std::net::Ipv6Addr>().is_ok()
+        }
+        Some((tag, content)) => {
+            tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && tag.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && !content.is_empty()
+                && content.bytes().all(|b| matches!(b, 33..=90 | 94..=126))
+        }
+    }
 }
 
 fn param(word: &str) -> Result<Param, ParseError> {

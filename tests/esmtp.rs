@@ -398,6 +398,9 @@ fn a_malformed_path_gets_the_enhanced_code_of_bad_address_syntax() {
     for (line, code) in [
         ("MAIL FROM:<a@-bad-.test>", "5.1.7"),
         ("MAIL FROM:<a@b@c.test>", "5.1.7"),
+        // RFC 5321 §4.1.3: an address literal is an IPv4 or IPv6 address, or tag:content.
+        ("MAIL FROM:<a@[not-an-ip]>", "5.1.7"),
+        ("MAIL FROM:<a@[1.2.3]>", "5.1.7"),
         ("MAIL FROM:<a@b.test", "5.1.7"),
         ("MAIL <a@b.test>", "5.5.4"),
         ("MAIL FROM:<a@b.test> =x", "5.5.4"),
@@ -422,6 +425,7 @@ fn a_malformed_path_gets_the_enhanced_code_of_bad_address_syntax() {
     c.expect("MAIL FROM:<a@b.test>", 250);
     for (line, code) in [
         ("RCPT TO:<alice@evil.test@mx.test>", "5.1.3"),
+        ("RCPT TO:<postmaster@[IPv6:2001:db8::g]>", "5.1.3"),
         ("RCPT TO:<>", "5.1.3"),
         ("RCPT TO:<@hop.test>", "5.1.3"),
         ("RCPT TO:<\"a\"b@mx.test>", "5.1.3"),

@@ -484,3 +484,37 @@ fn paths_with_unsafe_characters_parse_for_the_session_to_refuse() {
         })
     ));
 }
+
+#[test]
+fn address_literals_follow_rfc_5321_4_1_3() {
+    for good in [
+        "[192.0.2.1]",
+        "[000.00.0.255]",
+        "[IPv6:2001:db8::1]",
+        "[ipv6:::ffff:192.0.2.1]",
+        "[x-tag:any!printable~]",
+    ] {
+        let line = format!("MAIL FROM:<a@{good}>");
+        assert!(parse(line.as_bytes()).is_ok(), "{good}");
+    }
+    for bad in [
+        "[not-an-ip]",
+        "[1.2.3]",
+        "[1.2.3.256]",
+        "[1.2.3.+4]",
+        "[1.2.3.0004]",
+        "[IPv6:1.2.3.4]",
+        "[IPv6:2001:db8::g]",
+        "[tag-:x]",
+        "[tag:]",
+        "[tag:a b]",
+        "[tag:a\\b]",
+        "[]",
+    ] {
+        let line = format!("RCPT TO:<a@{bad}>");
+        assert!(
+            matches!(parse(line.as_bytes()), Err(ParseError::Address { .. })),
+            "{bad}"
+        );
+    }
+}
