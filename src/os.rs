@@ -189,6 +189,31 @@ pub(crate) fn raise_nofile_limit() -> io::Result<NofileLimit> {
     })
 }
 
+/// Ignores SIGXFSZ if nothing else was set for it, so that an append past a file-size limit
+/// (`ulimit -f`, systemd's `LimitFSIZE=`) fails with `EFBIG`, which the writer answers and cuts
+/// back, instead of the signal's default action killing the whole process. A handler or
+/// disposition someone else set is left alone. True when the disposition was changed.
+pub(crate) fn ignore_file_size_signal() -> io::Result<bool> {
+    // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid value.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only writes the current one into `current`.
+    if unsafe { libc::sigaction(libc::SIGXFSZ, std::ptr::null(), &mut current) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if current.sa_sigaction != libc::SIG_DFL {
+        return Ok(false);
+    }
+    // SAFETY: as above; SIG_IGN runs no code in the signal's context, and an empty mask and no
+    // flags are valid.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    // SAFETY: `ignore` is a valid action that sigaction only reads; the old one is not wanted.
+    if unsafe { libc::sigaction(libc::SIGXFSZ, &ignore, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// The set of the two signals that stop the server, SIGINT and SIGTERM.
 fn shutdown_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set it is given; sigaddset adds valid signal numbers.

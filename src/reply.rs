@@ -146,6 +146,8 @@ pub(crate) const TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3", "Too ma
 /// storage" (§4.2.3) and RFC 3463's 4.3.1 "mail system full".
 pub(crate) const TOO_MANY_MAILBOXES: Reply =
     Reply::fixed(452, "4.3.1", "Too many mailboxes here; try again later");
+/// RFC 3463 X.2.2: the mailbox cannot grow (a file-size limit, `EFBIG`); RFC 5321 §4.2.5's 452.
+pub(crate) const MAILBOX_FULL: Reply = Reply::fixed(452, "4.2.2", "Mailbox full");
 pub(crate) const INSUFFICIENT_STORAGE: Reply = Reply::fixed(
     452,
     "4.3.1",

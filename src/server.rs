@@ -95,6 +95,9 @@ impl std::error::Error for StartError {
 /// The writer records each commit in `commits`.
 pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, StartError> {
     raise_descriptor_limit(config);
+    if let Err(e) = os::ignore_file_size_signal() {
+        log::warn!("cannot ignore SIGXFSZ: an append past a file-size limit will kill mboxd: {e}");
+    }
     // Bound first, so a start refused for a taken port leaves no new mail directory behind.
     let listeners = config
         .listen

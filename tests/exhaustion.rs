@@ -3,7 +3,8 @@
 //! waited out by accept and by the writer (up to `--lock-timeout`, then `451`); a soft limit
 //! below the hard one is raised; and, with the running server's limit lowered by prlimit(2), a
 //! new mailbox needs only one free descriptor, SIGTERM stops a server that has none, and a
-//! connection accepted with none to spare is answered 421.
+//! connection accepted with none to spare is answered 421. Under a file-size limit
+//! (`RLIMIT_FSIZE`), a mailbox that reaches it is refused `452 4.2.2` while the server lives on.
 
 mod limited;
 mod support;
@@ -415,4 +416,67 @@ fn a_connection_accepted_with_no_descriptor_to_spare_is_answered_421() {
     );
     let log = log.join().expect("log");
     assert!(log.contains("cannot clone socket"), "{log}");
+}
+
+/// Under a file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`), the append that would cross
+/// it is refused with `452 4.2.2` and cut back, and every later one to that mailbox too, while
+/// other mailboxes are delivered: SIGXFSZ's default action killed the whole process, leaving a
+/// torn entry and its dotlock, and a restart died again at the next message for the mailbox.
+#[test]
+fn a_mailbox_at_the_file_size_limit_is_452_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--domain",
+        "mx.test",
+        "--mail-dir",
+        mail.to_str().unwrap(),
+    ];
+    // 64 blocks: 32 KiB where the shell counts 512-octet blocks (dash), 64 KiB (bash).
+    let Some((mut child, addr, log)) = spawn_ulimit("-f 64", &args) else {
+        return;
+    };
+    let line = "y".repeat(78);
+    let message = format!("Subject: fill\r\n\r\n{}", format!("{line}\r\n").repeat(48));
+    let mut c = Client::connect(addr);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO filler.test", 250);
+    let mut delivered = 0;
+    let refused = loop {
+        let r = c.send_mail("a@b.test", &["alice@mx.test"], &message);
+        if r.code != 250 {
+            break r;
+        }
+        delivered += 1;
+        assert!(
+            delivered < 40,
+            "40 messages of 4 KB taken under a 64 KiB limit"
+        );
+    };
+    assert_eq!(refused.line(), "452 4.2.2 Mailbox full");
+    let again = c.send_mail("a@b.test", &["alice@mx.test"], &message);
+    assert_eq!(again.line(), "452 4.2.2 Mailbox full");
+    assert_eq!(
+        c.send_mail("a@b.test", &["bob@mx.test"], &message).code,
+        250
+    );
+    c.expect("QUIT", 221);
+    // What alice holds is the messages acknowledged, each whole: the failed appends were cut.
+    let text = fs::read_to_string(mail.join("alice")).unwrap();
+    let entries = support::mbox_entries(&text);
+    assert_eq!(entries.len(), delivered, "{text}");
+    assert!(
+        entries.iter().all(|e| e.matches(&line).count() == 48),
+        "{text}"
+    );
+    assert!(!mail.join("alice.lock").exists());
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let log = log.join().expect("log");
+    assert!(log.contains("File too large"), "{log}");
 }

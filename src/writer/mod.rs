@@ -84,6 +84,8 @@ pub(crate) enum Outcome {
     Busy,
     /// The disk or quota is full: 452.
     NoSpace,
+    /// A mailbox may not grow past the process's file-size limit (`EFBIG`): 452 4.2.2.
+    MailboxFull,
     /// Any other local error: 451.
     Failed,
 }
@@ -95,6 +97,7 @@ impl Outcome {
             Outcome::Delivered => Reply::new(250, "2.0.0", format!("OK: delivered as {id}")),
             Outcome::Busy => reply::MAILBOX_BUSY,
             Outcome::NoSpace => reply::INSUFFICIENT_STORAGE,
+            Outcome::MailboxFull => reply::MAILBOX_FULL,
             Outcome::Failed => reply::LOCAL_ERROR,
         }
     }
@@ -562,6 +565,7 @@ impl Writer {
 fn classify(e: &io::Error) -> Outcome {
     match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => Outcome::NoSpace,
+        Some(libc::EFBIG) => Outcome::MailboxFull,
         _ => Outcome::Failed,
     }
 }
