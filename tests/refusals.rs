@@ -331,8 +331,20 @@ fn a_client_that_pipelined_past_the_closing_reply_still_reads_it() {
         for &code in codes {
             assert_eq!(c.read_reply().code, code);
         }
-        // An end of file, not a reset.
+        // An end of file, not a reset: once the client has closed its side too and the session
+        // is over, no reset came after the server's FIN (which a read of end of file alone
+        // cannot tell: the FIN arrives first).
         let mut buf = [0u8; 64];
         assert_eq!(c.stream.read(&mut buf).unwrap(), 0);
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while server.live_connections() > 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the session is still open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(c.stream.take_error().unwrap().is_none(), "reset");
     }
 }

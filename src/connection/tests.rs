@@ -8,8 +8,8 @@ use std::net::TcpListener;
 
 /// What a client reads when its session panicked: `ended` answers over the session's own
 /// socket, with enhanced codes or not, before it is closed. The client has pipelined a
-/// command the session never read: closed at once, the socket would be reset and the
-/// client's read would fail.
+/// command the session never read, and closes its side only once it has read to the end:
+/// closed at once, with that command unread, the socket would be reset.
 fn answer_after_panic(enhanced: bool) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -18,11 +18,19 @@ fn answer_after_panic(enhanced: bool) -> String {
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     client.write_all(b"NOOP\r\n").unwrap();
-    client.shutdown(std::net::Shutdown::Write).unwrap();
-    ended(&server, "conn 1 [test]", Err(Box::new("a bug")), enhanced);
-    drop(server);
+    // The session's thread: its socket is closed when it ends.
+    let session = std::thread::spawn(move || {
+        ended(&server, "conn 1 [test]", Err(Box::new("a bug")), enhanced);
+    });
     let mut got = String::new();
     client.read_to_string(&mut got).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    session.join().unwrap();
+    // The server's socket is closed: had it been reset, the error would be pending by now.
+    assert!(
+        client.take_error().unwrap().is_none(),
+        "reset after {got:?}"
+    );
     got
 }
 
