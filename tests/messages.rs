@@ -214,17 +214,20 @@ fn a_message_that_does_not_fit_the_budget_is_read_to_its_end_and_refused_with_45
 
 #[test]
 fn small_messages_keep_flowing_while_a_large_one_is_received_and_refused() {
+    // Eight 64 KiB steps of budget; a message may grow to seven, and the eighth is left for
+    // other messages' first steps.
     let server = TestServer::with(|c| c.max_inflight_bytes = 512 * 1024);
     let mut large = server.client();
     large.expect("EHLO large.test", 250);
     large.expect("MAIL FROM:<a@b.test>", 250);
     large.expect("RCPT TO:<jones@mx.test>", 250);
-    large.expect("DATA", 354);
+    // A chunk's reply says it was read: the large message now holds seven steps.
     let message = big(1000);
-    let (first, rest) = message.split_at(400 * 1024);
+    let (first, rest) = message.split_at(440 * 1024);
+    large.send(format!("BDAT {}\r\n", first.len()).as_bytes());
     large.send(first);
-    // While the large message is in progress (the budget unit tests show a small one fits even
-    // when a large one holds all it may), small ones are delivered.
+    assert_eq!(large.read_reply().code, 250);
+    // While it is in progress, small ones are delivered in the eighth left.
     let mut small = server.client();
     small.expect("EHLO small.test", 250);
     for n in 0..5 {
@@ -233,8 +236,10 @@ fn small_messages_keep_flowing_while_a_large_one_is_received_and_refused() {
         assert_eq!(r.code, 250, "{n}: {r:?}");
     }
     small.expect("QUIT", 221);
-    large.send(rest);
-    large.send(b".\r\n");
+    // Growing into that eighth is refused; the chunk is read to its end.
+    let (more, _) = rest.split_at(40 * 1024);
+    large.send(format!("BDAT {}\r\n", more.len()).as_bytes());
+    large.send(more);
     assert_refused(&large.read_reply(), 452, "4.3.1");
     large.expect("QUIT", 221);
     assert_eq!(mbox_entries(&server.mbox_text("brown")).len(), 5);
