@@ -236,8 +236,10 @@ mod tests {
         commits.record([("jones", 120)]);
         let (n, woke) = waiter.join().unwrap();
         assert_eq!(n, 1);
-        // Woken by the record, not by its 10 s deadline.
-        assert!(woke.duration_since(recorded) < Duration::from_secs(1));
+        // Woken by the record, not by its 10 s deadline nor by a timer of its own (100 ms
+        // allows a loaded machine's scheduling).
+        let late = woke.duration_since(recorded);
+        assert!(late < Duration::from_millis(100), "{late:?}");
         assert_eq!(commits.committed("jones", || 7), (1, 120));
         // Opened again (say after the file was replaced): its length then is what counts.
         commits.opened("jones", 40, (1, 1));

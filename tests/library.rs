@@ -111,9 +111,10 @@ fn wait_for_returns_as_soon_as_the_mail_is_there() {
     assert_eq!(mail.len(), 2);
     assert_eq!(mail[1].subject(), Some("background 2"));
     // Woken by the commit (the second 250 follows it), not by a timer: within moments of the
-    // 250, if not before the client read it.
+    // 250, if not before the client read it (100 ms allows a loaded machine's scheduling, and
+    // would catch a poll of that period or longer).
     let late = returned.saturating_duration_since(acknowledged);
-    assert!(late < Duration::from_millis(500), "{late:?} after the 250");
+    assert!(late < Duration::from_millis(100), "{late:?} after the 250");
     // Already there: at once.
     let began = Instant::now();
     assert_eq!(
