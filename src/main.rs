@@ -51,6 +51,10 @@ struct Failure {
 }
 
 fn main() -> ExitCode {
+    // Before anything is written: an error or log line appended to a file over a file-size
+    // limit would raise SIGXFSZ, whose default action kills the process (`Server::start` does
+    // the same for the library, and logs a failure).
+    let _ = os::ignore_file_size_signal();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,

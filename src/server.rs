@@ -94,10 +94,12 @@ impl std::error::Error for StartError {
 /// Binds every address of a checked configuration ([`Config::check`]) and starts every thread.
 /// The writer records each commit in `commits`.
 pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, StartError> {
-    raise_descriptor_limit(config);
+    // First, before anything is logged: a log on stderr appended to a file that is over the
+    // file-size limit would raise the signal too.
     if let Err(e) = os::ignore_file_size_signal() {
         log::warn!("cannot ignore SIGXFSZ: an append past a file-size limit will kill mboxd: {e}");
     }
+    raise_descriptor_limit(config);
     // Bound first, so a start refused for a taken port leaves no new mail directory behind.
     let listeners = config
         .listen

@@ -480,3 +480,58 @@ fn a_mailbox_at_the_file_size_limit_is_452_and_the_server_lives_on() {
     let log = log.join().expect("log");
     assert!(log.contains("File too large"), "{log}");
 }
+
+/// A log appended to a file already over the file-size limit (systemd's
+/// `StandardError=append:` with `LimitFSIZE=`): the first log line raised SIGXFSZ, which
+/// killed the server at every start before it ignored the signal.
+#[test]
+fn a_log_file_over_the_file_size_limit_does_not_kill_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let log = dir.path().join("big.log");
+    fs::write(&log, vec![b'x'; 20 * 1024]).unwrap();
+    // 10 blocks: 5 or 10 KiB, under the log's 20 KiB either way.
+    let script = "ulimit -f 10 || exit 97; exec \"$@\" 2>>\"$0\"";
+    let probe = std::process::Command::new("sh")
+        .args(["-c", script, "/dev/null", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        println!("skipped: sh cannot set `ulimit -f 10` here");
+        return;
+    }
+    let mut child = ChildGuard(
+        std::process::Command::new("sh")
+            .args(["-c", script, log.to_str().unwrap(), support::BIN])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--mail-dir",
+                mail.to_str().unwrap(),
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sh"),
+    );
+    let stdout = child.stdout.take().expect("stdout");
+    let line = support::read_lines_within(stdout, 1, Duration::from_secs(10)).remove(0);
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .parse()
+        .expect("an address");
+    let mut c = Client::connect(addr);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO logger.test", 250);
+    let r = c.send_mail("a@b.test", &["jones@localhost"], "Subject: s\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250);
+    c.expect("QUIT", 221);
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    assert_eq!(fs::metadata(&log).unwrap().len(), 20 * 1024);
+}
