@@ -549,27 +549,65 @@ pub(crate) fn valid_domain(d: &str) -> bool {
     })
 }
 
-/// The inside of an address literal, as RFC 5321 §4.1.3 writes it: an IPv4 address in four
-/// decimal numbers up to 255 (leading zeros allowed, `Snum = 1*3DIGIT`), `IPv6:` and an IPv6
-/// address, or a tag (`Ldh-str`) and a colon before printable ASCII without `[`, `\` or `]`.
+/// The inside of an address literal, as RFC 5321 §4.1.3 writes it: an IPv4 address, `IPv6:`
+/// and an IPv6 address, or a tag (`Ldh-str`) and a colon before printable ASCII without `[`,
+/// `\` or `]`.
 fn valid_literal(inner: &str) -> bool {
     match inner.split_once(':') {
-        None => {
-            let snum = |n: &str| {
-                (1..=3).contains(&n.len())
-                    && n.bytes().all(|b| b.is_ascii_digit())
-                    && n.parse::<u8>().is_ok()
-            };
-            inner.split('.').count() == 4 && inner.split('.').all(snum)
-        }
-        Some((tag, address)) if tag.eq_ignore_ascii_case("IPv6") => {
-            address.parse::<std::net::Ipv6Addr>().is_ok()
-        }
+        None => valid_ipv4(inner),
+        Some((tag, address)) if tag.eq_ignore_ascii_case("IPv6") => valid_ipv6(address),
         Some((tag, content)) => {
             tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && tag.ends_with(|c: char| c.is_ascii_alphanumeric())
                 && !content.is_empty()
                 && content.bytes().all(|b| matches!(b, 33..=90 | 94..=126))
+        }
+    }
+}
+
+/// §4.1.3's IPv4-address-literal: four decimal numbers up to 255 (`Snum = 1*3DIGIT`, so
+/// leading zeros are allowed), joined by dots.
+fn valid_ipv4(text: &str) -> bool {
+    let snum = |n: &str| {
+        (1..=3).contains(&n.len())
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && n.parse::<u8>().is_ok()
+    };
+    text.split('.').count() == 4 && text.split('.').all(snum)
+}
+
+/// §4.1.3's IPv6-addr: eight groups of one to four hex digits, or fewer around one `::` that
+/// stands for at least two (so at most six besides it); the last two groups may be written as
+/// an IPv4 address (IPv6v4-full, IPv6v4-comp). Written by hand: std's parser refuses an IPv4
+/// tail with leading zeros, which `Snum` allows, and takes `::` for a single group.
+fn valid_ipv6(text: &str) -> bool {
+    let hex = |g: &str| (1..=4).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_hexdigit());
+    let groups = |part: &str| -> Option<usize> {
+        if part.is_empty() {
+            return Some(0);
+        }
+        part.split(':').all(hex).then(|| part.split(':').count())
+    };
+    // An IPv4 tail counts as the two groups it stands for. What comes before it ends in `:`,
+    // which is the end of a `::` or separates it from the last group.
+    let (head, tail_groups) = match text.rsplit_once(':') {
+        Some((_, tail)) if tail.contains('.') => {
+            if !valid_ipv4(tail) {
+                return false;
+            }
+            let head = text.get(..text.len() - tail.len()).unwrap_or_default();
+            match head.strip_suffix(':') {
+                Some(rest) if !head.ends_with("::") => (rest, 2),
+                _ => (head, 2),
+            }
+        }
+        _ => (text, 0),
+    };
+    match head.split_once("::") {
+        None => groups(head).is_some_and(|n| n + tail_groups == 8),
+        Some((left, right)) => {
+            !right.contains("::")
+                && matches!((groups(left), groups(right)), (Some(l), Some(r)) if l + r + tail_groups <= 6)
         }
     }
 }

@@ -492,6 +492,15 @@ fn address_literals_follow_rfc_5321_4_1_3() {
         "[000.00.0.255]",
         "[IPv6:2001:db8::1]",
         "[ipv6:::ffff:192.0.2.1]",
+        // Snum allows leading zeros in an IPv6 address's IPv4 tail too.
+        "[IPv6:::ffff:192.000.002.001]",
+        "[IPv6:::192.0.2.1]",
+        "[IPv6:1:2:3:4:5:6:192.0.2.1]",
+        "[IPv6:1:2:3:4::192.0.2.1]",
+        "[IPv6:1:2:3:4:5:6:7:8]",
+        "[IPv6:1:2:3:4:5:6::]",
+        "[IPv6:::]",
+        "[IPv6:ABCD::ef01]",
         "[x-tag:any!printable~]",
     ] {
         let line = format!("MAIL FROM:<a@{good}>");
@@ -505,6 +514,16 @@ fn address_literals_follow_rfc_5321_4_1_3() {
         "[1.2.3.0004]",
         "[IPv6:1.2.3.4]",
         "[IPv6:2001:db8::g]",
+        // `::` stands for two groups or more, and an IPv4 tail for two.
+        "[IPv6:1:2:3:4:5:6:7::]",
+        "[IPv6:1:2:3:4:5::192.0.2.1]",
+        "[IPv6:1:2:3:4:5:6:7:192.0.2.1]",
+        "[IPv6:1:2:3:4:5:6:7]",
+        "[IPv6:1::2::3]",
+        "[IPv6::::1]",
+        "[IPv6:::1.2.3.256]",
+        "[IPv6:12345::1]",
+        "[IPv6:1:2:3:4:5:6:7:8:9]",
         "[tag-:x]",
         "[tag:]",
         "[tag:a b]",
