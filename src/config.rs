@@ -126,8 +126,9 @@ pub enum Auth {
     /// AUTH is not offered; the command gets `502 5.5.1`.
     #[default]
     Off,
-    /// Any password gets `235 2.7.0`, with any non-empty user name free of unsafe characters (a
-    /// PLAIN authorization identity, if given, must equal the user name; otherwise `535 5.7.8`).
+    /// Any password in UTF-8 without NUL gets `235 2.7.0`, with any non-empty user name free of
+    /// unsafe characters (a PLAIN authorization identity, if given, must equal the user name;
+    /// otherwise `535 5.7.8`).
     AcceptAny,
     /// Only these user names (compared exactly, case-sensitive) with these passwords; other
     /// credentials get `535 5.7.8`.
@@ -389,7 +390,7 @@ impl Config {
         Ok(())
     }
 
-    /// Offers AUTH and accepts any password with `235 2.7.0`, as [`Auth::AcceptAny`] says (for
+    /// Offers AUTH and accepts any UTF-8 password with `235 2.7.0`, as [`Auth::AcceptAny`] says (for
     /// tests only: no TLS).
     pub fn auth_accept_any(mut self) -> Self {
         self.auth = Auth::AcceptAny;

@@ -290,6 +290,19 @@ fn cancelled_malformed_and_out_of_sequence_auth_is_refused() {
 }
 
 #[test]
+fn accept_any_takes_any_utf8_password_but_not_other_octets() {
+    let server = accept_any();
+    let mut c = ehlo(&server);
+    let malformed = "501 5.5.2 Malformed authentication response";
+    // "\0jones\0caf\xe9" and, by LOGIN, "caf\xe9": not UTF-8.
+    assert_eq!(c.cmd("AUTH PLAIN AGpvbmVzAGNhZuk=").line(), malformed);
+    c.expect("AUTH LOGIN am9uZXM=", 334);
+    assert_eq!(c.cmd("Y2Fm6Q==").line(), malformed);
+    // "\0jones\0caf\u{e9}" in UTF-8.
+    c.expect("AUTH PLAIN AGpvbmVzAGNhZsOp", 235);
+}
+
+#[test]
 fn log_names_the_user_escaped_and_never_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("auth");
