@@ -541,13 +541,13 @@ fn parse_line(line: &[u8]) -> Input<'_> {
     }
 }
 
-/// RFC 6531 §3.7.4.2: a VRFY or EXPN reply holds UTF-8 only if the client allowed it with
-/// `SMTPUTF8`; otherwise the answer, known but not sendable, is `550 5.6.8`.
 /// Whether the session said EHLO (not HELO, or nothing yet): extensions are in effect.
 fn extended(state: &State) -> bool {
     hello_of(state).is_some_and(|h| h.extended)
 }
 
+/// RFC 6531 §3.7.4.2: a VRFY or EXPN reply holds UTF-8 only if the client allowed it with
+/// `SMTPUTF8`; otherwise the answer, known but not sendable, is `550 5.6.8`.
 fn ascii_unless(utf8: bool, r: Reply) -> Reply {
     if utf8 || r.text.is_ascii() {
         r
