@@ -365,8 +365,9 @@ impl Config {
     /// Adds an alias (aliases(5)): mail for `name` goes to each target, a local name, another
     /// alias, or a full address. The name must be safe as a mailbox name and is normalised like
     /// one (see [`Config::add_user`]);
-    /// there must be at least one target, none empty, and none a command (`|`), a file (`/`)
-    /// or an include (`:include:`), which this server does not deliver to.
+    /// there must be at least one target, none empty, none a command (`|`), a file (`/`)
+    /// or an include (`:include:`), which this server does not deliver to, and none an address
+    /// whose domain RCPT would refuse (`jones@mx.test..`).
     pub fn add_alias(
         &mut self,
         name: &str,
@@ -384,6 +385,16 @@ impl Config {
         {
             return Err(ConfigError(format!(
                 "alias {alias:?}: target {t:?}: only names and addresses are supported"
+            )));
+        }
+        // An address's domain as RCPT would take it: a target RCPT would refuse with 501 can
+        // neither be delivered here nor be offered to a client (551's `please try`).
+        if let Some(t) = targets.iter().find(|t| {
+            t.rsplit_once('@')
+                .is_some_and(|(_, domain)| !valid_domain(domain) || has_unsafe(domain))
+        }) {
+            return Err(ConfigError(format!(
+                "alias {alias:?}: target {t:?}: not a valid domain"
             )));
         }
         self.aliases.push((alias, targets));
@@ -532,6 +543,20 @@ mod tests {
         assert!(c.add_alias("file", ["/etc/passwd"]).is_err());
         assert!(c.add_alias("inc", [":include:/x"]).is_err());
         assert!(c.add_alias("blank", ["jones", ""]).is_err());
+        // A domain RCPT would refuse; one trailing dot is the domain written absolute.
+        for bad in [
+            "jones@mx.test..",
+            "jones@",
+            "jones@a_b.test",
+            "jones@[1.2.3]",
+        ] {
+            assert!(c.add_alias("dots", [bad]).is_err(), "{bad}");
+        }
+        assert!(
+            Config::default()
+                .add_alias("dot", ["jones@mx.test."])
+                .is_ok()
+        );
         assert_eq!(
             c.aliases,
             [(
