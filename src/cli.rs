@@ -61,7 +61,8 @@ usage: mboxd [options]
   --ready-file PATH        once listening, write PATH atomically with one bound address per line;
                            removed at stop
   --shutdown-grace SECS    after SIGTERM, how long a message in progress may take in total (default 30)
-  --auth-accept-any        offer AUTH PLAIN LOGIN and accept any UTF-8 password (tests only: no TLS)
+  --auth-accept-any        offer AUTH PLAIN LOGIN and accept any UTF-8 password without NUL
+                           (tests only: no TLS)
   --auth-file FILE         offer AUTH PLAIN LOGIN for the `user:password` lines of FILE (repeatable;
                            # comment lines); wrong credentials get 535 (tests only: no TLS)
   --auth-required          MAIL, VRFY, EXPN, HELP before a successful AUTH get 530 5.7.0

@@ -424,7 +424,7 @@ fn strip_source_route(path: &str) -> Result<&str, ParseError> {
     Ok(mailbox)
 }
 
-fn address(s: &str) -> Result<Address, ParseError> {
+pub(crate) fn address(s: &str) -> Result<Address, ParseError> {
     // The domain follows the `@` that ends the local part: right after the closing quote of a
     // quoted local part, or the first `@` of an unquoted one. RFC 5321 §4.1.2: an unquoted local
     // part is a Dot-string, which has no `@`, so `alice@evil.test@example.com` is a syntax error

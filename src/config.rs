@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::command::valid_domain;
+use crate::command::{self, valid_domain};
 use crate::escape::has_unsafe;
 use crate::fail::FailRule;
 use crate::names::mailbox_name;
@@ -367,7 +367,7 @@ impl Config {
     /// one (see [`Config::add_user`]);
     /// there must be at least one target, none empty, none a command (`|`), a file (`/`)
     /// or an include (`:include:`), which this server does not deliver to, and none an address
-    /// whose domain RCPT would refuse (`jones@mx.test..`).
+    /// RCPT would refuse (`jones@mx.test..`, `a@b@x.test`, `jones smith@x.test`).
     pub fn add_alias(
         &mut self,
         name: &str,
@@ -387,21 +387,22 @@ impl Config {
                 "alias {alias:?}: target {t:?}: only names and addresses are supported"
             )));
         }
-        // An address's domain as RCPT would take it: a target RCPT would refuse with 501 can
-        // neither be delivered here nor be offered to a client (551's `please try`).
-        if let Some(t) = targets.iter().find(|t| {
-            t.rsplit_once('@')
-                .is_some_and(|(_, domain)| !valid_domain(domain) || has_unsafe(domain))
-        }) {
+        // An address as RCPT would take it: a target RCPT would refuse (501, or 553 for an
+        // unsafe character) can neither be delivered here nor be offered to a client (551's
+        // `please try`).
+        if let Some(t) = targets
+            .iter()
+            .find(|t| t.contains('@') && (command::address(t).is_err() || has_unsafe(t)))
+        {
             return Err(ConfigError(format!(
-                "alias {alias:?}: target {t:?}: not a valid domain"
+                "alias {alias:?}: target {t:?}: not an address RCPT would take"
             )));
         }
         self.aliases.push((alias, targets));
         Ok(())
     }
 
-    /// Offers AUTH and accepts any UTF-8 password with `235 2.7.0`, as [`Auth::AcceptAny`] says (for
+    /// Offers AUTH and accepts any UTF-8 password without NUL with `235 2.7.0`, as [`Auth::AcceptAny`] says (for
     /// tests only: no TLS).
     pub fn auth_accept_any(mut self) -> Self {
         self.auth = Auth::AcceptAny;
@@ -543,20 +544,21 @@ mod tests {
         assert!(c.add_alias("file", ["/etc/passwd"]).is_err());
         assert!(c.add_alias("inc", [":include:/x"]).is_err());
         assert!(c.add_alias("blank", ["jones", ""]).is_err());
-        // A domain RCPT would refuse; one trailing dot is the domain written absolute.
+        // An address RCPT would refuse; one trailing dot is the domain written absolute.
         for bad in [
             "jones@mx.test..",
             "jones@",
             "jones@a_b.test",
             "jones@[1.2.3]",
+            "a@b@example.com",
+            "jones smith@example.com",
+            "jo\u{202e}nes@example.com",
         ] {
             assert!(c.add_alias("dots", [bad]).is_err(), "{bad}");
         }
-        assert!(
-            Config::default()
-                .add_alias("dot", ["jones@mx.test."])
-                .is_ok()
-        );
+        for good in ["jones@mx.test.", "\"odd@name\"@example.com", "j@[IPv6:::1]"] {
+            assert!(Config::default().add_alias("ok", [good]).is_ok(), "{good}");
+        }
         assert_eq!(
             c.aliases,
             [(
