@@ -16,7 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use limited::{
-    cpu_ticks, nofile_limits, open_descriptors, spawn_limited, spawn_ulimit, wait_for_descriptors,
+    cpu_ticks, listening_addr, nofile_limits, open_descriptors, spawn_limited, spawn_ulimit,
+    stop_cleanly, wait_for_descriptors,
 };
 use support::{ChildGuard, Client, signal, wait_bounded};
 
@@ -120,11 +121,7 @@ fn a_connection_flood_that_takes_every_descriptor_is_waited_out() {
     let r = late.send_mail("a@late.test", &["fresh@mx.test"], "Subject: after\n\nafter");
     assert_eq!(r.code, 250);
     late.expect("QUIT", 221);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(20)).code(),
-        Some(0)
-    );
+    stop_cleanly(&mut child, Duration::from_secs(20));
     let log = log.join().expect("log");
     let episodes = log
         .lines()
@@ -186,11 +183,7 @@ fn a_flood_longer_than_the_lock_timeout_fails_the_delivery_with_451() {
         "answered after {waited:?}: the lock timeout is 1 s"
     );
     drop(flood);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(20)).code(),
-        Some(0)
-    );
+    stop_cleanly(&mut child, Duration::from_secs(20));
     let log = log.join().expect("log");
     assert!(log.contains("out of descriptors opening mailbox"), "{log}");
     assert!(
@@ -218,11 +211,7 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
         return;
     };
     let (soft_now, hard_now) = nofile_limits(&child.id().to_string());
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    stop_cleanly(&mut child, Duration::from_secs(10));
     let log = log.join().expect("log");
     assert_eq!(
         (soft_now.as_str(), hard_now.as_str()),
@@ -335,11 +324,7 @@ fn a_new_mailbox_is_delivered_with_one_descriptor_free() {
     let end = c.read_reply();
     assert_eq!(end.code, 250, "{end:?}");
     c.expect("QUIT", 221);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    stop_cleanly(&mut child, Duration::from_secs(10));
     let log = log.join().expect("log");
     assert!(!log.contains("cannot sync"), "{log}");
     let stored = fs::read_to_string(mail.join("fresh")).unwrap();
@@ -409,11 +394,7 @@ fn a_connection_accepted_with_no_descriptor_to_spare_is_answered_421() {
         r.map(|r| r.line()).as_deref(),
         Some("421 Too busy; try again later; closing transmission channel")
     );
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    stop_cleanly(&mut child, Duration::from_secs(10));
     let log = log.join().expect("log");
     assert!(log.contains("cannot clone socket"), "{log}");
 }
@@ -472,11 +453,7 @@ fn a_mailbox_at_the_file_size_limit_is_452_and_the_server_lives_on() {
         "{text}"
     );
     assert!(!mail.join("alice.lock").exists());
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    stop_cleanly(&mut child, Duration::from_secs(10));
     let log = log.join().expect("log");
     assert!(log.contains("File too large"), "{log}");
 }
@@ -514,24 +491,13 @@ fn a_log_file_over_the_file_size_limit_does_not_kill_the_server() {
             .spawn()
             .expect("spawn sh"),
     );
-    let stdout = child.stdout.take().expect("stdout");
-    let line = support::read_lines_within(stdout, 1, Duration::from_secs(10)).remove(0);
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .parse()
-        .expect("an address");
+    let addr = listening_addr(&mut child);
     let mut c = Client::connect(addr);
     assert_eq!(c.read_reply().code, 220);
     c.expect("EHLO logger.test", 250);
     let r = c.send_mail("a@b.test", &["jones@localhost"], "Subject: s\r\n\r\nhi\r\n");
     assert_eq!(r.code, 250);
     c.expect("QUIT", 221);
-    signal(&child, "TERM");
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    stop_cleanly(&mut child, Duration::from_secs(10));
     assert_eq!(fs::metadata(&log).unwrap().len(), 20 * 1024);
 }

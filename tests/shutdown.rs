@@ -288,16 +288,7 @@ fn transactions_pipelined_behind_a_message_are_not_begun_after_the_stop() {
     assert!(took < Duration::from_millis(1900), "{took:?}");
     // Only the first message was handed to the writer (one 450); the answer to each command
     // read before the 421, and then the end.
-    let mut codes = Vec::new();
-    loop {
-        let r = c.read_reply();
-        codes.push(r.code);
-        if r.code == 421 {
-            break;
-        }
-        assert!(codes.len() < 200, "{codes:?}");
-    }
-    c.expect_closed();
+    let codes = codes_until_421(&mut c, 200);
     assert_eq!(codes.iter().filter(|&&c| c == 450).count(), 1, "{codes:?}");
 }
 
@@ -321,6 +312,14 @@ fn a_transaction_read_before_the_stop_but_reached_after_it_is_not_begun() {
         began.elapsed() < Duration::from_secs(4),
         "the pause was not cut short"
     );
+    let codes = codes_until_421(&mut c, 4);
+    assert_eq!(codes, [250, 250, 421], "MAIL's and RCPT's, then the stop's");
+    assert_eq!(server.mbox_text("jones"), "");
+}
+
+/// The codes of the replies up to the 421 that ends the session (at most `most` of them), which
+/// must then be closed.
+fn codes_until_421(c: &mut Client, most: usize) -> Vec<u16> {
     let mut codes = Vec::new();
     loop {
         let r = c.read_reply();
@@ -328,9 +327,8 @@ fn a_transaction_read_before_the_stop_but_reached_after_it_is_not_begun() {
         if r.code == 421 {
             break;
         }
-        assert!(codes.len() < 4, "{codes:?}");
+        assert!(codes.len() < most, "{codes:?}");
     }
     c.expect_closed();
-    assert_eq!(codes, [250, 250, 421], "MAIL's and RCPT's, then the stop's");
-    assert_eq!(server.mbox_text("jones"), "");
+    codes
 }

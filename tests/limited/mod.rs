@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, ChildGuard, read_lines_within};
+use crate::support::{BIN, ChildGuard, read_lines_within, signal, wait_bounded};
 
 /// The binary under `ulimit -n nofile` (soft and hard), logging at info to a captured stderr;
 /// `None` (after printing `skipped:`) when the shell cannot set that limit.
@@ -57,15 +57,25 @@ pub fn spawn_ulimit(
         let _ = stderr.read_to_end(&mut text);
         String::from_utf8_lossy(&text).into_owned()
     });
+    let addr = listening_addr(&mut child);
+    Some((child, addr, log))
+}
+
+/// The address of the binary's first `listening on` line on its stdout (within 10 s).
+pub fn listening_addr(child: &mut ChildGuard) -> SocketAddr {
     let stdout = child.stdout.take().expect("stdout");
     let line = read_lines_within(stdout, 1, Duration::from_secs(10)).remove(0);
-    let addr = line
-        .trim()
+    line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
         .parse()
-        .expect("an address");
-    Some((child, addr, log))
+        .expect("an address")
+}
+
+/// Sends SIGTERM and checks the binary exits 0 within `limit`.
+pub fn stop_cleanly(child: &mut ChildGuard, limit: Duration) {
+    signal(child, "TERM");
+    assert_eq!(wait_bounded(child, limit).code(), Some(0));
 }
 
 /// Descriptors `pid` has open now (0 once it is gone; any other error fails).
