@@ -402,8 +402,8 @@ impl Config {
         Ok(())
     }
 
-    /// Offers AUTH and accepts any UTF-8 password without NUL with `235 2.7.0`, as [`Auth::AcceptAny`] says (for
-    /// tests only: no TLS).
+    /// Offers AUTH and accepts any UTF-8 password without NUL with `235 2.7.0`, as
+    /// [`Auth::AcceptAny`] says (for tests only: no TLS).
     pub fn auth_accept_any(mut self) -> Self {
         self.auth = Auth::AcceptAny;
         self
