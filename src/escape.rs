@@ -6,7 +6,7 @@
 //! decided here once by [`is_unsafe`]. A control character, a Unicode line or paragraph separator
 //! (U+2028, U+2029), NEL (U+0085) or a C1 control could start a new, forged header or log line in
 //! a reader that breaks lines at them (Python's email package does); bidirectional controls,
-//! invisible (default-ignorable) characters, blanks that are not an ASCII space, and code points
+//! invisible (default-ignorable) and other format characters, blanks that are not an ASCII space, and code points
 //! that are unassigned or for private use (which display as whatever a font makes of them) could
 //! make one name display as another. In a log line each such character is written as
 //! `\u{XXXX}`, and so are `<` and `>`, which delimit a client's string there; a backslash is
@@ -57,7 +57,10 @@ fn needs_escape(c: char) -> bool {
 /// - every `Default_Ignorable_Code_Point` of Unicode's DerivedCoreProperties.txt (invisible
 ///   characters: soft hyphen, zero-width space and joiners, variation selectors, BOM, Hangul
 ///   fillers, tags...), which contains the bidi controls above;
-/// - the interlinear annotation controls U+FFF9 to U+FFFB;
+/// - the format characters (general category `Cf`) that are not default-ignorable: the
+///   interlinear annotation controls U+FFF9 to U+FFFB, and the prepended concatenation marks and
+///   joiners of Arabic, Syriac, Kaithi and Egyptian hieroglyphs, which display across or around
+///   their neighbours (see `is_other_format`);
 /// - white space other than ASCII's (U+00A0, U+3000, the spaces U+2000 to U+200A...), which
 ///   looks like a separator between two words, and U+2800 (Braille pattern blank), which looks
 ///   like a space but is not white space;
@@ -69,8 +72,9 @@ pub(crate) fn is_unsafe(c: char) -> bool {
         return c.is_ascii_control();
     }
     c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{fff9}'..='\u{fffb}')
+        || matches!(c, '\u{2028}' | '\u{2029}')
         || is_default_ignorable(c)
+        || is_other_format(c)
         || (!c.is_ascii() && (c.is_whitespace() || c == '\u{2800}' || !is_public_assigned(c)))
 }
 
@@ -102,6 +106,24 @@ fn is_default_ignorable(c: char) -> bool {
             | '\u{1bca0}'..='\u{1bca3}' // shorthand format controls
             | '\u{1d173}'..='\u{1d17a}' // musical symbol format controls
             | '\u{e0000}'..='\u{e0fff}' // tags and variation selectors supplement
+    )
+}
+
+/// The characters of general category `Cf` (format) in Unicode 15's UnicodeData.txt that
+/// [`is_default_ignorable`] does not cover (a test compares the two sets with the file when
+/// Debian's `unicode-data` package is installed).
+fn is_other_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0600}'..='\u{0605}' // Arabic number sign .. number mark above
+            | '\u{06dd}' // Arabic end of ayah
+            | '\u{070f}' // Syriac abbreviation mark
+            | '\u{0890}'..='\u{0891}' // Arabic pound and piastre marks above
+            | '\u{08e2}' // Arabic disputed end of ayah
+            | '\u{fff9}'..='\u{fffb}' // interlinear annotation controls
+            | '\u{110bd}' // Kaithi number sign
+            | '\u{110cd}' // Kaithi number sign above
+            | '\u{13430}'..='\u{1343f}' // Egyptian hieroglyph format controls
     )
 }
 
@@ -224,6 +246,17 @@ mod tests {
             '\u{fffb}',
             '\u{1bca0}',
             '\u{1bca3}',
+            '\u{600}',
+            '\u{605}',
+            '\u{6dd}',
+            '\u{70f}',
+            '\u{890}',
+            '\u{891}',
+            '\u{8e2}',
+            '\u{110bd}',
+            '\u{110cd}',
+            '\u{13430}',
+            '\u{1343f}',
             '\u{1d173}',
             '\u{1d17a}',
             '\u{e0000}',
@@ -279,6 +312,16 @@ mod tests {
             '\u{1bc9f}',
             '\u{1d172}',
             '\u{1d17b}',
+            '\u{606}',
+            '\u{6dc}',
+            '\u{6de}',
+            '\u{710}',
+            '\u{8e1}',
+            '\u{8e3}',
+            '\u{110bc}',
+            '\u{110be}',
+            '\u{1342f}',
+            '\u{13440}',
             'é',
             'ß',
             'Ω',
@@ -322,6 +365,39 @@ mod tests {
                 "{:04x}",
                 c as u32
             );
+        }
+    }
+
+    /// Every format character (`Cf`) of Unicode's own list is unsafe, by one of the two lists,
+    /// and [`is_other_format`] holds nothing else.
+    #[test]
+    fn format_characters_match_unicode_data() {
+        let path = "/usr/share/unicode/UnicodeData.txt";
+        let Ok(text) = std::fs::read_to_string(path) else {
+            println!("skipped: {path} missing (apt-get install unicode-data)");
+            return;
+        };
+        let mut format = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(';').collect();
+            if fields.get(2) == Some(&"Cf") {
+                format.insert(u32::from_str_radix(fields[0], 16).unwrap());
+            }
+        }
+        assert!(format.len() > 150, "{}", format.len());
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let listed = format.contains(&(c as u32));
+            if listed {
+                assert!(
+                    is_default_ignorable(c) || is_other_format(c),
+                    "{:04x}",
+                    c as u32
+                );
+                assert!(is_unsafe(c), "{:04x}", c as u32);
+            }
+            if is_other_format(c) {
+                assert!(listed, "{:04x} is not Cf", c as u32);
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! 1. The local part is refused if it is empty or over 64 octets (RFC 5321 §4.5.3.1.1), or if any
 //!    character is unsafe ([`crate::escape::is_unsafe`]: controls, NEL and C1, U+2028/U+2029,
-//!    bidi controls, default-ignorable characters such as U+200B, U+FEFF or U+180E, white space
+//!    bidi controls, default-ignorable characters such as U+200B, U+FEFF or U+180E, other format
+//!    characters (general category Cf) such as U+0600 or U+13430, white space
 //!    and U+2800, a code point that is unassigned or for private use (Unicode 18, the
 //!    `unicode-normalization` crate's tables): normalisation is only stable for assigned
 //!    characters, and a private-use character displays as whatever a font makes of it), or a

@@ -136,6 +136,8 @@ fn no_client_string_reaching_a_header_can_break_or_hide_a_line() {
         "\u{180e}",
         "\u{ad}",
         "\u{e0041}",
+        "\u{600}",
+        "\u{13430}",
         " ",
         "@",
         "\"",

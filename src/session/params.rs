@@ -97,8 +97,8 @@ pub(crate) fn rcpt(utf8: bool, to: &Address, params: &[Param]) -> Result<(), Rep
 }
 
 /// Checks an address's characters, whatever its role. An unsafe character (`escape::is_unsafe`:
-/// controls, NEL and C1, U+2028 and U+2029, bidi controls, default-ignorable characters) in the
-/// local part or the domain is `not_allowed` (`553 5.1.3` for a recipient, `553 5.1.7` for a
+/// controls, NEL and C1, U+2028 and U+2029, bidi controls, default-ignorable and other format
+/// characters) in the local part or the domain is `not_allowed` (`553 5.1.3` for a recipient, `553 5.1.7` for a
 /// sender: RFC 3463 §3.2), before and whatever the encoding: such an address
 /// would reach `Return-Path:` or `Received:` and could forge a header line, and no SMTPUTF8 makes
 /// it acceptable. Only then is a non-ASCII address without SMTPUTF8 refused with `needs_utf8`:
