@@ -367,7 +367,8 @@ impl Config {
     /// one (see [`Config::add_user`]);
     /// there must be at least one target, none empty, none a command (`|`), a file (`/`)
     /// or an include (`:include:`), which this server does not deliver to, and none an address
-    /// RCPT would refuse (`jones@mx.test..`, `a@b@x.test`, `jones smith@x.test`).
+    /// RCPT would refuse (`jones@mx.test..`, `a@b@x.test`, `jones smith@x.test`), and no bare
+    /// name that is not a safe mailbox name (`../etc`).
     pub fn add_alias(
         &mut self,
         name: &str,
@@ -396,6 +397,16 @@ impl Config {
         {
             return Err(ConfigError(format!(
                 "alias {alias:?}: target {t:?}: not an address RCPT would take"
+            )));
+        }
+        // A bare name is a mailbox or another alias: one no mailbox could have would expand to
+        // nothing (the name a quoted one quotes, as in RCPT).
+        if let Some(t) = targets
+            .iter()
+            .find(|t| !t.contains('@') && mailbox_name(&command::unquoted(t)).is_none())
+        {
+            return Err(ConfigError(format!(
+                "alias {alias:?}: target {t:?}: not a safe mailbox name"
             )));
         }
         self.aliases.push((alias, targets));
@@ -544,6 +555,14 @@ mod tests {
         assert!(c.add_alias("file", ["/etc/passwd"]).is_err());
         assert!(c.add_alias("inc", [":include:/x"]).is_err());
         assert!(c.add_alias("blank", ["jones", ""]).is_err());
+        for bad in ["../etc", "jo\u{202e}nes", "\"jo/nes\"", ".x"] {
+            assert!(c.add_alias("bare", [bad]).is_err(), "{bad}");
+        }
+        assert!(
+            Config::default()
+                .add_alias("quoted", ["\"jo\\nes\""])
+                .is_ok()
+        );
         // An address RCPT would refuse; one trailing dot is the domain written absolute.
         for bad in [
             "jones@mx.test..",

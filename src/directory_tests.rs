@@ -27,6 +27,10 @@ fn dir(users: Option<&[&str]>) -> Directory {
             ("away".into(), vec!["green@elsewhere.example".into()]),
             ("loop".into(), vec!["loop".into()]),
             ("bad".into(), vec!["../etc".into()]),
+            (
+                "quoted".into(),
+                vec!["\"jones\"@other.local".into(), "\"br\\own\"".into()],
+            ),
         ],
     )
 }
@@ -152,6 +156,9 @@ fn aliases() {
         d.route(&addr("bad@bbn-unix.arpa")),
         Err(reply::NO_SUCH_USER)
     );
+    // Quoted targets are the names they quote, as in RCPT.
+    let r = d.route(&addr("quoted@bbn-unix.arpa")).unwrap();
+    assert_eq!(r.mailboxes, ["jones", "brown"]);
 }
 
 #[test]

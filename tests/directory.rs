@@ -122,10 +122,13 @@ fn aliases_251_forward_and_551_not_local() {
             ("away".into(), vec!["green@elsewhere.example".into()]),
             ("loop".into(), vec!["loop2".into()]),
             ("loop2".into(), vec!["loop".into()]),
+            ("quoted".into(), vec!["\"jo\\nes\"@other.test".into()]),
         ];
     });
     let mut c = server.client();
     c.expect("EHLO client.test", 250);
+    // A quoted target is the name it quotes, as in RCPT.
+    c.expect("VRFY quoted", 250);
     // VRFY answers as RCPT routes (RFC 5321 §3.5.3), never 250 for an alias RCPT refuses.
     c.expect("VRFY fwd", 250);
     assert_eq!(
