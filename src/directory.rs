@@ -65,7 +65,7 @@ impl Directory {
             .iter()
             .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
             .collect();
-        let directory = Directory {
+        Directory {
             home: domains
                 .first()
                 .cloned()
@@ -84,23 +84,7 @@ impl Directory {
                 .collect(),
             bound: None,
             alias_targets: BTreeSet::new(),
-        };
-        // A bare target is checked when added (`Config::add_alias`); which domains are local is
-        // known only here.
-        for (name, targets) in &directory.aliases {
-            for target in targets {
-                if let Some((local, domain)) = target.rsplit_once('@')
-                    && directory.is_local_domain(domain)
-                    && mailbox_name(&unquoted(local)).is_none()
-                {
-                    log::warn!(
-                        "alias {name:?}: target <{}> is not a safe mailbox name; it delivers nowhere",
-                        crate::escape::Escaped(target)
-                    );
-                }
-            }
         }
-        directory
     }
 
     /// Bounds the mailboxes catch-all mode may create by `mailboxes`. Without effect when users
