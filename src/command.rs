@@ -6,7 +6,7 @@
 //! works on types, never on text. It decides syntax only: whether an address is local, safe or
 //! known is the directory's question, asked later by the session.
 
-use crate::escape::is_unsafe;
+use crate::escape::{is_unsafe, starts_with_mark};
 
 mod address;
 pub(crate) use address::{Address, address, is_dot_atom, unquoted, valid_domain};
@@ -155,6 +155,11 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         ));
     }
     let rest = rest.trim_matches(|c| c == ' ' || c == '\t');
+    // Nor may an argument begin with a combining mark, which would draw itself on the space
+    // before it (in `Received: from NAME` too).
+    if !path_verb && starts_with_mark(rest) {
+        return Err(ParseError::Syntax("argument begins with a combining mark"));
+    }
     // A tab inside the argument of VRFY, EXPN or HELP separates nothing (a space does), so it
     // is refused there like the other controls; at either end it was trimmed above.
     if matches!(verb.as_slice(), b"VRFY" | b"EXPN" | b"HELP") && rest.contains('\t') {

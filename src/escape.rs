@@ -14,11 +14,12 @@
 
 use std::fmt;
 
-use unicode_normalization::char::is_public_assigned;
+use unicode_normalization::char::{is_combining_mark, is_public_assigned};
 
 /// Displays a string with every unsafe character, and `<` and `>`, escaped: a client's string
 /// is shown between `<` and `>` in a log line, and cannot end that field early to make the rest
-/// of the line look like the server's (`user=<admin> accepted> refused`).
+/// of the line look like the server's (`user=<admin> accepted> refused`). A combining mark at
+/// its start is escaped too: it would combine with the `<` before it (U+0338 makes `<` a `≮`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Escaped<'a>(pub &'a str);
 
@@ -27,6 +28,10 @@ impl fmt::Display for Escaped<'_> {
         // Runs of characters shown as they are go out in one write each: this formats every
         // delivery's log line, and a write per character cost more than the rest of the line.
         let mut rest = self.0;
+        if let Some(mark) = rest.chars().next().filter(|&c| is_combining_mark(c)) {
+            write!(f, "\\u{{{:04x}}}", mark as u32)?;
+            rest = rest.get(mark.len_utf8()..).unwrap_or_default();
+        }
         while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
             // `at` is a char boundary (from `char_indices`), so this never fails.
             let (run, from_c) = rest.split_at_checked(at).ok_or(fmt::Error)?;
@@ -76,6 +81,15 @@ pub(crate) fn is_unsafe(c: char) -> bool {
         || is_default_ignorable(c)
         || is_other_format(c)
         || (!c.is_ascii() && (c.is_whitespace() || c == '\u{2800}' || !is_public_assigned(c)))
+}
+
+/// True when `s` begins with a combining mark (general category M), which a display draws on the
+/// character before it: the `<` or space mboxd writes there in a header or a log line. IDNA2008
+/// forbids it at the start of a label (RFC 5891 §4.2.3.2), and no name a client gives may begin
+/// with one.
+#[inline(never)]
+pub(crate) fn starts_with_mark(s: &str) -> bool {
+    s.chars().next().is_some_and(is_combining_mark)
 }
 
 /// True when `s` contains a character of [`is_unsafe`].
@@ -191,6 +205,18 @@ mod tests {
             let general = c.is_control() || is_default_ignorable(c);
             assert_eq!(is_unsafe(c), general, "{c:?}");
         }
+    }
+
+    #[test]
+    fn a_combining_mark_is_escaped_only_at_the_start() {
+        assert_eq!(
+            format!("user=<{}>", Escaped("\u{338}admin")),
+            "user=<\\u{0338}admin>"
+        );
+        assert_eq!(esc("\u{301}\u{301}e"), "\\u{0301}\u{301}e");
+        assert_eq!(esc("jose\u{301}"), "jose\u{301}");
+        assert!(starts_with_mark("\u{338}x") && starts_with_mark("\u{903}"));
+        assert!(!starts_with_mark("x\u{338}") && !starts_with_mark(""));
     }
 
     #[test]

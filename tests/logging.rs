@@ -50,6 +50,8 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
     assert_eq!(c.read_reply().code, 552);
     // A NEL (U+0085) is a control character: never a mailbox name.
     c.expect("MAIL FROM:<s\u{85}@b.test>", 553);
+    // A combining mark at the start would draw itself on the `<` before it (`≮`).
+    c.expect("MAIL FROM:<\u{338}s@b.test>", 553);
     c.expect("MAIL FROM:<sender@b.test>", 250);
     c.expect("RCPT TO:<alice@mx.test>", 250);
     c.expect("DATA", 354);
@@ -84,6 +86,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
         format!("{conn}: message refused: 554 5.5.1"),
         format!("{conn}: message refused: 552 5.3.4"),
         format!("{conn}: MAIL <s\\u{{0085}}@b.test> refused: 553 5.1.7"),
+        format!("{conn}: MAIL <\\u{{0338}}s@b.test> refused: 553 5.1.7"),
         format!(
             "conn 2 [127.0.0.1:{reset_port}]: Connection reset by peer (os error 104) inside a \
              message; it is discarded"
@@ -98,7 +101,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
         "{delivered}"
     );
     // No client string reached the log raw.
-    for forbidden in ['\u{2028}', '\u{202e}', '\u{85}'] {
+    for forbidden in ['\u{2028}', '\u{202e}', '\u{85}', '\u{338}'] {
         assert!(
             !log.contains(forbidden),
             "raw {forbidden:?} in the log:\n{log}"

@@ -151,10 +151,12 @@ pub(crate) fn valid_domain(d: &str) -> bool {
     if let Some(literal) = d.strip_prefix('[') {
         return literal.strip_suffix(']').is_some_and(valid_literal);
     }
+    // A U-label may not begin with a combining mark either (RFC 5891 §4.2.3.2).
     d.strip_suffix('.').unwrap_or(d).split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')
+            && !crate::escape::starts_with_mark(label)
             && !label.ends_with('-')
             && label
                 .chars()

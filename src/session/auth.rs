@@ -17,7 +17,7 @@
 
 use super::{Action, Hello, Session, State};
 use crate::config::Auth;
-use crate::escape::{Escaped, has_unsafe};
+use crate::escape::{Escaped, has_unsafe, starts_with_mark};
 use crate::reply::{self, Reply};
 
 /// The AUTH settings a session needs.
@@ -207,10 +207,11 @@ fn parse_plain(message: &[u8]) -> Option<(&str, &str, &str)> {
     Some((authzid, user, password))
 }
 
-/// A user name may not be empty or hold a character of the unsafe set (`escape::is_unsafe`:
-/// controls, line separators, bidi and invisible characters), as no name a client gives may.
+/// A user name may not be empty, hold a character of the unsafe set (`escape::is_unsafe`:
+/// controls, line separators, bidi and invisible characters) or begin with a combining mark, as
+/// no name a client gives may.
 fn valid_user(user: &str) -> bool {
-    !user.is_empty() && !has_unsafe(user)
+    !user.is_empty() && !has_unsafe(user) && !starts_with_mark(user)
 }
 
 /// A LOGIN user name or password: UTF-8 without NUL.

@@ -145,6 +145,8 @@ fn cancelled_malformed_and_illegal_exchanges_return_to_ready() {
         // LOGIN: an empty user name, a user name that is not UTF-8.
         ("AUTH LOGIN", "", (501, "5.5.2")),
         ("AUTH LOGIN", "/w==", (501, "5.5.2")),
+        // A user name that begins with a combining mark (U+0338, which makes a `<` a `≮`).
+        ("AUTH LOGIN", "zLhqb25lcw==", (501, "5.5.2")),
     ] {
         let mut s = session(users(), false);
         code(&mut s, "EHLO c.test");

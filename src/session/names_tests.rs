@@ -212,3 +212,34 @@ fn no_client_string_reaching_a_header_can_break_or_hide_a_line() {
     // The harmless ones get through (é everywhere, `@` and a space in a quoted sender...).
     assert!(delivered >= 6, "{delivered}");
 }
+
+/// A name that begins with a combining mark would draw it on the `<`, `"` or space mboxd
+/// writes before it (U+0338 makes a `<` a `≮`): refused wherever a client gives one, while a
+/// mark inside a name is a letter's accent.
+#[test]
+fn no_client_name_begins_with_a_combining_mark() {
+    let mut s = session();
+    assert_eq!(reply(&mut s, "EHLO \u{338}x.test").code, 501);
+    assert_eq!(reply(&mut s, "HELO  \u{301}x.test").code, 501);
+    assert_eq!(reply(&mut s, "EHLO c.test").code, 250);
+    for (line, expected) in [
+        ("MAIL FROM:<\u{338}x@b.test> SMTPUTF8", "553 5.1.7"),
+        ("MAIL FROM:<\"\u{338}x\"@b.test> SMTPUTF8", "553 5.1.7"),
+        ("MAIL FROM:<x@\u{338}b.test> SMTPUTF8", "501 5.1.7"),
+        ("MAIL FROM:<x@b.\u{301}test> SMTPUTF8", "501 5.1.7"),
+        ("VRFY \u{338}jones", "501 5.5.4"),
+    ] {
+        assert_eq!(answer(&mut s, line), expected, "{line}");
+    }
+    assert_eq!(
+        answer(&mut s, "MAIL FROM:<jose\u{301}@b\u{301}.test> SMTPUTF8"),
+        "250 2.1.0"
+    );
+    for (line, expected) in [
+        ("RCPT TO:<\u{338}jones@mx.test>", "553 5.1.3"),
+        ("RCPT TO:<\"\u{338}jones\"@mx.test>", "553 5.1.3"),
+        ("RCPT TO:<jones@\u{338}mx.test>", "501 5.1.3"),
+    ] {
+        assert_eq!(answer(&mut s, line), expected, "{line}");
+    }
+}

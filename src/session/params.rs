@@ -7,7 +7,7 @@
 //! only asks "may this transaction start" and "may this recipient be added".
 
 use crate::command::{Address, Param};
-use crate::escape::has_unsafe;
+use crate::escape::{has_unsafe, starts_with_mark};
 use crate::reply::{self, Reply};
 
 /// What MAIL's parameters asked for.
@@ -104,7 +104,12 @@ pub(crate) fn rcpt(utf8: bool, to: &Address, params: &[Param]) -> Result<(), Rep
 /// it acceptable. Only then is a non-ASCII address without SMTPUTF8 refused with `needs_utf8`:
 /// RFC 6531 §3.5 gives `553 5.6.7` for a recipient and `550 5.6.7` for a sender.
 fn address(utf8: bool, addr: &Address, not_allowed: Reply, needs_utf8: Reply) -> Result<(), Reply> {
-    if has_unsafe(&addr.local) || addr.domain.as_deref().is_some_and(has_unsafe) {
+    // A local part that begins with a combining mark, inside its quotes or not, would draw it
+    // on the `<` (or the `"`) before it in `Return-Path:`.
+    if has_unsafe(&addr.local)
+        || addr.domain.as_deref().is_some_and(has_unsafe)
+        || starts_with_mark(addr.local.strip_prefix('"').unwrap_or(&addr.local))
+    {
         return Err(not_allowed);
     }
     if !utf8 && !addr.to_string().is_ascii() {
