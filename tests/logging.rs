@@ -173,3 +173,47 @@ fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
         assert!(!log.contains(hidden), "raw {hidden:?} in the log:\n{log}");
     }
 }
+
+/// RCPTs past `--max-recipients` get 452 without counting toward `--max-errors` (RFC 5321
+/// §4.5.3.1.10), so a client may send any number: only a transaction's first is logged, or each
+/// would cost a log line.
+#[test]
+fn only_a_transactions_first_452_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addrs, log) = spawn_logged(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--mail-dir",
+            dir.path().to_str().unwrap(),
+            "--max-recipients",
+            "1",
+            "--max-errors",
+            "3",
+        ],
+        1,
+    );
+    let mut c = Client::connect(addrs[0]);
+    assert_eq!(c.read_reply().code, 220);
+    c.expect("EHLO log.test", 250);
+    for round in 0..2 {
+        c.expect("MAIL FROM:<a@b.test>", 250);
+        c.expect("RCPT TO:<first@localhost>", 250);
+        for n in 0..10 {
+            c.expect(&format!("RCPT TO:<extra{round}x{n}@localhost>"), 452);
+        }
+        c.expect("RSET", 250);
+    }
+    c.expect("QUIT", 221);
+    let log = stop_logged(child, log);
+    let logged: Vec<&str> = log.lines().filter(|l| l.contains("refused: 452")).collect();
+    assert_eq!(logged.len(), 2, "{log}");
+    assert!(
+        logged[0].contains("RCPT <extra0x0@localhost> refused: 452 4.5.3"),
+        "{log}"
+    );
+    assert!(
+        logged[1].contains("RCPT <extra1x0@localhost> refused: 452 4.5.3"),
+        "{log}"
+    );
+}

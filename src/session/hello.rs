@@ -103,6 +103,7 @@ impl Session {
                     from,
                     recipients: Vec::new(),
                     rejected: 0,
+                    deferred: 0,
                     utf8: p.utf8,
                 });
                 (State::Mail(h, tx), Action::Reply(reply::OK_SENDER))
@@ -129,6 +130,14 @@ impl Session {
             Ok(r) => (State::Mail(h, tx), Action::Reply(r)),
             Err(r) => {
                 tx.rejected += 1;
+                if r.code == 452 {
+                    tx.deferred += 1;
+                    if tx.deferred > 1 {
+                        // Not logged: a log line per RCPT past the limit would let a client
+                        // write the log without bound (see `refuse_logged`).
+                        return (State::Mail(h, tx), Action::Reply(r));
+                    }
+                }
                 self.refuse_logged(State::Mail(h, tx), "RCPT", Some(&to), r)
             }
         }
@@ -137,7 +146,8 @@ impl Session {
     /// [`Session::refuse`] for MAIL and RCPT, with a log line naming the address. A RCPT's 452
     /// (too many recipients or mailboxes, or a `--fail` rule's) is not counted toward
     /// `max_errors`: RFC 5321 §4.5.3.1.10 expects a client to send more recipients than a server
-    /// takes, deliver to those accepted, and send the rest later.
+    /// takes, deliver to those accepted, and send the rest later. Hence only a transaction's
+    /// first 452 comes here to be logged (the RCPT handler answers the others unlogged).
     pub(super) fn refuse_logged(
         &mut self,
         state: State,

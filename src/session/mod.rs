@@ -69,6 +69,9 @@ pub(crate) struct Transaction {
     /// RCPTs refused so far: DATA then says 554 rather than 503 (RFC 5321 §3.3 allows either;
     /// this is mboxd's choice).
     rejected: usize,
+    /// Of those, the 452s (too many recipients or mailboxes): only the first is logged, as a
+    /// client may send any number of them, none counted toward `max_errors`.
+    deferred: usize,
     /// The client said SMTPUTF8 on MAIL (RFC 6531).
     utf8: bool,
 }
