@@ -347,7 +347,8 @@ fn unquote(content: &[u8]) -> Vec<u8> {
             _ if header => out.extend_from_slice(unrenamed(line)),
             _ => out.extend_from_slice(line),
         }
-        header &= line != b"\n";
+        // The header section ends at the empty line, which a CRLF file writes `\r\n`.
+        header &= !matches!(line, b"\n" | b"\r\n");
     }
     out
 }

@@ -182,3 +182,14 @@ fn entries_with_crlf_line_ends_are_told_apart() {
         "From a@b.test Sun Nov 22 07:33:49 2026"
     );
 }
+
+/// In such an entry too the header section ends at the CRLF line: a body line that looks like a
+/// field mboxd renames keeps its `X-Original-` (the body keeps its bytes).
+#[test]
+fn a_crlf_entrys_body_is_not_unrenamed() {
+    let file = b"From a@b.test Sun Nov 22 07:33:49 2026\r\nX-Original-Status: O\r\n\r\n\
+        X-Original-Status: RO\r\nbody\r\n\r\n";
+    let messages = parse(file);
+    assert_eq!(messages[0].header("Status"), Some("O"));
+    assert_eq!(messages[0].body(), b"X-Original-Status: RO\r\nbody\r\n");
+}
