@@ -2,6 +2,8 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:2525
 MAIL_DIR ?= ./mail
+# Where cargo puts what it builds: CARGO_TARGET_DIR when set, as cargo itself reads it.
+BUILD_DIR := $(or $(CARGO_TARGET_DIR),./target)
 
 .PHONY: all build run test deps lazyfs lint ci soak bench fuzz clean
 
@@ -11,7 +13,7 @@ build:
 	$(CARGO) build --release
 
 run: build
-	./target/release/mboxd --listen $(LISTEN) --mail-dir $(MAIL_DIR)
+	$(BUILD_DIR)/release/mboxd --listen $(LISTEN) --mail-dir $(MAIL_DIR)
 
 # Optional interop peers. Tests that need a missing one print "skipped: ..." and pass.
 deps:
@@ -106,7 +108,7 @@ bench:
 	  fi; \
 	fi
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null; \
-	./target/release/examples/bench suite --mboxd ./target/release/mboxd --rounds $(BENCH_ROUNDS)
+	$(BUILD_DIR)/release/examples/bench suite --mboxd $(BUILD_DIR)/release/mboxd --rounds $(BENCH_ROUNDS)
 
 # Coverage-guided fuzzing of the protocol core (needs `cargo install cargo-fuzz` and nightly).
 FUZZ_SECONDS ?= 60

@@ -70,7 +70,8 @@ impl Server {
     /// this process's soft limit of open files to its hard limit, for many sessions; processes
     /// started afterwards inherit it. Sets SIGXFSZ to be ignored unless something was set for it
     /// already, so an append past a file-size limit (`ulimit -f`) is refused with `452 4.2.2`
-    /// instead of killing the process.
+    /// instead of killing the process; that lasts after the server is dropped, and processes
+    /// started afterwards inherit it too.
     ///
     /// Fails with [`StartError::Config`] for an unusable setting (no address, no worker, a
     /// limit of 0 (recipients, message size, errors, mailboxes, sessions per peer, data rate), a

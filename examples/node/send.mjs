@@ -25,8 +25,13 @@ function start(...flags) {
   });
 }
 
+// SIGTERM; mboxd exits 0 after a clean shutdown, within 10 s here (a grace of 1 s).
 async function stop({ proc }) {
-  const exited = new Promise((resolve) => proc.once("exit", resolve));
+  assert.equal(proc.exitCode ?? proc.signalCode, null, "mboxd exited before it was stopped");
+  const exited = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("mboxd did not exit within 10 s")), 10000);
+    proc.once("exit", (code) => { clearTimeout(timer); resolve(code); });
+  });
   proc.kill("SIGTERM");
   assert.equal(await exited, 0);
 }

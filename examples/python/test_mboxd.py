@@ -4,6 +4,7 @@ Run: MBOXD=/path/to/mboxd python3 -m pytest examples/python
 """
 import mailbox
 import os
+import select
 import smtplib
 import subprocess
 
@@ -29,7 +30,12 @@ def start_mboxd(tmp_path):
             text=True,
         )
         procs.append(proc)
-        line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT", once it accepts
+        # "listening on 127.0.0.1:PORT", once it accepts; waited for 10 s at most.
+        if not select.select([proc.stdout], [], [], 10)[0]:
+            pytest.fail("mboxd printed no listening line within 10 s")
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            pytest.fail(f"mboxd did not start (exit status {proc.wait(timeout=10)})")
         host, port = line.split()[-1].rsplit(":", 1)
         return host, int(port), mail
 

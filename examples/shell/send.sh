@@ -31,8 +31,13 @@ refusal() { # like send, but prints the code of the first refusal (4xx or 5xx) m
     sed -n 's/^< \([45][0-9][0-9]\)[ -].*/\1/p' | head -n 1
 }
 
-stop() { # SIGTERM; mboxd exits 0 after a clean shutdown
+stop() { # SIGTERM; mboxd exits 0 after a clean shutdown, within 10 s here (a grace of 1 s)
   kill "$pid"
+  i=0
+  while kill -0 "$pid" 2>/dev/null; do
+    i=$((i + 1)); [ "$i" -le 100 ] || { echo "mboxd did not exit within 10 s" >&2; exit 1; }
+    sleep 0.1 2>/dev/null || sleep 1
+  done
   wait "$pid" || { echo "mboxd exited with status $?" >&2; exit 1; }
   pid=
 }
