@@ -192,14 +192,15 @@ impl Config {
         self
     }
 
-    /// Slowest average rate of a message, in octets per second, once
-    /// [`Config::min_data_rate_grace`] has passed (`--min-data-rate`).
+    /// Slowest rate of a session's messages, in octets per second (`--min-data-rate`): see
+    /// [`Config::min_data_rate`].
     pub fn min_data_rate(mut self, octets_per_second: u64) -> Config {
         self.min_data_rate = octets_per_second;
         self
     }
 
-    /// How long a message may take before the minimum data rate applies (no flag: 30 s).
+    /// The time a session's first message starts with, and the most its octets can buy ahead of
+    /// them (no flag: 30 s); see [`Config::min_data_rate`].
     pub fn min_data_rate_grace(mut self, grace: Duration) -> Config {
         self.min_data_rate_grace = grace;
         self

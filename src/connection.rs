@@ -13,8 +13,9 @@
 //!
 //! Time is bounded per unit, not per read, so a client that trickles cannot hold a worker: a
 //! command line must arrive whole within `--timeout` of the moment the server began waiting for
-//! it, and a message must keep `--min-data-rate` on average once its grace has passed (as well as
-//! sending something within `--data-timeout`). A session waiting for a command is idle: when
+//! it, and a message must keep `--min-data-rate`, a deadline its octets move later by a bounded
+//! amount, carried from message to message (`rate.rs`), as well as send something within
+//! `--data-timeout`. A session waiting for a command is idle: when
 //! every worker is busy, the one idle longest is closed to make room. Shutdown is bounded too:
 //! sessions waiting for a command are woken at once and answer 421; a session inside a message
 //! may go on for the shutdown grace in total, then its reading side is shut and it answers 421.
@@ -42,7 +43,9 @@ use crate::socket::{Late, ReadTimer, linger, write_within};
 use crate::writer::Job;
 
 mod live;
+mod rate;
 use live::{EVICTED, Flags, Live, Registration};
+use rate::DataClock;
 
 /// What every connection of a server shares.
 pub(crate) struct Context {
@@ -54,9 +57,9 @@ pub(crate) struct Context {
     pub timeout: Duration,
     /// Timeout of each read inside a message.
     pub data_timeout: Duration,
-    /// Slowest average rate of a message, octets per second, after `min_data_rate_grace`.
+    /// Slowest rate of a session's messages, octets per second (see `rate.rs`).
     pub min_data_rate: u64,
-    /// How long a message may take before `min_data_rate` applies.
+    /// The time a session's first message starts with, and the cap on what octets buy.
     pub min_data_rate_grace: Duration,
     /// The clock that [`Flags::waiting_since`] counts from.
     epoch: Instant,
@@ -221,12 +224,9 @@ struct Clock {
     /// session it does not use from being closed for a newcomer.
     begun: u32,
     idle_since: Instant,
-    /// The message being received: the core's count of messages begun when it began (each
-    /// message gets a clock of its own, also one pipelined right behind the last), when its
-    /// clock started (once its 354 and everything owed before it were written), the octets read
-    /// since, and the core's count of command octets inside messages when it began (the
-    /// commands between BDAT chunks are not the message's octets).
-    message: Option<(u32, Instant, u64, u64)>,
+    /// The minimum rate of the message being received, whose clock starts once its 354 (or its
+    /// first chunk's reply) and everything owed before it were written.
+    data: DataClock,
 }
 
 fn run(
@@ -257,7 +257,7 @@ fn run(
         waiting_since: Instant::now(),
         begun: core.messages(),
         idle_since: Instant::now(),
-        message: None,
+        data: DataClock::new(ctx.min_data_rate, ctx.min_data_rate_grace),
     };
     // The last message handed to the writer, until its answer is settled.
     let mut pending: Option<Pending> = None;
@@ -289,7 +289,13 @@ fn run(
                 // down (pipelined behind the last, or while its answer was awaited) was never
                 // announced to it (no 354 or chunk reply written): it is not begun; its
                 // replies before the 421 say no more than that the commands were taken.
-                let announced = clock.message.is_some_and(|(n, ..)| n == core.messages());
+                let announced = clock.data.message() == Some(core.messages());
+                // The message ends here, not once the writer has answered it: what the writer
+                // takes is not the client's time, and what the message leaves is carried to the
+                // next (see `rate.rs`).
+                clock
+                    .data
+                    .update(Instant::now(), None, core.commands_in_message());
                 if ctx.shutting_down() && !announced {
                     core.unannounce();
                     return close_with(stream, &mut core, &mut pending, &reply::SHUTTING_DOWN);
@@ -321,7 +327,7 @@ fn run(
         flags.in_message.store(message, Ordering::SeqCst);
         flags.enhanced.store(core.enhanced(), Ordering::Relaxed);
         // A message whose 354 (or first chunk's reply) has not been written yet.
-        let unannounced = message && clock.message.is_none_or(|(n, ..)| n != core.messages());
+        let unannounced = message && clock.data.message() != Some(core.messages());
         // Shutdown lets a message in progress finish, but refuses one not yet begun for the
         // client: `in_message` is stored above before this looks at shutdown's flag, and
         // shutdown sets its flag before it looks at `in_message`, so either this sees the
@@ -350,11 +356,11 @@ fn run(
             clock.begun = core.messages();
             clock.idle_since = now;
         }
-        clock.message = match clock.message {
-            _ if !message => None,
-            Some(this) if this.0 == core.messages() => Some(this),
-            _ => Some((core.messages(), now, 0, core.commands_in_message())),
-        };
+        clock.data.update(
+            now,
+            message.then(|| core.messages()),
+            core.commands_in_message(),
+        );
         let waiting = if message {
             0
         } else {
@@ -368,16 +374,10 @@ fn run(
         flags.waiting_since.store(waiting, Ordering::SeqCst);
         // The deadline of what is awaited: a whole command line, or the message's next bytes
         // (within the data timeout, and soon enough to keep the minimum rate).
-        let (deadline, late) = match clock.message {
+        let (deadline, late) = match clock.data.deadline() {
             None => (clock.waiting_since + ctx.timeout, Late::Command),
-            Some((_, began, read, commands_before)) => {
-                let commands = core.commands_in_message().wrapping_sub(commands_before);
-                let bytes = read.saturating_sub(commands);
+            Some(rate) => {
                 let per_read = now + ctx.data_timeout;
-                let rate = began
-                    + ctx.min_data_rate_grace.max(Duration::from_secs_f64(
-                        bytes as f64 / ctx.min_data_rate.max(1) as f64,
-                    ));
                 if rate < per_read {
                     (rate, Late::Rate)
                 } else {
@@ -420,9 +420,7 @@ fn run(
         if flags.waiting_since.swap(0, Ordering::SeqCst) == EVICTED {
             return evicted(stream, &mut core, &mut pending, label);
         }
-        if let Some((_, _, read, _)) = &mut clock.message {
-            *read += n as u64;
-        }
+        clock.data.read(n);
         core.received(n);
     }
 }

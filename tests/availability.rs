@@ -1,8 +1,8 @@
 //! Availability under one greedy peer: with default flags, a peer opening twice `--workers`
 //! connections that stay idle, trickle a command or trickle DATA cannot stop a second peer, whose
 //! every message gets its 250 within 2 s of its connect. Also: a command line is bounded in
-//! total time, not per read; a message must keep a minimum average rate once its grace has
-//! passed (one fast enough is never cut, however long); and under pressure the idlest session
+//! total time, not per read; a message must keep a minimum rate once its grace has passed (one
+//! fast enough is never cut, however long; more in `timeouts.rs`); and under pressure the idlest session
 //! makes room, also one that becomes idle enough while the newcomer waits or one kept only with
 //! NOOPs, but not for a newcomer whose wait is over.
 //! Peers are played from distinct loopback addresses (all of 127/8 is this machine).
@@ -543,9 +543,10 @@ fn a_message_below_the_minimum_rate_is_cut_after_its_grace() {
     assert_eq!(r.code, 250, "{r:?}");
 }
 
-/// Each message keeps the minimum rate on its own: the octets of a fast message pipelined
-/// right up to the next one's DATA used to count for that next message too, so a client could
-/// bank time (100 000 octets here: 100 s at 1 000 a second) and trickle the next one.
+/// The octets of a fast message pipelined right up to the next one's DATA used to count for
+/// that next message too, so a client could bank time (100 000 octets here: 100 s at 1 000 a
+/// second) and trickle the next one. Now what a message leaves is at most the grace, and that
+/// is all the next one has.
 #[test]
 fn a_fast_message_buys_no_time_for_the_next_one_pipelined_behind_it() {
     let (server, mut c) = rate_limited_in_message();

@@ -192,3 +192,84 @@ fn an_over_long_line_must_end_within_one_timeout() {
     drop(c);
     dribbler.join().unwrap();
 }
+
+/// A server whose messages must keep 1 000 octets a second, with 0.8 s of grace.
+fn rate_limited() -> TestServer {
+    TestServer::with(|c| {
+        c.min_data_rate = 1000;
+        c.min_data_rate_grace = Duration::from_millis(800);
+    })
+}
+
+/// The octets of a message sent at once buy no more than the grace: 200 000 octets bought 200 s
+/// at 1 000 a second, in which to trickle the rest one octet a read, holding the worker and
+/// the in-flight budget.
+#[test]
+fn octets_sent_at_once_buy_no_more_than_the_grace() {
+    let server = rate_limited();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c.send(("x".repeat(98) + "\r\n").repeat(2000).as_bytes());
+    let began = Instant::now();
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut reply = Vec::new();
+    // One octet each 100 ms (a hundredth of what the rate asks) until the server answers.
+    while reply.is_empty() && began.elapsed() < Duration::from_secs(5) {
+        let _ = c.stream.write_all(b"x");
+        let mut buf = [0; 256];
+        if let Ok(n) = std::io::Read::read(&mut c.stream, &mut buf) {
+            reply.extend_from_slice(&buf[..n]);
+        }
+    }
+    let took = began.elapsed();
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "421 4.4.2 Message data arriving too slowly; closing connection\r\n"
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1600),
+        "{took:?}"
+    );
+    assert!(server.mbox("jones").is_empty());
+}
+
+/// What a message leaves of its time is carried to the session's next: a client that ended a
+/// nearly empty message and began the next every 0.5 s, each within a fresh grace, kept its
+/// worker for ever at a few octets a second.
+#[test]
+fn a_new_message_does_not_renew_the_grace() {
+    let server = rate_limited();
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    let began = Instant::now();
+    let cut = 'cycles: loop {
+        assert!(began.elapsed() < Duration::from_secs(5), "never cut");
+        thread::sleep(Duration::from_millis(500));
+        c.send(b".\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<jones@mx.test>\r\nDATA\r\n");
+        for code in [250, 250, 250, 354] {
+            let r = c.read_reply();
+            if r.code != code {
+                break 'cycles r;
+            }
+        }
+    };
+    assert_eq!(
+        cut.line(),
+        "421 4.4.2 Message data arriving too slowly; closing connection"
+    );
+    // The first message had 0.8 s and used 0.5; the second has what was left.
+    assert!(
+        began.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(support::mbox_entries(&server.mbox_text("jones")).len(), 1);
+}
