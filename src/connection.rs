@@ -280,6 +280,13 @@ fn run(
                 ctx.pause(pause);
                 continue;
             }
+            Event::Flush => {
+                // Replies enough to write before handling more of what was read.
+                if !write_replies(stream, &mut core, &mut pending, ctx, flags, label)? {
+                    return Ok(());
+                }
+                continue;
+            }
             Event::Deliver(envelope) => {
                 // Everything answered before the end of this message reaches the client before
                 // the writer can answer it: replies to pipelined commands, and the last

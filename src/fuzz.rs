@@ -88,6 +88,11 @@ pub fn session(data: &[u8]) {
         match core.poll() {
             Event::NeedInput => {}
             Event::Delay(_) => continue,
+            Event::Flush => {
+                check_replies(core.output());
+                core.clear_output();
+                continue;
+            }
             Event::Close => {
                 check_replies(core.output());
                 return;

@@ -5,10 +5,12 @@
 //! chunk, or longer MAIL line or AUTH response, then 8 KiB), the [`Framer`] and the [`Session`]; its caller only
 //! copies socket bytes into [`Protocol::space`], calls [`Protocol::poll`], writes
 //! [`Protocol::output`] when told, and carries out deliveries. Replies to a pipelined group of
-//! commands pile up in the output until the next step needs more input: that is the one moment
-//! `poll` returns [`Event::NeedInput`], and so the one moment replies are written (RFC 2920
+//! commands pile up in the output until the next step needs more input: that is the moment
+//! `poll` returns [`Event::NeedInput`], and so the moment replies are written (RFC 2920
 //! §3.2: batch replies, but never hold them while waiting for input). A group longer than the
-//! input buffer needs more input before its end, so it is answered a buffer-full at a time. The output is
+//! input buffer needs more input before its end, so it is answered a buffer-full at a time;
+//! outside a message, replies past [`MAX_OUTPUT`] are written before the rest of the group is
+//! handled ([`Event::Flush`]). The output is
 //! also written before a `--fail` delay ([`Event::Delay`]), a wait of the server's own, and
 //! before a message is handed over ([`Event::Deliver`]), whose verdict the writer then sends
 //! itself.
@@ -36,6 +38,11 @@ pub(crate) const COMMAND_BUFFER: usize = MAX_COMMAND_LINE;
 /// (a longer one grows it for that reply).
 const KEPT_OUTPUT: usize = 512;
 
+/// The replies held, outside a message, before the core stops for them to be written
+/// ([`Event::Flush`]): a buffer-full of pipelined HELPs would otherwise be answered with over
+/// 20 times as many octets, all held while a client that does not read keeps the write waiting.
+pub(crate) const MAX_OUTPUT: usize = 4096;
+
 /// What the caller must do next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -48,6 +55,8 @@ pub(crate) enum Event {
     Close,
     /// Write the output, wait this long (a `--fail` delay), then poll again.
     Delay(Duration),
+    /// Write the output, then poll again: it reached [`MAX_OUTPUT`] with input still to handle.
+    Flush,
 }
 
 /// One session's protocol core with its buffers.
@@ -149,6 +158,12 @@ impl Protocol {
         loop {
             if self.session.is_closed() {
                 return Event::Close;
+            }
+            // Not inside a message, where the output holds its 354 (or chunk reply), which must
+            // go out with the clocks started after it (`connection.rs`); a message's own replies
+            // are a few short lines a read.
+            if self.output.len() >= MAX_OUTPUT && !self.session.in_message() {
+                return Event::Flush;
             }
             let mode = self.session.mode();
             let unread = self.input.get(self.start..self.end).unwrap_or_default();
@@ -395,6 +410,11 @@ pub(crate) fn drive(seed: u8, input: &[u8], sizes: &[usize], answer: &Reply) -> 
             }
             Event::Delay(_) => {
                 driven.delayed = true;
+                continue;
+            }
+            Event::Flush => {
+                driven.replies.extend_from_slice(core.output());
+                core.clear_output();
                 continue;
             }
             Event::NeedInput => {}

@@ -288,3 +288,29 @@ fn the_core_and_a_state_are_the_sizes_the_comments_give() {
     assert_eq!(std::mem::size_of::<Protocol>(), 288);
     assert_eq!(std::mem::size_of::<crate::session::State>(), 80);
 }
+
+/// Pipelined commands with long replies are answered in parts of about [`MAX_OUTPUT`]: the
+/// output of one buffer-full of HELPs (each answered with 130 octets) is not held
+/// whole while a client that does not read keeps the write waiting.
+#[test]
+fn long_replies_to_a_pipelined_group_are_written_in_parts() {
+    let mut p = protocol();
+    assert_eq!(p.poll(), Event::NeedInput);
+    take_output(&mut p);
+    feed(&mut p, &b"HELP\r\n".repeat(80));
+    let (mut parts, mut replies) = (0, 0);
+    loop {
+        let event = p.poll();
+        let out = take_output(&mut p);
+        assert!(out.len() < MAX_OUTPUT + 1024, "{}", out.len());
+        replies += out.matches("211 HELP").count();
+        if event == Event::NeedInput {
+            break;
+        }
+        assert_eq!(event, Event::Flush);
+        assert!(out.len() >= MAX_OUTPUT, "{}", out.len());
+        parts += 1;
+    }
+    assert_eq!(replies, 80);
+    assert_eq!(parts, 2, "10 400 octets of replies");
+}

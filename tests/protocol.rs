@@ -499,3 +499,22 @@ fn client_disconnecting_mid_data_stores_nothing() {
     assert_eq!(mbox_entries(&mbox).len(), 1);
     assert!(!mbox.contains("half"));
 }
+
+/// A pipelined group whose replies are long is answered in parts of about 4 KiB (each written
+/// before the next commands are handled), every command in order, none lost.
+#[test]
+fn a_long_pipelined_group_of_long_replies_is_answered_whole() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    // A message first, so the input buffer has grown to 8 KiB.
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 250);
+    c.send(&b"HELP\r\n".repeat(1300));
+    c.send(b"NOOP\r\n");
+    for _ in 0..1300 {
+        let r = c.read_reply();
+        assert_eq!((r.code, r.lines.len()), (211, 3), "{r:?}");
+    }
+    assert_eq!(c.read_reply().code, 250, "the NOOP's");
+    c.expect("QUIT", 221);
+}
