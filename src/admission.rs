@@ -7,7 +7,9 @@
 //! without an enhanced code), as Postfix's
 //! `smtpd_client_connection_count_limit` does. The local host's own addresses (127.0.0.1 and
 //! ::1), from which test suites connect, often many at once, are never limited; other loopback
-//! addresses are, so tests can play distinct peers from 127.0.0.2 and 127.0.0.3.
+//! addresses are, so tests can play distinct peers from 127.0.0.2 and 127.0.0.3. An IPv6 peer is
+//! counted by its /64 network, which a single host is commonly given whole: counted by address,
+//! it could open as many sessions as it has addresses.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpStream};
@@ -58,6 +60,7 @@ impl Peers {
                 ip,
             });
         }
+        let ip = counted_as(ip);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(ip).or_insert(0);
         if *count >= self.limit {
@@ -74,7 +77,10 @@ impl Peers {
     #[cfg(test)]
     pub(crate) fn count(&self, ip: IpAddr) -> usize {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.get(&ip.to_canonical()).copied().unwrap_or(0)
+        counts
+            .get(&counted_as(ip.to_canonical()))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -94,6 +100,14 @@ impl Drop for PeerSlot {
                 counts.remove(&self.ip);
             }
         }
+    }
+}
+
+/// What a (canonical) address is counted as: itself, or for IPv6 its /64 network.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
     }
 }
 
@@ -138,5 +152,18 @@ mod tests {
         // An IPv4-mapped address counts as its IPv4 address.
         let _slot = peers.admit("::ffff:127.0.0.9".parse().unwrap()).unwrap();
         assert!(peers.admit("127.0.0.9".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_peer_is_counted_by_its_slash_64() {
+        let peers = Peers::new(2);
+        let _a = peers.admit("2001:db8::1".parse().unwrap()).unwrap();
+        let b = peers.admit("2001:db8::ffff:2".parse().unwrap()).unwrap();
+        assert!(peers.admit("2001:db8::3".parse().unwrap()).is_none());
+        assert_eq!(peers.count("2001:db8::9".parse().unwrap()), 2);
+        // The next /64 is another peer; a slot given back frees its network's place.
+        let _c = peers.admit("2001:db8:0:1::1".parse().unwrap()).unwrap();
+        drop(b);
+        assert!(peers.admit("2001:db8::4".parse().unwrap()).is_some());
     }
 }
