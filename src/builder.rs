@@ -199,8 +199,8 @@ impl Config {
         self
     }
 
-    /// The time a session's first message starts with, and the most its octets can buy ahead of
-    /// them (no flag: 30 s); see [`Config::min_data_rate`].
+    /// The time a session's first message starts with (no flag: 30 s); see
+    /// [`Config::min_data_rate`].
     pub fn min_data_rate_grace(mut self, grace: Duration) -> Config {
         self.min_data_rate_grace = grace;
         self

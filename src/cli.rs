@@ -57,7 +57,7 @@ usage: mboxd [options]
   --max-per-peer N         sessions one client address may hold (default: half of --workers;
                            127.0.0.1 and ::1 are never limited)
   --min-data-rate BYTES    slowest rate of messages, in octets/s: 30 s of credit, 1/BYTES s more per
-                           octet, never over 30 s ahead, carried across a session (default 512)
+                           octet, never over --data-timeout ahead, carried across a session (default 512)
   --max-mailboxes N        catch-all only: mailbox files allowed before new names get 452 (default 10000)
   --ready-file PATH        once listening, write PATH atomically with one bound address per line;
                            removed at stop

@@ -71,12 +71,12 @@ pub struct Config {
     pub max_per_peer: Option<usize>,
     /// Slowest rate a session's messages may arrive at, in octets per second, as a deadline: a
     /// session's first message has `min_data_rate_grace` of time; each of its octets adds
-    /// `1/min_data_rate` s, but never past `min_data_rate_grace` after it arrived; what a
-    /// message leaves is all the next one of the session starts with (time between messages
-    /// does not count). A message still waited for at the deadline gets `421`. Default 512.
+    /// `1/min_data_rate` s, but never past `data_timeout` after it arrived; what a message
+    /// leaves is all the next one of the session starts with (time between messages, and
+    /// `fail` delays, do not count). A message still waited for at the deadline gets `421`.
+    /// Default 512.
     pub min_data_rate: u64,
-    /// The time a session's first message starts with, and the most a message's octets can
-    /// buy ahead of the moment they arrive (see `min_data_rate`). Default 30 s.
+    /// The time a session's first message starts with (see `min_data_rate`). Default 30 s.
     pub min_data_rate_grace: Duration,
     /// After shutdown begins, how long a session inside a message (DATA, BDAT, or a refused chunk
     /// being read) may go on in total, however slowly it sends, before it gets 421. Default 30 s.

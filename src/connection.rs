@@ -59,7 +59,7 @@ pub(crate) struct Context {
     pub data_timeout: Duration,
     /// Slowest rate of a session's messages, octets per second (see `rate.rs`).
     pub min_data_rate: u64,
-    /// The time a session's first message starts with, and the cap on what octets buy.
+    /// The time a session's first message starts with (see `rate.rs`).
     pub min_data_rate_grace: Duration,
     /// The clock that [`Flags::waiting_since`] counts from.
     epoch: Instant,
@@ -257,7 +257,7 @@ fn run(
         waiting_since: Instant::now(),
         begun: core.messages(),
         idle_since: Instant::now(),
-        data: DataClock::new(ctx.min_data_rate, ctx.min_data_rate_grace),
+        data: DataClock::new(ctx.min_data_rate, ctx.min_data_rate_grace, ctx.data_timeout),
     };
     // The last message handed to the writer, until its answer is settled.
     let mut pending: Option<Pending> = None;
@@ -277,6 +277,13 @@ fn run(
                 if !write_replies(stream, &mut core, &mut pending, ctx, flags, label)? {
                     return Ok(());
                 }
+                // The server's time, not the client's (a message that ended is ended first).
+                clock.data.pause(
+                    Instant::now(),
+                    core.in_message().then(|| core.messages()),
+                    core.commands_in_message(),
+                    pause,
+                );
                 ctx.pause(pause);
                 continue;
             }

@@ -9,8 +9,8 @@
 //! `poll` returns [`Event::NeedInput`], and so the moment replies are written (RFC 2920
 //! §3.2: batch replies, but never hold them while waiting for input). A group longer than the
 //! input buffer needs more input before its end, so it is answered a buffer-full at a time;
-//! outside a message, replies past [`MAX_OUTPUT`] are written before the rest of the group is
-//! handled ([`Event::Flush`]). The output is
+//! where a command comes next, replies past [`MAX_OUTPUT`] are written before the rest of the
+//! group is handled ([`Event::Flush`]). The output is
 //! also written before a `--fail` delay ([`Event::Delay`]), a wait of the server's own, and
 //! before a message is handed over ([`Event::Deliver`]), whose verdict the writer then sends
 //! itself.
@@ -38,7 +38,7 @@ pub(crate) const COMMAND_BUFFER: usize = MAX_COMMAND_LINE;
 /// (a longer one grows it for that reply).
 const KEPT_OUTPUT: usize = 512;
 
-/// The replies held, outside a message, before the core stops for them to be written
+/// The replies held, where a command comes next, before the core stops for them to be written
 /// ([`Event::Flush`]): a buffer-full of pipelined HELPs would otherwise be answered with over
 /// 20 times as many octets, all held while a client that does not read keeps the write waiting.
 pub(crate) const MAX_OUTPUT: usize = 4096;
@@ -159,10 +159,9 @@ impl Protocol {
             if self.session.is_closed() {
                 return Event::Close;
             }
-            // Not inside a message, where the output holds its 354 (or chunk reply), which must
-            // go out with the clocks started after it (`connection.rs`); a message's own replies
-            // are a few short lines a read.
-            if self.output.len() >= MAX_OUTPUT && !self.session.in_message() {
+            // Only where a command comes next (between BDAT chunks too): inside message text or
+            // a chunk, replies are a few short lines a read.
+            if self.output.len() >= MAX_OUTPUT && self.session.mode() == Mode::Command {
                 return Event::Flush;
             }
             let mode = self.session.mode();

@@ -314,3 +314,20 @@ fn long_replies_to_a_pipelined_group_are_written_in_parts() {
     assert_eq!(replies, 80);
     assert_eq!(parts, 2, "10 400 octets of replies");
 }
+
+/// Between BDAT chunks, where a command comes next, too.
+#[test]
+fn long_replies_between_chunks_are_written_in_parts() {
+    let mut p = protocol();
+    assert_eq!(p.poll(), Event::NeedInput);
+    feed(
+        &mut p,
+        b"EHLO a\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<j@mx.test>\r\nBDAT 1\r\nx",
+    );
+    assert_eq!(p.poll(), Event::NeedInput);
+    take_output(&mut p);
+    assert!(p.in_message());
+    feed(&mut p, &b"HELP\r\n".repeat(80));
+    assert_eq!(p.poll(), Event::Flush);
+    assert!(take_output(&mut p).len() < MAX_OUTPUT + 1024);
+}

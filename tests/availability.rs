@@ -492,8 +492,9 @@ fn a_command_line_must_arrive_whole_within_the_timeout() {
     );
 }
 
-/// A server whose messages must keep 1 000 octets a second once 0.8 s have passed, and a
-/// client of it inside a message to jones.
+/// A server whose messages must keep 1 000 octets a second once 0.8 s have passed (and whose
+/// reads inside a message may wait 1 s, which caps what octets buy ahead), and a client of it
+/// inside a message to jones.
 fn rate_limited_in_message() -> (TestServer, Client) {
     let (server, mut c) = rate_limited_in_transaction();
     c.expect("DATA", 354);
@@ -505,6 +506,7 @@ fn rate_limited_in_transaction() -> (TestServer, Client) {
     let server = TestServer::with(|c| {
         c.min_data_rate = 1000;
         c.min_data_rate_grace = Duration::from_millis(800);
+        c.data_timeout = Duration::from_secs(1);
     });
     let mut c = server.client();
     c.expect("EHLO x.test", 250);
@@ -545,8 +547,8 @@ fn a_message_below_the_minimum_rate_is_cut_after_its_grace() {
 
 /// The octets of a fast message pipelined right up to the next one's DATA used to count for
 /// that next message too, so a client could bank time (100 000 octets here: 100 s at 1 000 a
-/// second) and trickle the next one. Now what a message leaves is at most the grace, and that
-/// is all the next one has.
+/// second) and trickle the next one. Now what a message leaves is at most the data timeout (1 s
+/// here), and that is all the next one has.
 #[test]
 fn a_fast_message_buys_no_time_for_the_next_one_pipelined_behind_it() {
     let (server, mut c) = rate_limited_in_message();

@@ -500,8 +500,8 @@ fn client_disconnecting_mid_data_stores_nothing() {
     assert!(!mbox.contains("half"));
 }
 
-/// A pipelined group whose replies are long is answered in parts of about 4 KiB (each written
-/// before the next commands are handled), every command in order, none lost.
+/// A pipelined group whose replies are long (written in parts of about 4 KiB, each before the
+/// next commands are handled: `protocol::tests`) is answered whole, in order, none lost.
 #[test]
 fn a_long_pipelined_group_of_long_replies_is_answered_whole() {
     let server = TestServer::start();

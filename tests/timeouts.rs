@@ -193,19 +193,21 @@ fn an_over_long_line_must_end_within_one_timeout() {
     dribbler.join().unwrap();
 }
 
-/// A server whose messages must keep 1 000 octets a second, with 0.8 s of grace.
+/// A server whose messages must keep 1 000 octets a second, with 0.8 s of grace, and whose
+/// reads inside a message may wait 1.2 s.
 fn rate_limited() -> TestServer {
     TestServer::with(|c| {
         c.min_data_rate = 1000;
         c.min_data_rate_grace = Duration::from_millis(800);
+        c.data_timeout = Duration::from_millis(1200);
     })
 }
 
-/// The octets of a message sent at once buy no more than the grace: 200 000 octets bought 200 s
-/// at 1 000 a second, in which to trickle the rest one octet a read, holding the worker and
-/// the in-flight budget.
+/// The octets of a message sent at once buy no more than the data timeout: 200 000 octets
+/// bought 200 s at 1 000 a second, in which to trickle the rest one octet a read, holding the
+/// worker and the in-flight budget.
 #[test]
-fn octets_sent_at_once_buy_no_more_than_the_grace() {
+fn octets_sent_at_once_buy_no_more_than_the_data_timeout() {
     let server = rate_limited();
     let mut c = server.client();
     c.expect("EHLO x.test", 250);
@@ -232,10 +234,31 @@ fn octets_sent_at_once_buy_no_more_than_the_grace() {
         "421 4.4.2 Message data arriving too slowly; closing connection\r\n"
     );
     assert!(
-        took >= Duration::from_millis(700) && took < Duration::from_millis(1600),
+        took >= Duration::from_millis(1100) && took < Duration::from_millis(2000),
         "{took:?}"
     );
     assert!(server.mbox("jones").is_empty());
+}
+
+/// A `--fail` delay is the server's time: a delay at the end of each message used to be taken
+/// out of the message's time, and what was left (nothing) carried to the next, which was cut
+/// at once.
+#[test]
+fn a_fail_delay_is_not_the_clients_time() {
+    let server = TestServer::with(|c| {
+        c.min_data_rate_grace = Duration::from_millis(300);
+        c.fail = vec!["data-end:*=delay:500ms".parse().unwrap()];
+    });
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    for n in 0..3 {
+        let r = c.send_mail(
+            "a@b.test",
+            &["jones@mx.test"],
+            &format!("Subject: m{n}\r\n\r\nx"),
+        );
+        assert_eq!(r.code, 250, "message {n}: {r:?}");
+    }
 }
 
 /// What a message leaves of its time is carried to the session's next: a client that ended a

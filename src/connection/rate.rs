@@ -1,13 +1,15 @@
-//! The minimum data rate, as a deadline: a message starts with `grace` of time; each octet of
-//! it that arrives moves the deadline later by `1/rate` of a second, but never more than
-//! `grace` past the moment it arrived; a read still waiting at the deadline ends the session
-//! (`421 4.4.2`). What a message leaves of its time is carried to the session's next message.
+//! The minimum data rate, as a deadline: a session's first message starts with `grace` of
+//! time; each octet of it that arrives moves the deadline later by `1/rate` of a second, but
+//! never more than `cap` (the data timeout) past the moment it arrived; a read still waiting at
+//! the deadline ends the session (`421 4.4.2`). What a message leaves of its time is carried to
+//! the session's next message; a pause of the server's own (a `--fail` delay) is not counted.
 //!
 //! It exists apart from the session loop (`connection.rs`) so that its arithmetic can be read,
 //! and tested with chosen instants, on its own. The cap is Postfix's rule for its
-//! `smtpd_min_data_rate`: without it, a client that sends a large message's first part at once
-//! earns hours in which to trickle the rest, one octet a read, holding its worker and its part
-//! of the in-flight budget all that time. The carry is mboxd's own: were each message given a
+//! `smtpd_min_data_rate` (capped by `smtpd_timeout`): without it, a client that sends a large
+//! message's first part at once earns hours in which to trickle the rest, one octet a read,
+//! holding its worker and its part of the in-flight budget all that time; with it, no more
+//! than one data timeout. The carry is mboxd's own: were each message given a
 //! fresh `grace`, a client could hold its worker for ever by ending a nearly empty message
 //! and beginning the next every few seconds, each message within its own rate.
 
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 pub(super) struct DataClock {
     /// Octets per second (at least 1).
     rate: u64,
-    grace: Duration,
+    /// The most octets can move the deadline past the moment they arrive.
+    cap: Duration,
     /// The time a message begun now would have: `grace` at the start, then what the session's
     /// last message left.
     credit: Duration,
@@ -42,11 +45,12 @@ struct Current {
 }
 
 impl DataClock {
-    /// A clock with `grace` for the session's first message.
-    pub(super) fn new(rate: u64, grace: Duration) -> Self {
+    /// A clock with `grace` for the session's first message, whose octets buy time up to `cap`
+    /// ahead.
+    pub(super) fn new(rate: u64, grace: Duration, cap: Duration) -> Self {
         DataClock {
             rate: rate.max(1),
-            grace,
+            cap,
             credit: grace,
             current: None,
         }
@@ -57,7 +61,7 @@ impl DataClock {
     /// received, if one is (see [`Current::number`]), and `commands` the core's count of command
     /// octets inside messages.
     pub(super) fn update(&mut self, now: Instant, message: Option<u32>, commands: u64) {
-        let cap = now.checked_add(self.grace);
+        let cap = now.checked_add(self.cap);
         if let Some(c) = &mut self.current {
             let octets = c
                 .read
@@ -90,6 +94,28 @@ impl DataClock {
         }
     }
 
+    /// Before a pause of the server's own (`--fail` delays), at `now`: a message that ended
+    /// (`message` is not its number) is ended now, and one still being received gets `pause`
+    /// more. No message is begun here: its clock starts once its 354 is written.
+    pub(super) fn pause(
+        &mut self,
+        now: Instant,
+        message: Option<u32>,
+        commands: u64,
+        pause: Duration,
+    ) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| Some(c.number) != message)
+        {
+            self.update(now, None, commands);
+        }
+        if let Some(c) = &mut self.current {
+            c.deadline = c.deadline.checked_add(pause).unwrap_or(c.deadline);
+        }
+    }
+
     /// Counts `n` octets read while a message is being received.
     pub(super) fn read(&mut self, n: usize) {
         if let Some(c) = &mut self.current {
@@ -114,9 +140,9 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
-    /// A clock of 100 octets/s and 30 s of grace, and its start.
+    /// A clock of 100 octets/s, 30 s of grace and a cap of 60 s, and its start.
     fn clock() -> (DataClock, Instant) {
-        (DataClock::new(100, 30 * S), Instant::now())
+        (DataClock::new(100, 30 * S, 60 * S), Instant::now())
     }
 
     #[test]
@@ -134,19 +160,36 @@ mod tests {
     }
 
     #[test]
-    fn octets_sent_at_once_buy_no_more_than_the_grace() {
+    fn octets_sent_at_once_buy_no_more_than_the_cap() {
         let (mut c, t) = clock();
         c.update(t, Some(1), 0);
-        // A megabyte at once would be 10 000 s at 100 octets/s: it buys 30 s from now.
+        // A megabyte at once would be 10 000 s at 100 octets/s: it buys 60 s from now.
         c.read(1_000_000);
         c.update(t + S, Some(1), 0);
-        assert_eq!(c.deadline(), Some(t + 31 * S));
+        assert_eq!(c.deadline(), Some(t + 61 * S));
         // Then one octet a read: a hundredth of a second each.
         for k in 2..=30 {
             c.read(1);
             c.update(t + k * S, Some(1), 0);
         }
-        assert_eq!(c.deadline(), Some(t + 31 * S + 290 * S / 1000));
+        assert_eq!(c.deadline(), Some(t + 61 * S + 290 * S / 1000));
+    }
+
+    #[test]
+    fn a_pause_of_the_servers_own_is_not_counted() {
+        let (mut c, t) = clock();
+        c.update(t, Some(1), 0);
+        c.pause(t + 10 * S, Some(1), 0, 5 * S);
+        assert_eq!(c.deadline(), Some(t + 35 * S));
+        // A message that ended before the pause leaves what it had then.
+        c.pause(t + 20 * S, None, 0, 100 * S);
+        assert_eq!(c.deadline(), None);
+        c.update(t + 120 * S, Some(2), 0);
+        assert_eq!(c.deadline(), Some(t + 135 * S));
+        // Nor does a pause begin a message.
+        let (mut d, t) = clock();
+        d.pause(t, Some(1), 0, S);
+        assert_eq!(d.deadline(), None);
     }
 
     #[test]
@@ -181,14 +224,14 @@ mod tests {
 
     #[test]
     fn huge_numbers_do_not_overflow() {
-        let mut c = DataClock::new(1, Duration::from_secs(999_999_999));
+        let mut c = DataClock::new(1, S, Duration::from_secs(999_999_999));
         let t = Instant::now();
         c.update(t, Some(1), 0);
         c.read(usize::MAX);
         c.read(usize::MAX);
         c.update(t + S, Some(1), 0);
         assert!(c.deadline().is_some_and(|d| d > t));
-        let mut zero = DataClock::new(0, S);
+        let mut zero = DataClock::new(0, S, S);
         zero.update(t, Some(1), 0);
         zero.read(1);
         zero.update(t, Some(1), 0);
