@@ -10,7 +10,17 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::TestServer;
+use support::{Client, TestServer};
+
+/// A client of `server` told to send a message to jones (its 354 read).
+fn in_message(server: &TestServer) -> Client {
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<jones@mx.test>", 250);
+    c.expect("DATA", 354);
+    c
+}
 
 #[test]
 fn inside_a_message_the_longer_data_timeout_applies() {
@@ -18,11 +28,7 @@ fn inside_a_message_the_longer_data_timeout_applies() {
         c.timeout = Duration::from_millis(300);
         c.data_timeout = Duration::from_millis(1500);
     });
-    let mut c = server.client();
-    c.expect("EHLO x.test", 250);
-    c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jones@mx.test>", 250);
-    c.expect("DATA", 354);
+    let mut c = in_message(&server);
     c.send(b"Subject: patient\r\n\r\n");
     // Longer than the idle timeout, shorter than the data timeout: the session waits.
     thread::sleep(Duration::from_millis(800));
@@ -42,11 +48,7 @@ fn inside_a_message_the_longer_data_timeout_applies() {
         began.elapsed()
     );
     // And past the data timeout inside a message, 421 too.
-    let mut c = server.client();
-    c.expect("EHLO x.test", 250);
-    c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jones@mx.test>", 250);
-    c.expect("DATA", 354);
+    let mut c = in_message(&server);
     let began = Instant::now();
     assert_eq!(c.read_reply().code, 421);
     let waited = began.elapsed();
@@ -72,7 +74,7 @@ fn jones_locked_for_a_second() -> TestServer {
 
 /// Sends, a moment after its 354, the message `c` was told to send, and checks it is delivered
 /// to brown.
-fn second_message_is_delivered(server: &TestServer, c: &mut support::Client) {
+fn second_message_is_delivered(server: &TestServer, c: &mut Client) {
     thread::sleep(Duration::from_millis(150));
     c.send(b"Subject: second\r\n\r\ny\r\n.\r\n");
     let r = c.read_reply();
@@ -112,11 +114,7 @@ fn time_spent_waiting_for_the_servers_answer_is_not_the_clients() {
 #[test]
 fn a_message_pipelined_behind_one_of_several_reads_gets_clocks_of_its_own() {
     let server = jones_locked_for_a_second();
-    let mut c = server.client();
-    c.expect("EHLO x.test", 250);
-    c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jones@mx.test>", 250);
-    c.expect("DATA", 354);
+    let mut c = in_message(&server);
     // The message in two reads (the pause lets the server read the first part alone; no signal
     // says it has), the second with the next transaction's commands behind its end.
     c.send(b"Subject: first\r\n\r\n");
@@ -209,11 +207,7 @@ fn rate_limited() -> TestServer {
 #[test]
 fn octets_sent_at_once_buy_no_more_than_the_data_timeout() {
     let server = rate_limited();
-    let mut c = server.client();
-    c.expect("EHLO x.test", 250);
-    c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jones@mx.test>", 250);
-    c.expect("DATA", 354);
+    let mut c = in_message(&server);
     c.send(("x".repeat(98) + "\r\n").repeat(2000).as_bytes());
     let began = Instant::now();
     c.stream
@@ -267,11 +261,7 @@ fn a_fail_delay_is_not_the_clients_time() {
 #[test]
 fn a_new_message_does_not_renew_the_grace() {
     let server = rate_limited();
-    let mut c = server.client();
-    c.expect("EHLO x.test", 250);
-    c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jones@mx.test>", 250);
-    c.expect("DATA", 354);
+    let mut c = in_message(&server);
     let began = Instant::now();
     let cut = 'cycles: loop {
         assert!(began.elapsed() < Duration::from_secs(5), "never cut");
