@@ -359,12 +359,21 @@ mod tests {
         assert!(!has_unsafe("jörg@bücher.example"));
     }
 
+    /// The text of one of Unicode's data files from Debian's `unicode-data` package, or `None`
+    /// (with a `skipped:` line) where it is not installed.
+    fn unicode_data(file: &str) -> Option<String> {
+        let path = format!("/usr/share/unicode/{file}");
+        let text = std::fs::read_to_string(&path).ok();
+        if text.is_none() {
+            println!("skipped: {path} missing (apt-get install unicode-data)");
+        }
+        text
+    }
+
     /// Compares [`is_default_ignorable`] with Unicode's own list, where the system has it.
     #[test]
     fn default_ignorables_match_unicode_data() {
-        let path = "/usr/share/unicode/DerivedCoreProperties.txt";
-        let Ok(text) = std::fs::read_to_string(path) else {
-            println!("skipped: {path} missing (apt-get install unicode-data)");
+        let Some(text) = unicode_data("DerivedCoreProperties.txt") else {
             return;
         };
         let mut listed = std::collections::BTreeSet::new();
@@ -398,9 +407,7 @@ mod tests {
     /// and [`is_other_format`] holds nothing else.
     #[test]
     fn format_characters_match_unicode_data() {
-        let path = "/usr/share/unicode/UnicodeData.txt";
-        let Ok(text) = std::fs::read_to_string(path) else {
-            println!("skipped: {path} missing (apt-get install unicode-data)");
+        let Some(text) = unicode_data("UnicodeData.txt") else {
             return;
         };
         let mut format = std::collections::BTreeSet::new();
