@@ -8,28 +8,39 @@ use std::time::Duration;
 
 use support::{Client, delivered_line, spawn_logged, stop_logged};
 
-#[test]
-fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
+/// mboxd with `extra` flags, listening on 127.0.0.1 and delivering into a new temporary
+/// directory: the directory (removed when dropped), the process, its address, its log, and a
+/// client it has greeted.
+fn start(
+    extra: &[&str],
+) -> (
+    tempfile::TempDir,
+    support::ChildGuard,
+    std::net::SocketAddr,
+    std::thread::JoinHandle<String>,
+    Client,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let (child, addrs, log) = spawn_logged(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--mail-dir",
-            dir.path().to_str().unwrap(),
-            "--hostname",
-            "mx.test",
-            "--domain",
-            "mx.test",
-            "--user",
-            "alice",
-            "--max-message-size",
-            "100",
-        ],
-        1,
-    );
+    let mail = dir.path().to_str().unwrap();
+    let args = [&["--listen", "127.0.0.1:0", "--mail-dir", mail], extra].concat();
+    let (child, addrs, log) = spawn_logged(&args, 1);
     let mut c = Client::connect(addrs[0]);
     assert_eq!(c.read_reply().code, 220);
+    (dir, child, addrs[0], log, c)
+}
+
+#[test]
+fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
+    let (_dir, child, addr, log, mut c) = start(&[
+        "--hostname",
+        "mx.test",
+        "--domain",
+        "mx.test",
+        "--user",
+        "alice",
+        "--max-message-size",
+        "100",
+    ]);
     let port = c.stream.local_addr().unwrap().port();
     c.expect("EHLO log.test", 250);
     c.expect("MAIL FROM:<a@b.test> SIZE=1000", 552);
@@ -59,7 +70,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
     assert_eq!(c.read_reply().code, 250);
     c.expect("QUIT", 221);
     // A client that resets its connection inside a message (SO_LINGER 0, then close).
-    let mut reset = Client::connect(addrs[0]);
+    let mut reset = Client::connect(addr);
     assert_eq!(reset.read_reply().code, 220);
     let reset_port = reset.stream.local_addr().unwrap().port();
     reset.expect("EHLO log.test", 250);
@@ -76,7 +87,7 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
     let expect = [
         format!(
             "listening on {}; domains mx.test; 1 user(s); 0 alias(es)",
-            addrs[0]
+            addr
         ),
         format!("{conn}: MAIL <a@b.test> refused: 552 5.3.4"),
         format!("{conn}: RCPT <bob@mx.test> refused: 550 5.1.1"),
@@ -112,22 +123,8 @@ fn refusals_and_deliveries_are_logged_with_their_connection_and_escaped() {
 #[test]
 fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
     // Catch-all mode: `jones,root` is one mailbox, whose name holds the list's separator.
-    let dir = tempfile::tempdir().unwrap();
-    let (child, addrs, log) = spawn_logged(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--mail-dir",
-            dir.path().to_str().unwrap(),
-            "--hostname",
-            "mx.test",
-            "--max-inflight-bytes",
-            "1048576",
-        ],
-        1,
-    );
-    let mut c = Client::connect(addrs[0]);
-    assert_eq!(c.read_reply().code, 220);
+    let (_dir, child, _, log, mut c) =
+        start(&["--hostname", "mx.test", "--max-inflight-bytes", "1048576"]);
     let port = c.stream.local_addr().unwrap().port();
     // Blanks that are not ASCII's, and code points a font draws as it likes, are refused.
     c.expect("EHLO a\u{a0}b.test", 501);
@@ -179,22 +176,7 @@ fn a_client_string_cannot_close_a_field_or_hide_in_the_log() {
 /// would cost a log line.
 #[test]
 fn only_a_transactions_first_452_is_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let (child, addrs, log) = spawn_logged(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--mail-dir",
-            dir.path().to_str().unwrap(),
-            "--max-recipients",
-            "1",
-            "--max-errors",
-            "3",
-        ],
-        1,
-    );
-    let mut c = Client::connect(addrs[0]);
-    assert_eq!(c.read_reply().code, 220);
+    let (_dir, child, _, log, mut c) = start(&["--max-recipients", "1", "--max-errors", "3"]);
     c.expect("EHLO log.test", 250);
     for round in 0..2 {
         c.expect("MAIL FROM:<a@b.test>", 250);
