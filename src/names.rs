@@ -30,9 +30,8 @@
 //! `ς` stays `ς`).
 
 use unicode_normalization::UnicodeNormalization;
-use unicode_normalization::char::is_combining_mark;
 
-use crate::escape::is_unsafe;
+use crate::escape::{is_unsafe, starts_with_mark};
 
 /// RFC 5321 §4.5.3.1.1: a local part is at most 64 octets; a mailbox name too.
 const MAX_LOCAL_PART: usize = 64;
@@ -46,10 +45,10 @@ pub(crate) fn mailbox_name(local: &str) -> Option<String> {
     if fold(&name) != name {
         return None;
     }
-    let first = name.chars().next()?;
-    let safe = name.len() <= MAX_LOCAL_PART
+    let safe = !name.is_empty()
+        && name.len() <= MAX_LOCAL_PART
         && name.chars().all(allowed)
-        && !is_combining_mark(first)
+        && !starts_with_mark(&name)
         && !name.starts_with(['.', '-'])
         && !name.contains("..")
         && !name.ends_with(".lock");
