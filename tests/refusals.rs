@@ -1,6 +1,7 @@
 //! The temporary refusals (4xx), each reached over a real TCP socket on 127.0.0.1: too many
 //! recipients (452), a mailbox locked by someone else (450), a mailbox that cannot be opened, a
-//! directory, a FIFO or a symlink, which is never followed (451), a full disk (452, on a small
+//! directory, a FIFO, a symlink, which is never followed, a hard link or another user's file
+//! (451), a full disk (452, on a small
 //! tmpfs, so only as root), and the 421s that close a connection between commands: the idle
 //! timeout, no free worker, shutdown and too many errors (the last, and QUIT's 221, also with
 //! more commands pipelined behind, which the client still reads). Where mail was refused, the
@@ -165,6 +166,36 @@ fn a_symlink_in_the_mail_dir_is_never_followed() {
     c.expect("HELO client.test", 250);
     assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 451);
     assert_eq!(std::fs::read(&outside).unwrap(), b"untouched");
+}
+
+#[test]
+fn a_hard_link_in_the_mail_dir_is_451_and_its_file_untouched() {
+    // A second name for a file outside the mail directory had the whole entry appended there.
+    let server = TestServer::start();
+    let outside = server.dir.path().join("outside");
+    std::fs::write(&outside, b"untouched").unwrap();
+    std::fs::hard_link(&outside, server.mail_dir().join("jones")).unwrap();
+    let mut c = server.client();
+    c.expect("HELO client.test", 250);
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 451);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"untouched");
+    assert_eq!(c.send_mail("a@b.test", &["brown@mx.test"], "x").code, 250);
+}
+
+#[test]
+fn a_mailbox_another_user_owns_is_451_and_untouched() {
+    // A file another user made (mode 0666, say) would let that user read the mail.
+    let server = TestServer::start();
+    let theirs = server.mail_dir().join("jones");
+    std::fs::write(&theirs, b"").unwrap();
+    if std::os::unix::fs::chown(&theirs, Some(65534), None).is_err() {
+        println!("skipped: cannot give a file to another user (needs root)");
+        return;
+    }
+    let mut c = server.client();
+    c.expect("HELO client.test", 250);
+    assert_eq!(c.send_mail("a@b.test", &["jones@mx.test"], "x").code, 451);
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"");
 }
 
 /// A small tmpfs, mounted as the mail directory for one test and unmounted however it ends.

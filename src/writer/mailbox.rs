@@ -178,11 +178,24 @@ fn lock_opened(file: File, path: &Path) -> Result<Option<(File, Metadata)>, Open
     }
     let meta = file.metadata().map_err(OpenError::Io)?;
     // A FIFO or a device where a mailbox was would take writes without end (a pipe no one
-    // reads blocks the writer, and every delivery behind it) and cannot be synced.
-    if !meta.file_type().is_file() {
+    // reads blocks the writer, and every delivery behind it) and cannot be synced. A second name
+    // (a hard link) or an owner other than this server means someone else made the file: a link
+    // to a file outside the mail directory would have mail written there, and a file another
+    // user made would give them the mail (Postfix's safe_open refuses both). No name at all is a
+    // file removed meanwhile: `naming` below has it opened again.
+    let refused = if !meta.file_type().is_file() {
+        "not a regular file"
+    } else if meta.nlink() > 1 {
+        "a file with other names (hard links)"
+    } else if meta.uid() != os::effective_uid() {
+        "a file this server's user does not own"
+    } else {
+        ""
+    };
+    if !refused.is_empty() {
         return Err(OpenError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "not a regular file",
+            refused,
         )));
     }
     let named = naming(path, (meta.dev(), meta.ino())).is_some();
