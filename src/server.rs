@@ -241,9 +241,25 @@ fn start_number() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Creates a file of this start's own at `path`, a name no one else should use. Whatever is
+/// there already (planted: the name is predictable) has its name removed, never opened: a symbolic
+/// link would be followed to a file outside and truncated, and a FIFO no one writes would block
+/// the start for good (`O_EXCL` follows and waits for neither).
+fn create_own(path: &std::path::Path) -> io::Result<std::fs::File> {
+    let create = || std::fs::File::create_new(path);
+    create().or_else(|e| {
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+        std::fs::remove_file(path)?;
+        create()
+    })
+}
+
 /// Writes the bound addresses, one per line, to `path` atomically: a temporary file beside it,
 /// then rename(2), so a reader sees either no file or the whole list. Returns the text written.
 fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<String> {
+    use std::io::Write;
     let mut text = String::new();
     for addr in addrs {
         text.push_str(&format!("{addr}\n"));
@@ -251,11 +267,31 @@ fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}-{}", std::process::id(), start_number()));
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, &text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    let written = create_own(&tmp)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-    })?;
-    Ok(text)
+    }
+    written.map(|()| text)
+}
+
+/// Whether the file at `path` holds `text` and no more. It is opened without following a link
+/// and without waiting (a FIFO put there would block), and read no further than `text` is long.
+fn holds(path: &std::path::Path, text: &str) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut now = String::new();
+    opened.is_ok_and(|file| {
+        file.take(text.len() as u64 + 1)
+            .read_to_string(&mut now)
+            .is_ok()
+            && now == text
+    })
 }
 
 /// Raises the soft limit on open descriptors to the hard one (best effort) and logs it, with a
@@ -317,7 +353,7 @@ fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<()> {
         std::process::id(),
         start_number()
     ));
-    std::fs::write(&probe, b"")?;
+    create_own(&probe)?;
     std::fs::remove_file(&probe)
 }
 
@@ -367,7 +403,7 @@ impl Running {
         // Nothing listens any more: the ready file goes, unless something else has replaced it
         // since (another server started with the same path).
         if let Some((path, text)) = self.ready_file.take()
-            && std::fs::read_to_string(&path).is_ok_and(|now| now == text)
+            && holds(&path, &text)
         {
             let _ = std::fs::remove_file(&path);
         }

@@ -8,7 +8,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::{
-    BIN, ChildGuard, Client, output_within, read_lines_within, signal, spawn, wait_bounded,
+    BIN, ChildGuard, Client, listening, output_within, read_lines_within, signal, spawn,
+    wait_bounded,
 };
 
 #[test]
@@ -348,4 +349,56 @@ fn the_ready_file_lists_every_bound_address_once_listening() {
     // Nothing listens at those addresses any more: the file is gone, so a harness that runs the
     // server again and waits for the file cannot read a stale address.
     assert!(!ready.exists(), "the ready file outlived the server");
+}
+
+#[test]
+fn names_planted_for_the_start_files_are_removed_not_followed_or_waited_on() {
+    // The probe in the mail directory and the ready file's temporary are named after the process
+    // id and a start number (0, then 1): a symlink there had a file outside truncated or
+    // overwritten, and a FIFO blocked the start for good, deaf to SIGTERM.
+    for (probe, temporary) in [("ln -s", "mkfifo"), ("mkfifo", "ln -s")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mail, ready) = (dir.path().join("mail"), dir.path().join("ready"));
+        std::fs::create_dir(&mail).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "untouched").unwrap();
+        let plant = |how: &str, name: String| match how {
+            "ln -s" => format!("ln -s '{}' {name}", outside.display()),
+            _ => format!("mkfifo {name}"),
+        };
+        let script = format!(
+            "{} && {} && exec '{BIN}' --listen 127.0.0.1:0 --mail-dir '{}' --ready-file '{}'",
+            plant(probe, format!("'{}'/.mboxd-probe-$$-0", mail.display())),
+            plant(temporary, format!("'{}'.tmp-$$-1", ready.display())),
+            mail.display(),
+            ready.display(),
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let (mut child, addrs) = listening(ChildGuard(child), 1);
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
+        assert_eq!(
+            std::fs::read_to_string(&ready).unwrap(),
+            format!("{}\n", addrs[0])
+        );
+        let left: Vec<_> = std::fs::read_dir(&mail).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A FIFO put in the ready file's place is not opened at the stop, which had blocked.
+        std::fs::remove_file(&ready).unwrap();
+        let made = Command::new("mkfifo").arg(&ready).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+        signal(&child, "TERM");
+        assert_eq!(
+            wait_bounded(&mut child, Duration::from_secs(10)).code(),
+            Some(0)
+        );
+        assert!(
+            ready.exists(),
+            "a file the server did not write was removed"
+        );
+    }
 }

@@ -86,7 +86,8 @@ pub fn delivered_line(log: &str) -> &str {
         .unwrap_or_else(|| panic!("no delivery line in:\n{log}"))
 }
 
-fn listening(mut child: ChildGuard, listeners: usize) -> (ChildGuard, Vec<SocketAddr>) {
+/// Reads the `listening on` lines of a child started with its stdout piped, as [`spawn`] does.
+pub fn listening(mut child: ChildGuard, listeners: usize) -> (ChildGuard, Vec<SocketAddr>) {
     let stdout = child.stdout.take().expect("stdout");
     let addrs = read_lines_within(stdout, listeners, REPLY_TIMEOUT)
         .into_iter()
