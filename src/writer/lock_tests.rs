@@ -229,6 +229,25 @@ fn rule_1_a_lock_from_before_boot_is_stale() {
 }
 
 #[test]
+fn a_stale_lock_that_cannot_be_removed_is_an_error_at_once() {
+    // A directory made before boot: stale, but remove_file fails. It was judged stale and logged
+    // as removed every 50 ms until the lock timeout, then answered as a lock held.
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("jones.lock");
+    fs::create_dir(&lock).unwrap();
+    File::open(&lock)
+        .unwrap()
+        .set_modified(boot() - Duration::from_secs(1))
+        .unwrap();
+    match lock::take(dir.path(), "jones", me()) {
+        Err(lock::Refused::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory),
+        Err(lock::Refused::Held) => panic!("refused as held"),
+        Ok(_) => panic!("taken"),
+    }
+    assert_eq!(names(dir.path()), ["jones.lock"]);
+}
+
+#[test]
 fn rule_2_an_mboxd_lock_is_stale_at_once_when_its_owner_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let live = init();
