@@ -285,6 +285,9 @@ fn run(
                     pause,
                 );
                 ctx.pause(pause);
+                // Nor is the wait for the client's next command counted from before it.
+                clock.waiting_since = Instant::now();
+                clock.idle_since = clock.waiting_since;
                 continue;
             }
             Event::Flush => {

@@ -1,7 +1,7 @@
 //! Timeouts over a real socket: the idle timeout between commands and the longer data timeout
 //! inside a message, which the connection waits out across its shorter socket timeout; and no
-//! client clock runs while the client waits for the server's answer to its last message; and a
-//! reply is written within the timeout in total.
+//! client clock runs while the client waits for the server's answer to its last message, or
+//! during a `--fail` delay; and a reply is written within the timeout in total.
 
 mod support;
 
@@ -253,6 +253,39 @@ fn a_fail_delay_is_not_the_clients_time() {
         );
         assert_eq!(r.code, 250, "message {n}: {r:?}");
     }
+}
+
+/// A `connect` delay is the server's time too: the wait for the first command was counted from
+/// the connection, so a greeting delayed past the timeout was followed at once by `421`.
+#[test]
+fn a_greeting_delay_is_not_the_clients_time() {
+    let server = TestServer::with(|c| {
+        c.timeout = Duration::from_millis(500);
+        c.fail = vec!["connect=delay:800ms".parse().unwrap()];
+    });
+    let mut c = server.client();
+    c.expect("EHLO x.test", 250);
+}
+
+/// Nor is it idle time for eviction, which spares a session that has waited under a second:
+/// a session greeted after a 1.5 s delay was closed at once for the next newcomer.
+#[test]
+fn a_greeting_delay_is_not_idle_time() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.queue_wait = Duration::from_secs(5);
+        c.fail = vec!["connect=delay:1500ms".parse().unwrap()];
+    });
+    let mut first = server.client();
+    let arrived = Instant::now();
+    let _newcomer = Client::connect(server.addr);
+    let r = first.read_reply();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(
+        arrived.elapsed() >= Duration::from_millis(900),
+        "closed {:?} after the greeting",
+        arrived.elapsed()
+    );
 }
 
 /// What a message leaves of its time is carried to the session's next: a client that ended a

@@ -26,6 +26,8 @@ pub(super) struct DataClock {
     /// last message left.
     credit: Duration,
     current: Option<Current>,
+    /// The number of the last message whose clock started, ended or not.
+    started: Option<u32>,
 }
 
 /// The message being received.
@@ -53,6 +55,7 @@ impl DataClock {
             cap,
             credit: grace,
             current: None,
+            started: None,
         }
     }
 
@@ -83,6 +86,7 @@ impl DataClock {
                 if let Some(c) = ended {
                     self.credit = c.deadline.saturating_duration_since(now);
                 }
+                self.started = next.or(self.started);
                 self.current = next.map(|number| Current {
                     number,
                     deadline: now.checked_add(self.credit).unwrap_or(now),
@@ -123,9 +127,10 @@ impl DataClock {
         }
     }
 
-    /// The number of the message being received, once its clock has started.
+    /// The number of the last message whose clock started (once its 354 or first chunk's reply
+    /// was written), though it may have ended since (before a `--fail` delay of its end, say).
     pub(super) fn message(&self) -> Option<u32> {
-        self.current.as_ref().map(|c| c.number)
+        self.started
     }
 
     /// When the message being received falls below the rate, if one is.
