@@ -2,7 +2,7 @@
 //!
 //! It exists so the byte-level boundaries of the protocol are decided in one pure place that
 //! the server and the fuzz targets both run: a command line ends at LF and may be at most 512
-//! octets (RFC 5321 §4.5.3.1.4), a MAIL line 1 012 (RFC 4954 §3) and an AUTH response line
+//! octets (RFC 5321 §4.5.3.1.4), a MAIL line 1 048 (SIZE, SMTPUTF8, AUTH) and an AUTH response line
 //! 1 026 (RFC 4954 §4), and the rest of a longer one is discarded; message text is handed on a
 //! line at a time (or in bounded pieces of a longer line), and a BDAT chunk is exactly the
 //! number of octets its command announced (RFC 3030 §2). In the style of httparse,
@@ -13,10 +13,11 @@
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;
-/// A MAIL line may be 500 octets longer, for its `AUTH=` parameter (RFC 4954 §3, item 5; RFC
-/// 5321 §4.5.3.1.4 lets extensions raise the limit). It is taken whether AUTH is offered or not:
-/// the framer looks at bytes only, and a longer line harms nothing.
-pub(crate) const MAX_MAIL_LINE: usize = MAX_COMMAND_LINE + 500;
+/// A MAIL line may be longer by what each extension offered adds for its parameter (RFC 5321
+/// §4.5.3.1.4 lets extensions raise the limit): 26 octets for `SIZE=` (RFC 1870 §3, item 5), 10
+/// for `SMTPUTF8` (RFC 6531 §3.1, item 5) and 500 for `AUTH=` (RFC 4954 §3, item 5). It is taken
+/// whether AUTH is offered or not: the framer looks at bytes only, and a longer line harms nothing.
+pub(crate) const MAX_MAIL_LINE: usize = MAX_COMMAND_LINE + 26 + 10 + 500;
 /// An AUTH response line may hold the longest response of each mechanism offered (RFC 4954
 /// §4: a server "MUST be able to handle the maximum encoded size" of them). PLAIN's is the
 /// longest: 767 octets (RFC 4616 §2: up to 255 each for the authorization identity, the user
