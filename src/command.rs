@@ -143,8 +143,10 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     // session refuses with 553 (`session/params.rs`) unless they stand where the path's grammar
     // has no place for them (an ASCII control in a domain, anything non-ASCII in an address
     // literal: 501 from `address`), and MAIL and RCPT parameters, which the
-    // session checks itself (555); a tab separates the words of most commands, not BDAT's or
-    // MAIL/RCPT parameters, where it is a syntax error, nor VRFY's, EXPN's or HELP's (below).
+    // session checks itself (555). A tab is let through here, but only a space ends the verb
+    // (`DATA\t` is an unknown command); at either end of the argument a tab is trimmed (below),
+    // and inside it a tab separates words only in AUTH: HELO's, EHLO's, BDAT's, VRFY's, EXPN's and
+    // HELP's arguments refuse it (501), and so do MAIL/RCPT parameters.
     let path_verb = matches!(
         verb.as_slice(),
         b"MAIL" | b"SEND" | b"SOML" | b"SAML" | b"RCPT"
