@@ -455,3 +455,20 @@ fn a_recipient_without_a_domain_is_written_with_the_first_local_domain() {
     );
     assert_eq!(files(&server), set(&["jones"]));
 }
+
+#[test]
+fn a_local_part_taken_unquoted_is_the_same_mailbox_quoted() {
+    // `a(b)` is no dot-atom, so RFC 5321 §4.1.2 wants it quoted; mboxd takes it unquoted too.
+    // The quoted form, the only one the RFC allows, was refused (553) for its quotes, and the
+    // `Return-Path:` written for the unquoted one then named a sender this server refused.
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.expect("EHLO client.test", 250);
+    for to in ["\"a(b)\"@mx.test", "a(b)@mx.test", "\"a\\(b)\"@mx.test"] {
+        assert_eq!(c.send_mail("x@b.test", &[to], "hi").code, 250, "{to}");
+    }
+    let text = server.mbox_text("a(b)");
+    assert_eq!(mbox_entries(&text).len(), 3);
+    assert!(text.contains("\tfor <\"a(b)\"@mx.test>; "), "{text}");
+    assert_eq!(files(&server), set(&["a(b)"]));
+}

@@ -96,8 +96,10 @@ pub(crate) fn address(s: &str) -> Result<Address, ParseError> {
 /// A local part without quotes it does not need. RFC 5322 §3.2.4: a quoted string means what
 /// the atoms it quotes mean, and RFC 5321 §4.1.2 wants all quoted forms treated alike, so
 /// `"jones"` and `"jo\nes"` (a quoted-pair) are `jones` (and `"post\master"` is postmaster, RFC
-/// 5321 §4.5.1), for RCPT as for VRFY. Only a local part that needs its quotes keeps them, as
-/// written.
+/// 5321 §4.5.1), for RCPT as for VRFY. So is any text this parser also takes unquoted, though
+/// RFC 5321 wants it quoted: `"a(b"` is `a(b`, the mailbox `a(b@x.test` names (one was refused
+/// for its quotes, the other delivered). Only a local part that needs its quotes here keeps
+/// them, as written: one that is empty or holds a space, `<`, `>`, `@`, `"` or `\`.
 pub(crate) fn unquoted(local: &str) -> Cow<'_, str> {
     let Some(inner) = local
         .strip_prefix('"')
@@ -122,7 +124,8 @@ pub(crate) fn unquoted(local: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(inner)
     };
-    if is_dot_atom(&plain) {
+    if is_dot_atom(&plain) || !plain.is_empty() && !plain.contains([' ', '<', '>', '@', '"', '\\'])
+    {
         plain
     } else {
         Cow::Borrowed(local)

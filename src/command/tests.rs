@@ -119,12 +119,15 @@ fn a_quoted_local_part_that_needs_no_quotes_loses_them() {
         ("\"jo\\nes\"@x.test", "jones", Some("x.test")),
         ("\"post\\master\"", "postmaster", None),
         ("\"\\a\\.b\"@x.test", "a.b", Some("x.test")),
+        // Not dot-atoms, but taken unquoted too: one mailbox whichever way it is written.
+        ("\"a..b\"@x.test", "a..b", Some("x.test")),
+        ("\".a\"@x.test", ".a", Some("x.test")),
+        ("\"a(b\"@x.test", "a(b", Some("x.test")),
         // These need their quotes, and keep them as written.
         ("\"a\\ b\"@x.test", "\"a\\ b\"", Some("x.test")),
         ("\"a b\"@x.test", "\"a b\"", Some("x.test")),
-        ("\"a..b\"@x.test", "\"a..b\"", Some("x.test")),
-        ("\".a\"@x.test", "\".a\"", Some("x.test")),
-        ("\"a(b\"@x.test", "\"a(b\"", Some("x.test")),
+        ("\"a@b\"@x.test", "\"a@b\"", Some("x.test")),
+        ("\"a<b\"@x.test", "\"a<b\"", Some("x.test")),
         ("\"a\\\"b\"@x.test", "\"a\\\"b\"", Some("x.test")),
         ("\"\"@x.test", "\"\"", Some("x.test")),
     ] {
