@@ -360,6 +360,11 @@ pub enum WaitError {
     Read(io::Error),
 }
 
+/// How many of the messages that arrived a [`WaitError::Timeout`] names, and how many characters
+/// of each subject.
+const SUBJECTS_LISTED: usize = 10;
+const SUBJECT_CHARS: usize = 100;
+
 impl fmt::Display for WaitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -374,14 +379,22 @@ impl fmt::Display for WaitError {
                     "waited {waited:.1?} for {wanted} message(s) for {user:?}; {} arrived",
                     arrived.len()
                 )?;
-                for (i, m) in arrived.iter().enumerate() {
+                // A test's failure message, not a dump: the first subjects, each cut short.
+                for (i, m) in arrived.iter().take(SUBJECTS_LISTED).enumerate() {
                     let sep = if i == 0 { ": " } else { ", " };
                     match m.subject() {
+                        Some(subject) if subject.chars().count() > SUBJECT_CHARS => {
+                            let cut: String = subject.chars().take(SUBJECT_CHARS).collect();
+                            write!(f, "{sep}{cut:?}…")?
+                        }
                         Some(subject) => write!(f, "{sep}{subject:?}")?,
                         None => write!(f, "{sep}(no subject)")?,
                     }
                 }
-                Ok(())
+                match arrived.len().checked_sub(SUBJECTS_LISTED) {
+                    Some(more) if more > 0 => write!(f, ", and {more} more"),
+                    _ => Ok(()),
+                }
             }
             WaitError::Read(e) => write!(f, "cannot read the mailbox: {e}"),
         }

@@ -165,6 +165,25 @@ fn wait_for_times_out_with_what_arrived() {
         }
         other => panic!("{other:?}"),
     }
+    // Many, or a long subject: the first ten subjects, each cut to 100 characters (a timed-out
+    // wait for 10 000 messages had printed every subject).
+    let long = "s".repeat(300);
+    for n in 0..11 {
+        let subject = if n == 0 {
+            long.clone()
+        } else {
+            format!("m{n}")
+        };
+        let message = format!("Subject: {subject}\r\n\r\nhi\r\n");
+        send(&server, "a@b.test", &["many@localhost"], &message);
+    }
+    let text = server
+        .wait_for("many", 12, Duration::from_millis(50))
+        .unwrap_err()
+        .to_string();
+    let cut = format!("11 arrived: \"{}\"…, \"m1\"", &long[..100]);
+    assert!(text.contains(&cut), "{text}");
+    assert!(text.ends_with(", \"m9\", and 1 more"), "{text}");
     // Nothing at all, and a name that cannot be a mailbox.
     let err = server
         .wait_for("nobody", 1, Duration::from_millis(50))

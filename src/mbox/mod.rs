@@ -1,4 +1,5 @@
-//! The mbox format (RFC 4155 "mboxrd", as mutt, s-nail and Python's `mailbox` read it): the
+//! The mbox format (mboxrd: RFC 4155's mbox with every `^>*From ` line given one more `>`; mutt,
+//! s-nail and Python's `mailbox` read it as mbox, and Python's gives the added `>` back): the
 //! public reader, [`Mailbox`], and, private to the server, how one accepted message becomes the
 //! bytes appended to one mailbox.
 //!
