@@ -4,8 +4,7 @@
 //! this module allows it). Each public function is a thin, documented wrapper over a few libc calls
 //! with plain Rust arguments and results, used by the library: an fcntl(2) write lock on a whole
 //! file (the lock Postfix and mail readers use on Linux), asking whether a process exists with
-//! kill(2) and signal 0, sending a reply without waiting with send(2), and the effective user id
-//! with geteuid(2), for the writer;
+//! kill(2) and signal 0, and sending a reply without waiting with send(2), for the writer;
 //! raising the soft limit on open descriptors to the hard one with getrlimit(2) and
 //! setrlimit(2), for the server at start; waking an acceptor with shutdown(2) of its listening
 //! socket, for the server at stop; choosing the `SCHED_BATCH` policy with sched_setscheduler(2),
@@ -107,12 +106,6 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     // is positive, so it names one process.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-/// The effective user id of this process: the owner of every file it creates.
-pub(crate) fn effective_uid() -> u32 {
-    // SAFETY: geteuid(2) takes no argument, cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
 }
 
 /// Wakes every thread waiting in accept(2) on `listener`, which then fails (`EINVAL`), as does

@@ -106,7 +106,7 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
         .iter()
         .map(|addr| TcpListener::bind(addr).map_err(|e| StartError::Bind(*addr, e)))
         .collect::<Result<Vec<_>, _>>()?;
-    prepare_mail_dir(&config.mail_dir)
+    let file_owner = prepare_mail_dir(&config.mail_dir)
         .map_err(|e| StartError::MailDir(config.mail_dir.clone(), e))?;
     let addrs = listeners
         .iter()
@@ -185,8 +185,15 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
     };
     // From here on, an error drops `running`, which shuts down what was started.
     running.writer = Some(
-        writer::spawn(config.mail_dir.clone(), config.lock_timeout, jobs, commits)
-            .map_err(StartError::Thread)?,
+        writer::spawn(
+            config.mail_dir.clone(),
+            config.lock_timeout,
+            file_owner,
+            jobs,
+            Arc::new(writer::RealDisk),
+            commits,
+        )
+        .map_err(StartError::Thread)?,
     );
     let ctx = Arc::new(Context::new(session, deliveries, config));
     running.ctx = Some(Arc::clone(&ctx));
@@ -337,8 +344,11 @@ fn raise_descriptor_limit(config: &Config) {
     }
 }
 
-/// Creates the mail directory if needed and checks it is a writable directory.
-fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<()> {
+/// Creates the mail directory if needed and checks it is a writable directory. Returns the owner
+/// the file system gives a file this process creates there: its own user, or another (NFS with
+/// `root_squash`, a FUSE file system, vfat's `uid=`); the writer takes no mailbox owned by anyone
+/// else.
+fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<u32> {
     // A file there makes create_dir_all say only "File exists": say what is wrong instead.
     let made = std::fs::create_dir_all(dir);
     if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
@@ -353,8 +363,9 @@ fn prepare_mail_dir(dir: &std::path::Path) -> io::Result<()> {
         std::process::id(),
         start_number()
     ));
-    create_own(&probe)?;
-    std::fs::remove_file(&probe)
+    let owner = create_own(&probe)?.metadata();
+    std::fs::remove_file(&probe)?;
+    owner.map(|meta| std::os::unix::fs::MetadataExt::uid(&meta))
 }
 
 impl Running {

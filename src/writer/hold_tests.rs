@@ -2,7 +2,7 @@
 //! kept only while more jobs are queued, opened once for back-to-back commits, released when
 //! the queue empties, and opened afresh if anything changed it meanwhile.
 
-use super::tests::{LiveWriter, job};
+use super::tests::{LiveWriter, file_owner, job};
 use super::*;
 use std::fs::File;
 use std::fs::{self, OpenOptions};
@@ -213,7 +213,7 @@ fn only_a_mailbox_written_and_held_briefly_is_worth_holding() {
     let Ok(mut mailbox) = mailbox::open(
         dir.path(),
         "box",
-        lock::Owner::current(),
+        (lock::Owner::current(), file_owner(dir.path())),
         &RealDisk,
         &mut created,
     ) else {

@@ -69,7 +69,7 @@ impl From<Refused> for OpenError {
 pub(super) fn open(
     dir: &Path,
     name: &str,
-    owner: Owner,
+    (owner, file_owner): (Owner, u32),
     disk: &dyn Disk,
     created: &mut bool,
 ) -> Result<Mailbox, OpenError> {
@@ -79,7 +79,7 @@ pub(super) fn open(
     for _ in 0..3 {
         let (file, new) = open_or_create(&path).map_err(OpenError::Io)?;
         *created |= new;
-        opened = lock_opened(file, &path)?;
+        opened = lock_opened(file, &path, file_owner)?;
         if opened.is_some() {
             break;
         }
@@ -170,7 +170,11 @@ impl Mailbox {
 /// removed it: a message appended to a file that no name leads to would be acknowledged and lost.
 /// Checked once the lock is held, so a program that honours the locks cannot change it again
 /// before the commit ends.
-fn lock_opened(file: File, path: &Path) -> Result<Option<(File, Metadata)>, OpenError> {
+fn lock_opened(
+    file: File,
+    path: &Path,
+    file_owner: u32,
+) -> Result<Option<(File, Metadata)>, OpenError> {
     match os::try_lock_exclusive(&file) {
         Ok(true) => {}
         Ok(false) => return Err(OpenError::Busy),
@@ -181,14 +185,15 @@ fn lock_opened(file: File, path: &Path) -> Result<Option<(File, Metadata)>, Open
     // reads blocks the writer, and every delivery behind it) and cannot be synced. A second name
     // (a hard link) or an owner other than this server means someone else made the file: a link
     // to a file outside the mail directory would have mail written there, and a file another
-    // user made would give them the mail (Postfix's safe_open refuses both). No name at all is a
+    // user made would give them the mail (Postfix's safe_open refuses both). The owner is the
+    // one files made here get (`file_owner`), not always this process's user. No name at all is a
     // file removed meanwhile: `naming` below has it opened again.
     let refused = if !meta.file_type().is_file() {
         "not a regular file"
     } else if meta.nlink() > 1 {
         "a file with other names (hard links)"
-    } else if meta.uid() != os::effective_uid() {
-        "a file this server's user does not own"
+    } else if meta.uid() != file_owner {
+        "a file another user owns"
     } else {
         ""
     };
@@ -324,38 +329,57 @@ pub(super) fn append(job: &Job, boxes: &mut HashMap<String, Mailbox>) -> io::Res
 mod tests {
     use super::*;
 
-    /// A mailbox `box` in a fresh directory, opened as the writer opens it, not yet locked.
-    fn opened() -> (tempfile::TempDir, std::path::PathBuf, File) {
+    /// A mailbox `box` in a fresh directory, opened as the writer opens it, not yet locked, and
+    /// the owner files made there get.
+    fn opened() -> (tempfile::TempDir, std::path::PathBuf, File, u32) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("box");
         std::fs::write(&path, "From a\n\n").unwrap();
         let (file, new) = open_or_create(&path).unwrap();
         assert!(!new);
-        (dir, path, file)
+        let owner = file.metadata().unwrap().uid();
+        (dir, path, file, owner)
     }
 
     #[test]
     fn a_file_still_named_is_locked_and_kept() {
-        let (_dir, path, file) = opened();
-        let Ok(Some((_file, meta))) = lock_opened(file, &path) else {
+        let (_dir, path, file, owner) = opened();
+        let Ok(Some((_file, meta))) = lock_opened(file, &path, owner) else {
             panic!("the file under its name was not kept");
         };
         assert_eq!(meta.len(), 8);
     }
 
     #[test]
+    fn the_owner_checked_is_the_one_files_made_here_get() {
+        // Not this process's user: on NFS with root_squash or a FUSE file system, a mailbox the
+        // writer had just made was refused for good.
+        let (_dir, path, file, _) = opened();
+        if std::os::unix::fs::chown(&path, Some(65534), None).is_err() {
+            println!("skipped: cannot give a file to another user (needs root)");
+            return;
+        }
+        assert!(matches!(lock_opened(file, &path, 65534), Ok(Some(_))));
+        let (file, _) = open_or_create(&path).unwrap();
+        match lock_opened(file, &path, 0) {
+            Err(OpenError::Io(e)) => assert_eq!(e.to_string(), "a file another user owns"),
+            _ => panic!("a file another user owns was kept"),
+        }
+    }
+
+    #[test]
     fn a_file_renamed_over_before_the_lock_is_not_kept() {
-        let (dir, path, file) = opened();
+        let (dir, path, file, owner) = opened();
         let new = dir.path().join("box.new");
         std::fs::write(&new, "From a\n\nFrom b\n\n").unwrap();
         std::fs::rename(&new, &path).unwrap();
-        assert!(matches!(lock_opened(file, &path), Ok(None)));
+        assert!(matches!(lock_opened(file, &path, owner), Ok(None)));
     }
 
     #[test]
     fn a_file_removed_before_the_lock_is_not_kept() {
-        let (_dir, path, file) = opened();
+        let (_dir, path, file, owner) = opened();
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(lock_opened(file, &path), Ok(None)));
+        assert!(matches!(lock_opened(file, &path, owner), Ok(None)));
     }
 }

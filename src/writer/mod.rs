@@ -130,23 +130,15 @@ pub(crate) struct Job {
     pub ack: Ack,
 }
 
-/// Starts the writer thread over `mail_dir`. It runs until every sender of `jobs` is dropped,
-/// then finishes the jobs it holds and exits. Each successful commit is recorded in `commits`
-/// once its files are synced (and unlocked, unless held for the next commit), just before its jobs
-/// are acknowledged.
+/// Starts the writer thread over `mail_dir`, where the files it creates get `file_owner` as their
+/// owner (a mailbox another owns is refused), writing through `disk` (`RealDisk`, but in tests).
+/// It runs until every sender of `jobs` is dropped, then finishes the jobs it holds and exits.
+/// Each successful commit is recorded in `commits` once its files are synced (and unlocked,
+/// unless held for the next commit), just before its jobs are acknowledged.
 pub(crate) fn spawn(
     mail_dir: PathBuf,
     lock_timeout: Duration,
-    jobs: Receiver<Job>,
-    commits: Arc<Commits>,
-) -> io::Result<JoinHandle<()>> {
-    spawn_with(mail_dir, lock_timeout, jobs, Arc::new(RealDisk), commits)
-}
-
-/// [`spawn`] over a chosen [`Disk`].
-pub(crate) fn spawn_with(
-    mail_dir: PathBuf,
-    lock_timeout: Duration,
+    file_owner: u32,
     jobs: Receiver<Job>,
     disk: Arc<dyn Disk>,
     commits: Arc<Commits>,
@@ -166,6 +158,7 @@ pub(crate) fn spawn_with(
                 lock_timeout,
                 disk,
                 owner: lock::Owner::current(),
+                file_owner,
                 // An earlier process may have created a file and died before syncing the
                 // directory: the first commit syncs it before any message is acknowledged as
                 // delivered.
@@ -186,6 +179,8 @@ struct Writer {
     disk: Arc<dyn Disk>,
     /// This process, as the owner of the dotlocks it takes.
     owner: lock::Owner,
+    /// The user owning the files this process creates in the mail directory.
+    file_owner: u32,
     /// A file may have been created in the mail directory since its last successful sync.
     dir_unsynced: bool,
     /// The file (device, inode, birth time) each mailbox name named at the last successful sync
@@ -328,7 +323,7 @@ impl Writer {
                 match mailbox::open(
                     self.mail_dir.path(),
                     &entry.mailbox,
-                    self.owner,
+                    (self.owner, self.file_owner),
                     &*self.disk,
                     &mut self.dir_unsynced,
                 ) {

@@ -141,6 +141,11 @@ pub(super) fn job(mailboxes: &[&str], text: &str) -> (Job, ack::Awaited) {
 
 /// A writer thread fed through a queue of `queue` jobs; dropping it closes the queue and joins
 /// the thread, so the writer has answered every job sent.
+/// The owner of the files made in `dir`, a directory the test made: the directory's own.
+pub(super) fn file_owner(dir: &Path) -> u32 {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir).unwrap())
+}
+
 pub(super) struct LiveWriter {
     /// What the writer records of its commits.
     pub(super) commits: Arc<Commits>,
@@ -160,9 +165,10 @@ impl LiveWriter {
             tx.send(job).unwrap();
         }
         let commits = Arc::new(Commits::default());
-        let thread = spawn_with(
+        let thread = spawn(
             dir.to_path_buf(),
             Duration::from_secs(1),
+            file_owner(dir),
             rx,
             disk,
             Arc::clone(&commits),
