@@ -278,16 +278,23 @@ fn run(
                     return Ok(());
                 }
                 // The server's time, not the client's (a message that ended is ended first).
+                let began = Instant::now();
                 clock.data.pause(
-                    Instant::now(),
+                    began,
                     core.in_message().then(|| core.messages()),
                     core.commands_in_message(),
                     pause,
                 );
+                // A message read before a stop is begun, though its clock never started (a BDAT
+                // LAST read with its command): one whose end is delayed is still stored.
+                if !ctx.shutting_down() {
+                    clock.data.announce(core.messages());
+                }
                 ctx.pause(pause);
-                // Nor is the wait for the client's next command counted from before it.
-                clock.waiting_since = Instant::now();
-                clock.idle_since = clock.waiting_since;
+                // Nor do the command and idle clocks run meanwhile.
+                let paused = began.elapsed();
+                clock.waiting_since += paused;
+                clock.idle_since += paused;
                 continue;
             }
             Event::Flush => {

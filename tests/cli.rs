@@ -407,56 +407,63 @@ fn names_planted_for_the_start_files_are_removed_not_followed_or_waited_on() {
 fn a_message_whose_end_is_delayed_when_the_stop_comes_is_stored() {
     // A `data-end` delay ended the message's clock first, so a stop during the delay took the
     // message for one never announced to the client: 421 and nothing stored, though the client
-    // had its 354 and had sent the final dot.
-    let dir = tempfile::tempdir().unwrap();
-    let mail = dir.path().join("mail");
-    let args = ["--listen", "127.0.0.1:0", "--shutdown-grace", "30"];
-    let mut child = Command::new(BIN)
-        .args(args)
-        .args(["--fail", "data-end:*=delay:20s", "--mail-dir"])
-        .arg(&mail)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mboxd");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines, log) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("test-stderr".into())
-        .spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                if line.is_err() || lines.send(line.unwrap()).is_err() {
-                    return;
+    // had its 354 and had sent the final dot. A BDAT LAST read with its command has no clock
+    // at all: it was lost too.
+    let body = "Subject: s\r\n\r\nhi\r\n";
+    let bdat = format!("BDAT {} LAST\r\n{body}", body.len());
+    for (command, text) in [("DATA", format!("{body}.\r\n")), ("", bdat)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mail = dir.path().join("mail");
+        let args = ["--listen", "127.0.0.1:0", "--shutdown-grace", "30"];
+        let mut child = Command::new(BIN)
+            .args(args)
+            .args(["--fail", "data-end:*=delay:20s", "--mail-dir"])
+            .arg(&mail)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mboxd");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, log) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("test-stderr".into())
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    if line.is_err() || lines.send(line.unwrap()).is_err() {
+                        return;
+                    }
                 }
-            }
-        })
-        .unwrap();
-    let (mut child, addrs) = listening(ChildGuard(child), 1);
-    let mut c = Client::connect(addrs[0]);
-    assert_eq!(c.read_reply().code, 220);
-    c.expect("EHLO cli.test", 250);
-    c.expect("MAIL FROM:<a@b.test>", 250);
-    c.expect("RCPT TO:<jones@localhost>", 250);
-    c.expect("DATA", 354);
-    c.send(b"Subject: s\r\n\r\nhi\r\n.\r\n");
-    // The rule is logged as it fires, before the delay begins.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("no log line saying the rule fired within 10 s");
-        if line.contains("fired") {
-            break;
+            })
+            .unwrap();
+        let (mut child, addrs) = listening(ChildGuard(child), 1);
+        let mut c = Client::connect(addrs[0]);
+        assert_eq!(c.read_reply().code, 220);
+        c.expect("EHLO cli.test", 250);
+        c.expect("MAIL FROM:<a@b.test>", 250);
+        c.expect("RCPT TO:<jones@localhost>", 250);
+        if !command.is_empty() {
+            c.expect(command, 354);
         }
+        c.send(text.as_bytes());
+        // The rule is logged as it fires, before the delay begins.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("no log line saying the rule fired within 10 s");
+            if line.contains("fired") {
+                break;
+            }
+        }
+        signal(&child, "TERM");
+        assert_eq!(c.read_reply().code, 250, "{command}");
+        assert_eq!(c.read_reply().code, 421, "{command}");
+        assert_eq!(
+            wait_bounded(&mut child, Duration::from_secs(10)).code(),
+            Some(0)
+        );
+        let mbox = std::fs::read_to_string(mail.join("jones")).unwrap_or_default();
+        assert_eq!(support::mbox_entries(&mbox).len(), 1, "{command}");
     }
-    signal(&child, "TERM");
-    assert_eq!(c.read_reply().code, 250);
-    assert_eq!(c.read_reply().code, 421);
-    assert_eq!(
-        wait_bounded(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let mbox = std::fs::read_to_string(mail.join("jones")).unwrap_or_default();
-    assert_eq!(support::mbox_entries(&mbox).len(), 1);
 }

@@ -288,6 +288,46 @@ fn a_greeting_delay_is_not_idle_time() {
     );
 }
 
+/// But only the delay's own time: a client whose every MAIL was delayed 10 ms, and which sent
+/// MAIL and RSET every 0.3 s, was never idle (each delay reset its idle time), so it kept its
+/// worker from every newcomer.
+#[test]
+fn a_short_delay_does_not_make_a_session_busy() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.queue_wait = Duration::from_secs(5);
+        c.fail = vec!["mail=delay:10ms".parse().unwrap()];
+    });
+    let mut first = server.client();
+    first.expect("EHLO x.test", 250);
+    let cycling = thread::spawn(move || {
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(8) {
+            for command in ["MAIL FROM:<a@b.test>", "RSET"] {
+                let r = first.cmd(command);
+                if r.code == 421 {
+                    return r;
+                }
+                assert_eq!(r.code, 250, "{r:?}");
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        panic!("never closed for the newcomer");
+    });
+    // The time passing is what is tested: idle (but for the delays) for over a second.
+    thread::sleep(Duration::from_millis(1200));
+    let arrived = Instant::now();
+    let mut newcomer = Client::connect(server.addr);
+    let r = newcomer.read_reply();
+    assert_eq!(r.code, 220, "{r:?}");
+    assert!(
+        arrived.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        arrived.elapsed()
+    );
+    assert_eq!(cycling.join().unwrap().code, 421);
+}
+
 /// What a message leaves of its time is carried to the session's next: a client that ended a
 /// nearly empty message and began the next every 0.5 s, each within a fresh grace, kept its
 /// worker for ever at a few octets a second.

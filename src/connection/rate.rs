@@ -120,6 +120,12 @@ impl DataClock {
         }
     }
 
+    /// Takes message `n`, the core's latest, as announced to the client, whether or not its
+    /// clock started.
+    pub(super) fn announce(&mut self, n: u32) {
+        self.started = Some(n);
+    }
+
     /// Counts `n` octets read while a message is being received.
     pub(super) fn read(&mut self, n: usize) {
         if let Some(c) = &mut self.current {

@@ -165,8 +165,9 @@ fn from_name(helo: &str, utf8: bool) -> Cow<'_, str> {
 /// and a dot at either end or next to another is not the syntax. A local part that is not a
 /// dot-atom is written
 /// as the quoted string RFC 5321 asks for (`"a(b"@example.com`, each `"` and `\` escaped); any
-/// other address, a quoted local part included, as given. (mboxd itself delivers such a local
-/// part only unquoted: a mailbox name holds no `"`.)
+/// other address, a quoted local part included, as given. (A recipient's local part here never
+/// holds a `"`: the parser drops the quotes of one it would also take unquoted, `"a(b"` being
+/// `a(b`, and a mailbox name holds none.)
 fn header_address(address: &str) -> Cow<'_, str> {
     if address.starts_with('"') {
         return Cow::Borrowed(address);
