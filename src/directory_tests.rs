@@ -162,6 +162,28 @@ fn aliases() {
 }
 
 #[test]
+fn aliases_that_name_each_other_are_each_expanded_once() {
+    // Twelve lists naming each other: every path to depth 8 was walked, 11^8 of them (and a
+    // warning logged at each end), for one RCPT; each list is now expanded once.
+    let lists: Vec<(String, Vec<String>)> = (0..12)
+        .map(|i| {
+            let mut targets = vec![format!("u{i}")];
+            targets.extend((0..12).filter(|&j| j != i).map(|j| format!("l{j}")));
+            (format!("l{i}"), targets)
+        })
+        .collect();
+    let d = Directory::new(&["x.test".into()], None, &lists);
+    let began = std::time::Instant::now();
+    let r = d.route(&addr("l0@x.test")).unwrap();
+    assert!(began.elapsed() < std::time::Duration::from_secs(1));
+    // Breadth first: l0's own user, then each list's, in the order l0 names them.
+    assert_eq!(
+        r.mailboxes,
+        (0..12).map(|i| format!("u{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn vrfy_and_expn() {
     let d = dir(Some(&["jones"]));
     assert_eq!(d.vrfy("Jones").code, 250);
