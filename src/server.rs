@@ -219,6 +219,13 @@ pub(crate) fn start(config: &Config, commits: Arc<Commits>) -> Result<Running, S
     // Before any connection is accepted: a start that fails here has served no one (a client
     // that read the file and connected waits in the listen backlog for the acceptor).
     if let Some(path) = &config.ready_file {
+        if in_dir(path, &config.mail_dir) {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "in the mail directory, where its name is a mailbox's",
+            );
+            return Err(StartError::ReadyFile(path.clone(), e));
+        }
         let text = write_ready_file(path, running.addrs())
             .map_err(|e| StartError::ReadyFile(path.clone(), e))?;
         running.ready_file = Some((path.clone(), text));
@@ -281,6 +288,16 @@ fn write_ready_file(path: &std::path::Path, addrs: &[SocketAddr]) -> io::Result<
         let _ = std::fs::remove_file(&tmp);
     }
     written.map(|()| text)
+}
+
+/// Whether `path` names a file in the directory `dir`: a ready file there would replace a
+/// mailbox of its name, or take its mail.
+fn in_dir(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    matches!((parent.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Whether the file at `path` holds `text` and no more. It is opened without following a link

@@ -420,6 +420,30 @@ fn the_ready_file_goes_with_the_server_that_wrote_it() {
 }
 
 #[test]
+fn a_ready_file_in_the_mail_dir_is_refused() {
+    // It was renamed over the mailbox of its name (the mail in it lost), or took that name's
+    // mail; the path need not be spelled as the mail directory is.
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    std::fs::write(
+        mail.join("jones"),
+        "From a@b Mon Jan  1 00:00:00 2024\n\nkeep\n\n",
+    )
+    .unwrap();
+    for ready in [mail.join("jones"), dir.path().join("mail/./ready")] {
+        let config = Config::for_tests().mail_dir(&mail).ready_file(&ready);
+        let e = Server::start(config).err().expect("started");
+        assert!(e.to_string().contains("in the mail directory"), "{e}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(mail.join("jones")).unwrap(),
+        "From a@b Mon Jan  1 00:00:00 2024\n\nkeep\n\n"
+    );
+    assert!(!mail.join("ready").exists());
+}
+
+#[test]
 fn servers_started_at_once_with_one_ready_file_all_start() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
