@@ -433,7 +433,9 @@ fn a_ready_file_in_the_mail_dir_is_refused() {
     .unwrap();
     for ready in [mail.join("jones"), dir.path().join("mail/./ready")] {
         let config = Config::for_tests().mail_dir(&mail).ready_file(&ready);
-        let e = Server::start(config).err().expect("started");
+        let Err(e) = Server::start(config) else {
+            panic!("started")
+        };
         assert!(e.to_string().contains("in the mail directory"), "{e}");
     }
     assert_eq!(
