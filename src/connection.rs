@@ -285,9 +285,10 @@ fn run(
                     core.commands_in_message(),
                     pause,
                 );
-                // A message read before a stop is begun, though its clock never started (a BDAT
-                // LAST read with its command): one whose end is delayed is still stored.
-                if !ctx.shutting_down() {
+                // A message read to its end before a stop is begun, though its clock never
+                // started (a BDAT LAST read with its command): one whose end is delayed is still
+                // stored. Not one still open, whose 354 may wait for this delay.
+                if !ctx.shutting_down() && !core.in_message() {
                     clock.data.announce(core.messages());
                 }
                 ctx.pause(pause);
