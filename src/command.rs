@@ -9,7 +9,7 @@
 use crate::escape::{is_unsafe, starts_with_mark};
 
 mod address;
-pub(crate) use address::{Address, address, is_dot_atom, unquoted, valid_domain};
+pub(crate) use address::{Address, KEEPS_QUOTES, address, is_dot_atom, unquoted, valid_domain};
 
 /// One `KEY[=VALUE]` parameter after a MAIL or RCPT path (RFC 5321 §4.1.2, `esmtp-param`).
 #[derive(Debug, Clone, PartialEq, Eq)]

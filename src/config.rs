@@ -447,12 +447,17 @@ impl Config {
 
 /// The system's host name if it is usable as the server's ([`usable_hostname`]), or `localhost`.
 /// The mailbox name of a user or alias `name`, if it is safe as one and RCPT can reach it: a
-/// local part with `@`, `<` or `>` keeps its quotes (no name holds them), and one with `%` or `!`
+/// local part that keeps its quotes (`@`, `<`, `>`) names no mailbox, and one with `%` or `!`
 /// is refused as relaying (`jones@localhost` given as a user would have started and matched
 /// nothing).
 fn reachable(kind: &str, name: &str) -> Result<String, ConfigError> {
     match mailbox_name(name) {
-        Some(mailbox) if !mailbox.contains(['@', '<', '>', '%', '!']) => Ok(mailbox),
+        Some(mailbox)
+            if !mailbox.contains(command::KEEPS_QUOTES)
+                && !mailbox.contains(crate::directory::RELAY_HACKS) =>
+        {
+            Ok(mailbox)
+        }
         Some(_) => Err(ConfigError(format!(
             "{kind} {name:?}: no recipient can name it (it holds @, <, >, % or !)"
         ))),

@@ -21,6 +21,9 @@ use crate::mailboxes::Mailboxes;
 use crate::names::mailbox_name;
 use crate::reply::{self, Reply};
 
+/// The `%` and `!` hacks of a local part route through this host to another: relaying, refused.
+pub(crate) const RELAY_HACKS: [char; 2] = ['%', '!'];
+
 /// How deep aliases may refer to aliases before the expansion stops.
 const MAX_ALIAS_DEPTH: usize = 8;
 
@@ -136,12 +139,12 @@ impl Directory {
             return Err(reply::RELAY_DENIED);
         }
         // `%` and `!` hacks route through this host to another one: that is relaying.
-        if to.local.contains(['%', '!']) {
+        if to.local.contains(RELAY_HACKS) {
             return Err(reply::RELAY_DENIED);
         }
         let mailbox = mailbox_name(&to.local).ok_or(reply::NAME_NOT_ALLOWED)?;
         // Folding can make `%` of U+FF05: refused like the plain one.
-        if mailbox.contains(['%', '!']) {
+        if mailbox.contains(RELAY_HACKS) {
             return Err(reply::RELAY_DENIED);
         }
         if self.aliases.contains_key(&mailbox) {

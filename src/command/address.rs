@@ -93,6 +93,10 @@ pub(crate) fn address(s: &str) -> Result<Address, ParseError> {
     })
 }
 
+/// What a quoted local part holding one of them needs its quotes for: this parser takes no such
+/// local part unquoted.
+pub(crate) const KEEPS_QUOTES: [char; 6] = [' ', '<', '>', '@', '"', '\\'];
+
 /// A local part without quotes it does not need. RFC 5322 §3.2.4: a quoted string means what
 /// the atoms it quotes mean, and RFC 5321 §4.1.2 wants all quoted forms treated alike, so
 /// `"jones"` and `"jo\nes"` (a quoted-pair) are `jones` (and `"post\master"` is postmaster, RFC
@@ -124,8 +128,7 @@ pub(crate) fn unquoted(local: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(inner)
     };
-    if is_dot_atom(&plain) || !plain.is_empty() && !plain.contains([' ', '<', '>', '@', '"', '\\'])
-    {
+    if is_dot_atom(&plain) || !plain.is_empty() && !plain.contains(KEEPS_QUOTES) {
         plain
     } else {
         Cow::Borrowed(local)
