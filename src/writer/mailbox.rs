@@ -189,18 +189,18 @@ fn lock_opened(
     // one files made here get (`file_owner`), not always this process's user. No name at all is a
     // file removed meanwhile: `naming` below has it opened again.
     let refused = if !meta.file_type().is_file() {
-        "not a regular file"
+        Some("not a regular file")
     } else if meta.nlink() > 1 {
-        "a file with other names (hard links)"
+        Some("a file with other names (hard links)")
     } else if meta.uid() != file_owner {
-        "a file another user owns"
+        Some("a file another user owns")
     } else {
-        ""
+        None
     };
-    if !refused.is_empty() {
+    if let Some(why) = refused {
         return Err(OpenError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
-            refused,
+            why,
         )));
     }
     let named = naming(path, (meta.dev(), meta.ino())).is_some();
